@@ -1,0 +1,1 @@
+//! huitong connectors (being built; see the open issues).

@@ -1,0 +1,62 @@
+//! The composition of one huitong process: configuration, store, queue and the
+//! HTTP surface. `huitong serve` and the end-to-end tests build the same `App`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::server::{self, AppState, Probe};
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+}
+
+impl App {
+    /// Open the store (running migrations) and everything else the process needs.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let store = store::open(&config.database).await?;
+        tracing::info!(
+            backend = store.backend(),
+            database = %config.database.redacted_url(),
+            queue = %config.queue.url.redacted(),
+            "store ready"
+        );
+        Ok(App { config, store })
+    }
+
+    fn probes(&self) -> Vec<Arc<dyn Probe>> {
+        vec![Arc::new(self.store.clone())]
+    }
+
+    pub fn router(&self) -> axum::Router {
+        let state = AppState {
+            probes: Arc::new(self.probes()),
+        };
+        server::router(state, self.config.server.body_limit_bytes)
+    }
+
+    /// Serve on a pre-bound listener until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        crate::telemetry::metrics();
+        let router = self.router();
+        server::serve(listener, router, shutdown)
+            .await
+            .map_err(AppError::Serve)
+    }
+}

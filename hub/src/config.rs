@@ -1,0 +1,1214 @@
+//! Configuration: the embedded `huitong.toml` as base layer, then an optional
+//! file, then `HUITONG_<SECTION>_<KEY>` environment variables, then command-line
+//! short forms. Loading never stops at the first mistake: every problem is
+//! collected with the layer it came from, the key and what was expected.
+//!
+//! Secrets are only read from environment variables or files (`<key>_env`,
+//! `<key>_file`), held in [`SecretString`] and never printed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use toml::{Table, Value};
+
+/// The default configuration, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../huitong.toml");
+
+const BUILT_IN: &str = "built-in huitong.toml";
+
+/// Sections that `HUITONG_<SECTION>_<KEY>` environment variables may set.
+const ENV_SECTIONS: &[&str] = &["server", "database", "queue", "log"];
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub queue: QueueConfig,
+    pub log: LogConfig,
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Full connection URL, password included: exposed only to the driver.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// The URL with any password replaced by `***`, safe to print.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.redacted_url())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub enum QueueUrl {
+    Embedded,
+    Amqp(SecretString),
+}
+
+impl QueueUrl {
+    pub fn redacted(&self) -> String {
+        match self {
+            QueueUrl::Embedded => "embedded".to_owned(),
+            QueueUrl::Amqp(url) => redact_url(url.expose_secret()),
+        }
+    }
+}
+
+impl fmt::Debug for QueueUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub url: QueueUrl,
+    pub prefetch: u16,
+    pub queue_type: QueueType,
+    pub retry_tiers: Vec<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Setting names of a connector kind, each with whether it is required.
+type KeyList = &'static [(&'static str, bool)];
+
+/// The vendors a connector may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectorKind {
+    Feishu,
+    DingTalk,
+    WeCom,
+}
+
+impl ConnectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::Feishu => "feishu",
+            ConnectorKind::DingTalk => "dingtalk",
+            ConnectorKind::WeCom => "wecom",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "feishu" | "lark" => Some(ConnectorKind::Feishu),
+            "dingtalk" => Some(ConnectorKind::DingTalk),
+            "wecom" => Some(ConnectorKind::WeCom),
+            _ => None,
+        }
+    }
+
+    /// (plain settings: (name, required)), (secrets: (name, required)).
+    fn keys(self) -> (KeyList, KeyList) {
+        match self {
+            ConnectorKind::Feishu => (
+                &[("app_id", true), ("base_url", false)],
+                &[
+                    ("app_secret", true),
+                    ("encrypt_key", false),
+                    ("verification_token", false),
+                ],
+            ),
+            ConnectorKind::DingTalk => (
+                &[
+                    ("app_key", true),
+                    ("robot_code", false),
+                    ("base_url", false),
+                    ("api_base_url", false),
+                ],
+                &[("app_secret", true), ("aes_key", false), ("token", false)],
+            ),
+            ConnectorKind::WeCom => (
+                &[("corp_id", true), ("agent_id", true), ("base_url", false)],
+                &[
+                    ("corp_secret", true),
+                    ("token", false),
+                    ("encoding_aes_key", false),
+                ],
+            ),
+        }
+    }
+}
+
+/// One connected system. Plain settings are strings; secrets were read from
+/// the environment or a file and stay wrapped.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub kind: ConnectorKind,
+    pub settings: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub source: String,
+    pub targets: Vec<String>,
+    pub entities: Vec<String>,
+}
+
+/// Where configuration comes from, lowest priority first.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// `--config FILE`.
+    pub file: Option<PathBuf>,
+    /// The environment (pass `std::env::vars()` in the binary; tests pass their own).
+    pub env: Vec<(String, String)>,
+    /// Command-line short forms such as `serve --listen`: (dotted key, value, flag name).
+    pub overrides: Vec<(String, String, String)>,
+}
+
+impl Sources {
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// One mistake in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The layer the value came from: the file path, `env HUITONG_…` or the built-in default.
+    pub origin: String,
+    /// Dotted key, e.g. `server.listen`.
+    pub key: String,
+    /// What was expected (never the value of a secret).
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+    }
+}
+
+/// All problems found while loading.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "configuration has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load and validate the configuration from its layers.
+pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut layers = Layers::default();
+    let mut problems = Vec::new();
+
+    match DEFAULT_TOML.parse::<Table>() {
+        Ok(t) => layers.merge(t, BUILT_IN),
+        Err(e) => problems.push(Problem {
+            origin: BUILT_IN.into(),
+            key: "(file)".into(),
+            message: format!("the embedded default does not parse: {e}"),
+        }),
+    }
+
+    if let Some(path) = &sources.file {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => match text.parse::<Table>() {
+                Ok(t) => layers.merge(t, &origin),
+                Err(e) => problems.push(Problem {
+                    origin,
+                    key: "(file)".into(),
+                    message: format!("not valid TOML: {}", e.to_string().trim()),
+                }),
+            },
+            Err(e) => problems.push(Problem {
+                origin,
+                key: "(file)".into(),
+                message: format!("cannot read the file: {e}"),
+            }),
+        }
+    }
+
+    for (name, value) in &sources.env {
+        let Some(rest) = name.strip_prefix("HUITONG_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            continue;
+        };
+        if !ENV_SECTIONS.contains(&section) || key.is_empty() {
+            continue;
+        }
+        layers.set(
+            &[section, key],
+            Value::String(value.clone()),
+            &format!("env {name}"),
+        );
+    }
+
+    for (key, value, flag) in &sources.overrides {
+        let parts: Vec<&str> = key.split('.').collect();
+        layers.set(&parts, Value::String(value.clone()), flag);
+    }
+
+    let env: HashMap<&str, &str> = sources
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut r = Reader {
+        origins: &layers.origins,
+        env: &env,
+        problems,
+    };
+    let config = r.config(&layers.root);
+    if r.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError {
+            problems: r.problems,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Layers {
+    root: Table,
+    origins: HashMap<String, String>,
+}
+
+impl Layers {
+    fn merge(&mut self, table: Table, origin: &str) {
+        fn walk(
+            dst: &mut Table,
+            src: Table,
+            prefix: &str,
+            origin: &str,
+            origins: &mut HashMap<String, String>,
+        ) {
+            for (k, v) in src {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (dst.get_mut(&k), v) {
+                    (Some(Value::Table(d)), Value::Table(s)) => walk(d, s, &path, origin, origins),
+                    (_, Value::Table(s)) => {
+                        let mut fresh = Table::new();
+                        walk(&mut fresh, s, &path, origin, origins);
+                        origins.insert(path, origin.to_owned());
+                        dst.insert(k, Value::Table(fresh));
+                    }
+                    (_, v) => {
+                        origins.insert(path, origin.to_owned());
+                        dst.insert(k, v);
+                    }
+                }
+            }
+        }
+        walk(&mut self.root, table, "", origin, &mut self.origins);
+    }
+
+    fn set(&mut self, parts: &[&str], value: Value, origin: &str) {
+        let mut t = Table::new();
+        let Some((last, parents)) = parts.split_last() else {
+            return;
+        };
+        t.insert((*last).to_owned(), value);
+        for p in parents.iter().rev() {
+            let mut outer = Table::new();
+            outer.insert((*p).to_owned(), Value::Table(t));
+            t = outer;
+        }
+        self.merge(t, origin);
+    }
+}
+
+struct Reader<'a> {
+    origins: &'a HashMap<String, String>,
+    env: &'a HashMap<&'a str, &'a str>,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let origin = self
+            .origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| BUILT_IN.to_owned());
+        self.problems.push(Problem {
+            origin,
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn set_in_a_file(&self, key: &str) -> bool {
+        self.origins
+            .get(key)
+            .is_some_and(|o| o != BUILT_IN && !o.starts_with("env ") && !o.starts_with("--"))
+    }
+
+    fn section<'t>(&mut self, root: &'t Table, name: &str) -> Option<&'t Table> {
+        match root.get(name) {
+            Some(Value::Table(t)) => Some(t),
+            Some(other) => {
+                self.problem(
+                    name,
+                    format!("expected a table [{name}], got {}", other.type_str()),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn unknown_keys(&mut self, table: &Table, prefix: &str, allowed: &[&str]) {
+        for k in table.keys() {
+            if !allowed.contains(&k.as_str()) {
+                let mut msg = format!(
+                    "unknown setting; known settings here: {}",
+                    allowed.join(", ")
+                );
+                if is_secret_name(k) {
+                    msg = format!(
+                        "unknown setting (secrets go in `<key>_env` or `<key>_file`); known settings here: {}",
+                        allowed.join(", ")
+                    );
+                }
+                self.problem(&format!("{prefix}.{k}"), msg);
+            }
+        }
+    }
+
+    fn string(&mut self, t: &Table, prefix: &str, key: &str) -> Option<String> {
+        let path = format!("{prefix}.{key}");
+        match t.get(key) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Integer(i)) => Some(i.to_string()),
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!("expected a string, got {}", other.type_str()),
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn required_string(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        what: &str,
+    ) -> Option<String> {
+        let v = self.string(t, prefix, key);
+        if v.is_none() && !t.contains_key(key) {
+            self.problem(
+                &format!("{prefix}.{key}"),
+                format!("missing; expected {what}"),
+            );
+        }
+        v
+    }
+
+    fn integer(&mut self, t: &Table, prefix: &str, key: &str, min: i64, max: i64) -> Option<i64> {
+        let path = format!("{prefix}.{key}");
+        let n = match t.get(key)? {
+            Value::Integer(i) => *i,
+            Value::String(s) => match s.trim().parse::<i64>() {
+                Ok(i) => i,
+                Err(_) => {
+                    self.problem(
+                        &path,
+                        format!("expected an integer between {min} and {max}, got {s:?}"),
+                    );
+                    return None;
+                }
+            },
+            other => {
+                self.problem(
+                    &path,
+                    format!(
+                        "expected an integer between {min} and {max}, got {}",
+                        other.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        if n < min || n > max {
+            self.problem(
+                &path,
+                format!("expected an integer between {min} and {max}, got {n}"),
+            );
+            return None;
+        }
+        Some(n)
+    }
+
+    fn string_list(&mut self, t: &Table, prefix: &str, key: &str) -> Option<Vec<String>> {
+        let path = format!("{prefix}.{key}");
+        match t.get(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => {
+                            self.problem(
+                                &format!("{path}[{i}]"),
+                                format!("expected a string, got {}", other.type_str()),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            // From the environment: comma-separated.
+            Value::String(s) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            other => {
+                self.problem(
+                    &path,
+                    format!("expected a list of strings, got {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A secret named `key`: read from `<key>_env` or `<key>_file`; a literal
+    /// `key = "…"` is an error that never repeats the value.
+    fn secret(
+        &mut self,
+        t: &Table,
+        prefix: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<SecretString> {
+        let path = format!("{prefix}.{key}");
+        if t.contains_key(key) {
+            self.problem(
+                &path,
+                format!(
+                    "secrets are not accepted in configuration files; set `{key}_env = \"VARIABLE\"` or `{key}_file = \"/path\"` instead"
+                ),
+            );
+            return None;
+        }
+        let env_key = format!("{key}_env");
+        let file_key = format!("{key}_file");
+        let var = self.string(t, prefix, &env_key);
+        let file = self.string(t, prefix, &file_key);
+        match (var, file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &path,
+                    format!("give either `{env_key}` or `{file_key}`, not both"),
+                );
+                None
+            }
+            (Some(var), None) => match self.env.get(var.as_str()) {
+                Some(v) if !v.is_empty() => Some(SecretString::from((*v).to_owned())),
+                _ => {
+                    self.problem(
+                        &format!("{prefix}.{env_key}"),
+                        format!("environment variable {var} is not set or empty"),
+                    );
+                    None
+                }
+            },
+            (None, Some(file)) => match read_secret_file(Path::new(&file)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.problem(&format!("{prefix}.{file_key}"), e);
+                    None
+                }
+            },
+            (None, None) => {
+                if required {
+                    self.problem(
+                        &path,
+                        format!(
+                            "missing; set `{env_key} = \"VARIABLE\"` or `{file_key} = \"/path\"`"
+                        ),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Table) -> Config {
+        let allowed = ["server", "database", "queue", "log", "connectors", "routes"];
+        for k in root.keys() {
+            if !allowed.contains(&k.as_str()) {
+                self.problem(
+                    k,
+                    format!("unknown section; known sections: {}", allowed.join(", ")),
+                );
+            }
+        }
+        let empty = Table::new();
+        let server_t = self.section(root, "server").unwrap_or(&empty);
+        let server = self.server(server_t);
+        let db_t = self.section(root, "database").unwrap_or(&empty);
+        let database = self.database(db_t);
+        let queue_t = self.section(root, "queue").unwrap_or(&empty);
+        let queue = self.queue(queue_t);
+        let log_t = self.section(root, "log").unwrap_or(&empty);
+        let log = self.log(log_t);
+        let conn_t = self.section(root, "connectors").unwrap_or(&empty);
+        let connectors = self.connectors(conn_t);
+        let routes_t = self.section(root, "routes").unwrap_or(&empty);
+        let routes = self.routes(routes_t, &connectors);
+        Config {
+            server,
+            database,
+            queue,
+            log,
+            connectors,
+            routes,
+        }
+    }
+
+    fn server(&mut self, t: &Table) -> ServerConfig {
+        self.unknown_keys(
+            t,
+            "server",
+            &["listen", "body_limit_bytes", "shutdown_grace_secs"],
+        );
+        let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let listen = match self.string(t, "server", "listen") {
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.problem(
+                        "server.listen",
+                        format!("expected a socket address such as 127.0.0.1:8080, got {s:?}"),
+                    );
+                    default_listen
+                }
+            },
+            None => default_listen,
+        };
+        let body_limit_bytes = self
+            .integer(t, "server", "body_limit_bytes", 1024, 64 * 1024 * 1024)
+            .unwrap_or(1024 * 1024) as usize;
+        let grace = self
+            .integer(t, "server", "shutdown_grace_secs", 0, 3600)
+            .unwrap_or(10);
+        ServerConfig {
+            listen,
+            body_limit_bytes,
+            shutdown_grace: Duration::from_secs(grace as u64),
+        }
+    }
+
+    fn database(&mut self, t: &Table) -> DatabaseConfig {
+        self.unknown_keys(t, "database", &["url", "max_connections", "password_file"]);
+        let mut url = self
+            .required_string(
+                t,
+                "database",
+                "url",
+                "sqlite://PATH or postgres://USER@HOST/DB",
+            )
+            .unwrap_or_default();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            self.problem(
+                "database.url",
+                format!(
+                    "expected sqlite://PATH or postgres://USER@HOST/DB, got a URL with scheme {:?}",
+                    url.split(':').next().unwrap_or("")
+                ),
+            );
+        } else if url_has_password(&url) && self.set_in_a_file("database.url") {
+            self.problem(
+                "database.url",
+                "contains a password; put the URL in HUITONG_DATABASE_URL or the password in `database.password_file`",
+            );
+        }
+        if let Some(file) = self.string(t, "database", "password_file") {
+            match read_secret_file(Path::new(&file)) {
+                Ok(pw) => match insert_password(&url, pw.expose_secret()) {
+                    Some(u) => url = u,
+                    None => self.problem(
+                        "database.password_file",
+                        "a password can only be added to a postgres:// URL with a user name",
+                    ),
+                },
+                Err(e) => self.problem("database.password_file", e),
+            }
+        }
+        let max_connections = self
+            .integer(t, "database", "max_connections", 1, 1000)
+            .unwrap_or(8) as u32;
+        DatabaseConfig {
+            url: SecretString::from(url),
+            max_connections,
+        }
+    }
+
+    fn queue(&mut self, t: &Table) -> QueueConfig {
+        self.unknown_keys(
+            t,
+            "queue",
+            &["url", "prefetch", "queue_type", "retry_tiers"],
+        );
+        let url = match self.string(t, "queue", "url").as_deref() {
+            None | Some("embedded") => QueueUrl::Embedded,
+            Some(u) if u.starts_with("amqp://") || u.starts_with("amqps://") => {
+                if url_has_password(u) && self.set_in_a_file("queue.url") {
+                    self.problem(
+                        "queue.url",
+                        "contains a password; put the URL in HUITONG_QUEUE_URL instead",
+                    );
+                }
+                QueueUrl::Amqp(SecretString::from(u.to_owned()))
+            }
+            Some(u) => {
+                self.problem(
+                    "queue.url",
+                    format!(
+                        "expected \"embedded\" or amqp://USER@HOST:PORT/VHOST, got a value with scheme {:?}",
+                        u.split(':').next().unwrap_or("")
+                    ),
+                );
+                QueueUrl::Embedded
+            }
+        };
+        let prefetch = self.integer(t, "queue", "prefetch", 1, 65535).unwrap_or(64) as u16;
+        let queue_type = match self.string(t, "queue", "queue_type").as_deref() {
+            None | Some("quorum") => QueueType::Quorum,
+            Some("classic") => QueueType::Classic,
+            Some(other) => {
+                self.problem(
+                    "queue.queue_type",
+                    format!("expected \"quorum\" or \"classic\", got {other:?}"),
+                );
+                QueueType::Quorum
+            }
+        };
+        let mut retry_tiers = Vec::new();
+        if let Some(list) = self.string_list(t, "queue", "retry_tiers") {
+            for (i, s) in list.iter().enumerate() {
+                match parse_duration(s) {
+                    Some(d) => retry_tiers.push(d),
+                    None => self.problem(
+                        &format!("queue.retry_tiers[{i}]"),
+                        format!("expected a duration such as 500ms, 5s, 5m or 1h, got {s:?}"),
+                    ),
+                }
+            }
+        }
+        QueueConfig {
+            url,
+            prefetch,
+            queue_type,
+            retry_tiers,
+        }
+    }
+
+    fn log(&mut self, t: &Table) -> LogConfig {
+        self.unknown_keys(t, "log", &["level", "format"]);
+        let level = self
+            .string(t, "log", "level")
+            .unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.problem(
+                "log.level",
+                format!(
+                    "expected trace, debug, info, warn, error or a tracing filter, got {level:?}"
+                ),
+            );
+        }
+        let format = match self.string(t, "log", "format").as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "log.format",
+                    format!("expected \"human\" or \"json\", got {other:?}"),
+                );
+                LogFormat::Human
+            }
+        };
+        LogConfig { level, format }
+    }
+
+    fn connectors(&mut self, t: &Table) -> BTreeMap<String, ConnectorConfig> {
+        let mut out = BTreeMap::new();
+        for (name, v) in t {
+            let prefix = format!("connectors.{name}");
+            let Value::Table(ct) = v else {
+                self.problem(
+                    &prefix,
+                    format!("expected a table [{prefix}], got {}", v.type_str()),
+                );
+                continue;
+            };
+            let Some(kind_s) =
+                self.required_string(ct, &prefix, "kind", "one of feishu, dingtalk, wecom")
+            else {
+                continue;
+            };
+            let Some(kind) = ConnectorKind::parse(&kind_s) else {
+                self.problem(
+                    &format!("{prefix}.kind"),
+                    format!("expected one of feishu, dingtalk, wecom, got {kind_s:?}"),
+                );
+                continue;
+            };
+            let (plain, secret) = kind.keys();
+            let mut allowed: Vec<String> = vec!["kind".into()];
+            allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
+            for (k, _) in secret {
+                allowed.push(format!("{k}_env"));
+                allowed.push(format!("{k}_file"));
+            }
+            let secret_names: Vec<&str> = secret.iter().map(|(k, _)| *k).collect();
+            let allowed_ref: Vec<&str> = allowed.iter().map(String::as_str).collect();
+            let unknown: Table = ct
+                .iter()
+                .filter(|(k, _)| !secret_names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.unknown_keys(&unknown, &prefix, &allowed_ref);
+            let mut settings = BTreeMap::new();
+            for (k, required) in plain {
+                let v = if *required {
+                    self.required_string(ct, &prefix, k, "a string")
+                } else {
+                    self.string(ct, &prefix, k)
+                };
+                if let Some(v) = v {
+                    settings.insert((*k).to_owned(), v);
+                }
+            }
+            let mut secrets = BTreeMap::new();
+            for (k, required) in secret {
+                if let Some(s) = self.secret(ct, &prefix, k, *required) {
+                    secrets.insert((*k).to_owned(), s);
+                }
+            }
+            out.insert(
+                name.clone(),
+                ConnectorConfig {
+                    name: name.clone(),
+                    kind,
+                    settings,
+                    secrets,
+                },
+            );
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        t: &Table,
+        connectors: &BTreeMap<String, ConnectorConfig>,
+    ) -> BTreeMap<String, RouteConfig> {
+        let mut out = BTreeMap::new();
+        for (name, v) in t {
+            let prefix = format!("routes.{name}");
+            let Value::Table(rt) = v else {
+                self.problem(
+                    &prefix,
+                    format!("expected a table [{prefix}], got {}", v.type_str()),
+                );
+                continue;
+            };
+            self.unknown_keys(rt, &prefix, &["source", "targets", "entities"]);
+            let source = self
+                .required_string(rt, &prefix, "source", "the name of a connector")
+                .unwrap_or_default();
+            if !source.is_empty() && !connectors.contains_key(&source) {
+                self.problem(
+                    &format!("{prefix}.source"),
+                    format!("no connector named {source:?} is configured under [connectors]"),
+                );
+            }
+            let targets = self.string_list(rt, &prefix, "targets").unwrap_or_default();
+            if targets.is_empty() {
+                self.problem(
+                    &format!("{prefix}.targets"),
+                    "expected at least one target connector",
+                );
+            }
+            for (i, target) in targets.iter().enumerate() {
+                if !connectors.contains_key(target) {
+                    self.problem(
+                        &format!("{prefix}.targets[{i}]"),
+                        format!("no connector named {target:?} is configured under [connectors]"),
+                    );
+                } else if *target == source {
+                    self.problem(
+                        &format!("{prefix}.targets[{i}]"),
+                        "a route cannot target its own source",
+                    );
+                }
+            }
+            let entities = self
+                .string_list(rt, &prefix, "entities")
+                .unwrap_or_else(|| vec!["department".into(), "person".into()]);
+            for (i, e) in entities.iter().enumerate() {
+                if !["department", "person", "message", "task", "ticket", "order"]
+                    .contains(&e.as_str())
+                {
+                    self.problem(
+                        &format!("{prefix}.entities[{i}]"),
+                        format!("expected one of department, person, message, task, ticket, order, got {e:?}"),
+                    );
+                }
+            }
+            out.insert(
+                name.clone(),
+                RouteConfig {
+                    name: name.clone(),
+                    source,
+                    targets,
+                    entities,
+                },
+            );
+        }
+        out
+    }
+}
+
+fn is_secret_name(key: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "secret",
+        "token",
+        "password",
+        "aes_key",
+        "encrypt_key",
+        "api_key",
+        "private_key",
+    ];
+    !key.ends_with("_env") && !key.ends_with("_file") && MARKERS.iter().any(|m| key.contains(m))
+}
+
+fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let s = s.trim_end_matches(['\n', '\r']).to_owned();
+            if s.is_empty() {
+                Err(format!("secret file {} is empty", path.display()))
+            } else {
+                Ok(SecretString::from(s))
+            }
+        }
+        Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
+    }
+}
+
+/// Byte range of the password inside `scheme://user:password@host…`, if any.
+fn password_range(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end_authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end_authority];
+    let at = authority.rfind('@')?;
+    let userinfo = &authority[..at];
+    let colon = userinfo.find(':')?;
+    Some((start + colon + 1, start + at))
+}
+
+fn url_has_password(url: &str) -> bool {
+    password_range(url).is_some_and(|(a, b)| b > a)
+}
+
+/// `url` with its password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match password_range(url) {
+        Some((a, b)) => format!("{}***{}", &url[..a], &url[b..]),
+        None => url.to_owned(),
+    }
+}
+
+fn insert_password(url: &str, password: &str) -> Option<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let at = rest[..rest.find('/').unwrap_or(rest.len())].rfind('@')?;
+    let user = rest[..at].split(':').next()?;
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Some(format!(
+        "{}{}:{}{}",
+        &url[..start],
+        user,
+        encoded,
+        &rest[at..]
+    ))
+}
+
+/// Parse `500ms`, `5s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86400)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_text(
+        text: &str,
+        env: &[(&str, &str)],
+    ) -> (Result<Config, ConfigError>, tempfile::NamedTempFile) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        let sources = Sources {
+            file: Some(f.path().to_owned()),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            overrides: vec![],
+        };
+        (load(&sources), f)
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_embedded() {
+        let c = load(&Sources::default()).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose_secret(), "sqlite://./data/huitong.db");
+        assert!(matches!(c.queue.url, QueueUrl::Embedded));
+        assert_eq!(c.queue.queue_type, QueueType::Quorum);
+        assert_eq!(
+            c.queue.retry_tiers,
+            vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                Duration::from_secs(1800)
+            ]
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        let (c, _f) = load_text(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[queue]\nprefetch = 10\n",
+            &[
+                ("HUITONG_QUEUE_PREFETCH", "20"),
+                ("HUITONG_DATABASE_URL", "postgres://u:pw@db/x"),
+            ],
+        );
+        let c = c.unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.queue.prefetch, 20);
+        assert_eq!(c.database.url.expose_secret(), "postgres://u:pw@db/x");
+        assert_eq!(c.database.redacted_url(), "postgres://u:***@db/x");
+
+        let sources = Sources {
+            file: None,
+            env: vec![("HUITONG_SERVER_LISTEN".into(), "127.0.0.1:7000".into())],
+            overrides: vec![(
+                "server.listen".into(),
+                "127.0.0.1:7001".into(),
+                "--listen".into(),
+            )],
+        };
+        assert_eq!(load(&sources).unwrap().server.listen.port(), 7001);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_origin_and_key() {
+        let (r, f) = load_text(
+            "[server]\nlisten = \"nowhere\"\n[queue]\nprefetch = -3\n[connectors.hq]\nkind = \"slack\"\n",
+            &[("HUITONG_LOG_FORMAT", "xml")],
+        );
+        let err = r.unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "server.listen",
+                "queue.prefetch",
+                "log.format",
+                "connectors.hq.kind"
+            ]
+        );
+        let path = f.path().display().to_string();
+        assert_eq!(err.problems[0].origin, path);
+        assert_eq!(err.problems[2].origin, "env HUITONG_LOG_FORMAT");
+        assert!(err.to_string().contains("4 problems"));
+    }
+
+    #[test]
+    fn literal_secret_is_refused_without_echoing_it() {
+        let (r, _f) = load_text(
+            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret = \"s3cr3t-literal-value\"\n",
+            &[],
+        );
+        let err = r.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("connectors.hq.app_secret"), "{text}");
+        assert!(!text.contains("s3cr3t-literal-value"), "{text}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_are_redacted_in_debug() {
+        let mut secret_file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(secret_file, "wecom-secret-from-file").unwrap();
+        let text = format!(
+            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_env = \"HQ_SECRET\"\n\
+             [connectors.f]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1000002\ncorp_secret_file = \"{}\"\n\
+             [routes.org]\nsource = \"hq\"\ntargets = [\"f\"]\n",
+            secret_file.path().display()
+        );
+        let (c, _f) = load_text(&text, &[("HQ_SECRET", "feishu-secret-from-env")]);
+        let c = c.unwrap();
+        assert_eq!(
+            c.connectors["hq"].secrets["app_secret"].expose_secret(),
+            "feishu-secret-from-env"
+        );
+        assert_eq!(
+            c.connectors["f"].secrets["corp_secret"].expose_secret(),
+            "wecom-secret-from-file"
+        );
+        assert_eq!(c.connectors["f"].settings["agent_id"], "1000002");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("feishu-secret-from-env"));
+        assert!(!debug.contains("wecom-secret-from-file"));
+        assert_eq!(c.routes["org"].targets, vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn routes_must_name_configured_connectors() {
+        let (r, _f) = load_text("[routes.org]\nsource = \"hq\"\ntargets = [\"hq\"]\n", &[]);
+        let err = r.unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["routes.org.source", "routes.org.targets[0]"]);
+    }
+
+    #[test]
+    fn password_in_file_url_is_refused_but_password_file_is_inserted() {
+        let (r, _f) = load_text("[database]\nurl = \"postgres://u:hunter2@db/x\"\n", &[]);
+        let text = r.unwrap_err().to_string();
+        assert!(
+            text.contains("database.url") && !text.contains("hunter2"),
+            "{text}"
+        );
+
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        writeln!(pw, "p@ss word").unwrap();
+        let (c, _f) = load_text(
+            &format!(
+                "[database]\nurl = \"postgres://u@db/x\"\npassword_file = \"{}\"\n",
+                pw.path().display()
+            ),
+            &[],
+        );
+        let c = c.unwrap();
+        assert_eq!(
+            c.database.url.expose_secret(),
+            "postgres://u:p%40ss%20word@db/x"
+        );
+        assert_eq!(c.database.redacted_url(), "postgres://u:***@db/x");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+}

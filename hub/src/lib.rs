@@ -1,0 +1,7 @@
+//! huitong (汇通): the hub service. See ARCHITECTURE.md for the code map.
+
+pub mod app;
+pub mod config;
+pub mod server;
+pub mod store;
+pub mod telemetry;

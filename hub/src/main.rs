@@ -1,0 +1,209 @@
+//! The `huitong` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use huitong::app::App;
+use huitong::config::{self, Config, Sources};
+
+#[derive(Parser)]
+#[command(
+    name = "huitong",
+    version,
+    about = "huitong (汇通): one org chart, bridged chats, tasks, tickets and orders across Feishu, DingTalk, WeCom, mail and CRM/ERP",
+    long_about = None,
+    after_help = "Configuration layers: the built-in defaults, then --config FILE, then HUITONG_<SECTION>_<KEY> \
+                  environment variables (e.g. HUITONG_DATABASE_URL, HUITONG_QUEUE_URL), then flags such as --listen."
+)]
+struct Cli {
+    /// Configuration file (TOML) layered over the built-in defaults.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log level or tracing filter (overrides log.level), e.g. debug or huitong=debug,info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: HTTP server (webhooks, callbacks, admin API, /metrics), queue workers and schedules.
+    Serve {
+        /// Address to listen on (overrides server.listen), e.g. 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print every problem (exit code 2 on error).
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sources(cli: &Cli, listen: Option<&String>) -> Sources {
+    let mut sources = Sources::from_process(cli.config.clone());
+    if let Some(l) = listen {
+        sources
+            .overrides
+            .push(("server.listen".into(), l.clone(), "--listen".into()));
+    }
+    if let Some(level) = &cli.log_level {
+        sources
+            .overrides
+            .push(("log.level".into(), level.clone(), "--log-level".into()));
+    }
+    if let Some(f) = cli.log_format {
+        let v = match f {
+            LogFormatArg::Human => "human",
+            LogFormatArg::Json => "json",
+        };
+        sources
+            .overrides
+            .push(("log.format".into(), v.into(), "--log-format".into()));
+    }
+    sources
+}
+
+/// Load the configuration or print every problem and exit with code 2.
+fn load(sources: &Sources) -> Result<Config, ExitCode> {
+    config::load(sources).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => {
+            let config = match load(&sources(&cli, listen.as_ref())) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            runtime()?.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            println!("configuration OK");
+            println!("  server.listen   {}", config.server.listen);
+            println!("  database.url    {}", config.database.redacted_url());
+            println!("  queue.url       {}", config.queue.url.redacted());
+            for (name, c) in &config.connectors {
+                let secrets: Vec<&str> = c.secrets.keys().map(String::as_str).collect();
+                println!(
+                    "  connector {name:<12} kind={} secrets set: {}",
+                    c.kind.as_str(),
+                    if secrets.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        secrets.join(", ")
+                    }
+                );
+            }
+            for (name, r) in &config.routes {
+                println!(
+                    "  route {name:<16} {} -> {}",
+                    r.source,
+                    r.targets.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            runtime()?.block_on(async {
+                let store = huitong::store::open(&config.database).await?;
+                println!(
+                    "database {} ({}) is up to date",
+                    config.database.redacted_url(),
+                    store.backend()
+                );
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = config.server.listen;
+    let app = App::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    tracing::info!(address = %local, "huitong listening on http://{local}");
+    app.serve(listener, shutdown_signal()).await?;
+    tracing::info!("huitong stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
+        _ = term => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}

@@ -1,0 +1,61 @@
+//! Logs (tracing) and metrics (Prometheus text format).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+/// Install the global tracing subscriber. Logs go to stderr so that command
+/// output on stdout stays machine-readable.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Human => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = result;
+}
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // If another recorder was installed first (embedding), our handle still
+        // renders, just without the other recorder's series.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "huitong_http_requests_total",
+        "HTTP requests served, by route and status."
+    );
+    metrics::describe_histogram!(
+        "huitong_http_request_seconds",
+        "HTTP request latency, by route."
+    );
+    metrics::describe_gauge!("huitong_build_info", "Always 1; labels carry the version.");
+    metrics::gauge!("huitong_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}

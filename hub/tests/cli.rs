@@ -1,0 +1,254 @@
+//! The `huitong` binary as a user runs it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_huitong");
+
+fn huitong(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir);
+    // Keep the developer's own HUITONG_* settings out of these tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HUITONG_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn config_check_reports_every_mistake_with_its_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"localhost-ish\"\n\n[queue]\nprefetch = 0\n\n[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_env = \"NOT_SET_ANYWHERE\"\n",
+    )
+    .unwrap();
+    let out = huitong(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problems"), "{err}");
+    for key in [
+        "`server.listen`",
+        "`queue.prefetch`",
+        "`connectors.hq.app_secret_env`",
+    ] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("expected a socket address"), "{err}");
+    assert!(err.contains("NOT_SET_ANYWHERE is not set"), "{err}");
+}
+
+#[test]
+fn config_check_accepts_the_default_and_never_prints_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("wecom.secret");
+    std::fs::write(&secret_file, "wecom-file-secret-XYZ\n").unwrap();
+    let file = dir.path().join("ok.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_env = \"HQ_SECRET\"\n\
+             [connectors.factory]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1000002\ncorp_secret_file = \"{}\"\n\
+             [routes.org]\nsource = \"hq\"\ntargets = [\"factory\"]\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let out = huitong(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .env("HQ_SECRET", "feishu-env-secret-ABC")
+        .env(
+            "HUITONG_DATABASE_URL",
+            "postgres://huitong:db-password-QRS@db.internal/huitong",
+        )
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("configuration OK"), "{all}");
+    assert!(
+        all.contains("postgres://huitong:***@db.internal/huitong"),
+        "{all}"
+    );
+    assert!(all.contains("route org"), "{all}");
+    for secret in [
+        "feishu-env-secret-ABC",
+        "wecom-file-secret-XYZ",
+        "db-password-QRS",
+    ] {
+        assert!(!all.contains(secret), "secret {secret} leaked:\n{all}");
+    }
+
+    // A literal secret in a file is refused without being repeated.
+    let bad = dir.path().join("literal.toml");
+    std::fs::write(
+        &bad,
+        "[connectors.hq]\nkind = \"feishu\"\napp_id = \"x\"\napp_secret = \"literal-secret-LMN\"\n",
+    )
+    .unwrap();
+    let out = huitong(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(all.contains("connectors.hq.app_secret"), "{all}");
+    assert!(!all.contains("literal-secret-LMN"), "{all}");
+}
+
+#[test]
+fn database_errors_name_the_database_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = huitong(dir.path())
+        .args(["migrate", "--log-level", "trace"])
+        .env(
+            "HUITONG_DATABASE_URL",
+            "postgres://huitong:pg-password-UVW@127.0.0.1:1/huitong",
+        )
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("postgres://huitong:***@127.0.0.1:1/huitong"),
+        "{all}"
+    );
+    assert!(!all.contains("pg-password-UVW"), "{all}");
+}
+
+#[test]
+fn migrate_creates_the_default_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = huitong(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("data/huitong.db").exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
+}
+
+#[test]
+fn serve_on_the_embedded_default_answers_health_ready_metrics_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huitong.toml");
+    std::fs::write(
+        &file,
+        "[connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingabc\"\napp_secret_env = \"SUB_SECRET\"\n",
+    )
+    .unwrap();
+    let mut child = huitong(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+            "--config",
+        ])
+        .arg(&file)
+        .env("SUB_SECRET", "dingtalk-serve-secret-DEF")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(i) = line.find("http://") {
+                let addr: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| *c != '"' && !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server did not log its address");
+
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"database\":\"ok\""), "{body}");
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("huitong_http_requests_total"), "{body}");
+    assert!(body.contains("# TYPE"), "{body}");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let logs = reader.join().unwrap();
+    assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(!logs.contains("dingtalk-serve-secret-DEF"), "{logs}");
+    // JSON log lines.
+    assert!(
+        logs.lines().all(|l| l.trim_start().starts_with('{')),
+        "{logs}"
+    );
+}

@@ -1,0 +1,1 @@
+//! huitong mappings (being built; see the open issues).

@@ -1,0 +1,1 @@
+//! huitong schedules (filled by later issues).

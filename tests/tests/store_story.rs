@@ -1,0 +1,397 @@
+//! One story that drives the whole `Store` trait, run on SQLite always and on
+//! PostgreSQL when `HUITONG_TEST_PG_URL` is set (required in CI).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use huitong::config::DatabaseConfig;
+use huitong::store::{
+    self, LinkOutcome, NewAudit, RecordWrite, RunStatus, Store, UpsertOutcome, Xref, content_hash,
+};
+use huitong_tests::{PgDatabase, service_url};
+use serde_json::json;
+
+fn db(url: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        url: url.to_owned().into(),
+        max_connections: 4,
+    }
+}
+
+async fn story(store: Arc<dyn Store>) {
+    // Migrations are idempotent.
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+
+    // --- canonical records: create, unchanged, update, stale, list.
+    let mut w = RecordWrite {
+        entity: "person".into(),
+        id: "p-1".into(),
+        data: json!({"name": "张三", "email": "zhang.san@example.cn", "department_ids": ["d-1"]}),
+        source_system: Some("hq".into()),
+        source_time_ms: Some(1_000),
+        deleted: false,
+    };
+    assert_eq!(
+        store.upsert_record(&w, 10).await.unwrap(),
+        UpsertOutcome::Created { version: 1 }
+    );
+    // Same content in another key order: unchanged.
+    let mut same = w.clone();
+    same.data = serde_json::from_str(
+        r#"{"department_ids":["d-1"],"email":"zhang.san@example.cn","name":"张三"}"#,
+    )
+    .unwrap();
+    same.source_time_ms = Some(2_000);
+    assert_eq!(
+        store.upsert_record(&same, 11).await.unwrap(),
+        UpsertOutcome::Unchanged { version: 1 }
+    );
+    w.data["title"] = json!("会计");
+    w.source_time_ms = Some(3_000);
+    assert_eq!(
+        store.upsert_record(&w, 12).await.unwrap(),
+        UpsertOutcome::Updated { version: 2 }
+    );
+    // An older change arriving late does not overwrite the newer one.
+    let mut old = w.clone();
+    old.data["title"] = json!("出纳");
+    old.source_time_ms = Some(2_500);
+    assert_eq!(
+        store.upsert_record(&old, 13).await.unwrap(),
+        UpsertOutcome::Stale { version: 2 }
+    );
+    let rec = store.get_record("person", "p-1").await.unwrap().unwrap();
+    assert_eq!(rec.version, 2);
+    assert_eq!(rec.data["title"], "会计");
+    assert_eq!(rec.content_hash, content_hash(&w.data));
+    assert_eq!(rec.source_system.as_deref(), Some("hq"));
+    assert_eq!(rec.updated_at_ms, 12);
+    assert!(!rec.deleted);
+    // Deleting is a change even with the same content.
+    let mut del = w.clone();
+    del.deleted = true;
+    del.source_time_ms = Some(4_000);
+    assert_eq!(
+        store.upsert_record(&del, 14).await.unwrap(),
+        UpsertOutcome::Updated { version: 3 }
+    );
+    assert!(
+        store
+            .get_record("person", "p-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+    assert!(
+        store
+            .get_record("person", "nobody")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    for i in 0..5 {
+        let r = RecordWrite {
+            entity: "department".into(),
+            id: format!("d-{i}"),
+            data: json!({"name": format!("部门{i}")}),
+            source_system: None,
+            source_time_ms: None,
+            deleted: false,
+        };
+        store.upsert_record(&r, 20).await.unwrap();
+    }
+    let page1 = store.list_records("department", None, 3).await.unwrap();
+    let ids: Vec<&str> = page1.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["d-0", "d-1", "d-2"]);
+    let page2 = store
+        .list_records("department", Some("d-2"), 3)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page2.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["d-3", "d-4"]);
+
+    // --- identity: link, idempotent relink, conflicts both ways, hashes, unlink.
+    let x = Xref {
+        entity: "person".into(),
+        canonical_id: "p-1".into(),
+        system: "dingtalk-sub".into(),
+        external_id: "manager4411".into(),
+        last_written_hash: None,
+        last_seen_hash: Some("seen-0".into()),
+    };
+    assert_eq!(store.link(&x, 30).await.unwrap(), LinkOutcome::Linked);
+    assert_eq!(
+        store.link(&x, 31).await.unwrap(),
+        LinkOutcome::AlreadyLinked
+    );
+    let mut other_canonical = x.clone();
+    other_canonical.canonical_id = "p-2".into();
+    assert_eq!(
+        store.link(&other_canonical, 32).await.unwrap(),
+        LinkOutcome::ExternalTaken {
+            canonical_id: "p-1".into()
+        }
+    );
+    let mut other_external = x.clone();
+    other_external.external_id = "someone-else".into();
+    assert_eq!(
+        store.link(&other_external, 33).await.unwrap(),
+        LinkOutcome::CanonicalTaken {
+            external_id: "manager4411".into()
+        }
+    );
+    let mut feishu = x.clone();
+    feishu.system = "feishu-hq".into();
+    feishu.external_id = "ou_7d8a6e6df7621556ce0d21922b676706ccs".into();
+    assert_eq!(store.link(&feishu, 34).await.unwrap(), LinkOutcome::Linked);
+    assert!(
+        store
+            .set_written_hash("person", "dingtalk-sub", "manager4411", "written-1", 35)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_seen_hash("person", "dingtalk-sub", "manager4411", "seen-1", 35)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_written_hash("person", "dingtalk-sub", "ghost", "h", 35)
+            .await
+            .unwrap()
+    );
+    let found = store
+        .find_by_external("person", "dingtalk-sub", "manager4411")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.canonical_id, "p-1");
+    assert_eq!(found.last_written_hash.as_deref(), Some("written-1"));
+    assert_eq!(found.last_seen_hash.as_deref(), Some("seen-1"));
+    let by_canonical = store
+        .find_by_canonical("person", "feishu-hq", "p-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_canonical.external_id, feishu.external_id);
+    let all = store.xrefs_of("person", "p-1").await.unwrap();
+    let systems: Vec<&str> = all.iter().map(|x| x.system.as_str()).collect();
+    assert_eq!(systems, ["dingtalk-sub", "feishu-hq"]);
+    assert!(
+        store
+            .unlink("person", "feishu-hq", &feishu.external_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .unlink("person", "feishu-hq", &feishu.external_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.xrefs_of("person", "p-1").await.unwrap().len(), 1);
+
+    // --- event de-duplication with expiry.
+    assert!(
+        store
+            .mark_event("feishu-hq", "ev-1", 1_000, 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_event("feishu-hq", "ev-1", 1_200, 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_event("dingtalk-sub", "ev-1", 1_200, 500)
+            .await
+            .unwrap()
+    );
+    // After expiry the id counts as new again.
+    assert!(
+        store
+            .mark_event("feishu-hq", "ev-1", 1_600, 500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_event("feishu-hq", "ev-2", 1_600, 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.purge_events(1_700).await.unwrap(), 2);
+    assert!(
+        !store
+            .mark_event("feishu-hq", "ev-1", 1_800, 500)
+            .await
+            .unwrap()
+    );
+
+    // --- sync runs.
+    let run = store.start_run("org", "reconcile", 100).await.unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    let later = store.start_run("other", "reconcile", 200).await.unwrap();
+    let counts = BTreeMap::from([("created".to_owned(), 12), ("updated".to_owned(), 3)]);
+    assert!(
+        store
+            .finish_run(&run.id, RunStatus::Succeeded, &counts, None, 150)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_run(
+                &later.id,
+                RunStatus::Failed,
+                &BTreeMap::new(),
+                Some("token expired"),
+                250
+            )
+            .await
+            .unwrap()
+    );
+    let got = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(got.status, RunStatus::Succeeded);
+    assert_eq!(got.counts, counts);
+    assert_eq!(got.finished_at_ms, Some(150));
+    let runs = store.list_runs(None, 10).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [later.id.as_str(), run.id.as_str()]
+    );
+    let org_runs = store.list_runs(Some("org"), 10).await.unwrap();
+    assert_eq!(org_runs.len(), 1);
+    assert_eq!(org_runs[0].id, run.id);
+    assert_eq!(
+        store
+            .get_run(&later.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .error
+            .as_deref(),
+        Some("token expired")
+    );
+
+    // --- audit log.
+    let a = store
+        .audit(
+            &NewAudit {
+                actor: "admin@example.cn".into(),
+                action: "dlq.replay".into(),
+                target: "message:42".into(),
+                before: Some(json!({"attempts": 5})),
+                after: None,
+            },
+            500,
+        )
+        .await
+        .unwrap();
+    let b = store
+        .audit(
+            &NewAudit {
+                actor: "cli".into(),
+                action: "sync.apply".into(),
+                target: "route:org".into(),
+                before: None,
+                after: Some(json!({"created": 12})),
+            },
+            501,
+        )
+        .await
+        .unwrap();
+    assert!(b > a);
+    let log = store.list_audit(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].action, "sync.apply");
+    assert_eq!(log[1].before, Some(json!({"attempts": 5})));
+    assert_eq!(log[1].after, None);
+    assert_eq!(log[1].actor, "admin@example.cn");
+
+    // --- schedule leases.
+    assert!(
+        store
+            .acquire_lease("nightly", "node-a", 1_000, 2_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .acquire_lease("nightly", "node-b", 1_500, 2_500)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .acquire_lease("nightly", "node-a", 1_500, 3_000)
+            .await
+            .unwrap(),
+        "holder renews"
+    );
+    assert!(
+        !store
+            .acquire_lease("nightly", "node-b", 2_500, 3_500)
+            .await
+            .unwrap(),
+        "renewed lease holds"
+    );
+    assert!(
+        store
+            .acquire_lease("nightly", "node-b", 3_000, 4_000)
+            .await
+            .unwrap(),
+        "expired lease is taken over"
+    );
+    assert!(!store.release_lease("nightly", "node-a").await.unwrap());
+    assert!(store.release_lease("nightly", "node-b").await.unwrap());
+    assert!(
+        store
+            .acquire_lease("nightly", "node-a", 3_100, 4_100)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn store_story_sqlite() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}/nested/huitong.db", dir.display());
+    let store = store::open(&db(&url)).await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    story(store).await;
+    // The file was created (with its missing parent directory) and is in WAL mode.
+    assert!(dir.join("nested/huitong.db").exists());
+    let again = store::SqliteStore::connect(&url, 1).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn store_story_postgres() {
+    let Some(admin) = service_url("HUITONG_TEST_PG_URL", "store_story_postgres") else {
+        return;
+    };
+    let pg = PgDatabase::create(&admin).await.unwrap();
+    let store = store::open(&db(&pg.url)).await.unwrap();
+    assert_eq!(store.backend(), "postgres");
+    story(store).await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("huitong-store-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
