@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use async_trait::async_trait;
+
 use crate::config::Config;
+use crate::queue::{self, Queue, QueueError};
 use crate::server::{self, AppState, Probe};
 use crate::store::{self, Store, StoreError};
 
@@ -14,6 +17,8 @@ use crate::store::{self, Store, StoreError};
 pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -21,6 +26,19 @@ pub enum AppError {
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+}
+
+struct QueueProbe(Arc<dyn Queue>);
+
+#[async_trait]
+impl Probe for QueueProbe {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
 }
 
 impl App {
@@ -33,11 +51,20 @@ impl App {
             queue = %config.queue.url.redacted(),
             "store ready"
         );
-        Ok(App { config, store })
+        let queue = queue::open(&config, store.clone()).await?;
+        tracing::info!(kind = queue.kind(), "queue ready");
+        Ok(App {
+            config,
+            store,
+            queue,
+        })
     }
 
     fn probes(&self) -> Vec<Arc<dyn Probe>> {
-        vec![Arc::new(self.store.clone())]
+        vec![
+            Arc::new(self.store.clone()),
+            Arc::new(QueueProbe(self.queue.clone())),
+        ]
     }
 
     pub fn router(&self) -> axum::Router {

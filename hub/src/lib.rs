@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod config;
+pub mod queue;
 pub mod server;
 pub mod store;
 pub mod telemetry;

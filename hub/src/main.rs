@@ -51,6 +51,48 @@ enum Command {
     Config(ConfigCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Inspect and replay dead-lettered messages (RabbitMQ or the embedded queue).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters with their queue, attempts and last error.
+    List {
+        /// Only the delivery queue of this route.
+        #[arg(long, conflicts_with = "queue")]
+        route: Option<String>,
+        /// Only this queue (ingress, normalize, deliver.<route>).
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back on their queue with the attempt count reset (audited).
+    Replay {
+        /// The message id to replay.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Replay every dead letter (of --route/--queue, or of all queues).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, conflicts_with = "queue")]
+        route: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        /// Who replays, for the audit log (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +192,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq(command) => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            runtime()?.block_on(dlq(config, command))
+        }
         Command::Migrate => {
             let config = match load(&sources(&cli, None)) {
                 Ok(c) => c,
@@ -165,6 +215,89 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 anyhow::Ok(())
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn queue_filter(route: &Option<String>, queue: &Option<String>) -> Option<String> {
+    route
+        .as_deref()
+        .map(huitong::queue::deliver_queue)
+        .or_else(|| queue.clone())
+}
+
+async fn dlq(config: Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+    let app = App::start(config).await?;
+    match command {
+        DlqCommand::List {
+            route,
+            queue,
+            output,
+            limit,
+        } => {
+            let filter = queue_filter(route, queue);
+            let letters = app.queue.dead_letters(filter.as_deref(), *limit).await?;
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&letters)?),
+                OutputFormat::Table => {
+                    if letters.is_empty() {
+                        println!("no dead letters");
+                    } else {
+                        println!(
+                            "{:<38} {:<24} {:>8}  {:<25} LAST ERROR",
+                            "ID", "QUEUE", "ATTEMPTS", "DEAD AT"
+                        );
+                        for d in &letters {
+                            let at = d
+                                .dead_at_ms
+                                .and_then(chrono::DateTime::from_timestamp_millis)
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                                .unwrap_or_default();
+                            println!(
+                                "{:<38} {:<24} {:>8}  {:<25} {}",
+                                d.id, d.queue, d.attempts, at, d.last_error
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay {
+            id,
+            all: _,
+            route,
+            queue,
+            actor,
+        } => {
+            let filter = queue_filter(route, queue);
+            let actor = actor
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".to_owned());
+            let replayed = huitong::queue::replay_and_audit(
+                &*app.queue,
+                &*app.store,
+                &actor,
+                filter.as_deref(),
+                id.as_deref(),
+            )
+            .await?;
+            for d in &replayed {
+                println!(
+                    "replayed {} to {} (had {} attempts: {})",
+                    d.id, d.queue, d.attempts, d.last_error
+                );
+            }
+            println!("{} message(s) replayed by {actor}", replayed.len());
+            if replayed.is_empty() && id.is_some() {
+                eprintln!(
+                    "error: no dead letter with id {}",
+                    id.as_deref().unwrap_or_default()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

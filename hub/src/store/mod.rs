@@ -6,6 +6,7 @@
 //! ([`open`]); both run the same SQL text (see `sql.rs`) against their own
 //! migrations folder. Times are epoch milliseconds; JSON is `Json<Value>`.
 
+mod queue;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use queue::{NewMessage, QueueDepth, QueueStore, StoredMessage};
 pub use sql::{PgStore, SqliteStore};
 
 use crate::config::DatabaseConfig;
@@ -187,7 +189,7 @@ pub struct NewAudit {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: QueueStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;

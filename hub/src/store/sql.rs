@@ -100,7 +100,7 @@ fn create_dir(dir: &Path) -> Result<()> {
     })
 }
 
-fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(super) fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
 }
 
