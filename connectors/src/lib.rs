@@ -1,1 +1,25 @@
-//! huitong connectors (being built; see the open issues).
+//! huitong connectors: one module per vendor behind capability traits, each with a sandbox that
+//! emulates the vendor's API.
+//!
+//! Framework: [`error`] (classification), [`capability`] (the traits), [`token`] (token
+//! manager), [`limit`] (outbound limiter), [`http`] (client + retries), [`crypto`], [`fixture`]
+//! (org fixture format) and [`sandbox`] (what every vendor sandbox shares).
+//! Vendors: [`feishu`].
+
+pub mod capability;
+pub mod crypto;
+pub mod error;
+pub mod fixture;
+pub mod http;
+pub mod limit;
+pub mod token;
+
+pub use capability::{
+    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, Entity, EventDedup, FileKind,
+    FileLimits, Files, InMemoryDedup, ListQuery, PushChannel, RawEvent, ReadEntities,
+    ReceiveEvents, RecordStream, WriteEntities,
+};
+pub use error::{ConnectorError, ErrorClass};
+pub mod feishu;
+pub mod sandbox;
+pub mod wxbiz;

@@ -533,12 +533,30 @@ struct AmqpSettle {
 }
 
 impl AmqpSettle {
+    /// The delivery's channel is gone: the broker redelivers the message, so
+    /// settling it here (or re-publishing it) would only duplicate it.
+    fn check_usable(&self) -> Result<(), QueueError> {
+        if self.acker.usable() {
+            Ok(())
+        } else {
+            Err(QueueError::ChannelGone)
+        }
+    }
+
     async fn ack_now(&self) -> Result<(), QueueError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(amqp("basic.ack"))?;
-        Ok(())
+        self.check_usable()?;
+        // An ack on a channel that dies meanwhile may never be answered.
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            self.acker.ack(BasicAckOptions::default()),
+        )
+        .await
+        {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(QueueError::ChannelGone),
+            Ok(Err(e)) => Err(amqp("basic.ack")(e)),
+            Err(_) => Err(QueueError::ChannelGone),
+        }
     }
 }
 
@@ -555,6 +573,7 @@ impl Settle for AmqpSettle {
         delay: Duration,
         _error: &str,
     ) -> Result<(), QueueError> {
+        self.check_usable()?;
         let body = serde_json::to_vec(next)?;
         let name = self.inner.retry_name(&self.queue, delay);
         self.inner
@@ -782,7 +801,10 @@ async fn consume_loop(
         };
         delay = Duration::from_millis(100);
         tracing::info!(queue = %queue, "consuming");
-        let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+        // lapin's consumer stream does not always end when the connection
+        // dies, so the connection is also checked every second.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -790,12 +812,20 @@ async fn consume_loop(
                     // the channel is closed by the drop of `channel` afterwards.
                     return;
                 }
-                _ = lag_tick.tick() => {
-                    if let Ok(q) = channel.queue_declare(
-                        work.as_str().into(),
-                        QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
-                        FieldTable::default(),
-                    ).await {
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if !link.connection.status().connected() || !channel.status().connected() {
+                        tracing::warn!(queue = %queue, "connection to RabbitMQ lost; reconnecting");
+                        inner.invalidate(link.generation);
+                        break;
+                    }
+                    if ticks.is_multiple_of(5)
+                        && let Ok(q) = channel.queue_declare(
+                            work.as_str().into(),
+                            QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                            FieldTable::default(),
+                        ).await
+                    {
                         metric::lag(&queue, u64::from(q.message_count()));
                     }
                 }

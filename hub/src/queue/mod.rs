@@ -161,6 +161,10 @@ pub enum QueueError {
         waited: Duration,
         last_error: String,
     },
+    #[error(
+        "the delivery's channel closed before it was settled; the broker will deliver it again"
+    )]
+    ChannelGone,
     #[error("queue name {0:?} is too long for AMQP (at most 200 bytes)")]
     NameTooLong(String),
     #[error(transparent)]

@@ -1,0 +1,236 @@
+//! Contact (org chart) API v3: departments and users, with Feishu's page_token pagination.
+
+use std::collections::HashSet;
+use std::future::ready;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::capability::RecordStream;
+use crate::error::ConnectorError;
+use crate::feishu::VENDOR;
+use crate::feishu::client::{ApiCall, FeishuClient, seg};
+
+const BASE: &str = "/open-apis/contact/v3";
+/// Codes meaning "no such department / user" on a get.
+const NOT_FOUND_CODES: &[i64] = &[40008, 40015, 41050, 1470404];
+
+impl FeishuClient {
+    fn contact_call(&self, method: Method, path: String) -> ApiCall {
+        ApiCall::new(method, path, "contact", self.cfg.limits.contact)
+            .query("user_id_type", self.cfg.user_id_type.clone())
+            .query("department_id_type", self.cfg.department_id_type.clone())
+    }
+
+    /// Follows `page_token` / `has_more` until the end, yielding each item of `data.items`.
+    pub fn paginate(&self, call: ApiCall) -> RecordStream<'_> {
+        let page_size = self.cfg.page_size;
+        stream::try_unfold(Some(None::<String>), move |state| {
+            let call = call.clone();
+            async move {
+                let Some(token) = state else { return Ok(None) };
+                let mut c = call.query("page_size", page_size.to_string());
+                if let Some(t) = &token {
+                    c = c.query("page_token", t.clone());
+                }
+                let data = self.data(&c).await?;
+                let items = match data.get("items") {
+                    Some(Value::Array(a)) => a.clone(),
+                    _ => Vec::new(),
+                };
+                let has_more = data
+                    .get("has_more")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let next = data
+                    .get("page_token")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
+                let state = match (has_more, next) {
+                    (true, Some(t)) if Some(t) != token.as_deref() => Some(Some(t.to_string())),
+                    (true, _) => {
+                        return Err(ConnectorError::permanent(
+                            VENDOR,
+                            format!("{}: has_more without a new page_token", c.path),
+                        ));
+                    }
+                    (false, _) => None,
+                };
+                Ok(Some((items, state)))
+            }
+        })
+        .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    /// Sub-departments of `department_id` ("0" = root); all descendants when `fetch_child`.
+    pub fn department_children(&self, department_id: &str, fetch_child: bool) -> RecordStream<'_> {
+        let call = self
+            .contact_call(
+                Method::GET,
+                format!("{BASE}/departments/{}/children", seg(department_id)),
+            )
+            .query("fetch_child", fetch_child.to_string());
+        self.paginate(call)
+    }
+
+    /// Direct members of a department.
+    pub fn users_in_department(&self, department_id: &str) -> RecordStream<'_> {
+        let call = self
+            .contact_call(Method::GET, format!("{BASE}/users/find_by_department"))
+            .query("department_id", department_id.to_string());
+        self.paginate(call)
+    }
+
+    /// The id of a department record in the configured id type.
+    pub fn department_id_of(&self, dept: &Value) -> Option<String> {
+        dept.get(self.cfg.department_id_type.as_str())
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The id of a user record in the configured id type.
+    pub fn user_id_of(&self, user: &Value) -> Option<String> {
+        user.get(self.cfg.user_id_type.as_str())
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// Every user of the tenant visible to the app: the members of the root and of every
+    /// department, each user once.
+    pub fn all_users(&self) -> RecordStream<'_> {
+        let depts = self.department_children("0", true).and_then(move |d| {
+            ready(self.department_id_of(&d).ok_or_else(|| {
+                ConnectorError::permanent(VENDOR, "department record without its id")
+            }))
+        });
+        let mut seen = HashSet::new();
+        stream::once(ready(Ok::<_, ConnectorError>("0".to_string())))
+            .chain(depts)
+            .map_ok(move |id| self.users_in_department(&id))
+            .try_flatten()
+            .try_filter(move |u| ready(self.user_id_of(u).is_none_or(|id| seen.insert(id))))
+            .boxed()
+    }
+
+    async fn get_entity(&self, path: String, field: &str) -> Result<Option<Value>, ConnectorError> {
+        match self.data(&self.contact_call(Method::GET, path)).await {
+            Ok(mut d) => Ok(d.get_mut(field).map(Value::take)),
+            Err(e) if e.code().is_some_and(|c| NOT_FOUND_CODES.contains(&c)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get_department(&self, id: &str) -> Result<Option<Value>, ConnectorError> {
+        self.get_entity(format!("{BASE}/departments/{}", seg(id)), "department")
+            .await
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<Option<Value>, ConnectorError> {
+        self.get_entity(format!("{BASE}/users/{}", seg(id)), "user")
+            .await
+    }
+
+    async fn write_entity(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        client_token: Option<&str>,
+        field: &str,
+    ) -> Result<Value, ConnectorError> {
+        let mut call = self.contact_call(method, path);
+        if let Some(t) = client_token {
+            call = call.query("client_token", t.to_string());
+        }
+        if let Some(b) = body {
+            call = call.json(b);
+        }
+        let mut d = self.data(&call).await?;
+        Ok(d.get_mut(field).map(Value::take).unwrap_or(Value::Null))
+    }
+
+    /// `POST /departments`; `client_token` makes a retried create idempotent.
+    pub async fn create_department(
+        &self,
+        body: Value,
+        client_token: Option<&str>,
+    ) -> Result<Value, ConnectorError> {
+        self.write_entity(
+            Method::POST,
+            format!("{BASE}/departments"),
+            Some(body),
+            client_token,
+            "department",
+        )
+        .await
+    }
+
+    pub async fn patch_department(&self, id: &str, body: Value) -> Result<Value, ConnectorError> {
+        self.write_entity(
+            Method::PATCH,
+            format!("{BASE}/departments/{}", seg(id)),
+            Some(body),
+            None,
+            "department",
+        )
+        .await
+    }
+
+    pub async fn delete_department(&self, id: &str) -> Result<(), ConnectorError> {
+        self.write_entity(
+            Method::DELETE,
+            format!("{BASE}/departments/{}", seg(id)),
+            None,
+            None,
+            "department",
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn create_user(
+        &self,
+        body: Value,
+        client_token: Option<&str>,
+    ) -> Result<Value, ConnectorError> {
+        self.write_entity(
+            Method::POST,
+            format!("{BASE}/users"),
+            Some(body),
+            client_token,
+            "user",
+        )
+        .await
+    }
+
+    pub async fn patch_user(&self, id: &str, body: Value) -> Result<Value, ConnectorError> {
+        self.write_entity(
+            Method::PATCH,
+            format!("{BASE}/users/{}", seg(id)),
+            Some(body),
+            None,
+            "user",
+        )
+        .await
+    }
+
+    /// `DELETE /users/:id`; `handover` is the optional body of acceptor ids.
+    pub async fn delete_user(
+        &self,
+        id: &str,
+        handover: Option<Value>,
+    ) -> Result<(), ConnectorError> {
+        self.write_entity(
+            Method::DELETE,
+            format!("{BASE}/users/{}", seg(id)),
+            Some(handover.unwrap_or_else(|| json!({}))),
+            None,
+            "user",
+        )
+        .await?;
+        Ok(())
+    }
+}

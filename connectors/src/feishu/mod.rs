@@ -1,0 +1,160 @@
+//! Feishu / Lark. Facts: shared/vendors/feishu.md.
+//!
+//! Layout (every vendor module has the same files): `config` (settings), `auth` (tokens),
+//! `client` (envelope, errors, retries), one file per API area (`contact`, `im`, `task`),
+//! `events` (callbacks), `ws` (push channel without a public address), `sandbox` (the emulator).
+
+pub mod auth;
+pub mod bot;
+pub mod client;
+pub mod config;
+pub mod contact;
+pub mod events;
+pub mod im;
+pub mod sandbox;
+pub mod task;
+pub mod ws;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::capability::{
+    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
+};
+use crate::error::ConnectorError;
+
+pub use client::FeishuClient;
+pub use config::FeishuConfig;
+pub use events::{CallbackConfig, FeishuReceiver};
+
+pub const VENDOR: &str = "feishu";
+
+/// The Feishu connector: a [`FeishuClient`] behind the capability traits.
+pub struct FeishuConnector {
+    pub client: FeishuClient,
+}
+
+impl FeishuConnector {
+    pub fn new(cfg: FeishuConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            client: FeishuClient::new(cfg)?,
+        })
+    }
+}
+
+fn unsupported(what: &str, entity: Entity) -> ConnectorError {
+    ConnectorError::permanent(
+        VENDOR,
+        format!("{what} of {} is not supported", entity.as_str()),
+    )
+}
+
+fn id_field(v: &Value, field: &str) -> Result<String, ConnectorError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| ConnectorError::permanent(VENDOR, format!("reply without {field}")))
+}
+
+#[async_trait]
+impl ReadEntities for FeishuConnector {
+    fn list<'a>(&'a self, entity: Entity, query: ListQuery) -> RecordStream<'a> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => {
+                let parent = query.parent.unwrap_or_else(|| "0".into());
+                c.department_children(&parent, query.recursive)
+            }
+            Entity::User => match query.parent {
+                Some(d) => c.users_in_department(&d),
+                None => c.all_users(),
+            },
+            Entity::Task => c.list_tasks(),
+            Entity::Chat => c.list_chats(),
+            Entity::Message => {
+                futures_util::stream::once(async move { Err(unsupported("listing", entity)) })
+                    .boxed()
+            }
+        }
+    }
+
+    async fn get(&self, entity: Entity, id: &str) -> Result<Option<Value>, ConnectorError> {
+        match entity {
+            Entity::Department => self.client.get_department(id).await,
+            Entity::User => self.client.get_user(id).await,
+            Entity::Task => self.client.get_task(id).await,
+            Entity::Message => self.client.get_message(id).await.map(Some),
+            Entity::Chat => Err(unsupported("get", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl WriteEntities for FeishuConnector {
+    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => {
+                let d = c.create_department(record, None).await?;
+                id_field(&d, &c.cfg.department_id_type)
+            }
+            Entity::User => {
+                let u = c.create_user(record, None).await?;
+                id_field(&u, &c.cfg.user_id_type)
+            }
+            Entity::Message => {
+                let m = im::OutgoingMessage::from_record(&record)?;
+                id_field(&c.send_message(&m).await?, "message_id")
+            }
+            Entity::Task => id_field(&c.create_task(record, None).await?, "guid"),
+            Entity::Chat => Err(unsupported("create", entity)),
+        }
+    }
+
+    async fn update(
+        &self,
+        entity: Entity,
+        id: &str,
+        patch: Value,
+    ) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.patch_department(id, patch).await.map(|_| id.to_string()),
+            Entity::User => c.patch_user(id, patch).await.map(|_| id.to_string()),
+            Entity::Task => c.patch_task(id, patch, None).await.map(|_| id.to_string()),
+            Entity::Message | Entity::Chat => Err(unsupported("update", entity)),
+        }
+    }
+
+    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.delete_department(id).await,
+            Entity::User => c.delete_user(id, None).await,
+            Entity::Task => c.delete_task(id).await,
+            Entity::Message | Entity::Chat => Err(unsupported("delete", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl Files for FeishuConnector {
+    fn limits(&self) -> &FileLimits {
+        &im::FILE_LIMITS
+    }
+
+    async fn upload(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        self.client.upload(kind, name, data).await
+    }
+
+    async fn download(&self, key: &str) -> Result<Bytes, ConnectorError> {
+        self.client.download_image(key).await
+    }
+}

@@ -1,0 +1,339 @@
+//! Contact v3 in the sandbox: departments and users.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use super::org::OrgError;
+use super::{App, AppState, did_type, fs_err, json_body, ok, page, qbool, uid_type};
+use crate::fixture::{FixtureDepartment, FixtureUser};
+use crate::sandbox::lock;
+
+type Q = Query<HashMap<String, String>>;
+type R = Result<Response, Response>;
+
+fn org_err(e: OrgError, not_found_code: i64) -> Response {
+    match e {
+        OrgError::NotFound(m) => fs_err(
+            StatusCode::BAD_REQUEST,
+            not_found_code,
+            &format!("{m} not exist"),
+        ),
+        OrgError::Conflict(m) => fs_err(StatusCode::BAD_REQUEST, 43007, &m),
+        OrgError::Invalid(m) => fs_err(
+            StatusCode::BAD_REQUEST,
+            99992402,
+            &format!("field validation failed: {m}"),
+        ),
+    }
+}
+
+pub(super) fn routes() -> Router<std::sync::Arc<App>> {
+    Router::new()
+        .route(
+            "/open-apis/contact/v3/departments",
+            axum::routing::post(create_dept),
+        )
+        .route(
+            "/open-apis/contact/v3/departments/{id}/children",
+            get(children),
+        )
+        .route(
+            "/open-apis/contact/v3/departments/{id}",
+            get(get_dept)
+                .patch(patch_dept)
+                .put(patch_dept)
+                .delete(delete_dept),
+        )
+        .route(
+            "/open-apis/contact/v3/users/find_by_department",
+            get(find_by_department),
+        )
+        .route(
+            "/open-apis/contact/v3/users",
+            axum::routing::post(create_user),
+        )
+        .route(
+            "/open-apis/contact/v3/users/{id}",
+            get(get_user)
+                .patch(patch_user)
+                .put(patch_user)
+                .delete(delete_user),
+        )
+}
+
+async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let org = lock(&app.org);
+    let key = org
+        .dept_key(&id, &d)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    let items: Vec<Value> = org
+        .children(&key, qbool(&q, "fetch_child"))
+        .iter()
+        .map(|k| org.render_dept(k, &u, &d))
+        .collect();
+    Ok(ok(page(items, &q, 10, 50, 40011, 40012)?))
+}
+
+async fn get_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let org = lock(&app.org);
+    let key = org
+        .dept_key(&id, &d)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
+}
+
+async fn create_dept(State(app): AppState, Query(q): Q, body: axum::body::Bytes) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let b = json_body(&body)?;
+    let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty()
+        || b.get("parent_department_id")
+            .and_then(Value::as_str)
+            .is_none()
+    {
+        return Err(fs_err(
+            StatusCode::BAD_REQUEST,
+            99992402,
+            "field validation failed: name and parent_department_id are required",
+        ));
+    }
+    let custom = b
+        .get("department_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if let Some(c) = &custom {
+        let valid = !c.starts_with("od-")
+            && c.len() <= 64
+            && c.chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_alphanumeric())
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_-@.".contains(ch));
+        if !valid {
+            return Err(fs_err(
+                StatusCode::BAD_REQUEST,
+                99992402,
+                "field validation failed: department_id",
+            ));
+        }
+    }
+    let (key, ev) = {
+        let mut org = lock(&app.org);
+        // client_token: a retried create returns the department created the first time.
+        if let Some(ct) = q.get("client_token")
+            && let Some(k) = lock(&app.im).client_tokens.get(&format!("dept:{ct}"))
+            && org.depts.contains_key(k)
+        {
+            return Ok(ok(json!({"department": org.render_dept(k, &u, &d)})));
+        }
+        let key = custom.clone().unwrap_or_else(|| org.next_key("api-d"));
+        let mut fx = FixtureDepartment {
+            key: key.clone(),
+            name: String::new(),
+            parent: None,
+            order: 0,
+            leaders: Vec::new(),
+        };
+        org.apply_dept_body(&mut fx, &b, &u, &d)
+            .map_err(|e| org_err(e, 40015))?;
+        let r = org
+            .create_dept(fx, custom, &app.opts.app_id)
+            .map_err(|e| org_err(e, 40015))?;
+        if let Some(ct) = q.get("client_token") {
+            lock(&app.im)
+                .client_tokens
+                .insert(format!("dept:{ct}"), key.clone());
+        }
+        r
+    };
+    app.emit(ev);
+    let org = lock(&app.org);
+    Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
+}
+
+async fn patch_dept(
+    State(app): AppState,
+    Path(id): Path<String>,
+    Query(q): Q,
+    body: axum::body::Bytes,
+) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let b = json_body(&body)?;
+    let (key, ev) = {
+        let mut org = lock(&app.org);
+        let key = org
+            .dept_key(&id, &d)
+            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+        let mut fx = org.depts[&key].fx.clone();
+        org.apply_dept_body(&mut fx, &b, &u, &d)
+            .map_err(|e| org_err(e, 40015))?;
+        let ev = org.update_dept(&key, fx).map_err(|e| org_err(e, 40015))?;
+        (key, ev)
+    };
+    app.emit(ev);
+    let org = lock(&app.org);
+    Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
+}
+
+async fn delete_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
+    let d = did_type(&q)?;
+    let ev = {
+        let mut org = lock(&app.org);
+        let key = org
+            .dept_key(&id, &d)
+            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+        org.delete_dept(&key).map_err(|e| org_err(e, 40015))?
+    };
+    app.emit(ev);
+    Ok(ok(json!({})))
+}
+
+async fn find_by_department(State(app): AppState, Query(q): Q) -> R {
+    let d = did_type(&q)?;
+    uid_type(&q)?;
+    let id = q.get("department_id").ok_or_else(|| {
+        fs_err(
+            StatusCode::BAD_REQUEST,
+            99992402,
+            "field validation failed: department_id is required",
+        )
+    })?;
+    let org = lock(&app.org);
+    let key = org
+        .dept_key(id, &d)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    let items: Vec<Value> = org
+        .members(&key)
+        .iter()
+        .map(|k| org.render_user(k, &d))
+        .collect();
+    Ok(ok(page(items, &q, 10, 50, 40011, 40012)?))
+}
+
+async fn get_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let org = lock(&app.org);
+    let key = org
+        .user_key(&id, &u)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+    Ok(ok(json!({"user": org.render_user(&key, &d)})))
+}
+
+async fn create_user(State(app): AppState, Query(q): Q, body: axum::body::Bytes) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let b = json_body(&body)?;
+    for req in ["name", "mobile", "department_ids", "employee_type"] {
+        if b.get(req).is_none_or(|v| {
+            v.is_null() || v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
+        }) {
+            return Err(fs_err(
+                StatusCode::BAD_REQUEST,
+                99992402,
+                &format!("field validation failed: {req} is required"),
+            ));
+        }
+    }
+    let (key, ev) = {
+        let mut org = lock(&app.org);
+        if let Some(ct) = q.get("client_token")
+            && let Some(k) = lock(&app.im).client_tokens.get(&format!("user:{ct}"))
+            && org.users.contains_key(k)
+        {
+            return Ok(ok(json!({"user": strip_mobile(org.render_user(k, &d))})));
+        }
+        let key = match b
+            .get("user_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            Some(k) => k.to_string(),
+            None => org.next_key("api-u"),
+        };
+        let mut fx = FixtureUser {
+            key: key.clone(),
+            name: String::new(),
+            en_name: String::new(),
+            email: String::new(),
+            mobile: String::new(),
+            employee_no: String::new(),
+            title: String::new(),
+            departments: Vec::new(),
+            active: true,
+            gender: String::new(),
+            hired_at: String::new(),
+        };
+        let extra: Map<String, Value> = org
+            .apply_user_body(&mut fx, &b, &d)
+            .map_err(|e| org_err(e, 40015))?;
+        let r = org
+            .create_user(fx, extra, &app.opts.app_id)
+            .map_err(|e| org_err(e, 40015))?;
+        if let Some(ct) = q.get("client_token") {
+            lock(&app.im)
+                .client_tokens
+                .insert(format!("user:{ct}"), key.clone());
+        }
+        r
+    };
+    let _ = u;
+    app.emit(ev);
+    let org = lock(&app.org);
+    Ok(ok(json!({"user": strip_mobile(org.render_user(&key, &d))})))
+}
+
+/// The create reply does not echo the mobile.
+fn strip_mobile(mut v: Value) -> Value {
+    if let Some(m) = v.as_object_mut() {
+        m.remove("mobile");
+    }
+    v
+}
+
+async fn patch_user(
+    State(app): AppState,
+    Path(id): Path<String>,
+    Query(q): Q,
+    body: axum::body::Bytes,
+) -> R {
+    let (u, d) = (uid_type(&q)?, did_type(&q)?);
+    let b = json_body(&body)?;
+    let (key, ev) = {
+        let mut org = lock(&app.org);
+        let key = org
+            .user_key(&id, &u)
+            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+        let mut fx = org.users[&key].fx.clone();
+        let extra = org
+            .apply_user_body(&mut fx, &b, &d)
+            .map_err(|e| org_err(e, 40015))?;
+        let ev = org
+            .update_user(&key, fx, extra)
+            .map_err(|e| org_err(e, 40015))?;
+        (key, ev)
+    };
+    app.emit(ev);
+    let org = lock(&app.org);
+    Ok(ok(json!({"user": org.render_user(&key, &d)})))
+}
+
+async fn delete_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
+    let u = uid_type(&q)?;
+    let ev = {
+        let mut org = lock(&app.org);
+        let key = org
+            .user_key(&id, &u)
+            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+        org.delete_user(&key).map_err(|e| org_err(e, 40015))?
+    };
+    app.emit(ev);
+    Ok(ok(json!({})))
+}

@@ -1,0 +1,611 @@
+//! The Feishu sandbox: an emulator of the Feishu Open Platform for tests and offline trials
+//! (`huitong sandbox feishu`). It serves Feishu's real paths (`/open-apis/…`), envelopes,
+//! page_token pagination, error codes, token expiry and rate limits (HTTP 429, code 99991400,
+//! `x-ogw-ratelimit-*`), is seeded from an org fixture, keeps state, and emits Feishu's events for
+//! every change — encrypted and signed when an Encrypt Key is set — to `--event-url`.
+//! Admin endpoints: see [`crate::sandbox`].
+
+// Handlers and their helpers fail with a ready Feishu error reply; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod contact;
+mod im;
+mod org;
+mod task;
+mod ws;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::feishu::events::build_callback;
+use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::{
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
+    admin_router, lock, merge_fixture, serve_router,
+};
+
+use org::{Org, OrgError};
+
+/// Everything `huitong sandbox feishu` takes (clap-free).
+#[derive(Clone)]
+pub struct SandboxOptions {
+    pub org: OrgFixture,
+    pub app_id: String,
+    pub app_secret: SecretString,
+    pub encrypt_key: Option<SecretString>,
+    pub verification_token: Option<SecretString>,
+    /// Where events are POSTed, as Feishu would.
+    pub event_url: Option<String>,
+    pub faults: FaultSpec,
+    /// Lifetime of a tenant_access_token (Feishu: 2 h).
+    pub token_ttl: Duration,
+    /// Waits before the retries of a failed event delivery (Feishu: 15 s, 5 min, 1 h, 6 h).
+    pub event_retry_delays: Vec<Duration>,
+    pub tenant_key: String,
+    /// Enforce Feishu's published per-API limits with HTTP 429 (on by default).
+    pub rate_limits: bool,
+}
+
+impl SandboxOptions {
+    pub fn new(org: OrgFixture, app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        Self {
+            org,
+            app_id: app_id.into(),
+            app_secret: SecretString::from(app_secret.into()),
+            encrypt_key: None,
+            verification_token: None,
+            event_url: None,
+            faults: FaultSpec::none(),
+            token_ttl: Duration::from_secs(7200),
+            event_retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(60),
+            ],
+            tenant_key: "tk_sandbox".into(),
+            rate_limits: true,
+        }
+    }
+}
+
+/// Runs the sandbox on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: SandboxOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SandboxError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = router(opts, stop_rx)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(vendor = "feishu", %addr, "sandbox listening");
+    let r = serve_router(listener, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    r.map_err(SandboxError::Serve)
+}
+
+/// The sandbox as a router (for embedding); `stop` ends its event delivery.
+pub fn router(
+    opts: SandboxOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Router, SandboxError> {
+    opts.org
+        .validate()
+        .map_err(|e| SandboxError::Options(e.to_string()))?;
+    if opts.app_id.is_empty() {
+        return Err(SandboxError::Options("app id is empty".into()));
+    }
+    let core = SandboxCore::new("feishu", opts.faults.clone());
+    let session_stop = stop.clone();
+    if let Some(url) = &opts.event_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SandboxError::Options(format!(
+                "event url {url:?} must be http(s)"
+            )));
+        }
+        let encoder = Arc::new(FeishuEncoder {
+            encrypt_key: opts
+                .encrypt_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_string()),
+        });
+        core.start_delivery(url.clone(), encoder, opts.event_retry_delays.clone(), stop)?;
+    }
+    let app = Arc::new(App {
+        org: Mutex::new(Org::new(&opts.org, &opts.app_id)),
+        core: core.clone(),
+        tokens: Mutex::new(HashMap::new()),
+        windows: Mutex::new(HashMap::new()),
+        im: Mutex::new(im::ImState::default()),
+        tasks: Mutex::new(task::TaskState::default()),
+        ws_devices: Mutex::new(HashMap::new()),
+        stop: session_stop,
+        opts,
+    });
+    let api = Router::new()
+        .merge(contact::routes())
+        .merge(im::routes())
+        .merge(task::routes())
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
+        .route(
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            post(tenant_token),
+        )
+        .route(
+            "/open-apis/auth/v3/app_access_token/internal",
+            post(app_token),
+        )
+        .merge(ws::routes())
+        .route("/_sandbox/im/receive", post(im::receive))
+        .with_state(app.clone());
+    Ok(api
+        .merge(admin_router(core, Arc::new(AdminHandle(app))))
+        .fallback(|| async { fs_err(StatusCode::NOT_FOUND, 99991201, "path not found") })
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    r.headers_mut().insert("x-tt-logid", v);
+                }
+                r
+            },
+        )))
+}
+
+pub(crate) struct App {
+    pub opts: SandboxOptions,
+    pub core: Arc<SandboxCore>,
+    pub org: Mutex<Org>,
+    /// token -> expiry
+    tokens: Mutex<HashMap<String, Instant>>,
+    /// per-API token buckets: (second-bucket tokens, minute-bucket tokens, last refill)
+    windows: Mutex<HashMap<&'static str, (f64, f64, Instant)>>,
+    pub im: Mutex<im::ImState>,
+    pub tasks: Mutex<task::TaskState>,
+    /// long-connection device ids handed out by the endpoint -> service id
+    ws_devices: Mutex<HashMap<String, i32>>,
+    /// Turns true when the sandbox stops: long-connection sessions end.
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+pub(crate) type AppState = State<Arc<App>>;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `{"code":0,"msg":"success","data":…}`
+pub(crate) fn ok(data: Value) -> Response {
+    Json(json!({"code": 0, "msg": "success", "data": data})).into_response()
+}
+
+/// A Feishu error envelope.
+pub(crate) fn fs_err(status: StatusCode, code: i64, msg: &str) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "msg": msg, "error": {"log_id": uuid::Uuid::new_v4().simple().to_string()}})),
+    )
+        .into_response()
+}
+
+/// Feishu's query booleans: the Python SDK sends `True`/`False`.
+pub(crate) fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+pub(crate) fn uid_type(q: &HashMap<String, String>) -> Result<String, Response> {
+    let t = q
+        .get("user_id_type")
+        .map(String::as_str)
+        .unwrap_or("open_id");
+    if matches!(t, "open_id" | "union_id" | "user_id") {
+        Ok(t.to_string())
+    } else {
+        Err(fs_err(
+            StatusCode::BAD_REQUEST,
+            40001,
+            "invalid user_id_type",
+        ))
+    }
+}
+
+pub(crate) fn did_type(q: &HashMap<String, String>) -> Result<String, Response> {
+    let t = q
+        .get("department_id_type")
+        .map(String::as_str)
+        .unwrap_or("open_department_id");
+    if matches!(t, "open_department_id" | "department_id") {
+        Ok(t.to_string())
+    } else {
+        Err(fs_err(
+            StatusCode::BAD_REQUEST,
+            40001,
+            "invalid department_id_type",
+        ))
+    }
+}
+
+/// Pages `items` per `page_size` (default, max) and the opaque `page_token`.
+pub(crate) fn page(
+    items: Vec<Value>,
+    q: &HashMap<String, String>,
+    default_size: usize,
+    max_size: usize,
+    size_code: i64,
+    token_code: i64,
+) -> Result<Value, Response> {
+    let size = match q.get("page_size") {
+        None => default_size,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max_size).contains(&n) => n,
+            _ => {
+                return Err(fs_err(
+                    StatusCode::BAD_REQUEST,
+                    size_code,
+                    "page size is invalid",
+                ));
+            }
+        },
+    };
+    let start = match q.get("page_token").filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => match t.strip_prefix("pt_").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n <= items.len() => n,
+            _ => {
+                return Err(fs_err(
+                    StatusCode::BAD_REQUEST,
+                    token_code,
+                    "page token is invalid",
+                ));
+            }
+        },
+    };
+    let end = (start + size).min(items.len());
+    let has_more = end < items.len();
+    let mut data = json!({"has_more": has_more, "items": items[start..end].to_vec()});
+    if has_more {
+        data["page_token"] = json!(format!("pt_{end}"));
+    }
+    Ok(data)
+}
+
+pub(crate) fn json_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(fs_err(
+            StatusCode::BAD_REQUEST,
+            40001,
+            "request body is not a JSON object",
+        )),
+    }
+}
+
+impl App {
+    /// Emits Feishu events (schema 2.0 envelopes).
+    pub fn emit(&self, events: org::Emitted) {
+        for (event_type, event) in events {
+            let token = self
+                .opts
+                .verification_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string())
+                .unwrap_or_default();
+            let envelope = json!({
+                "schema": "2.0",
+                "header": {
+                    "event_id": uuid::Uuid::new_v4().simple().to_string(),
+                    "event_type": event_type,
+                    "create_time": now_ms().to_string(),
+                    "token": token,
+                    "app_id": self.opts.app_id,
+                    "tenant_key": self.opts.tenant_key,
+                },
+                "event": event,
+            });
+            self.core.emit(envelope);
+        }
+    }
+
+    fn expire_all_tokens(&self) {
+        lock(&self.tokens).clear();
+    }
+
+    /// Feishu's published limits per API.
+    fn rate_check(&self, endpoint: &str) -> Result<(), (u32, u64)> {
+        if !self.opts.rate_limits {
+            return Ok(());
+        }
+        let (key, qps, qpm): (&'static str, u32, u32) = if endpoint.contains("/task/v2/") {
+            ("task", 10, 0)
+        } else if endpoint.starts_with("POST /open-apis/im/v1/messages") {
+            ("im_send", 50, 1000)
+        } else if endpoint.contains("/im/v1/images") || endpoint.contains("/im/v1/files") {
+            ("im_upload", 5, 0)
+        } else {
+            ("contact", 50, 1000)
+        };
+        // Token buckets (a burst of the quota, refilled evenly), one per second-quota and one per
+        // minute-quota: exceeding either trips the limit, as on Feishu.
+        let now = Instant::now();
+        let mut w = lock(&self.windows);
+        let e = w
+            .entry(key)
+            .or_insert((f64::from(qps), f64::from(qpm), now));
+        let dt = now.duration_since(e.2).as_secs_f64();
+        e.2 = now;
+        e.0 = (e.0 + dt * f64::from(qps)).min(f64::from(qps));
+        e.1 = (e.1 + dt * f64::from(qpm) / 60.0).min(f64::from(qpm));
+        if qps > 0 && e.0 < 1.0 {
+            return Err((qps, 1));
+        }
+        if qpm > 0 && e.1 < 1.0 {
+            let wait = ((1.0 - e.1) * 60.0 / f64::from(qpm)).ceil().max(1.0) as u64;
+            return Err((qpm, wait));
+        }
+        if qps > 0 {
+            e.0 -= 1.0;
+        }
+        if qpm > 0 {
+            e.1 -= 1.0;
+        }
+        Ok(())
+    }
+}
+
+fn rate_limited(limit: u32, reset: u64) -> Response {
+    let mut r = fs_err(
+        StatusCode::TOO_MANY_REQUESTS,
+        99991400,
+        "request trigger frequency limit",
+    );
+    let h = r.headers_mut();
+    h.insert("x-ogw-ratelimit-limit", HeaderValue::from(limit));
+    h.insert("x-ogw-ratelimit-reset", HeaderValue::from(reset));
+    r
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get("authorization")?.to_str().ok()?;
+    let (scheme, t) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
+}
+
+/// Counts the call, checks the token, injects faults, enforces the published limits.
+async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let endpoint = format!("{} {}", req.method(), path);
+    app.core.count_call(&endpoint);
+    let token = match bearer(req.headers()) {
+        None => {
+            return fs_err(
+                StatusCode::BAD_REQUEST,
+                99991661,
+                "Missing access token for authorization. Please make a request with token attached.",
+            );
+        }
+        Some(t) if !(t.starts_with("t-") || t.starts_with("u-")) => {
+            return fs_err(
+                StatusCode::BAD_REQUEST,
+                99991671,
+                "Invalid access token format: the token must start with t- or u-.",
+            );
+        }
+        Some(t) => t.to_string(),
+    };
+    let valid = lock(&app.tokens)
+        .get(&token)
+        .is_some_and(|exp| Instant::now() < *exp);
+    if !valid {
+        return fs_err(
+            StatusCode::BAD_REQUEST,
+            99991663,
+            "Invalid access token for authorization. Please make a new request with token attached.",
+        );
+    }
+    let plan = app.core.injector.plan();
+    if let Some(d) = plan.delay {
+        app.core.count_fault("slow");
+        tokio::time::sleep(d).await;
+    }
+    match plan.fault {
+        Some(Fault::ServerError) => {
+            app.core.count_fault("5xx");
+            return fs_err(StatusCode::INTERNAL_SERVER_ERROR, 1500, "internal error");
+        }
+        Some(Fault::RateLimited) => {
+            app.core.count_fault("429");
+            return rate_limited(50, 1);
+        }
+        Some(Fault::TokenExpired) => {
+            app.core.count_fault("token");
+            lock(&app.tokens).remove(&token);
+            return fs_err(
+                StatusCode::BAD_REQUEST,
+                99991663,
+                "Invalid access token for authorization. Please make a new request with token attached.",
+            );
+        }
+        None => {}
+    }
+    if let Err((limit, reset)) = app.rate_check(&endpoint) {
+        app.core.count_fault("rate-limit");
+        return rate_limited(limit, reset);
+    }
+    next.run(req).await
+}
+
+/// Issues (or re-issues) a tenant token. The Python SDK posts without Content-Type.
+fn issue_token(app: &App, body: &[u8]) -> Result<(String, u64), Response> {
+    let m = json_body(body)?;
+    let id = m.get("app_id").and_then(Value::as_str).unwrap_or_default();
+    let secret = m
+        .get("app_secret")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if id.is_empty() || secret.is_empty() {
+        return Err(fs_err(StatusCode::BAD_REQUEST, 10003, "invalid param"));
+    }
+    if id != app.opts.app_id
+        || !crate::crypto::ct_eq(
+            secret.as_bytes(),
+            app.opts.app_secret.expose_secret().as_bytes(),
+        )
+    {
+        return Err(fs_err(StatusCode::BAD_REQUEST, 10014, "app secret invalid"));
+    }
+    let now = Instant::now();
+    let mut tokens = lock(&app.tokens);
+    tokens.retain(|_, exp| *exp > now);
+    // Feishu returns the same token while more than 30 minutes remain.
+    if let Some((t, exp)) = tokens.iter().max_by_key(|(_, e)| **e)
+        && exp.duration_since(now) > Duration::from_secs(1800)
+    {
+        return Ok((t.clone(), exp.duration_since(now).as_secs()));
+    }
+    let t = format!("t-{}", uuid::Uuid::new_v4().simple());
+    tokens.insert(t.clone(), now + app.opts.token_ttl);
+    Ok((t, app.opts.token_ttl.as_secs()))
+}
+
+async fn tenant_token(State(app): AppState, body: axum::body::Bytes) -> Response {
+    app.core
+        .count_call("POST /open-apis/auth/v3/tenant_access_token/internal");
+    match issue_token(&app, &body) {
+        Ok((t, expire)) => {
+            Json(json!({"code": 0, "msg": "ok", "tenant_access_token": t, "expire": expire}))
+                .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn app_token(State(app): AppState, body: axum::body::Bytes) -> Response {
+    app.core
+        .count_call("POST /open-apis/auth/v3/app_access_token/internal");
+    match issue_token(&app, &body) {
+        Ok((t, expire)) => Json(json!({"code": 0, "msg": "ok", "app_access_token": t, "tenant_access_token": t, "expire": expire})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Encrypts and signs events as Feishu does when an Encrypt Key is set.
+struct FeishuEncoder {
+    encrypt_key: Option<String>,
+}
+
+impl EventEncoder for FeishuEncoder {
+    fn encode(&self, event: &Value) -> EncodedEvent {
+        let ts = (now_ms() / 1000).max(0);
+        let nonce = hex::encode(crate::crypto::random_bytes::<8>());
+        let (headers, body) = build_callback(self.encrypt_key.as_deref(), event, ts, &nonce);
+        EncodedEvent { headers, body }
+    }
+}
+
+fn admin_err(e: OrgError) -> AdminError {
+    match e {
+        OrgError::NotFound(m) => AdminError::NotFound(m),
+        OrgError::Conflict(m) => AdminError::Conflict(m),
+        OrgError::Invalid(m) => AdminError::Invalid(m),
+    }
+}
+
+/// The `/_sandbox/org…` operations, standing in for an HR admin in Feishu's console.
+struct AdminHandle(Arc<App>);
+
+impl OrgAdmin for AdminHandle {
+    fn snapshot(&self) -> Value {
+        lock(&self.0.org).snapshot()
+    }
+
+    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
+        let (key, ev) = lock(&self.0.org)
+            .create_user(user, Map::new(), &self.0.opts.app_id)
+            .map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(&key, "open_department_id"))
+    }
+
+    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .users
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            org.update_user(key, fx, Map::new()).map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(key, "open_department_id"))
+    }
+
+    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
+        if dept.parent.is_none() {
+            return Err(AdminError::Invalid("parent is required".into()));
+        }
+        let (key, ev) = lock(&self.0.org)
+            .create_dept(dept, None, &self.0.opts.app_id)
+            .map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(&key, "open_id", "open_department_id"))
+    }
+
+    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .depts
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            org.update_dept(key, fx).map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(key, "open_id", "open_department_id"))
+    }
+
+    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn expire_tokens(&self) {
+        self.0.expire_all_tokens();
+    }
+}
+
+/// A short stable hash used for derived ids (chat ids).
+pub(crate) fn org_hash(key: &str) -> String {
+    hex::encode(crate::crypto::sha256(format!("chat:{key}").as_bytes()))[..32].to_string()
+}

@@ -1,0 +1,659 @@
+//! The sandbox's org: the fixture records plus Feishu's ids, rendered in Feishu's shapes.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::crypto::sha256;
+use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+
+#[derive(Debug)]
+pub(crate) enum OrgError {
+    NotFound(String),
+    Conflict(String),
+    Invalid(String),
+}
+
+pub(crate) struct Dept {
+    pub fx: FixtureDepartment,
+    pub open_id: String,
+    pub custom_id: String,
+}
+
+pub(crate) struct User {
+    pub fx: FixtureUser,
+    pub open_id: String,
+    pub union_id: String,
+    pub user_id: String,
+    /// Feishu fields with no fixture counterpart (employee_type, city, …), as given via the API.
+    pub extra: Map<String, Value>,
+}
+
+/// An event to emit: (event_type, event body).
+pub(crate) type Emitted = Vec<(&'static str, Value)>;
+
+pub(crate) struct Org {
+    pub depts: BTreeMap<String, Dept>,
+    pub users: BTreeMap<String, User>,
+    seq: u64,
+}
+
+fn hid(prefix: &str, salt: &str, key: &str) -> String {
+    let h = hex::encode(sha256(format!("{salt}:{key}").as_bytes()));
+    format!("{prefix}{}", &h[..32])
+}
+
+/// Unix seconds of local midnight (UTC+8) of a YYYY-MM-DD date.
+fn join_time(date: &str) -> Option<i64> {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp() - 8 * 3600)
+}
+
+fn join_date(secs: i64) -> Option<String> {
+    let dt = chrono::DateTime::from_timestamp(secs + 8 * 3600, 0)?;
+    Some(dt.format("%Y-%m-%d").to_string())
+}
+
+fn gender_code(g: &str) -> i64 {
+    match g {
+        "male" => 1,
+        "female" => 2,
+        _ => 0,
+    }
+}
+
+fn gender_name(c: i64) -> String {
+    match c {
+        1 => "male".into(),
+        2 => "female".into(),
+        _ => String::new(),
+    }
+}
+
+/// Changed keys of `old` vs `new` with their previous values (Feishu's `old_object`).
+fn diff(old: &Value, new: &Value) -> Value {
+    let mut out = Map::new();
+    if let (Some(o), Some(n)) = (old.as_object(), new.as_object()) {
+        for (k, ov) in o {
+            if n.get(k) != Some(ov) {
+                out.insert(k.clone(), ov.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+impl Org {
+    pub fn new(fx: &OrgFixture, app_id: &str) -> Self {
+        let mut org = Self {
+            depts: BTreeMap::new(),
+            users: BTreeMap::new(),
+            seq: 0,
+        };
+        for d in &fx.departments {
+            org.insert_dept(d.clone(), None, app_id);
+        }
+        for u in &fx.users {
+            org.insert_user(u.clone(), Map::new(), app_id);
+        }
+        org
+    }
+
+    fn insert_dept(&mut self, fx: FixtureDepartment, custom: Option<String>, _app_id: &str) {
+        let (open_id, custom_id) = if fx.parent.is_none() {
+            ("0".to_string(), "0".to_string())
+        } else {
+            (
+                hid("od-", "dept", &fx.key),
+                custom.unwrap_or_else(|| fx.key.clone()),
+            )
+        };
+        self.depts.insert(
+            fx.key.clone(),
+            Dept {
+                fx,
+                open_id,
+                custom_id,
+            },
+        );
+    }
+
+    fn insert_user(&mut self, fx: FixtureUser, extra: Map<String, Value>, app_id: &str) {
+        let u = User {
+            open_id: hid("ou_", &format!("open:{app_id}"), &fx.key),
+            union_id: hid("on_", "union", &fx.key),
+            user_id: fx.key.clone(),
+            fx,
+            extra,
+        };
+        self.users.insert(u.fx.key.clone(), u);
+    }
+
+    pub fn next_key(&mut self, prefix: &str) -> String {
+        loop {
+            self.seq += 1;
+            let k = format!("{prefix}{}", self.seq);
+            if !self.depts.contains_key(&k) && !self.users.contains_key(&k) {
+                return k;
+            }
+        }
+    }
+
+    pub fn root_key(&self) -> Option<String> {
+        self.depts
+            .values()
+            .find(|d| d.fx.parent.is_none())
+            .map(|d| d.fx.key.clone())
+    }
+
+    pub fn dept_key(&self, id: &str, id_type: &str) -> Option<String> {
+        if id == "0" {
+            return self.root_key();
+        }
+        self.depts
+            .values()
+            .find(|d| {
+                if id_type == "department_id" {
+                    d.custom_id == id
+                } else {
+                    d.open_id == id
+                }
+            })
+            .map(|d| d.fx.key.clone())
+    }
+
+    pub fn user_key(&self, id: &str, id_type: &str) -> Option<String> {
+        self.users
+            .values()
+            .find(|u| match id_type {
+                "union_id" => u.union_id == id,
+                "user_id" => u.user_id == id,
+                _ => u.open_id == id,
+            })
+            .map(|u| u.fx.key.clone())
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Option<String> {
+        self.users
+            .values()
+            .find(|u| u.fx.email == email)
+            .map(|u| u.fx.key.clone())
+    }
+
+    pub fn dept_ext(&self, key: &str, id_type: &str) -> String {
+        self.depts
+            .get(key)
+            .map(|d| {
+                if id_type == "department_id" {
+                    d.custom_id.clone()
+                } else {
+                    d.open_id.clone()
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn user_ext(&self, key: &str, id_type: &str) -> String {
+        self.users
+            .get(key)
+            .map(|u| match id_type {
+                "union_id" => u.union_id.clone(),
+                "user_id" => u.user_id.clone(),
+                _ => u.open_id.clone(),
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn render_user(&self, key: &str, did_type: &str) -> Value {
+        let Some(u) = self.users.get(key) else {
+            return Value::Null;
+        };
+        let f = &u.fx;
+        let mobile = if f.mobile.starts_with('+') || f.mobile.is_empty() {
+            f.mobile.clone()
+        } else {
+            format!("+86{}", f.mobile)
+        };
+        let depts: Vec<String> = f
+            .departments
+            .iter()
+            .map(|d| self.dept_ext(d, did_type))
+            .collect();
+        let orders: Vec<Value> = depts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| json!({"department_id": d, "user_order": 0, "department_order": i + 1, "is_primary_dept": i == 0}))
+            .collect();
+        let mut v = json!({
+            "open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id,
+            "name": f.name, "en_name": f.en_name, "nickname": "", "email": f.email, "enterprise_email": "",
+            "mobile": mobile, "mobile_visible": true, "gender": gender_code(&f.gender),
+            "status": {"is_frozen": !f.active, "is_resigned": false, "is_activated": f.active,
+                       "is_exited": false, "is_unjoin": false},
+            "department_ids": depts, "orders": orders, "employee_no": f.employee_no,
+            "employee_type": 1, "job_title": f.title, "is_tenant_manager": false,
+            "city": "", "country": "", "work_station": "", "time_zone": "Asia/Shanghai",
+            "avatar": {"avatar_72": "", "avatar_240": "", "avatar_640": "", "avatar_origin": ""},
+        });
+        if let Some(t) = join_time(&f.hired_at) {
+            v["join_time"] = json!(t);
+        }
+        for (k, x) in &u.extra {
+            v[k.as_str()] = x.clone();
+        }
+        v
+    }
+
+    pub fn render_dept(&self, key: &str, uid_type: &str, did_type: &str) -> Value {
+        let Some(d) = self.depts.get(key) else {
+            return Value::Null;
+        };
+        let parent =
+            d.fx.parent
+                .as_deref()
+                .map(|p| self.dept_ext(p, did_type))
+                .unwrap_or_default();
+        let leaders: Vec<String> =
+            d.fx.leaders
+                .iter()
+                .map(|l| self.user_ext(l, uid_type))
+                .collect();
+        let member_count = self
+            .users
+            .values()
+            .filter(|u| u.fx.departments.contains(&d.fx.key))
+            .count();
+        let mut v = json!({
+            "name": d.fx.name,
+            "i18n_name": {"zh_cn": d.fx.name, "ja_jp": "", "en_us": ""},
+            "parent_department_id": parent,
+            "department_id": d.custom_id,
+            "open_department_id": d.open_id,
+            "order": d.fx.order.to_string(),
+            "member_count": member_count,
+            "status": {"is_deleted": false},
+            "chat_id": "",
+            "unit_ids": [],
+            "create_group_chat": false,
+            "leaders": leaders.iter().enumerate().map(|(i, l)| json!({"leaderType": if i == 0 { 1 } else { 2 }, "leaderID": l})).collect::<Vec<_>>(),
+        });
+        if let Some(l) = leaders.first() {
+            v["leader_user_id"] = json!(l);
+        }
+        v
+    }
+
+    /// Direct (or all, breadth first) sub-departments, by (order, key).
+    pub fn children(&self, key: &str, recursive: bool) -> Vec<String> {
+        let direct = |k: &str| {
+            let mut c: Vec<&Dept> = self
+                .depts
+                .values()
+                .filter(|d| d.fx.parent.as_deref() == Some(k))
+                .collect();
+            c.sort_by(|a, b| (a.fx.order, &a.fx.key).cmp(&(b.fx.order, &b.fx.key)));
+            c.into_iter().map(|d| d.fx.key.clone()).collect::<Vec<_>>()
+        };
+        let mut out = direct(key);
+        if recursive {
+            let mut i = 0;
+            while i < out.len() {
+                let more = direct(&out[i]);
+                out.extend(more);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Direct members of a department, in key order.
+    pub fn members(&self, key: &str) -> Vec<String> {
+        self.users
+            .values()
+            .filter(|u| u.fx.departments.iter().any(|d| d == key))
+            .map(|u| u.fx.key.clone())
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let depts: Vec<Value> = self
+            .depts
+            .values()
+            .map(|d| {
+                let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
+                v["feishu"] =
+                    json!({"open_department_id": d.open_id, "department_id": d.custom_id});
+                v
+            })
+            .collect();
+        let users: Vec<Value> = self
+            .users
+            .values()
+            .map(|u| {
+                let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
+                v["feishu"] =
+                    json!({"open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id});
+                v
+            })
+            .collect();
+        json!({"departments": depts, "users": users})
+    }
+
+    // ---- mutations: every change returns the events Feishu would emit ----
+
+    fn check_user(&self, fx: &FixtureUser) -> Result<(), OrgError> {
+        if fx.name.trim().is_empty() {
+            return Err(OrgError::Invalid("name is required".into()));
+        }
+        if fx.departments.is_empty() {
+            return Err(OrgError::Invalid(
+                "at least one department is required".into(),
+            ));
+        }
+        for d in &fx.departments {
+            if !self.depts.contains_key(d) {
+                return Err(OrgError::NotFound(format!("department {d}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create_user(
+        &mut self,
+        fx: FixtureUser,
+        extra: Map<String, Value>,
+        app_id: &str,
+    ) -> Result<(String, Emitted), OrgError> {
+        if self.users.contains_key(&fx.key) || self.depts.contains_key(&fx.key) {
+            return Err(OrgError::Conflict(format!("key {} exists", fx.key)));
+        }
+        self.check_user(&fx)?;
+        let key = fx.key.clone();
+        self.insert_user(fx, extra, app_id);
+        let obj = self.render_user(&key, "open_department_id");
+        Ok((
+            key,
+            vec![("contact.user.created_v3", json!({ "object": obj }))],
+        ))
+    }
+
+    pub fn update_user(
+        &mut self,
+        key: &str,
+        fx: FixtureUser,
+        extra: Map<String, Value>,
+    ) -> Result<Emitted, OrgError> {
+        self.check_user(&fx)?;
+        let old = self.render_user(key, "open_department_id");
+        let u = self
+            .users
+            .get_mut(key)
+            .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
+        u.fx = fx;
+        u.extra.extend(extra);
+        let new = self.render_user(key, "open_department_id");
+        let changed = diff(&old, &new);
+        if changed.as_object().is_some_and(Map::is_empty) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(
+            "contact.user.updated_v3",
+            json!({"object": new, "old_object": changed}),
+        )])
+    }
+
+    pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let obj = self.render_user(key, "open_department_id");
+        let u = self
+            .users
+            .remove(key)
+            .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
+        let mut events = Vec::new();
+        // A deleted user stops leading departments.
+        let led: Vec<String> = self
+            .depts
+            .values()
+            .filter(|d| d.fx.leaders.contains(&u.fx.key))
+            .map(|d| d.fx.key.clone())
+            .collect();
+        for dk in led {
+            let mut fx = self.depts[&dk].fx.clone();
+            fx.leaders.retain(|l| l != &u.fx.key);
+            events.extend(self.update_dept(&dk, fx)?);
+        }
+        let old = json!({"department_ids": obj["department_ids"], "open_id": u.open_id});
+        events.insert(
+            0,
+            (
+                "contact.user.deleted_v3",
+                json!({"object": obj, "old_object": old}),
+            ),
+        );
+        Ok(events)
+    }
+
+    fn check_dept(&self, fx: &FixtureDepartment, key: &str) -> Result<(), OrgError> {
+        if fx.name.trim().is_empty() {
+            return Err(OrgError::Invalid("name is required".into()));
+        }
+        match &fx.parent {
+            None => {
+                if self.depts.get(key).is_none_or(|d| d.fx.parent.is_some()) {
+                    return Err(OrgError::Invalid("parent is required".into()));
+                }
+            }
+            Some(p) => {
+                if !self.depts.contains_key(p) {
+                    return Err(OrgError::NotFound(format!("parent department {p}")));
+                }
+                // No cycles: walking up from the parent must not reach this department.
+                let mut cur = Some(p.clone());
+                while let Some(c) = cur {
+                    if c == key {
+                        return Err(OrgError::Invalid(
+                            "a department cannot move under itself".into(),
+                        ));
+                    }
+                    cur = self.depts.get(&c).and_then(|d| d.fx.parent.clone());
+                }
+            }
+        }
+        for l in &fx.leaders {
+            if !self.users.contains_key(l) {
+                return Err(OrgError::NotFound(format!("leader {l}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create_dept(
+        &mut self,
+        fx: FixtureDepartment,
+        custom: Option<String>,
+        app_id: &str,
+    ) -> Result<(String, Emitted), OrgError> {
+        if self.users.contains_key(&fx.key) || self.depts.contains_key(&fx.key) {
+            return Err(OrgError::Conflict(format!("key {} exists", fx.key)));
+        }
+        if let Some(c) = &custom
+            && (self.depts.values().any(|d| &d.custom_id == c) || c == "0")
+        {
+            return Err(OrgError::Conflict(format!("department_id {c} exists")));
+        }
+        self.check_dept(&fx, &fx.key)?;
+        let key = fx.key.clone();
+        self.insert_dept(fx, custom, app_id);
+        let obj = self.render_dept(&key, "open_id", "open_department_id");
+        Ok((
+            key,
+            vec![("contact.department.created_v3", json!({ "object": obj }))],
+        ))
+    }
+
+    pub fn update_dept(&mut self, key: &str, fx: FixtureDepartment) -> Result<Emitted, OrgError> {
+        if !self.depts.contains_key(key) {
+            return Err(OrgError::NotFound(format!("department {key}")));
+        }
+        self.check_dept(&fx, key)?;
+        let old = self.render_dept(key, "open_id", "open_department_id");
+        if let Some(d) = self.depts.get_mut(key) {
+            d.fx = fx;
+        }
+        let new = self.render_dept(key, "open_id", "open_department_id");
+        let changed = diff(&old, &new);
+        if changed.as_object().is_some_and(Map::is_empty) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(
+            "contact.department.updated_v3",
+            json!({"object": new, "old_object": changed}),
+        )])
+    }
+
+    pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let d = self
+            .depts
+            .get(key)
+            .ok_or_else(|| OrgError::NotFound(format!("department {key}")))?;
+        if d.fx.parent.is_none() {
+            return Err(OrgError::Invalid(
+                "the root department cannot be deleted".into(),
+            ));
+        }
+        if !self.children(key, false).is_empty() || !self.members(key).is_empty() {
+            return Err(OrgError::Invalid(
+                "department still has members or sub-departments".into(),
+            ));
+        }
+        let obj = self.render_dept(key, "open_id", "open_department_id");
+        let open_id = d.open_id.clone();
+        self.depts.remove(key);
+        let mut obj = obj;
+        obj["status"] = json!({"is_deleted": true});
+        Ok(vec![(
+            "contact.department.deleted_v3",
+            json!({"object": obj, "old_object": {"status": {"is_deleted": false}, "open_department_id": open_id}}),
+        )])
+    }
+
+    // ---- Feishu API bodies -> fixture records ----
+
+    /// Applies a Feishu user body (create or patch) onto `fx`; returns extra Feishu fields.
+    pub fn apply_user_body(
+        &self,
+        fx: &mut FixtureUser,
+        body: &Map<String, Value>,
+        did_type: &str,
+    ) -> Result<Map<String, Value>, OrgError> {
+        let mut extra = Map::new();
+        for (k, v) in body {
+            let s = || {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| OrgError::Invalid(format!("{k} must be a string")))
+            };
+            match k.as_str() {
+                "name" => fx.name = s()?,
+                "en_name" => fx.en_name = s()?,
+                "email" => fx.email = s()?,
+                "mobile" => {
+                    let m = s()?;
+                    fx.mobile = m.strip_prefix("+86").map(str::to_string).unwrap_or(m);
+                }
+                "employee_no" => fx.employee_no = s()?,
+                "job_title" => fx.title = s()?,
+                "gender" => fx.gender = gender_name(v.as_i64().unwrap_or(0)),
+                "join_time" => {
+                    if let Some(d) = v.as_i64().and_then(join_date) {
+                        fx.hired_at = d;
+                    }
+                }
+                "department_ids" => {
+                    let ids = v.as_array().ok_or_else(|| {
+                        OrgError::Invalid("department_ids must be an array".into())
+                    })?;
+                    let mut keys = Vec::new();
+                    for id in ids {
+                        let id = id.as_str().unwrap_or_default();
+                        keys.push(
+                            self.dept_key(id, did_type)
+                                .ok_or_else(|| OrgError::NotFound(format!("department {id}")))?,
+                        );
+                    }
+                    fx.departments = keys;
+                }
+                "status" => {
+                    if let Some(f) = v.get("is_frozen").and_then(Value::as_bool) {
+                        fx.active = !f;
+                    }
+                }
+                // Ids are the system's; the rest is kept verbatim.
+                "open_id" | "union_id" | "user_id" | "orders" => {}
+                _ => {
+                    extra.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Ok(extra)
+    }
+
+    /// Applies a Feishu department body onto `fx`.
+    pub fn apply_dept_body(
+        &self,
+        fx: &mut FixtureDepartment,
+        body: &Map<String, Value>,
+        uid_type: &str,
+        did_type: &str,
+    ) -> Result<(), OrgError> {
+        for (k, v) in body {
+            match k.as_str() {
+                "name" => fx.name = v.as_str().unwrap_or_default().to_string(),
+                "parent_department_id" => {
+                    let id = v.as_str().unwrap_or_default();
+                    fx.parent = Some(
+                        self.dept_key(id, did_type)
+                            .ok_or_else(|| OrgError::NotFound(format!("department {id}")))?,
+                    );
+                }
+                "order" => {
+                    fx.order = v
+                        .as_i64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        .ok_or_else(|| OrgError::Invalid("order must be a number".into()))?;
+                }
+                "leader_user_id" => {
+                    let id = v.as_str().unwrap_or_default();
+                    if id.is_empty() {
+                        fx.leaders.clear();
+                    } else {
+                        let key = self
+                            .user_key(id, uid_type)
+                            .ok_or_else(|| OrgError::NotFound(format!("user {id}")))?;
+                        fx.leaders.retain(|l| l != &key);
+                        fx.leaders.insert(0, key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_roundtrip_in_shanghai_time() {
+        let t = join_time("2024-10-27").unwrap();
+        assert_eq!(t, 1_729_958_400);
+        assert_eq!(join_date(t).unwrap(), "2024-10-27");
+    }
+
+    #[test]
+    fn diff_lists_previous_values_of_changed_keys() {
+        let d = diff(&json!({"a":1,"b":2}), &json!({"a":1,"b":3}));
+        assert_eq!(d, json!({"b":2}));
+    }
+}

@@ -1,0 +1,434 @@
+//! Long-connection (WebSocket) event mode: the app dials out, so no public callback address is
+//! needed. `POST {origin}/callback/ws/endpoint` with `{"AppID","AppSecret"}` returns the
+//! WebSocket URL and a ClientConfig; frames are protobuf `pbbp2.Frame`; data frames carry the
+//! plaintext schema 2.0 envelope and are acked by echoing the frame with a `{"code":200}` payload.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::capability::{PushChannel, RawEvent};
+use crate::error::ConnectorError;
+use crate::feishu::VENDOR;
+use crate::feishu::config::FeishuConfig;
+use crate::http::{build_client, read_limited};
+
+pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
+/// Frame `method`: control (ping/pong) and data (event/card).
+pub const METHOD_CONTROL: i32 = 0;
+pub const METHOD_DATA: i32 = 1;
+
+/// `pbbp2.Header`
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Header {
+    #[prost(string, required, tag = "1")]
+    pub key: String,
+    #[prost(string, required, tag = "2")]
+    pub value: String,
+}
+
+/// `pbbp2.Frame`
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Frame {
+    #[prost(uint64, required, tag = "1")]
+    pub seq_id: u64,
+    #[prost(uint64, required, tag = "2")]
+    pub log_id: u64,
+    #[prost(int32, required, tag = "3")]
+    pub service: i32,
+    #[prost(int32, required, tag = "4")]
+    pub method: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub headers: Vec<Header>,
+    #[prost(string, optional, tag = "6")]
+    pub payload_encoding: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    pub payload_type: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    pub payload: Option<Vec<u8>>,
+    #[prost(string, optional, tag = "9")]
+    pub log_id_new: Option<String>,
+}
+
+impl Frame {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_str())
+    }
+
+    pub fn set_header(&mut self, key: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self.headers.iter_mut().find(|h| h.key == key) {
+            Some(h) => h.value = value,
+            None => self.headers.push(Header {
+                key: key.into(),
+                value,
+            }),
+        }
+    }
+
+    pub fn control(service: i32, kind: &str) -> Self {
+        Self {
+            seq_id: 0,
+            log_id: 0,
+            service,
+            method: METHOD_CONTROL,
+            headers: vec![Header {
+                key: "type".into(),
+                value: kind.into(),
+            }],
+            payload_encoding: None,
+            payload_type: None,
+            payload: None,
+            log_id_new: None,
+        }
+    }
+}
+
+/// `ClientConfig` from the endpoint reply (and pong payloads), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientConfig {
+    pub reconnect_count: i64,
+    pub reconnect_interval: Duration,
+    pub reconnect_nonce: Duration,
+    pub ping_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_count: -1,
+            reconnect_interval: Duration::from_secs(120),
+            reconnect_nonce: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ClientConfig {
+    fn update(&mut self, v: &Value) {
+        let secs = |k: &str| v.get(k).and_then(Value::as_u64).map(Duration::from_secs);
+        if let Some(c) = v.get("ReconnectCount").and_then(Value::as_i64) {
+            self.reconnect_count = c;
+        }
+        if let Some(d) = secs("ReconnectInterval") {
+            self.reconnect_interval = d;
+        }
+        if let Some(d) = secs("ReconnectNonce") {
+            self.reconnect_nonce = d;
+        }
+        if let Some(d) = secs("PingInterval").filter(|d| !d.is_zero()) {
+            self.ping_interval = d;
+        }
+    }
+}
+
+/// The long-connection client of one app.
+pub struct LongConnection {
+    origin: String,
+    app_id: String,
+    app_secret: SecretString,
+    http: reqwest::Client,
+    /// Upper bound on the wait between reconnects, whatever the server's config says.
+    pub max_reconnect_interval: Duration,
+}
+
+enum Closed {
+    Shutdown,
+    Remote,
+}
+
+fn retryable(message: String) -> ConnectorError {
+    ConnectorError::Retryable {
+        vendor: VENDOR,
+        code: None,
+        status: None,
+        message,
+    }
+}
+
+impl LongConnection {
+    pub fn new(cfg: &FeishuConfig) -> Result<Self, ConnectorError> {
+        cfg.validate()?;
+        Ok(Self {
+            origin: cfg.base_url.trim_end_matches('/').to_string(),
+            app_id: cfg.app_id.clone(),
+            app_secret: cfg.app_secret.clone(),
+            http: build_client(cfg.timeout)?,
+            max_reconnect_interval: Duration::from_secs(150),
+        })
+    }
+
+    /// Asks for a connection URL.
+    pub async fn endpoint(&self) -> Result<(String, ClientConfig), ConnectorError> {
+        let resp = self
+            .http
+            .post(format!("{}{ENDPOINT_PATH}", self.origin))
+            .header("locale", "zh")
+            .json(&json!({"AppID": self.app_id, "AppSecret": self.app_secret.expose_secret()}))
+            .send()
+            .await
+            .map_err(|e| ConnectorError::from_transport(VENDOR, &e))?;
+        let status = resp.status().as_u16();
+        let body = read_limited(VENDOR, resp, 64 * 1024).await?;
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            ConnectorError::from_status(VENDOR, status, None, "endpoint reply is not JSON")
+        })?;
+        let code = v.get("code").and_then(Value::as_i64).unwrap_or(-1);
+        let msg = v
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match code {
+            0 => {}
+            // system busy / internal error: try again later
+            1 | 1000040343 => return Err(retryable(format!("endpoint: {code} {msg}"))),
+            _ => {
+                return Err(ConnectorError::Permanent {
+                    vendor: VENDOR,
+                    code: Some(code),
+                    status: Some(status),
+                    message: msg,
+                });
+            }
+        }
+        let url = v
+            .pointer("/data/URL")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ConnectorError::permanent(VENDOR, "endpoint reply without URL"))?
+            .to_string();
+        let mut cc = ClientConfig::default();
+        if let Some(c) = v.pointer("/data/ClientConfig") {
+            cc.update(c);
+        }
+        Ok((url, cc))
+    }
+
+    async fn run_once(
+        &self,
+        cc: &mut ClientConfig,
+        sink: &tokio::sync::mpsc::Sender<RawEvent>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Closed, ConnectorError> {
+        let (url, fresh) = self.endpoint().await?;
+        *cc = fresh;
+        let service: i32 = url
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("service_id=")))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                ConnectorError::permanent(VENDOR, "connection URL without service_id")
+            })?;
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| retryable(format!("websocket connect: {e}")))?;
+        tracing::info!(vendor = VENDOR, service, "long connection established");
+        let (mut tx, mut rx) = ws.split();
+        let mut ping = tokio::time::interval(cc.ping_interval);
+        let mut fragments: HashMap<String, Vec<Option<Vec<u8>>>> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = tx.close().await;
+                    return Ok(Closed::Shutdown);
+                }
+                _ = ping.tick() => {
+                    let f = Frame::control(service, "ping");
+                    tx.send(Message::Binary(f.encode_to_vec().into())).await.map_err(|e| retryable(format!("ping: {e}")))?;
+                }
+                msg = rx.next() => {
+                    let bytes = match msg {
+                        None | Some(Ok(Message::Close(_))) => return Ok(Closed::Remote),
+                        Some(Err(e)) => return Err(retryable(format!("websocket: {e}"))),
+                        Some(Ok(Message::Binary(b))) => b,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(mut frame) = Frame::decode(bytes.as_ref()) else {
+                        tracing::warn!(vendor = VENDOR, len = bytes.len(), "undecodable frame ignored");
+                        continue;
+                    };
+                    if frame.method == METHOD_CONTROL {
+                        if frame.header("type") == Some("pong")
+                            && let Some(v) = frame.payload.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                        {
+                            let before = cc.ping_interval;
+                            cc.update(&v);
+                            if cc.ping_interval != before {
+                                ping = tokio::time::interval_at(tokio::time::Instant::now() + cc.ping_interval, cc.ping_interval);
+                            }
+                        }
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let Some(payload) = reassemble(&mut fragments, &mut frame) else { continue };
+                    let kind = frame.header("type").unwrap_or_default().to_string();
+                    let code = if kind == "event" {
+                        match to_event(&payload) {
+                            Some(ev) => {
+                                if sink.send(ev).await.is_err() {
+                                    return Ok(Closed::Shutdown);
+                                }
+                                200
+                            }
+                            None => {
+                                tracing::warn!(vendor = VENDOR, "malformed event on the long connection");
+                                500
+                            }
+                        }
+                    } else {
+                        // Cards are not handled by huitong: acknowledge and move on.
+                        200
+                    };
+                    frame.set_header("biz_rt", started.elapsed().as_millis().to_string());
+                    frame.payload = Some(json!({"code": code, "headers": null, "data": null}).to_string().into_bytes());
+                    tx.send(Message::Binary(frame.encode_to_vec().into())).await.map_err(|e| retryable(format!("ack: {e}")))?;
+                }
+            }
+        }
+    }
+}
+
+/// Joins fragmented payloads (`sum` > 1); returns the payload once complete.
+fn reassemble(
+    frags: &mut HashMap<String, Vec<Option<Vec<u8>>>>,
+    frame: &mut Frame,
+) -> Option<Vec<u8>> {
+    let sum: usize = frame
+        .header("sum")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let payload = frame.payload.clone().unwrap_or_default();
+    if sum <= 1 {
+        return Some(payload);
+    }
+    let seq: usize = frame.header("seq").and_then(|s| s.parse().ok())?;
+    let id = frame.header("message_id")?.to_string();
+    if seq >= sum || sum > 1024 {
+        return None;
+    }
+    let parts = frags.entry(id.clone()).or_insert_with(|| vec![None; sum]);
+    if parts.len() != sum {
+        return None;
+    }
+    parts[seq] = Some(payload);
+    if parts.iter().all(Option::is_some) {
+        let parts = frags.remove(&id)?;
+        return Some(parts.into_iter().flatten().flatten().collect());
+    }
+    None
+}
+
+fn to_event(payload: &[u8]) -> Option<RawEvent> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    let h = v.get("header")?;
+    Some(RawEvent {
+        vendor: VENDOR,
+        event_id: h.get("event_id")?.as_str()?.to_string(),
+        event_type: h.get("event_type")?.as_str()?.to_string(),
+        created_at_ms: h
+            .get("create_time")
+            .and_then(|c| c.as_str())
+            .and_then(|s| s.parse().ok()),
+        payload: v,
+    })
+}
+
+#[async_trait]
+impl PushChannel for LongConnection {
+    async fn run(
+        &self,
+        sink: tokio::sync::mpsc::Sender<RawEvent>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ConnectorError> {
+        let mut cc = ClientConfig::default();
+        let mut attempts: i64 = 0;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            match self.run_once(&mut cc, &sink, &mut shutdown).await {
+                Ok(Closed::Shutdown) => return Ok(()),
+                Ok(Closed::Remote) => {
+                    attempts = 0;
+                    tracing::warn!(
+                        vendor = VENDOR,
+                        "long connection closed by the server; reconnecting"
+                    );
+                }
+                Err(e) if e.class() == crate::ErrorClass::Permanent => return Err(e),
+                Err(e) => {
+                    attempts += 1;
+                    if cc.reconnect_count >= 0 && attempts > cc.reconnect_count {
+                        return Err(e);
+                    }
+                    tracing::warn!(vendor = VENDOR, error = %e, attempts, "long connection failed; reconnecting");
+                }
+            }
+            let jitter_ms = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>()));
+            let nonce = cc.reconnect_nonce.as_millis() as u64;
+            let wait = (cc.reconnect_interval
+                + Duration::from_millis(if nonce > 0 { jitter_ms % nonce } else { 0 }))
+            .min(self.max_reconnect_interval);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip_and_headers() {
+        let mut f = Frame::control(7, "ping");
+        f.set_header("type", "pong");
+        f.set_header("biz_rt", "3");
+        let back = Frame::decode(f.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.service, 7);
+        assert_eq!(back.header("type"), Some("pong"));
+        assert_eq!(back.header("biz_rt"), Some("3"));
+        // Garbage (invalid wire type) is not a frame.
+        assert!(Frame::decode(&[0xff, 0xff][..]).is_err());
+    }
+
+    #[test]
+    fn fragments_are_joined_in_order() {
+        let mut frags = HashMap::new();
+        let mk = |seq: usize, data: &[u8]| {
+            let mut f = Frame::control(1, "event");
+            f.method = METHOD_DATA;
+            f.set_header("message_id", "m1");
+            f.set_header("sum", "2");
+            f.set_header("seq", seq.to_string());
+            f.payload = Some(data.to_vec());
+            f
+        };
+        assert_eq!(reassemble(&mut frags, &mut mk(1, b"world")), None);
+        assert_eq!(
+            reassemble(&mut frags, &mut mk(0, b"hello ")),
+            Some(b"hello world".to_vec())
+        );
+        assert!(frags.is_empty());
+    }
+
+    #[test]
+    fn client_config_updates() {
+        let mut c = ClientConfig::default();
+        c.update(&json!({"PingInterval": 5, "ReconnectCount": 3}));
+        assert_eq!(c.ping_interval, Duration::from_secs(5));
+        assert_eq!(c.reconnect_count, 3);
+        assert_eq!(c.reconnect_interval, Duration::from_secs(120));
+    }
+}

@@ -1,0 +1,222 @@
+//! Access-token manager: fetch, cache, refresh ahead of expiry, refetch once when the vendor says
+//! the token is invalid, and at most one fetch in flight at a time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::error::ConnectorError;
+
+/// A freshly fetched token and how long the vendor says it lives.
+pub struct FetchedToken {
+    pub token: SecretString,
+    pub expires_in: Duration,
+}
+
+/// How a vendor mints tokens.
+#[async_trait]
+pub trait TokenSource: Send + Sync {
+    async fn fetch(&self) -> Result<FetchedToken, ConnectorError>;
+}
+
+/// A token handed out by the manager. `generation` identifies it so that an invalidation only
+/// drops the token the caller actually used (not one another task already refreshed).
+#[derive(Clone)]
+pub struct Token {
+    pub secret: SecretString,
+    pub generation: u64,
+}
+
+struct Cached {
+    token: Token,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// Caches a vendor token. Cheap to share behind an `Arc`.
+pub struct TokenManager<S> {
+    source: S,
+    refresh_ahead: Duration,
+    cached: Mutex<Option<Cached>>,
+    generation: AtomicU64,
+    fetches: AtomicU64,
+}
+
+impl<S: TokenSource> TokenManager<S> {
+    /// `refresh_ahead`: refetch when less than this remains (capped at half the token's life so
+    /// very short-lived tokens are still used).
+    pub fn new(source: S, refresh_ahead: Duration) -> Self {
+        Self {
+            source,
+            refresh_ahead,
+            cached: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times the source was asked for a token.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// A valid token, from the cache or freshly fetched. Concurrent callers wait for one fetch.
+    pub async fn get(&self) -> Result<Token, ConnectorError> {
+        // Holding the async mutex across the fetch is what keeps one fetch in flight.
+        let mut guard = self.cached.lock().await;
+        let now = Instant::now();
+        if let Some(c) = guard.as_ref()
+            && now < c.refresh_at
+            && now < c.expires_at
+        {
+            return Ok(c.token.clone());
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = match self.source.fetch().await {
+            Ok(f) => f,
+            Err(e) => {
+                // A refresh ahead of expiry that fails may still fall back to the cached token.
+                if let Some(c) = guard.as_ref()
+                    && now < c.expires_at
+                {
+                    tracing::warn!(error = %e, "token refresh failed; using the cached token until it expires");
+                    return Ok(c.token.clone());
+                }
+                return Err(e);
+            }
+        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let ahead = self.refresh_ahead.min(fetched.expires_in / 2);
+        let expires_at = now + fetched.expires_in;
+        let token = Token {
+            secret: fetched.token,
+            generation,
+        };
+        tracing::debug!(
+            generation,
+            expires_in_s = fetched.expires_in.as_secs(),
+            "fetched access token"
+        );
+        *guard = Some(Cached {
+            token: token.clone(),
+            refresh_at: expires_at - ahead,
+            expires_at,
+        });
+        Ok(token)
+    }
+
+    /// Drops `used` from the cache (the vendor rejected it), unless it was already replaced.
+    pub async fn invalidate(&self, used: &Token) {
+        let mut guard = self.cached.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|c| c.token.generation == used.generation)
+        {
+            tracing::info!(
+                generation = used.generation,
+                "access token rejected by vendor; dropping it"
+            );
+            *guard = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counting {
+        n: AtomicUsize,
+        life: Duration,
+        fail_after: Option<usize>,
+    }
+
+    #[async_trait]
+    impl TokenSource for Counting {
+        async fn fetch(&self) -> Result<FetchedToken, ConnectorError> {
+            let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
+            // Yield so concurrent callers really overlap with the fetch.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.fail_after.is_some_and(|k| n > k) {
+                return Err(ConnectorError::Retryable {
+                    vendor: "t",
+                    code: None,
+                    status: Some(503),
+                    message: "down".into(),
+                });
+            }
+            Ok(FetchedToken {
+                token: SecretString::from(format!("tok-{n}")),
+                expires_in: self.life,
+            })
+        }
+    }
+
+    fn source(life: u64, fail_after: Option<usize>) -> Counting {
+        Counting {
+            n: AtomicUsize::new(0),
+            life: Duration::from_secs(life),
+            fail_after,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_fetch_in_flight_for_concurrent_callers() {
+        let m = Arc::new(TokenManager::new(
+            source(7200, None),
+            Duration::from_secs(300),
+        ));
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            let m = m.clone();
+            handles.push(tokio::spawn(async move {
+                m.get().await.map(|t| t.secret.expose_secret().to_string())
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap().unwrap(), "tok-1");
+        }
+        assert_eq!(m.fetch_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_ahead_of_expiry() {
+        let m = TokenManager::new(source(7200, None), Duration::from_secs(300));
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-1");
+        tokio::time::advance(Duration::from_secs(7200 - 301)).await;
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-1");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalidate_only_drops_the_used_generation() {
+        let m = TokenManager::new(source(7200, None), Duration::from_secs(300));
+        let t1 = m.get().await.unwrap();
+        m.invalidate(&t1).await;
+        let t2 = m.get().await.unwrap();
+        assert_eq!(t2.secret.expose_secret(), "tok-2");
+        // A late invalidation with the old token must not drop the new one.
+        m.invalidate(&t1).await;
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-2");
+        assert_eq!(m.fetch_count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_early_refresh_keeps_valid_token_but_expired_fails() {
+        let m = TokenManager::new(source(600, Some(1)), Duration::from_secs(300));
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-1");
+        // Inside the refresh window (ahead = min(300, 300)), refresh fails, old token still valid.
+        tokio::time::advance(Duration::from_secs(400)).await;
+        assert_eq!(m.get().await.unwrap().secret.expose_secret(), "tok-1");
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(m.get().await.is_err());
+    }
+}

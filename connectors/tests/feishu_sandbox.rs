@@ -1,0 +1,1023 @@
+//! The Feishu connector against the Feishu sandbox, both in-process on 127.0.0.1.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use huitong_connectors::capability::{Entity, ListQuery, ReadEntities, WriteEntities};
+use huitong_connectors::feishu::client::FeishuClient;
+use huitong_connectors::feishu::im::OutgoingMessage;
+use huitong_connectors::feishu::sandbox::{SandboxOptions, serve};
+use huitong_connectors::feishu::{FeishuConfig, FeishuConnector};
+use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::http::RetryPolicy;
+use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::{ConnectorError, ErrorClass};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+fn org(name: &str) -> OrgFixture {
+    OrgFixture::load(&fixtures().join(name)).expect("fixture")
+}
+
+struct Sandbox {
+    base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Sandbox {
+    async fn start(opts: SandboxOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            serve(listener, opts, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self { base, _stop: tx }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    fn config(&self) -> FeishuConfig {
+        let mut cfg = FeishuConfig::new(self.base.clone(), "cli_test", "s3cret".to_string().into());
+        cfg.retry = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(20),
+            max_retries: 12,
+        };
+        cfg
+    }
+
+    fn client(&self) -> FeishuClient {
+        FeishuClient::new(self.config()).unwrap()
+    }
+}
+
+fn opts(fixture: &str) -> SandboxOptions {
+    SandboxOptions::new(org(fixture), "cli_test", "s3cret")
+}
+
+async fn all_users(c: &FeishuClient) -> Vec<Value> {
+    c.all_users().try_collect().await.unwrap()
+}
+
+fn open_ids(snapshot: &Value) -> HashSet<String> {
+    snapshot["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["feishu"]["open_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn reads_the_medium_org_completely_page_by_page() {
+    let sb = Sandbox::start(opts("medium-org.json")).await;
+    let mut cfg = sb.config();
+    cfg.page_size = 7;
+    let c = FeishuClient::new(cfg).unwrap();
+    let users = all_users(&c).await;
+    let snap = sb.get("/_sandbox/org").await;
+    let got: HashSet<String> = users
+        .iter()
+        .map(|u| u["open_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(users.len(), 300);
+    assert_eq!(got, open_ids(&snap));
+    // Fields rendered the Feishu way.
+    let u0 = users.iter().find(|u| u["user_id"] == "u0").unwrap();
+    assert_eq!(u0["mobile"], "+8615643835017");
+    assert_eq!(u0["gender"], 2);
+    assert_eq!(u0["employee_no"], "E000000");
+    assert!(u0["open_id"].as_str().unwrap().starts_with("ou_"));
+
+    let depts: Vec<Value> = c
+        .department_children("0", true)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(depts.len(), 24);
+    assert!(
+        depts
+            .iter()
+            .all(|d| d["open_department_id"].as_str().unwrap().starts_with("od-"))
+    );
+
+    // Every page was fetched: one find_by_department call per page of 7 for each department.
+    let mut members: HashMap<String, usize> = HashMap::new();
+    for u in snap["users"].as_array().unwrap() {
+        for d in u["departments"].as_array().unwrap() {
+            *members.entry(d.as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    let expected_pages: u64 = snap["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            members
+                .get(d["key"].as_str().unwrap())
+                .copied()
+                .unwrap_or(0)
+                .div_ceil(7)
+                .max(1) as u64
+        })
+        .sum();
+    let calls = sb.get("/_sandbox/calls").await;
+    assert_eq!(
+        calls["calls"]["GET /open-apis/contact/v3/users/find_by_department"]
+            .as_u64()
+            .unwrap(),
+        expected_pages
+    );
+    assert!(expected_pages > 25, "some department spans several pages");
+    assert_eq!(c.token_fetches(), 1);
+}
+
+#[tokio::test]
+async fn small_pages_and_the_trait_view_agree() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let mut cfg = sb.config();
+    cfg.page_size = 3;
+    let conn = FeishuConnector::new(cfg).unwrap();
+    let users: Vec<Value> = conn
+        .list(Entity::User, ListQuery::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 20);
+    let root_members: Vec<Value> = conn
+        .list(
+            Entity::User,
+            ListQuery {
+                parent: Some("0".into()),
+                ..Default::default()
+            },
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    let root_key = snap["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["parent"].is_null())
+        .unwrap()["key"]
+        .clone();
+    let expected = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["departments"].as_array().unwrap().contains(&root_key))
+        .count();
+    assert_eq!(root_members.len(), expected);
+    let first = &users[0];
+    let got = conn
+        .get(Entity::User, first["open_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got["name"], first["name"]);
+    assert_eq!(conn.get(Entity::User, "ou_nobody").await.unwrap(), None);
+    assert_eq!(
+        conn.get(Entity::Department, "od-nothing").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn create_update_delete_through_the_connector() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = FeishuConnector::new(sb.config()).unwrap();
+
+    let dept_id = conn
+        .create(Entity::Department, json!({"name": "新部门", "parent_department_id": "0", "department_id": "newdept", "order": "7"}))
+        .await
+        .unwrap();
+    assert!(dept_id.starts_with("od-"));
+    let user_id = conn
+        .create(
+            Entity::User,
+            json!({"name": "测试 用户", "mobile": "+8613800000001", "email": "t@example.cn",
+                   "department_ids": [dept_id], "employee_type": 1, "employee_no": "E9", "gender": 1}),
+        )
+        .await
+        .unwrap();
+    assert!(user_id.starts_with("ou_"));
+
+    let snap = sb.get("/_sandbox/org").await;
+    let d = snap["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["feishu"]["open_department_id"] == dept_id.as_str())
+        .unwrap();
+    assert_eq!(d["name"], "新部门");
+    assert_eq!(d["order"], 7);
+    assert_eq!(d["key"], "newdept");
+    let u = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["feishu"]["open_id"] == user_id.as_str())
+        .unwrap();
+    assert_eq!(u["mobile"], "13800000001");
+    assert_eq!(u["departments"], json!(["newdept"]));
+    assert_eq!(u["gender"], "male");
+
+    assert_eq!(
+        conn.update(
+            Entity::User,
+            &user_id,
+            json!({"name": "改名", "job_title": "经理"})
+        )
+        .await
+        .unwrap(),
+        user_id
+    );
+    conn.update(
+        Entity::Department,
+        &dept_id,
+        json!({"name": "更名部门", "leader_user_id": user_id}),
+    )
+    .await
+    .unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    let u = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["feishu"]["open_id"] == user_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (u["name"].as_str(), u["title"].as_str()),
+        (Some("改名"), Some("经理"))
+    );
+    let d = snap["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "newdept")
+        .unwrap();
+    assert_eq!(d["name"], "更名部门");
+    assert_eq!(d["leaders"], json!([u["key"]]));
+
+    // A department with members cannot go; after the user does, it can.
+    let e = conn.delete(Entity::Department, &dept_id).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    conn.delete(Entity::User, &user_id).await.unwrap();
+    conn.delete(Entity::Department, &dept_id).await.unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["users"].as_array().unwrap().len(), 20);
+    assert!(
+        !snap["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["key"] == "newdept")
+    );
+
+    // Each change emitted Feishu's event.
+    let events = sb.get("/_sandbox/events").await;
+    let types: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["header"]["event_type"].as_str().unwrap())
+        .collect();
+    for t in [
+        "contact.department.created_v3",
+        "contact.user.created_v3",
+        "contact.user.updated_v3",
+        "contact.department.updated_v3",
+        "contact.user.deleted_v3",
+        "contact.department.deleted_v3",
+    ] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    let upd = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["header"]["event_type"] == "contact.user.updated_v3")
+        .unwrap();
+    assert_eq!(upd["event"]["event"]["old_object"]["name"], "测试 用户");
+    assert_eq!(upd["event"]["event"]["object"]["name"], "改名");
+}
+
+#[tokio::test]
+async fn create_rejects_missing_required_fields_as_permanent() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    let e = c
+        .create_user(
+            json!({"name": "x", "department_ids": ["0"], "employee_type": 1}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Permanent, Some(99992402))
+    );
+    let e = c
+        .create_department(
+            json!({"name": "x", "parent_department_id": "od-missing"}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(40015));
+}
+
+#[tokio::test]
+async fn client_token_makes_a_retried_create_idempotent() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    let body = json!({"name": "Once", "mobile": "13900000000", "department_ids": ["0"], "employee_type": 1});
+    let a = c.create_user(body.clone(), Some("ct-1")).await.unwrap();
+    let b = c.create_user(body, Some("ct-1")).await.unwrap();
+    assert_eq!(a["open_id"], b["open_id"]);
+    assert_eq!(
+        sb.get("/_sandbox/org").await["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        21
+    );
+}
+
+#[tokio::test]
+async fn survives_token_expiry_mid_run() {
+    let sb = Sandbox::start(opts("medium-org.json")).await;
+    let c = sb.client();
+    let mut stream = c.all_users();
+    let mut seen = HashSet::new();
+    while let Some(u) = stream.next().await {
+        seen.insert(u.unwrap()["open_id"].as_str().unwrap().to_string());
+        if seen.len() == 100 {
+            let (status, _) = sb
+                .admin(reqwest::Method::POST, "/_sandbox/tokens/expire", None)
+                .await;
+            assert_eq!(status, 204);
+        }
+    }
+    assert_eq!(seen, open_ids(&sb.get("/_sandbox/org").await));
+    assert_eq!(c.token_fetches(), 2, "one refetch after the expiry");
+}
+
+#[tokio::test]
+async fn survives_early_token_expiry_faults() {
+    let mut o = opts("medium-org.json");
+    o.faults = FaultSpec::parse("token=0.1,seed=11").unwrap();
+    let sb = Sandbox::start(o).await;
+    let c = sb.client();
+    assert_eq!(all_users(&c).await.len(), 300);
+    let calls = sb.get("/_sandbox/calls").await;
+    let expired = calls["faults"]["token"].as_u64().unwrap_or(0);
+    assert!(expired > 0);
+    assert_eq!(c.token_fetches(), 1 + expired);
+}
+
+#[tokio::test]
+async fn survives_429_bursts_and_5xx() {
+    let mut o = opts("medium-org.json");
+    o.faults = FaultSpec::parse("429=0.1x3,5xx=0.1,seed=5").unwrap();
+    let sb = Sandbox::start(o).await;
+    let mut cfg = sb.config();
+    cfg.page_size = 10;
+    let conn = FeishuConnector::new(cfg).unwrap();
+    let users: Vec<Value> = conn
+        .list(Entity::User, ListQuery::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 300);
+    let id = conn
+        .create(Entity::User, json!({"name": "Faulty", "mobile": "13700000000", "department_ids": ["0"], "employee_type": 1}))
+        .await
+        .unwrap();
+    conn.update(Entity::User, &id, json!({"en_name": "Faulty Two"}))
+        .await
+        .unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    let u = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["feishu"]["open_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(u["en_name"], "Faulty Two");
+    assert_eq!(snap["users"].as_array().unwrap().len(), 301);
+    let calls = sb.get("/_sandbox/calls").await;
+    assert!(calls["faults"]["429"].as_u64().unwrap_or(0) >= 3, "{calls}");
+    assert!(calls["faults"]["5xx"].as_u64().unwrap_or(0) >= 1, "{calls}");
+}
+
+#[tokio::test]
+async fn errors_are_classified_from_the_sandbox_replies() {
+    let mut o = opts("small-org.json");
+    o.faults = FaultSpec::parse("5xx=1").unwrap();
+    let sb = Sandbox::start(o).await;
+    let mut cfg = sb.config();
+    cfg.retry.max_retries = 2;
+    let c = FeishuClient::new(cfg).unwrap();
+    let e = c.get_user("ou_x").await.unwrap_err();
+    assert_eq!((e.class(), e.code()), (ErrorClass::Retryable, Some(1500)));
+    let calls = sb.get("/_sandbox/calls").await;
+    assert_eq!(
+        calls["calls"]["GET /open-apis/contact/v3/users/{id}"], 3,
+        "first try and two retries"
+    );
+
+    let mut o = opts("small-org.json");
+    o.faults = FaultSpec::parse("429=1").unwrap();
+    let sb = Sandbox::start(o).await;
+    let mut cfg = sb.config();
+    cfg.retry.max_retries = 1;
+    let e = FeishuClient::new(cfg)
+        .unwrap()
+        .get_user("ou_x")
+        .await
+        .unwrap_err();
+    match e {
+        ConnectorError::RateLimited {
+            code, retry_after, ..
+        } => {
+            assert_eq!(code, Some(99991400));
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let mut cfg = sb.config();
+    cfg.app_secret = "wrong".to_string().into();
+    let e = FeishuClient::new(cfg)
+        .unwrap()
+        .get_user("ou_x")
+        .await
+        .unwrap_err();
+    assert_eq!((e.class(), e.code()), (ErrorClass::Permanent, Some(10014)));
+}
+
+#[tokio::test]
+async fn sandbox_speaks_feishu_on_the_wire() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let http = reqwest::Client::new();
+    // Token call without Content-Type, as lark-oapi sends it.
+    let v: Value = http
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            sb.base
+        ))
+        .body(r#"{"app_id": "cli_test", "app_secret": "s3cret"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["expire"], 7200);
+    let token = v["tenant_access_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("t-"));
+    // Asking again while > 30 min remain returns the same token.
+    let v2: Value = http
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            sb.base
+        ))
+        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["tenant_access_token"], token.as_str());
+
+    let get = |path: String, tok: Option<String>| {
+        let http = http.clone();
+        async move {
+            let mut r = http.get(path);
+            if let Some(t) = tok {
+                r = r.bearer_auth(t);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(resp.headers().contains_key("x-tt-logid"));
+            let v: Value = resp.json().await.unwrap();
+            (status, ct, v)
+        }
+    };
+    // `True` (capitalised) query booleans.
+    let (s, ct, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/departments/0/children?fetch_child=True&page_size=50",
+            sb.base
+        ),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_i64()), (200, Some(0)));
+    assert!(ct.starts_with("application/json"));
+    assert_eq!(v["data"]["items"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"]["has_more"], false);
+    assert!(v["data"].get("page_token").is_none());
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/users/find_by_department?department_id=0&page_size=51",
+            sb.base
+        ),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(v["code"], 40011);
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/users/find_by_department?department_id=0&page_token=bogus",
+            sb.base
+        ),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(v["code"], 40012);
+    let (s, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
+            sb.base
+        ),
+        None,
+    )
+    .await;
+    assert_eq!((s, v["code"].as_i64()), (400, Some(99991661)));
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
+            sb.base
+        ),
+        Some("t-forged".into()),
+    )
+    .await;
+    assert_eq!(v["code"], 99991663);
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
+            sb.base
+        ),
+        Some("x-bad".into()),
+    )
+    .await;
+    assert_eq!(v["code"], 99991671);
+    // Default page size 10 and page_token continuation.
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1",
+            sb.base
+        ),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(v["data"]["has_more"], true);
+    let pt = v["data"]["page_token"].as_str().unwrap().to_string();
+    let (_, _, v2) = get(format!("{}/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1&page_token={pt}", sb.base), Some(token.clone())).await;
+    assert_ne!(
+        v["data"]["items"][0]["open_department_id"],
+        v2["data"]["items"][0]["open_department_id"]
+    );
+    // department_id_type=department_id uses the custom ids.
+    let (_, _, v) = get(
+        format!(
+            "{}/open-apis/contact/v3/departments/0/children?department_id_type=department_id",
+            sb.base
+        ),
+        Some(token.clone()),
+    )
+    .await;
+    let first = &v["data"]["items"][0];
+    assert_eq!(first["parent_department_id"], "0");
+    assert!(!first["department_id"].as_str().unwrap().starts_with("od-"));
+    let (_, _, v) = get(format!("{}/open-apis/nope", sb.base), Some(token)).await;
+    assert_eq!(v["code"], 99991201);
+}
+
+#[tokio::test]
+async fn published_rate_limits_answer_429_with_reset_headers() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            sb.base
+        ))
+        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["tenant_access_token"].as_str().unwrap().to_string();
+    // Task create is limited to 10/s (a burst of 10): 30 calls fired at once trip it.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let http = http.clone();
+        let url = format!("{}/open-apis/task/v2/tasks", sb.base);
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"summary": format!("t{i}")}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let reset = r
+                .headers()
+                .get("x-ogw-ratelimit-reset")
+                .map(|h| h.to_str().unwrap().to_string());
+            let limit = r
+                .headers()
+                .get("x-ogw-ratelimit-limit")
+                .map(|h| h.to_str().unwrap().to_string());
+            let v: Value = r.json().await.unwrap();
+            (status, v["code"].as_i64().unwrap(), reset, limit)
+        }));
+    }
+    let mut limited = 0;
+    let mut passed = 0;
+    for t in tasks {
+        let (status, code, reset, limit) = t.await.unwrap();
+        if status == 429 {
+            assert_eq!(code, 99991400);
+            assert_eq!(reset.as_deref(), Some("1"));
+            assert_eq!(limit.as_deref(), Some("10"));
+            limited += 1;
+        } else {
+            assert_eq!(code, 0);
+            passed += 1;
+        }
+    }
+    assert!(passed >= 10, "the burst of the quota passes");
+    assert!(limited > 0);
+}
+
+#[tokio::test]
+async fn admin_endpoints_change_the_org_like_a_console() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    let (s, v) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/_sandbox/org/users",
+            Some(json!({"key": "hr1", "name": "新人", "en_name": "New", "email": "new@example.cn", "mobile": "13812345678",
+                        "employee_no": "E777", "title": "实习生", "departments": ["d0"], "active": true, "gender": "female", "hired_at": "2025-01-02"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let open_id = v["open_id"].as_str().unwrap().to_string();
+    let u = c.get_user(&open_id).await.unwrap().unwrap();
+    assert_eq!(u["name"], "新人");
+    assert_eq!(u["join_time"], 1_735_747_200);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::PATCH,
+            "/_sandbox/org/users/hr1",
+            Some(json!({"title": "工程师", "active": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let u = c.get_user(&open_id).await.unwrap().unwrap();
+    assert_eq!(u["job_title"], "工程师");
+    assert_eq!(u["status"]["is_frozen"], true);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/_sandbox/org/departments",
+            Some(json!({"key": "dx", "name": "X", "parent": "d0", "order": 9, "leaders": ["hr1"]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::PATCH,
+            "/_sandbox/org/departments/dx",
+            Some(json!({"name": "Y"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = sb
+        .admin(reqwest::Method::DELETE, "/_sandbox/org/users/hr1", None)
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::DELETE,
+            "/_sandbox/org/departments/dx",
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(c.get_user(&open_id).await.unwrap(), None);
+    let (s, _) = sb
+        .admin(reqwest::Method::DELETE, "/_sandbox/org/users/hr1", None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/_sandbox/org/users",
+            Some(json!({"key": "u0", "name": "dup", "departments": ["d0"]})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::PATCH,
+            "/_sandbox/org/departments/d1",
+            Some(json!({"parent": "d1"})),
+        )
+        .await;
+    assert_eq!(s, 422, "a department cannot become its own parent");
+
+    let ev = sb.get("/_sandbox/events").await;
+    let types: Vec<String> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["event"]["header"]["event_type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "contact.user.created_v3",
+            "contact.user.updated_v3",
+            "contact.department.created_v3",
+            "contact.department.updated_v3",
+            "contact.user.deleted_v3",
+            "contact.department.updated_v3",
+            "contact.department.deleted_v3",
+        ]
+    );
+    assert_eq!(ev["events"][0]["delivery"], "not-configured");
+}
+
+#[tokio::test]
+async fn messages_images_and_uuid_dedup() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    let users = all_users(&c).await;
+    let to = users[0]["open_id"].as_str().unwrap();
+    let mut m = OutgoingMessage::text("open_id", to, "你好");
+    m.uuid = Some("dedupe-1".into());
+    let a = c.send_message(&m).await.unwrap();
+    let b = c.send_message(&m).await.unwrap();
+    assert_eq!(a["message_id"], b["message_id"]);
+    assert!(a["message_id"].as_str().unwrap().starts_with("om_"));
+    let post = OutgoingMessage {
+        receive_id_type: "chat_id".into(),
+        receive_id: "oc_group".into(),
+        msg_type: "post".into(),
+        content: json!({"zh_cn": {"title": "T", "content": [[{"tag": "text", "text": "x"}, {"tag": "at", "user_id": to}]]}}),
+        uuid: None,
+    };
+    c.send_message(&post).await.unwrap();
+    let img = c
+        .upload_image(bytes::Bytes::from_static(b"\x89PNG fake"))
+        .await
+        .unwrap();
+    assert!(img.starts_with("img_"));
+    assert_eq!(&c.download_image(&img).await.unwrap()[..], b"\x89PNG fake");
+    let file = c
+        .upload_file("pdf", "a.pdf", bytes::Bytes::from_static(b"%PDF"))
+        .await
+        .unwrap();
+    let fm = OutgoingMessage {
+        msg_type: "file".into(),
+        content: json!({"file_key": file}),
+        ..OutgoingMessage::text("chat_id", "oc_group", "")
+    };
+    c.send_message(&fm).await.unwrap();
+    let bad = OutgoingMessage::text("open_id", "ou_nobody", "x");
+    assert_eq!(c.send_message(&bad).await.unwrap_err().code(), Some(230034));
+
+    let msgs = sb.get("/_sandbox/messages").await;
+    let msgs = msgs["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "the uuid duplicate was not sent twice");
+    assert_eq!(msgs[0]["content"], json!({"text": "你好"}));
+    assert_eq!(msgs[0]["receive_id"], to);
+    assert_eq!(msgs[1]["msg_type"], "post");
+    assert_eq!(msgs[2]["content"]["file_key"], file.as_str());
+}
+
+#[tokio::test]
+async fn tasks_create_patch_get_list_delete() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = FeishuConnector::new(sb.config()).unwrap();
+    let c = &conn.client;
+    let t = c
+        .create_task(
+            json!({"summary": "写周报", "due": {"timestamp": "1735689600000", "is_all_day": true}}),
+            Some("client-token-1"),
+        )
+        .await
+        .unwrap();
+    let again = c
+        .create_task(json!({"summary": "写周报"}), Some("client-token-1"))
+        .await
+        .unwrap();
+    assert_eq!(t["guid"], again["guid"]);
+    let guid = t["guid"].as_str().unwrap();
+    c.patch_task(
+        guid,
+        json!({"completed_at": "1735689600000", "summary": "ignored"}),
+        Some(vec!["completed_at".into()]),
+    )
+    .await
+    .unwrap();
+    let got = conn.get(Entity::Task, guid).await.unwrap().unwrap();
+    assert_eq!(got["status"], "done");
+    assert_eq!(got["summary"], "写周报");
+    conn.create(Entity::Task, json!({"summary": "second"}))
+        .await
+        .unwrap();
+    let all: Vec<Value> = conn
+        .list(Entity::Task, ListQuery::default())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    conn.delete(Entity::Task, guid).await.unwrap();
+    assert_eq!(conn.get(Entity::Task, guid).await.unwrap(), None);
+    let e = c
+        .create_task(json!({"description": "no summary"}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(1470400));
+}
+
+#[tokio::test]
+async fn shared_limiter_is_per_app() {
+    // Two clients of one app share a limiter; the calls still all succeed (it waits, never fails).
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let limiter = Arc::new(huitong_connectors::limit::Limiter::new());
+    let a = FeishuClient::with_limiter(sb.config(), limiter.clone()).unwrap();
+    let b = FeishuClient::with_limiter(sb.config(), limiter).unwrap();
+    let (x, y) = tokio::join!(all_users(&a), all_users(&b));
+    assert_eq!((x.len(), y.len()), (20, 20));
+}
+
+#[tokio::test]
+async fn a_user_message_to_the_bot_emits_the_receive_event() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let (s, v) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/_sandbox/im/receive",
+            Some(json!({"from": "u1", "text": "在吗"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = sb
+        .admin(
+            reqwest::Method::POST,
+            "/_sandbox/im/receive",
+            Some(json!({"from": "nobody", "text": "x"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let ev = sb.get("/_sandbox/events").await;
+    let e = &ev["events"].as_array().unwrap()[0]["event"];
+    assert_eq!(e["header"]["event_type"], "im.message.receive_v1");
+    assert_eq!(e["event"]["message"]["message_id"], v["message_id"]);
+    assert_eq!(e["event"]["message"]["chat_type"], "p2p");
+    // content is a JSON string, as Feishu sends it
+    let content: Value =
+        serde_json::from_str(e["event"]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content, json!({"text": "在吗"}));
+    let snap = sb.get("/_sandbox/org").await;
+    let u1 = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["key"] == "u1")
+        .unwrap();
+    assert_eq!(
+        e["event"]["sender"]["sender_id"]["open_id"],
+        u1["feishu"]["open_id"]
+    );
+}
+
+#[tokio::test]
+async fn uploads_beyond_the_default_body_limit_and_over_the_cap() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    let big = bytes::Bytes::from(vec![7u8; 3 * 1024 * 1024]);
+    let key = c.upload_image(big.clone()).await.unwrap();
+    assert_eq!(c.download_image(&key).await.unwrap(), big);
+    // Over the image cap: refused before any call.
+    let calls_before = sb.get("/_sandbox/calls").await["total"].as_u64().unwrap();
+    let e = c
+        .upload_image(bytes::Bytes::from(vec![0u8; 10 * 1024 * 1024 + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    assert_eq!(
+        sb.get("/_sandbox/calls").await["total"].as_u64().unwrap(),
+        calls_before
+    );
+    let e = c
+        .upload_file("exe", "a.exe", bytes::Bytes::from_static(b"MZ"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent);
+}
+
+#[tokio::test]
+async fn serve_returns_when_shutdown_resolves() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(serve(listener, opts("small-org.json"), async move {
+        let _ = rx.await;
+    }));
+    // Serving, with an idle keep-alive connection open.
+    let http = reqwest::Client::new();
+    let org: Value = http
+        .get(format!("{base}/_sandbox/org"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(org["users"].as_array().unwrap().len(), 20);
+    tx.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), handle)
+        .await
+        .expect("serve returned")
+        .unwrap();
+    assert!(r.is_ok());
+    assert!(
+        http.get(format!("{base}/_sandbox/org"))
+            .send()
+            .await
+            .is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn bad_options_are_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut o = opts("small-org.json");
+    o.event_url = Some("ftp://x".into());
+    assert!(serve(listener, o, async {}).await.is_err());
+}

@@ -1,0 +1,159 @@
+//! While 5,000 messages flow, the RabbitMQ application is stopped and started
+//! (`rabbitmqctl stop_app` / `start_app`); afterwards every published message
+//! was handled at least once (counted by id). Kept alone in its own test binary
+//! because it takes the shared broker down.
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use huitong::queue::amqp::{AmqpOptions, AmqpQueue};
+use huitong::queue::{ConsumeOptions, Envelope, Handler, Outcome, Queue, RetryPolicy, Task};
+use huitong_tests::service_url;
+
+#[derive(Default)]
+struct Counter(Mutex<HashMap<String, u32>>);
+
+#[async_trait]
+impl Handler for Counter {
+    async fn handle(&self, e: &Envelope) -> Outcome {
+        *self.0.lock().unwrap().entry(e.id.clone()).or_default() += 1;
+        Outcome::Ok
+    }
+}
+
+fn rabbitmqctl(arg: &str) {
+    let out = Command::new("rabbitmqctl")
+        .arg(arg)
+        .output()
+        .expect("rabbitmqctl is needed for this test");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_nothing() {
+    let Some(url) = service_url("HUITONG_TEST_AMQP_URL", "broker_restart_loses_nothing") else {
+        return;
+    };
+    huitong::telemetry::init_logging("huitong=info,lapin=warn", huitong::config::LogFormat::Human);
+    const TOTAL: usize = 5_000;
+    const PUBLISHERS: usize = 8;
+    let queue = Arc::new(
+        AmqpQueue::connect(
+            url.into(),
+            AmqpOptions {
+                policy: RetryPolicy {
+                    tiers: vec![Duration::from_millis(200)],
+                },
+                exchange: "huitong-test".into(),
+                prefix: format!("test-{}.", uuid::Uuid::new_v4().simple()),
+                publish_timeout: Duration::from_secs(180),
+                ..AmqpOptions::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    queue.declare("flow").await.unwrap();
+    let counter = Arc::new(Counter::default());
+    let consumer = queue
+        .consume(
+            "flow",
+            counter.clone(),
+            ConsumeOptions {
+                lanes: 16,
+                prefetch: 200,
+            },
+        )
+        .await
+        .unwrap();
+
+    let published = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let queue = queue.clone();
+        let published = published.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..TOTAL / PUBLISHERS {
+                let m = Envelope::new(
+                    format!("p{p}"),
+                    Task::ChangeV1 {
+                        entity: "person".into(),
+                        canonical_id: format!("p{p}-{i}"),
+                        version: 1,
+                        source: "hq".into(),
+                        deleted: false,
+                    },
+                );
+                queue
+                    .publish("flow", &m)
+                    .await
+                    .expect("publish survives the restart");
+                ids.push(m.id);
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+            ids
+        }));
+    }
+
+    // Restart the broker application mid-flow.
+    while published.load(Ordering::Relaxed) < TOTAL / 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at_stop = published.load(Ordering::Relaxed);
+    tokio::task::spawn_blocking(|| {
+        rabbitmqctl("stop_app");
+        std::thread::sleep(Duration::from_secs(2));
+        rabbitmqctl("start_app");
+    })
+    .await
+    .unwrap();
+    let at_start = published.load(Ordering::Relaxed);
+
+    let mut all = HashSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), TOTAL);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let handled = counter
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| all.contains(*k))
+            .count();
+        if handled == TOTAL || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = counter.0.lock().unwrap().clone();
+    let missing: Vec<&String> = all.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let duplicates = counts.values().filter(|c| **c > 1).count();
+    println!(
+        "published {TOTAL} (stop at {at_stop}, start at {at_start}); handled {} distinct, {duplicates} more than once, {} missing",
+        counts.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} messages missing after the broker restart",
+        missing.len()
+    );
+    assert!(
+        at_stop < TOTAL,
+        "the restart happened while messages were flowing"
+    );
+    consumer.shutdown().await;
+    queue.delete_topology("flow").await.unwrap();
+}
