@@ -1,5 +1,10 @@
 //! The `huitong` command.
 
+mod cmd;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +56,12 @@ enum Command {
     Config(ConfigCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Check, apply and preview field mappings (offline; no database needed).
+    #[command(subcommand)]
+    Mapping(cmd::mapping::MappingCommand),
+    /// Run a vendor's API emulator seeded from an org fixture.
+    #[command(subcommand)]
+    Sandbox(cmd::sandbox::SandboxCommand),
     /// Inspect and replay dead-lettered messages (RabbitMQ or the embedded queue).
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -192,6 +203,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mapping(command) => cmd::mapping::run(command),
+        Command::Sandbox(command) => {
+            init_cli_logging(&cli);
+            runtime()?.block_on(cmd::sandbox::run(command))
+        }
         Command::Dlq(command) => {
             let config = match load(&sources(&cli, None)) {
                 Ok(c) => c,
@@ -318,7 +334,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Logging for commands that need no configuration file.
+fn init_cli_logging(cli: &Cli) {
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => huitong::config::LogFormat::Json,
+        _ => huitong::config::LogFormat::Human,
+    };
+    huitong::telemetry::init_logging(cli.log_level.as_deref().unwrap_or("info"), format);
+}
+
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

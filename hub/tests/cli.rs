@@ -252,3 +252,34 @@ fn serve_on_the_embedded_default_answers_health_ready_metrics_and_stops_on_sigte
         "{logs}"
     );
 }
+
+#[test]
+fn sandbox_feishu_serves_the_fixture_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json");
+    let mut child = huitong(dir.path())
+        .args(["sandbox", "feishu", "--listen", "127.0.0.1:0", "--app-id", "cli_demo", "--app-secret", "s"])
+        .arg("--org")
+        .arg(&org)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr: String = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    assert!(line.contains("20 users, 3 departments"), "{line}");
+    let (status, body) = http_get(&addr, "/_sandbox/org");
+    assert_eq!(status, 200, "{body}");
+    let org: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(org["users"].as_array().map(Vec::len), Some(20));
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    assert!(child.wait().unwrap().success());
+}
