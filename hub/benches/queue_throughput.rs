@@ -19,8 +19,8 @@ use huitong::config::QueueType;
 use huitong::queue::amqp::{AmqpOptions, AmqpQueue};
 use huitong::queue::{ConsumeOptions, Envelope, Handler, Outcome, Queue, RetryPolicy, Task};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
@@ -29,7 +29,10 @@ use tokio::sync::Notify;
 const PAYLOAD: usize = 1024;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Config {
@@ -45,18 +48,36 @@ async fn raw_lapin(c: &Config) -> anyhow::Result<f64> {
     let name = format!("bench-raw-{}", uuid::Uuid::new_v4().simple());
     let setup = conn.create_channel().await?;
     let mut args = FieldTable::default();
-    let qt = if c.queue_type == QueueType::Quorum { "quorum" } else { "classic" };
+    let qt = if c.queue_type == QueueType::Quorum {
+        "quorum"
+    } else {
+        "classic"
+    };
     args.insert("x-queue-type".into(), AMQPValue::LongString(qt.into()));
     setup
-        .queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
         .await?;
 
     let consumed = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Notify::new());
     let consumer_channel = conn.create_channel().await?;
-    consumer_channel.basic_qos(c.prefetch, BasicQosOptions::default()).await?;
+    consumer_channel
+        .basic_qos(c.prefetch, BasicQosOptions::default())
+        .await?;
     let mut consumer = consumer_channel
-        .basic_consume(name.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            name.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let total = c.messages;
     let (counter, notify) = (consumed.clone(), done.clone());
@@ -106,7 +127,9 @@ async fn raw_lapin(c: &Config) -> anyhow::Result<f64> {
     done.notified().await;
     let elapsed = start.elapsed();
     consume_task.await?;
-    setup.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await?;
+    setup
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await?;
     Ok(c.messages as f64 / elapsed.as_secs_f64())
 }
 
@@ -132,7 +155,9 @@ async fn huitong_queue(c: &Config) -> anyhow::Result<f64> {
             c.url.clone().into(),
             AmqpOptions {
                 queue_type: c.queue_type,
-                policy: RetryPolicy { tiers: vec![Duration::from_secs(5)] },
+                policy: RetryPolicy {
+                    tiers: vec![Duration::from_secs(5)],
+                },
                 exchange: "huitong-bench".into(),
                 prefix: format!("bench-{}.", uuid::Uuid::new_v4().simple()),
                 publisher_channels: c.publishers,
@@ -142,9 +167,20 @@ async fn huitong_queue(c: &Config) -> anyhow::Result<f64> {
         .await?,
     );
     queue.declare("work").await?;
-    let counter = Arc::new(Count { n: AtomicUsize::new(0), total: c.messages, done: Notify::new() });
+    let counter = Arc::new(Count {
+        n: AtomicUsize::new(0),
+        total: c.messages,
+        done: Notify::new(),
+    });
     let consumer = queue
-        .consume("work", counter.clone(), ConsumeOptions { lanes: 16, prefetch: c.prefetch })
+        .consume(
+            "work",
+            counter.clone(),
+            ConsumeOptions {
+                lanes: 16,
+                prefetch: c.prefetch,
+            },
+        )
         .await?;
     let payload = "x".repeat(PAYLOAD);
     let start = Instant::now();
@@ -183,7 +219,8 @@ async fn huitong_queue(c: &Config) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let c = Config {
-        url: std::env::var("HUITONG_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        url: std::env::var("HUITONG_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
         messages: env_or("BENCH_MESSAGES", 20_000),
         publishers: env_or("BENCH_PUBLISHERS", 8),
         prefetch: env_or("BENCH_PREFETCH", 256),
@@ -206,6 +243,9 @@ async fn main() -> anyhow::Result<()> {
         raw = raw.max(r);
         ours = ours.max(h);
     }
-    println!("best:    raw lapin {raw:>8.0} msg/s   huitong {ours:>8.0} msg/s   ratio {:.0} %", 100.0 * ours / raw);
+    println!(
+        "best:    raw lapin {raw:>8.0} msg/s   huitong {ours:>8.0} msg/s   ratio {:.0} %",
+        100.0 * ours / raw
+    );
     Ok(())
 }

@@ -21,7 +21,7 @@ pub const DEFAULT_TOML: &str = include_str!("../huitong.toml");
 const BUILT_IN: &str = "built-in huitong.toml";
 
 /// Sections that `HUITONG_<SECTION>_<KEY>` environment variables may set.
-const ENV_SECTIONS: &[&str] = &["server", "database", "queue", "log"];
+const ENV_SECTIONS: &[&str] = &["server", "database", "queue", "log", "schedules"];
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +32,13 @@ pub struct Config {
     pub log: LogConfig,
     pub connectors: BTreeMap<String, ConnectorConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
+    pub schedules: SchedulesConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulesConfig {
+    /// Folder of schedule files (`*.yaml`); a missing folder means no schedules.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -605,7 +612,15 @@ impl Reader<'_> {
     }
 
     fn config(&mut self, root: &Table) -> Config {
-        let allowed = ["server", "database", "queue", "log", "connectors", "routes"];
+        let allowed = [
+            "server",
+            "database",
+            "queue",
+            "log",
+            "connectors",
+            "routes",
+            "schedules",
+        ];
         for k in root.keys() {
             if !allowed.contains(&k.as_str()) {
                 self.problem(
@@ -627,6 +642,14 @@ impl Reader<'_> {
         let connectors = self.connectors(conn_t);
         let routes_t = self.section(root, "routes").unwrap_or(&empty);
         let routes = self.routes(routes_t, &connectors);
+        let sched_t = self.section(root, "schedules").unwrap_or(&empty);
+        self.unknown_keys(sched_t, "schedules", &["dir"]);
+        let schedules = SchedulesConfig {
+            dir: PathBuf::from(
+                self.string(sched_t, "schedules", "dir")
+                    .unwrap_or_else(|| "schedules/files".to_owned()),
+            ),
+        };
         Config {
             server,
             database,
@@ -634,6 +657,7 @@ impl Reader<'_> {
             log,
             connectors,
             routes,
+            schedules,
         }
     }
 

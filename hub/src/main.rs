@@ -59,6 +59,9 @@ enum Command {
     /// Check, apply and preview field mappings (offline; no database needed).
     #[command(subcommand)]
     Mapping(cmd::mapping::MappingCommand),
+    /// Show the schedules, their next fire times and last outcomes.
+    #[command(subcommand)]
+    Schedule(cmd::schedule::ScheduleCommand),
     /// Run a vendor's API emulator seeded from an org fixture.
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCommand),
@@ -100,11 +103,7 @@ enum DlqCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    Table,
-    Json,
-}
+use cmd::OutputFormat;
 
 #[derive(Subcommand)]
 enum ConfigCommand {
@@ -178,6 +177,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let schedule_problems = cmd::schedule::check(&config);
+            if !schedule_problems.is_empty() {
+                eprintln!("schedules have {} problem(s):", schedule_problems.len());
+                for p in &schedule_problems {
+                    eprintln!("  - {p}");
+                }
+                return Ok(ExitCode::from(2));
+            }
             println!("configuration OK");
             println!("  server.listen   {}", config.server.listen);
             println!("  database.url    {}", config.database.redacted_url());
@@ -204,6 +211,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mapping(command) => cmd::mapping::run(command),
+        Command::Schedule(command) => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            runtime()?.block_on(cmd::schedule::run(config, command))
+        }
         Command::Sandbox(command) => {
             init_cli_logging(&cli);
             runtime()?.block_on(cmd::sandbox::run(command))

@@ -258,7 +258,16 @@ fn sandbox_feishu_serves_the_fixture_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let org = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json");
     let mut child = huitong(dir.path())
-        .args(["sandbox", "feishu", "--listen", "127.0.0.1:0", "--app-id", "cli_demo", "--app-secret", "s"])
+        .args([
+            "sandbox",
+            "feishu",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-id",
+            "cli_demo",
+            "--app-secret",
+            "s",
+        ])
         .arg("--org")
         .arg(&org)
         .stdout(Stdio::piped())
@@ -266,7 +275,9 @@ fn sandbox_feishu_serves_the_fixture_until_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr: String = line
         .split("http://")
         .nth(1)
@@ -279,7 +290,48 @@ fn sandbox_feishu_serves_the_fixture_until_sigterm() {
     assert_eq!(status, 200, "{body}");
     let org: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(org["users"].as_array().map(Vec::len), Some(20));
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn schedule_list_shows_next_fires_and_config_check_flags_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched = dir.path().join("sched");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(
+        sched.join("org.yaml"),
+        "schedules:\n  - name: nightly\n    cron: \"0 30 2 * * Mon-Fri\"\n    job: reconcile org\n",
+    )
+    .unwrap();
+    let out = huitong(dir.path())
+        .args(["schedule", "list", "--output", "json", "--next", "2"])
+        .env("HUITONG_SCHEDULES_DIR", &sched)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = views.to_string();
+    assert!(text.contains("nightly"), "{text}");
+    assert!(text.contains("02:30:00+08:00"), "{text}");
+
+    let out = huitong(dir.path())
+        .args(["config", "check"])
+        .env("HUITONG_SCHEDULES_DIR", &sched)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("schedule `nightly`") && err.contains("route \"org\""),
+        "{err}"
+    );
 }

@@ -7,7 +7,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_huitong");
 
 fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut c = Command::new(BIN);
-    c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {
@@ -31,7 +34,10 @@ fn check_names_file_line_and_field_of_a_broken_mapping() {
         "system: dingtalk\nentity: person\nkey: .userid\nto_canonical:\n  - field: name\n    expr: .name\n  - field: email\n    expr: .email | ascii_downcase(\nfrom_canonical:\n  - field: name\n    expr: .name\n",
     )
     .unwrap();
-    let (code, out, err) = run(&["mapping", "check", "dingtalk-person", bad.to_str().unwrap()], None);
+    let (code, out, err) = run(
+        &["mapping", "check", "dingtalk-person", bad.to_str().unwrap()],
+        None,
+    );
     assert_ne!(code, 0, "{out}{err}");
     let all = format!("{out}{err}");
     assert!(all.contains("ok dingtalk-person"), "{all}");
@@ -44,7 +50,16 @@ fn check_names_file_line_and_field_of_a_broken_mapping() {
 fn apply_maps_ndjson_reports_bad_lines_and_fails() {
     let good = r#"{"userid":"u1","name":"王小明","org_email":"Xiaoming.Wang@Corp.Example.com","mobile":"13800000001","job_number":"E1","title":"总监","dept_id_list":[1],"hired_date":1597573616828}"#;
     let input = format!("{good}\nnot json at all\n{good}\n");
-    let (code, out, err) = run(&["mapping", "apply", "dingtalk-person", "--direction", "to-canonical"], Some(&input));
+    let (code, out, err) = run(
+        &[
+            "mapping",
+            "apply",
+            "dingtalk-person",
+            "--direction",
+            "to-canonical",
+        ],
+        Some(&input),
+    );
     assert_eq!(code, 1, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -69,7 +84,15 @@ fn apply_resolves_ids_through_an_xref_file() {
     .unwrap();
     let input = r#"{"userid":"u1","name":"王小明","dept_id_list":[1]}"#;
     let (code, out, err) = run(
-        &["mapping", "apply", "dingtalk-person", "--direction", "to-canonical", "--xref", xref.to_str().unwrap()],
+        &[
+            "mapping",
+            "apply",
+            "dingtalk-person",
+            "--direction",
+            "to-canonical",
+            "--xref",
+            xref.to_str().unwrap(),
+        ],
         Some(input),
     );
     assert_eq!(code, 0, "{err}");
@@ -83,8 +106,21 @@ fn apply_resolves_ids_through_an_xref_file() {
 fn preview_shows_input_output_and_validation() {
     let dir = tempfile::tempdir().unwrap();
     let sample = dir.path().join("sample.json");
-    std::fs::write(&sample, r#"{"userid":"u1","name":"王小明","mobile":"13800000001"}"#).unwrap();
-    let (code, out, err) = run(&["mapping", "preview", "dingtalk-person", "--sample", sample.to_str().unwrap()], None);
+    std::fs::write(
+        &sample,
+        r#"{"userid":"u1","name":"王小明","mobile":"13800000001"}"#,
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "mapping",
+            "preview",
+            "dingtalk-person",
+            "--sample",
+            sample.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("+8613800000001"), "{out}");
     assert!(out.contains("phone(\"CN\")"), "{out}");

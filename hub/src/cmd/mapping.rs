@@ -85,7 +85,8 @@ fn resolver(xref: &Option<PathBuf>) -> anyhow::Result<MemoryResolver> {
         None => Ok(MemoryResolver::new()),
         Some(p) => {
             let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-            MemoryResolver::from_ndjson(BufReader::new(f)).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            MemoryResolver::from_ndjson(BufReader::new(f))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
         }
     }
 }
@@ -110,7 +111,11 @@ pub fn run(command: &MappingCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             ok &= huitong_mappings::cli::check(&paths, &mut out)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         MappingCommand::Apply {
             file,
@@ -153,7 +158,11 @@ pub fn run(command: &MappingCommand) -> anyhow::Result<ExitCode> {
                 "{} read, {} written, {} skipped by `when`, {} failed, {} with unresolved ids",
                 report.read, report.written, report.skipped, report.failed, report.with_unresolved
             );
-            Ok(if report.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if report.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         MappingCommand::Preview {
             file,
@@ -163,9 +172,10 @@ pub fn run(command: &MappingCommand) -> anyhow::Result<ExitCode> {
         } => {
             let mapping = load(file)?;
             let resolver = resolver(xref)?;
-            let text = std::fs::read_to_string(sample).with_context(|| format!("cannot read {}", sample.display()))?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", sample.display()))?;
+            let text = std::fs::read_to_string(sample)
+                .with_context(|| format!("cannot read {}", sample.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", sample.display()))?;
             let ok = huitong_mappings::cli::preview(
                 &mapping,
                 (*direction).into(),
@@ -173,7 +183,11 @@ pub fn run(command: &MappingCommand) -> anyhow::Result<ExitCode> {
                 &resolver,
                 &mut std::io::stdout().lock(),
             )?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -68,7 +68,11 @@ pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
         SandboxCommand::Feishu(a) => {
             let org = org(&a.common)?;
             let (users, departments) = (org.users.len(), org.departments.len());
-            let mut opts = huitong_connectors::feishu::sandbox::SandboxOptions::new(org, &a.app_id, &a.app_secret);
+            let mut opts = huitong_connectors::feishu::sandbox::SandboxOptions::new(
+                org,
+                &a.app_id,
+                &a.app_secret,
+            );
             opts.encrypt_key = a.encrypt_key.clone().map(SecretString::from);
             opts.verification_token = a.verification_token.clone().map(SecretString::from);
             opts.event_url = a.common.event_url.clone();

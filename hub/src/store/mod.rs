@@ -6,6 +6,7 @@
 //! ([`open`]); both run the same SQL text (see `sql.rs`) against their own
 //! migrations folder. Times are epoch milliseconds; JSON is `Json<Value>`.
 
+mod fires;
 mod queue;
 mod sql;
 
@@ -189,7 +190,7 @@ pub struct NewAudit {
 }
 
 #[async_trait]
-pub trait Store: QueueStore + Send + Sync + 'static {
+pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;
