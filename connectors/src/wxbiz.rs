@@ -373,8 +373,6 @@ mod tests {
         let key = decode_aes_key(DT1_KEY).unwrap();
         let enc = STANDARD.encode(aes256_cbc_encrypt_raw(&key, &key[..16], &raw).unwrap());
         assert_eq!(cr.decrypt(&enc), Err(WxBizError::BadBuffer));
-        assert!(
-            WxBizMsgCrypt::new("t".to_string().into(), &"short".to_string().into()).is_err()
-        );
+        assert!(WxBizMsgCrypt::new("t".to_string().into(), &"short".to_string().into()).is_err());
     }
 }
