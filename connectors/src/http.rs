@@ -95,7 +95,8 @@ pub async fn read_limited(
     while let Some(chunk) = resp
         .chunk()
         .await
-        .map_err(|e| ConnectorError::from_transport(vendor, &e))?
+        // Without the URL: some vendors put the access token in the query.
+        .map_err(|e| ConnectorError::from_transport(vendor, &e.without_url()))?
     {
         if out.len() + chunk.len() > limit {
             return Err(ConnectorError::permanent(

@@ -20,6 +20,8 @@ pub use capability::{
     ReceiveEvents, RecordStream, WriteEntities,
 };
 pub use error::{ConnectorError, ErrorClass};
+pub mod dingtalk;
 pub mod feishu;
 pub mod sandbox;
+pub mod wecom;
 pub mod wxbiz;

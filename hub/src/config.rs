@@ -195,6 +195,42 @@ pub struct RouteConfig {
     pub source: String,
     pub targets: Vec<String>,
     pub entities: Vec<String>,
+    /// How people are first linked across systems, tried in order: employee_no, email, mobile.
+    pub match_rules: Vec<MatchRule>,
+    /// What happens in the targets to people who left the source.
+    pub deletion: Deletion,
+    /// A plan that disables or deletes more than this share of a target's people is refused
+    /// unless forced.
+    pub safety_threshold_percent: f64,
+    /// Only this source department (external id) and below.
+    pub scope_root: Option<String>,
+    /// Departments (and their subtrees) whose name matches one of these `*` patterns are left out.
+    pub scope_deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchRule {
+    EmployeeNo,
+    Email,
+    Mobile,
+}
+
+impl MatchRule {
+    pub fn field(self) -> &'static str {
+        match self {
+            MatchRule::EmployeeNo => "employee_no",
+            MatchRule::Email => "email",
+            MatchRule::Mobile => "mobile",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletion {
+    Disable,
+    Delete,
 }
 
 /// Where configuration comes from, lowest priority first.
@@ -912,7 +948,20 @@ impl Reader<'_> {
                 );
                 continue;
             };
-            self.unknown_keys(rt, &prefix, &["source", "targets", "entities"]);
+            self.unknown_keys(
+                rt,
+                &prefix,
+                &[
+                    "source",
+                    "targets",
+                    "entities",
+                    "match",
+                    "deletion",
+                    "safety_threshold_percent",
+                    "scope_root",
+                    "scope_deny",
+                ],
+            );
             let source = self
                 .required_string(rt, &prefix, "source", "the name of a connector")
                 .unwrap_or_default();
@@ -955,6 +1004,45 @@ impl Reader<'_> {
                     );
                 }
             }
+            let mut match_rules = Vec::new();
+            let rules = self
+                .string_list(rt, &prefix, "match")
+                .unwrap_or_else(|| vec!["employee_no".into(), "email".into(), "mobile".into()]);
+            for (i, r) in rules.iter().enumerate() {
+                match r.as_str() {
+                    "employee_no" => match_rules.push(MatchRule::EmployeeNo),
+                    "email" => match_rules.push(MatchRule::Email),
+                    "mobile" => match_rules.push(MatchRule::Mobile),
+                    other => self.problem(
+                        &format!("{prefix}.match[{i}]"),
+                        format!("expected employee_no, email or mobile, got {other:?}"),
+                    ),
+                }
+            }
+            let deletion = match self.string(rt, &prefix, "deletion").as_deref() {
+                None | Some("disable") => Deletion::Disable,
+                Some("delete") => Deletion::Delete,
+                Some(other) => {
+                    self.problem(
+                        &format!("{prefix}.deletion"),
+                        format!("expected \"disable\" (the default) or \"delete\", got {other:?}"),
+                    );
+                    Deletion::Disable
+                }
+            };
+            let threshold_key = format!("{prefix}.safety_threshold_percent");
+            let safety_threshold_percent = match rt.get("safety_threshold_percent") {
+                None => 5.0,
+                Some(Value::Integer(i)) if (0..=100).contains(i) => *i as f64,
+                Some(Value::Float(f)) if (0.0..=100.0).contains(f) => *f,
+                Some(other) => {
+                    self.problem(
+                        &threshold_key,
+                        format!("expected a percentage between 0 and 100, got {other:?}"),
+                    );
+                    5.0
+                }
+            };
             out.insert(
                 name.clone(),
                 RouteConfig {
@@ -962,6 +1050,13 @@ impl Reader<'_> {
                     source,
                     targets,
                     entities,
+                    match_rules,
+                    deletion,
+                    safety_threshold_percent,
+                    scope_root: self.string(rt, &prefix, "scope_root"),
+                    scope_deny: self
+                        .string_list(rt, &prefix, "scope_deny")
+                        .unwrap_or_default(),
                 },
             );
         }

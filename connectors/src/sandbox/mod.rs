@@ -103,6 +103,16 @@ pub struct EncodedEvent {
 /// so timestamps and nonces are fresh.
 pub trait EventEncoder: Send + Sync + 'static {
     fn encode(&self, event: &Value) -> EncodedEvent;
+    /// Like [`EventEncoder::encode`], plus query parameters appended to the event URL (DingTalk
+    /// and WeCom put the signature, timestamp and nonce in the query). Default: none.
+    fn encode_with_query(&self, event: &Value) -> (Vec<(String, String)>, EncodedEvent) {
+        (Vec::new(), self.encode(event))
+    }
+    /// Whether a 2xx reply body counts as delivered (DingTalk wants its encrypted `success`).
+    /// Default: any 2xx is.
+    fn accept_reply(&self, _body: &[u8]) -> bool {
+        true
+    }
 }
 
 /// Shared state of one sandbox instance.
@@ -214,15 +224,35 @@ impl SandboxCore {
                         }
                     }
                     attempts += 1;
-                    let enc = encoder.encode(&event);
-                    let mut req = client.post(&url).header("content-type", "application/json");
+                    let (query, enc) = encoder.encode_with_query(&event);
+                    // JSON unless the encoder sets its own type (WeCom posts XML).
+                    let typed = enc
+                        .headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+                    let mut req = client.post(&url);
+                    if !typed {
+                        req = req.header("content-type", "application/json");
+                    }
+                    if !query.is_empty() {
+                        req = req.query(&query);
+                    }
                     for (k, v) in &enc.headers {
                         req = req.header(k.as_str(), v.as_str());
                     }
                     match req.body(enc.body).send().await {
                         Ok(r) if r.status().is_success() => {
-                            delivered = true;
-                            break;
+                            match crate::http::read_limited(vendor, r, 64 * 1024).await {
+                                Ok(body) if encoder.accept_reply(&body) => {
+                                    delivered = true;
+                                    break;
+                                }
+                                _ => tracing::warn!(
+                                    vendor,
+                                    attempts,
+                                    "event delivery answered without the expected reply"
+                                ),
+                            }
                         }
                         Ok(r) => tracing::warn!(
                             vendor,

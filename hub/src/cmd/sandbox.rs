@@ -14,6 +14,42 @@ use secrecy::SecretString;
 pub enum SandboxCommand {
     /// Feishu / Lark (open-apis, events, long connection).
     Feishu(FeishuArgs),
+    /// DingTalk (oapi + api v1.0 hosts, HTTP push, Stream gateway).
+    Dingtalk(DingTalkArgs),
+    /// WeCom / 企业微信 (cgi-bin, encrypted XML callbacks).
+    Wecom(WecomArgs),
+}
+
+#[derive(Args)]
+pub struct DingTalkArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_name = "KEY")]
+    app_key: String,
+    #[arg(long, value_name = "SECRET")]
+    app_secret: String,
+    /// 43-character callback AES key (with --token; needed for --event-url).
+    #[arg(long, value_name = "AES_KEY", requires = "token")]
+    aes_key: Option<String>,
+    #[arg(long, value_name = "TOKEN", requires = "aes_key")]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct WecomArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_name = "CORP_ID")]
+    corp_id: String,
+    #[arg(long, value_name = "SECRET")]
+    corp_secret: String,
+    #[arg(long, value_name = "N")]
+    agent_id: i64,
+    #[arg(long, value_name = "TOKEN", requires = "encoding_aes_key")]
+    token: Option<String>,
+    /// 43-character EncodingAESKey (with --token; needed for --event-url).
+    #[arg(long, value_name = "KEY", requires = "token")]
+    encoding_aes_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -84,6 +120,63 @@ pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
                 a.app_id
             );
             huitong_connectors::feishu::sandbox::serve(l, opts, crate::shutdown_signal())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCommand::Dingtalk(a) => {
+            if a.common.event_url.is_some() && a.aes_key.is_none() {
+                anyhow::bail!(
+                    "--event-url needs --aes-key and --token: DingTalk encrypts every push"
+                );
+            }
+            let org = org(&a.common)?;
+            let (users, departments) = (org.users.len(), org.departments.len());
+            let mut opts = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+                org,
+                &a.app_key,
+                &a.app_secret,
+            );
+            opts.aes_key = a.aes_key.clone().map(SecretString::from);
+            opts.token = a.token.clone().map(SecretString::from);
+            opts.event_url = a.common.event_url.clone();
+            opts.faults = faults(&a.common)?;
+            let l = listener(&a.common).await?;
+            let addr = l.local_addr()?;
+            println!(
+                "dingtalk sandbox on http://{addr} (app {}, {users} users, {departments} departments); /_sandbox/org shows its state",
+                a.app_key
+            );
+            huitong_connectors::dingtalk::sandbox::serve(l, opts, crate::shutdown_signal())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCommand::Wecom(a) => {
+            if a.common.event_url.is_some() && a.encoding_aes_key.is_none() {
+                anyhow::bail!(
+                    "--event-url needs --token and --encoding-aes-key: WeCom encrypts every callback"
+                );
+            }
+            let org = org(&a.common)?;
+            let (users, departments) = (org.users.len(), org.departments.len());
+            let mut opts = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+                org,
+                &a.corp_id,
+                &a.corp_secret,
+                a.agent_id,
+            );
+            opts.token = a.token.clone().map(SecretString::from);
+            opts.encoding_aes_key = a.encoding_aes_key.clone().map(SecretString::from);
+            opts.event_url = a.common.event_url.clone();
+            opts.faults = faults(&a.common)?;
+            let l = listener(&a.common).await?;
+            let addr = l.local_addr()?;
+            println!(
+                "wecom sandbox on http://{addr} (corp {}, {users} users, {departments} departments); /_sandbox/org shows its state",
+                a.corp_id
+            );
+            huitong_connectors::wecom::sandbox::serve(l, opts, crate::shutdown_signal())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)

@@ -223,6 +223,8 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
         canonical_id: &str,
     ) -> Result<Option<Xref>>;
     async fn xrefs_of(&self, entity: &str, canonical_id: &str) -> Result<Vec<Xref>>;
+    /// Every link of one entity in one system (to load a sync's identity map at once).
+    async fn xrefs_in_system(&self, entity: &str, system: &str) -> Result<Vec<Xref>>;
     async fn set_written_hash(
         &self,
         entity: &str,

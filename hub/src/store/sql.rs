@@ -324,6 +324,20 @@ macro_rules! impl_store {
                 rows.iter().map(Self::xref).collect()
             }
 
+            async fn xrefs_in_system(&self, entity: &str, system: &str) -> Result<Vec<Xref>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    xref_columns!(),
+                    " FROM xrefs WHERE entity = $1 AND system = $2 ORDER BY external_id"
+                ))
+                .bind(entity)
+                .bind(system)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("list xrefs of a system"))?;
+                rows.iter().map(Self::xref).collect()
+            }
+
             async fn set_written_hash(
                 &self,
                 entity: &str,

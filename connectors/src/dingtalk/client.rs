@@ -1,0 +1,521 @@
+//! The DingTalk API client for both generations:
+//!
+//! - old (`oapi`): `?access_token=` in the query, HTTP 200 `{errcode, errmsg, …}` even on
+//!   errors, errcode 88 wrapping a `sub_code`;
+//! - new (`api`, v1.0): `x-acs-dingtalk-access-token` header, bare JSON on success, HTTP 4xx/5xx
+//!   `{code, message, requestid}` on errors.
+//!
+//! Limiter per API, the access token refetched once on token-invalid codes, error
+//! classification and retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::dingtalk::VENDOR;
+use crate::dingtalk::auth::{DingTalkTokenSource, TOKEN_INVALID_CODES};
+use crate::dingtalk::config::DingTalkConfig;
+use crate::error::ConnectorError;
+use crate::http::{build_client, read_limited, retry_after_header, with_retry};
+use crate::limit::{Limiter, RateLimit};
+use crate::token::TokenManager;
+
+pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
+
+/// Old-generation throttling codes (90018 = 20/s per app per API, 90002 = per API globally, …).
+pub const RATE_LIMIT_CODES: &[i64] = &[
+    90001, 90002, 90003, 90004, 90005, 90006, 90007, 90008, 90009, 90010, 90011, 90012, 90013,
+    90014, 90017, 90018, 410100, 90030,
+];
+/// Monthly quota exhausted: not retryable this month.
+pub const QUOTA_CODE: i64 = 90020;
+/// errcode 88 wraps a sub_code.
+pub const WRAPPER_CODE: i64 = 88;
+
+/// Classifies a non-zero old-generation `errcode` (with its `sub_code` when errcode is 88).
+pub fn classify_old(errcode: i64, sub_code: Option<&str>, msg: String) -> ConnectorError {
+    let code = if errcode == WRAPPER_CODE {
+        sub_code
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(errcode)
+    } else {
+        errcode
+    };
+    if TOKEN_INVALID_CODES.contains(&code) {
+        return ConnectorError::AuthExpired {
+            vendor: VENDOR,
+            code: Some(code),
+            message: msg,
+        };
+    }
+    if RATE_LIMIT_CODES.contains(&code) {
+        // The docs: sleep 1 s, then retry with back-off.
+        let retry_after = matches!(code, 90018 | 90002).then_some(Duration::from_secs(1));
+        return ConnectorError::RateLimited {
+            vendor: VENDOR,
+            code: Some(code),
+            retry_after,
+            message: msg,
+        };
+    }
+    if code == -1 {
+        return ConnectorError::Retryable {
+            vendor: VENDOR,
+            code: Some(code),
+            status: Some(200),
+            message: msg,
+        };
+    }
+    ConnectorError::Permanent {
+        vendor: VENDOR,
+        code: Some(code),
+        status: Some(200),
+        message: msg,
+    }
+}
+
+/// Classifies a v1.0 error reply (`code` is a string such as `InvalidAuthentication`).
+pub fn classify_new(status: u16, code: &str, headers: &HeaderMap, msg: String) -> ConnectorError {
+    let message = if code.is_empty() {
+        msg
+    } else {
+        format!("{code}: {msg}")
+    };
+    let throttled = code.contains("QpsLimit")
+        || code.contains("QpmLimit")
+        || code == "qps.exceed.limit"
+        || status == 429;
+    if throttled {
+        return ConnectorError::RateLimited {
+            vendor: VENDOR,
+            code: None,
+            retry_after: retry_after_header(headers).or(Some(Duration::from_secs(1))),
+            message,
+        };
+    }
+    if code == "InvalidAuthentication" || status == 401 {
+        return ConnectorError::AuthExpired {
+            vendor: VENDOR,
+            code: None,
+            message,
+        };
+    }
+    if (500..=599).contains(&status) {
+        return ConnectorError::Retryable {
+            vendor: VENDOR,
+            code: None,
+            status: Some(status),
+            message,
+        };
+    }
+    ConnectorError::Permanent {
+        vendor: VENDOR,
+        code: None,
+        status: Some(status),
+        message,
+    }
+}
+
+/// Which API generation a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gen {
+    Old,
+    New,
+}
+
+/// A multipart field.
+#[derive(Clone)]
+pub enum FormPart {
+    Text(&'static str, String),
+    File {
+        name: &'static str,
+        file_name: String,
+        data: Bytes,
+    },
+}
+
+/// The body of a call; rebuilt per attempt.
+#[derive(Clone)]
+pub enum Payload {
+    Empty,
+    Json(Value),
+    Form(Vec<FormPart>),
+}
+
+/// One API call.
+#[derive(Clone)]
+pub struct ApiCall {
+    pub generation: Gen,
+    pub method: Method,
+    /// Path under the generation's origin, e.g. `/topapi/v2/user/list` or `/v1.0/todo/…`.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub payload: Payload,
+    /// Limiter bucket (one per API) and its limit.
+    pub tier: &'static str,
+    pub limit: RateLimit,
+}
+
+impl ApiCall {
+    pub fn new(
+        generation: Gen,
+        method: Method,
+        path: impl Into<String>,
+        tier: &'static str,
+        limit: RateLimit,
+    ) -> Self {
+        Self {
+            generation,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            payload: Payload::Empty,
+            tier,
+            limit,
+        }
+    }
+    pub fn query(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.query.push((k.to_string(), v.into()));
+        self
+    }
+    pub fn json(mut self, body: Value) -> Self {
+        self.payload = Payload::Json(body);
+        self
+    }
+    pub fn form(mut self, parts: Vec<FormPart>) -> Self {
+        self.payload = Payload::Form(parts);
+        self
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub struct DingTalkClient {
+    pub(crate) cfg: DingTalkConfig,
+    pub(crate) http: reqwest::Client,
+    tokens: TokenManager<DingTalkTokenSource>,
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl DingTalkClient {
+    pub fn new(cfg: DingTalkConfig) -> Result<Self, ConnectorError> {
+        Self::with_limiter(cfg, Arc::new(Limiter::new()))
+    }
+
+    /// Shares `limiter` with other clients of the same app (limits are per app).
+    pub fn with_limiter(
+        cfg: DingTalkConfig,
+        limiter: Arc<Limiter>,
+    ) -> Result<Self, ConnectorError> {
+        cfg.validate()?;
+        let http = build_client(cfg.timeout)?;
+        let source = DingTalkTokenSource {
+            http: http.clone(),
+            api: cfg.api().to_string(),
+            app_key: cfg.app_key.clone(),
+            app_secret: cfg.app_secret.clone(),
+            retry: cfg.retry.clone(),
+        };
+        let tokens = TokenManager::new(source, cfg.token_refresh_ahead);
+        Ok(Self {
+            cfg,
+            http,
+            tokens,
+            limiter,
+        })
+    }
+
+    pub fn config(&self) -> &DingTalkConfig {
+        &self.cfg
+    }
+
+    /// How many access tokens were fetched so far.
+    pub fn token_fetches(&self) -> u64 {
+        self.tokens.fetch_count()
+    }
+
+    /// Runs `call` with retries; returns the whole reply body.
+    pub async fn call(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
+        let what = format!("{} {}", call.method, call.path);
+        with_retry(&self.cfg.retry, &what, || self.call_refreshing(call)).await
+    }
+
+    /// Runs an old-generation `call` and returns its `result` (or `{}` when absent).
+    pub async fn result(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
+        let mut v = self.call(call).await?;
+        Ok(v.get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Object(Default::default())))
+    }
+
+    async fn call_refreshing(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
+        let token = self.tokens.get().await?;
+        match self.send(call, token.secret.expose_secret()).await {
+            Err(ConnectorError::AuthExpired { code, .. }) => {
+                tracing::info!(vendor = VENDOR, code = ?code, path = call.path, "token rejected; refetching once");
+                self.tokens.invalidate(&token).await;
+                let token = self.tokens.get().await?;
+                self.send(call, token.secret.expose_secret()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send(&self, call: &ApiCall, token: &str) -> Result<Value, ConnectorError> {
+        self.limiter
+            .acquire(&self.cfg.app_key, call.tier, call.limit)
+            .await;
+        let origin = match call.generation {
+            Gen::Old => self.cfg.oapi(),
+            Gen::New => self.cfg.api(),
+        };
+        let url = format!("{origin}{}", call.path);
+        let mut req = self.http.request(call.method.clone(), &url);
+        let mut query = call.query.clone();
+        match call.generation {
+            Gen::Old => query.insert(0, ("access_token".into(), token.to_string())),
+            Gen::New => req = req.header(TOKEN_HEADER, token),
+        }
+        if !query.is_empty() {
+            req = req.query(&query);
+        }
+        req = match &call.payload {
+            Payload::Empty => req,
+            Payload::Json(v) => req.json(v),
+            Payload::Form(parts) => {
+                let mut form = reqwest::multipart::Form::new();
+                for p in parts {
+                    form = match p {
+                        FormPart::Text(k, v) => form.text(*k, v.clone()),
+                        FormPart::File {
+                            name,
+                            file_name,
+                            data,
+                        } => form.part(
+                            *name,
+                            reqwest::multipart::Part::stream(reqwest::Body::from(data.clone()))
+                                .file_name(file_name.clone()),
+                        ),
+                    };
+                }
+                req.multipart(form)
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ConnectorError::from_transport(VENDOR, &e.without_url()))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = read_limited(VENDOR, resp, self.cfg.max_response_bytes).await?;
+        let r = match call.generation {
+            Gen::Old => old_reply(status, &headers, &bytes),
+            Gen::New => new_reply(status, &headers, &bytes),
+        };
+        if let Err(e) = &r {
+            tracing::debug!(vendor = VENDOR, path = call.path, status, code = ?e.code(), class = ?e.class(), "dingtalk call failed");
+        }
+        r
+    }
+}
+
+/// Interprets an old-generation reply.
+pub(crate) fn old_reply(
+    status: u16,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Value, ConnectorError> {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let Some(body) = parsed.filter(Value::is_object) else {
+        if (200..300).contains(&status) {
+            // An HTML page or other odd 200: the IP-level ban (§8). Wait and retry.
+            return Err(ConnectorError::RateLimited {
+                vendor: VENDOR,
+                code: None,
+                retry_after: Some(Duration::from_secs(5)),
+                message: "non-JSON 200 reply (IP throttling?)".into(),
+            });
+        }
+        return Err(ConnectorError::from_status(
+            VENDOR,
+            status,
+            retry_after_header(headers),
+            format!("HTTP {status} without a JSON body"),
+        ));
+    };
+    match body.get("errcode").and_then(Value::as_i64) {
+        Some(0) if (200..300).contains(&status) => Ok(body),
+        Some(code) if code != 0 => {
+            let msg = body
+                .get("errmsg")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let sub = body.get("sub_code").and_then(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .or_else(|| s.as_i64().map(|n| n.to_string()))
+            });
+            Err(classify_old(code, sub.as_deref(), msg))
+        }
+        _ if !(200..300).contains(&status) => Err(ConnectorError::from_status(
+            VENDOR,
+            status,
+            retry_after_header(headers),
+            format!("HTTP {status}"),
+        )),
+        // `{"status":1111,"wait":5,…}`: the IP ban in JSON form.
+        _ if body.get("status").is_some() || body.get("punish").is_some() => {
+            let wait = body.get("wait").and_then(Value::as_u64).unwrap_or(5);
+            Err(ConnectorError::RateLimited {
+                vendor: VENDOR,
+                code: None,
+                retry_after: Some(Duration::from_secs(wait.min(300))),
+                message: "IP throttled".into(),
+            })
+        }
+        // Some replies (e.g. the robot webhook) omit errcode on success.
+        _ => Ok(body),
+    }
+}
+
+/// Interprets a v1.0 reply.
+pub(crate) fn new_reply(
+    status: u16,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<Value, ConnectorError> {
+    let parsed: Option<Value> = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Some(json!({}))
+    } else {
+        serde_json::from_slice(bytes).ok()
+    };
+    if (200..300).contains(&status) {
+        return parsed.ok_or_else(|| {
+            ConnectorError::permanent(VENDOR, format!("HTTP {status}: reply is not JSON"))
+        });
+    }
+    let Some(body) = parsed.filter(Value::is_object) else {
+        return Err(ConnectorError::from_status(
+            VENDOR,
+            status,
+            retry_after_header(headers),
+            format!("HTTP {status} without a JSON body"),
+        ));
+    };
+    let code = body.get("code").and_then(Value::as_str).unwrap_or("");
+    let msg = body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Err(classify_new(status, code, headers, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorClass;
+
+    #[test]
+    fn old_classification() {
+        let c = |code, sub: Option<&str>| classify_old(code, sub, String::new()).class();
+        assert_eq!(c(40014, None), ErrorClass::AuthExpired);
+        assert_eq!(c(42001, None), ErrorClass::AuthExpired);
+        assert_eq!(c(88, Some("40014")), ErrorClass::AuthExpired);
+        assert_eq!(c(88, Some("60011")), ErrorClass::Permanent);
+        assert_eq!(c(90018, None), ErrorClass::RateLimited);
+        assert_eq!(c(90002, None), ErrorClass::RateLimited);
+        assert_eq!(c(90020, None), ErrorClass::Permanent);
+        assert_eq!(c(-1, None), ErrorClass::Retryable);
+        assert_eq!(c(60121, None), ErrorClass::Permanent);
+        assert_eq!(
+            classify_old(88, Some("60011"), String::new()).code(),
+            Some(60011)
+        );
+    }
+
+    #[test]
+    fn new_classification() {
+        let h = HeaderMap::new();
+        let c = |s, code: &str| classify_new(s, code, &h, String::new()).class();
+        assert_eq!(c(400, "InvalidAuthentication"), ErrorClass::AuthExpired);
+        assert_eq!(c(401, ""), ErrorClass::AuthExpired);
+        assert_eq!(
+            c(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"),
+            ErrorClass::RateLimited
+        );
+        assert_eq!(
+            c(403, "Forbidden.AccessDenied.ApiCountLimitForOrg"),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            c(403, "Forbidden.AccessDenied.AccessTokenPermissionDenied"),
+            ErrorClass::Permanent
+        );
+        assert_eq!(c(503, "unknownError"), ErrorClass::Retryable);
+        assert_eq!(
+            c(400, "invalidParameter.msgKey.invalid"),
+            ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn old_reply_shapes() {
+        let h = HeaderMap::new();
+        assert!(old_reply(200, &h, br#"{"errcode":0,"errmsg":"ok","result":{}}"#).is_ok());
+        assert_eq!(
+            old_reply(200, &h, b"<html>busy</html>")
+                .unwrap_err()
+                .class(),
+            ErrorClass::RateLimited
+        );
+        assert_eq!(
+            old_reply(200, &h, br#"{"status":1111,"wait":5,"punish":"deny"}"#)
+                .unwrap_err()
+                .retry_after(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            old_reply(502, &h, b"bad gateway").unwrap_err().class(),
+            ErrorClass::Retryable
+        );
+        let e = old_reply(
+            200,
+            &h,
+            br#"{"errcode":88,"sub_code":"42001","errmsg":"expired"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::AuthExpired);
+    }
+
+    #[test]
+    fn new_reply_shapes() {
+        let h = HeaderMap::new();
+        assert_eq!(new_reply(200, &h, b"").unwrap(), json!({}));
+        let e = new_reply(
+            400,
+            &h,
+            br#"{"code":"InvalidAuthentication","requestid":"x","message":"bad"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::AuthExpired);
+        assert!(e.message().contains("InvalidAuthentication"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Work notifications (工作通知, `asyncsend_v2`) and media upload, old generation.
+
+use bytes::Bytes;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::capability::{FileKind, FileLimits};
+use crate::dingtalk::VENDOR;
+use crate::dingtalk::client::{ApiCall, DingTalkClient, FormPart, Gen};
+use crate::error::ConnectorError;
+
+pub const ASYNCSEND_V2: &str = "/topapi/message/corpconversation/asyncsend_v2";
+pub const GET_SEND_RESULT: &str = "/topapi/message/corpconversation/getsendresult";
+pub const MEDIA_UPLOAD: &str = "/media/upload";
+
+/// Media limits (20 MB; voice 2 MB).
+pub static FILE_LIMITS: FileLimits = FileLimits {
+    max_image_bytes: 20 * 1024 * 1024,
+    max_file_bytes: 20 * 1024 * 1024,
+    file_types: &["image", "voice", "video", "file"],
+};
+
+/// Maximum `msg` size.
+pub const MAX_MSG_BYTES: usize = 2048;
+
+/// Who receives a work notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recipients {
+    Users(Vec<String>),
+    Departments(Vec<i64>),
+    All,
+}
+
+impl DingTalkClient {
+    /// Sends a work notification from the app (`agent_id` from the config); returns `task_id`.
+    /// `msg` is `{"msgtype": …, …}`.
+    pub async fn send_work_notification(
+        &self,
+        to: &Recipients,
+        msg: Value,
+    ) -> Result<i64, ConnectorError> {
+        let agent_id = self.cfg.agent_id.ok_or_else(|| {
+            ConnectorError::permanent(VENDOR, "work notifications need agent_id in the config")
+        })?;
+        if msg.get("msgtype").and_then(Value::as_str).is_none() {
+            return Err(ConnectorError::permanent(VENDOR, "msg without msgtype"));
+        }
+        if msg.to_string().len() > MAX_MSG_BYTES {
+            return Err(ConnectorError::permanent(
+                VENDOR,
+                format!("msg larger than {MAX_MSG_BYTES} bytes"),
+            ));
+        }
+        let mut body = json!({"agent_id": agent_id, "msg": msg});
+        match to {
+            Recipients::Users(u) if !u.is_empty() && u.len() <= 100 => {
+                body["userid_list"] = json!(u.join(","));
+            }
+            Recipients::Departments(d) if !d.is_empty() && d.len() <= 20 => {
+                let s: Vec<String> = d.iter().map(i64::to_string).collect();
+                body["dept_id_list"] = json!(s.join(","));
+            }
+            Recipients::All => body["to_all_user"] = json!(true),
+            _ => {
+                return Err(ConnectorError::permanent(
+                    VENDOR,
+                    "recipients: 1..=100 users or 1..=20 departments",
+                ));
+            }
+        }
+        let call = ApiCall::new(
+            Gen::Old,
+            Method::POST,
+            ASYNCSEND_V2,
+            ASYNCSEND_V2,
+            self.cfg.limits.per_api,
+        )
+        .json(body);
+        let r = self.call(&call).await?;
+        r.get("task_id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ConnectorError::permanent(VENDOR, "asyncsend_v2 without task_id"))
+    }
+
+    /// The delivery result of a work notification.
+    pub async fn work_notification_result(&self, task_id: i64) -> Result<Value, ConnectorError> {
+        let agent_id = self.cfg.agent_id.unwrap_or_default();
+        let call = ApiCall::new(
+            Gen::Old,
+            Method::POST,
+            GET_SEND_RESULT,
+            GET_SEND_RESULT,
+            self.cfg.limits.per_api,
+        )
+        .json(json!({"agent_id": agent_id, "task_id": task_id}));
+        let mut r = self.call(&call).await?;
+        Ok(r.get_mut("send_result")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
+    }
+
+    /// `POST /media/upload` (multipart `media`, `type` image|voice|video|file) → `media_id`.
+    pub async fn upload_media(
+        &self,
+        media_type: &str,
+        file_name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        if !FILE_LIMITS.file_types.contains(&media_type) {
+            return Err(ConnectorError::permanent(
+                VENDOR,
+                format!("media type {media_type:?} is not image, voice, video or file"),
+            ));
+        }
+        let max = if media_type == "voice" {
+            2 * 1024 * 1024
+        } else {
+            FILE_LIMITS.max_file_bytes
+        };
+        if data.len() > max {
+            return Err(ConnectorError::permanent(
+                VENDOR,
+                format!("{media_type} larger than {max} bytes"),
+            ));
+        }
+        let call = ApiCall::new(
+            Gen::Old,
+            Method::POST,
+            MEDIA_UPLOAD,
+            MEDIA_UPLOAD,
+            self.cfg.limits.per_api,
+        )
+        .query("type", media_type)
+        .form(vec![
+            FormPart::Text("type", media_type.to_string()),
+            FormPart::File {
+                name: "media",
+                file_name: file_name.to_string(),
+                data,
+            },
+        ]);
+        let r = self.call(&call).await?;
+        r.get("media_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| ConnectorError::permanent(VENDOR, "media/upload without media_id"))
+    }
+
+    /// Uploads a file of the capability's kind.
+    pub async fn upload(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        let t = match kind {
+            FileKind::Image => "image",
+            FileKind::File => "file",
+        };
+        self.upload_media(t, name, data).await
+    }
+}

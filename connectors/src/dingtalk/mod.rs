@@ -1,0 +1,285 @@
+//! DingTalk (钉钉). Facts: shared/vendors/dingtalk.md.
+//!
+//! Layout (same files as every vendor module): `config` (settings), `auth` (token), `client`
+//! (both API generations: envelopes, errors, retries), one file per API area (`contact`,
+//! `message` (work notifications, media), `robot` (app robot, custom-robot webhook), `todo`),
+//! `events` (HTTP push callbacks), `stream` (Stream mode: push channel without a public
+//! address), `sandbox` (the emulator).
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod contact;
+pub mod events;
+pub mod message;
+pub mod robot;
+pub mod sandbox;
+pub mod stream;
+pub mod todo;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use crate::capability::{
+    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
+};
+use crate::error::ConnectorError;
+
+pub use client::DingTalkClient;
+pub use config::DingTalkConfig;
+pub use events::{CallbackConfig, DingTalkReceiver};
+pub use stream::StreamClient;
+
+pub const VENDOR: &str = "dingtalk";
+
+/// The DingTalk connector: a [`DingTalkClient`] behind the capability traits.
+///
+/// Ids: departments by numeric `dept_id` (as a string), users by `userid`, todos by task id
+/// (owned by `operator_union_id` unless the record names a `unionId`), messages by task id
+/// (work notification) or `processQueryKey` (robot).
+pub struct DingTalkConnector {
+    pub client: DingTalkClient,
+}
+
+impl DingTalkConnector {
+    pub fn new(cfg: DingTalkConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            client: DingTalkClient::new(cfg)?,
+        })
+    }
+}
+
+fn unsupported(what: &str, entity: Entity) -> ConnectorError {
+    ConnectorError::permanent(
+        VENDOR,
+        format!("{what} of {} is not supported", entity.as_str()),
+    )
+}
+
+fn fail_stream<'a>(e: ConnectorError) -> RecordStream<'a> {
+    futures_util::stream::once(async move { Err(e) }).boxed()
+}
+
+fn take_str(m: &mut Map<String, Value>, k: &str) -> Option<String> {
+    match m.remove(k) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl DingTalkConnector {
+    async fn send_message(&self, record: Value) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        let Value::Object(mut m) = record else {
+            return Err(ConnectorError::permanent(
+                VENDOR,
+                "message must be an object",
+            ));
+        };
+        if let Some(key) = take_str(&mut m, "msgKey") {
+            let param = match m.remove("msgParam") {
+                Some(Value::String(s)) => serde_json::from_str(&s).map_err(|_| {
+                    ConnectorError::permanent(VENDOR, "msgParam string is not JSON")
+                })?,
+                Some(v) => v,
+                None => json!({}),
+            };
+            if let Some(cid) = take_str(&mut m, "openConversationId") {
+                return c.robot_group_send(&cid, &key, &param).await;
+            }
+            let users: Vec<String> = m
+                .get("userIds")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let r = c.robot_oto_send(&users, &key, &param).await?;
+            return r
+                .get("processQueryKey")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ConnectorError::permanent(VENDOR, "reply without processQueryKey"));
+        }
+        let msg = m
+            .remove("msg")
+            .ok_or_else(|| ConnectorError::permanent(VENDOR, "message without msg or msgKey"))?;
+        let split = |v: &Value| -> Vec<String> {
+            match v {
+                Value::String(s) => s
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let to = if m.get("to_all_user").and_then(Value::as_bool) == Some(true) {
+            message::Recipients::All
+        } else if let Some(u) = m.get("userid_list") {
+            message::Recipients::Users(split(u))
+        } else if let Some(d) = m.get("dept_id_list") {
+            let ids = split(d)
+                .iter()
+                .map(|s| contact::dept_id(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            message::Recipients::Departments(ids)
+        } else {
+            return Err(ConnectorError::permanent(
+                VENDOR,
+                "message without userid_list, dept_id_list or to_all_user",
+            ));
+        };
+        c.send_work_notification(&to, msg)
+            .await
+            .map(|t| t.to_string())
+    }
+}
+
+#[async_trait]
+impl ReadEntities for DingTalkConnector {
+    fn list<'a>(&'a self, entity: Entity, query: ListQuery) -> RecordStream<'a> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => {
+                let parent = match query.parent.as_deref().map(contact::dept_id) {
+                    None => contact::ROOT_DEPT,
+                    Some(Ok(id)) => id,
+                    Some(Err(e)) => return fail_stream(e),
+                };
+                c.department_children(parent, query.recursive)
+            }
+            Entity::User => match query.parent.as_deref().map(contact::dept_id) {
+                Some(Ok(d)) => c.users_in_department(d),
+                Some(Err(e)) => fail_stream(e),
+                None => c.all_users(),
+            },
+            Entity::Task => {
+                let owner = match query.params.get("unionId") {
+                    Some(u) => u.clone(),
+                    None => match c.operator() {
+                        Ok(o) => o.to_string(),
+                        Err(e) => return fail_stream(e),
+                    },
+                };
+                let mut filter = Map::new();
+                if let Some(d) = query.params.get("isDone") {
+                    filter.insert("isDone".into(), json!(d == "true"));
+                }
+                c.list_tasks(&owner, Value::Object(filter))
+            }
+            Entity::Message | Entity::Chat => fail_stream(unsupported("listing", entity)),
+        }
+    }
+
+    async fn get(&self, entity: Entity, id: &str) -> Result<Option<Value>, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.get_department(contact::dept_id(id)?).await,
+            Entity::User => c.get_user(id).await,
+            Entity::Task => c.get_task(c.operator()?, id).await,
+            Entity::Message | Entity::Chat => Err(unsupported("get", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl WriteEntities for DingTalkConnector {
+    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.create_department(record).await.map(|id| id.to_string()),
+            Entity::User => {
+                let r = c.create_user(record).await?;
+                r.get("userid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| ConnectorError::permanent(VENDOR, "user/create without userid"))
+            }
+            Entity::Message => self.send_message(record).await,
+            Entity::Task => {
+                let mut record = record;
+                let owner = match record.as_object_mut().and_then(|m| take_str(m, "unionId")) {
+                    Some(u) => u,
+                    None => c.operator()?.to_string(),
+                };
+                let op = c
+                    .cfg
+                    .operator_union_id
+                    .clone()
+                    .unwrap_or_else(|| owner.clone());
+                let t = c.create_task(&owner, &op, record).await?;
+                t.get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| ConnectorError::permanent(VENDOR, "todo create without id"))
+            }
+            Entity::Chat => Err(unsupported("create", entity)),
+        }
+    }
+
+    async fn update(
+        &self,
+        entity: Entity,
+        id: &str,
+        patch: Value,
+    ) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.update_department(contact::dept_id(id)?, patch).await,
+            Entity::User => c.update_user(id, patch).await,
+            Entity::Task => {
+                let op = c.operator()?;
+                c.update_task(op, id, op, patch).await
+            }
+            Entity::Message | Entity::Chat => Err(unsupported("update", entity)),
+        }
+        .map(|()| id.to_string())
+    }
+
+    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.delete_department(contact::dept_id(id)?).await,
+            Entity::User => c.delete_user(id).await,
+            Entity::Task => {
+                let op = c.operator()?;
+                c.delete_task(op, id, op).await
+            }
+            Entity::Message | Entity::Chat => Err(unsupported("delete", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl Files for DingTalkConnector {
+    fn limits(&self) -> &FileLimits {
+        &message::FILE_LIMITS
+    }
+
+    async fn upload(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        self.client.upload(kind, name, data).await
+    }
+
+    async fn download(&self, _key: &str) -> Result<Bytes, ConnectorError> {
+        // media_ids cannot be downloaded through the org API.
+        Err(ConnectorError::permanent(
+            VENDOR,
+            "DingTalk media ids cannot be downloaded",
+        ))
+    }
+}

@@ -1,0 +1,694 @@
+//! The DingTalk sandbox: an emulator of the DingTalk Open Platform for tests and offline trials
+//! (`huitong sandbox dingtalk`). One origin serves both API generations — the old `oapi` paths
+//! (`?access_token=`, HTTP 200 `{errcode,errmsg}` envelopes, JSON or form bodies) and the v1.0
+//! `api` paths (`x-acs-dingtalk-access-token`, HTTP-status errors `{code,message,requestid}`) —
+//! with DingTalk's ids (numeric `dept_id`, root 1; string `userid`; `unionid`), cursor paging,
+//! error codes, token expiry and the 20 calls/s per app per API limit (90018 /
+//! `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`). Every org change emits DingTalk's event:
+//! POSTed encrypted and signed to `--event-url` (WXBizMsgCrypt, owner key = app key), and
+//! pushed to Stream-mode connections (`/v1.0/gateway/connections/open` + WebSocket), which must
+//! ack (un-acked events are redelivered on the next connection).
+//!
+//! Admin endpoints: see [`crate::sandbox`]; plus `GET /_sandbox/stream` (connections, acks,
+//! pending) and `POST /_sandbox/stream/disconnect` (sends SYSTEM `disconnect` to every
+//! connection).
+
+// Handlers and their helpers fail with a ready DingTalk error reply; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+mod contact;
+mod message;
+mod org;
+mod stream;
+mod todo;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::dingtalk::events::build_callback;
+use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::{
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
+    admin_router, lock, merge_fixture, serve_router,
+};
+use crate::wxbiz::WxBizMsgCrypt;
+
+use org::{Org, OrgError};
+
+/// Everything `huitong sandbox dingtalk` takes (clap-free).
+#[derive(Clone)]
+pub struct SandboxOptions {
+    pub org: OrgFixture,
+    pub app_key: String,
+    pub app_secret: SecretString,
+    /// HTTP push callback aes_key (43 chars); with `token`, needed for `event_url`.
+    pub aes_key: Option<SecretString>,
+    /// HTTP push callback token.
+    pub token: Option<SecretString>,
+    /// Where events are POSTed (encrypted, signed), as DingTalk's HTTP push would.
+    pub event_url: Option<String>,
+    pub faults: FaultSpec,
+    /// Lifetime of an access token (DingTalk: 7200 s).
+    pub token_ttl: Duration,
+    /// Waits before the retries of a failed event delivery.
+    pub event_retry_delays: Vec<Duration>,
+    pub corp_id: String,
+    /// The app's agent id (work notifications).
+    pub agent_id: i64,
+    /// Enforce 20 calls/s per API (90018) and 20 robot messages/minute (on by default).
+    pub rate_limits: bool,
+    /// Custom-robot webhooks: (access_token, optional `SEC…` secret).
+    pub custom_robots: Vec<(String, Option<String>)>,
+    /// Push in the legacy `register_call_back` format (`UserId`/`DeptId`/`TimeStamp`, owner key
+    /// = corp id) instead of the current one (`userId`/`deptId`/`eventId`, owner key = app key).
+    pub legacy_events: bool,
+}
+
+impl SandboxOptions {
+    pub fn new(org: OrgFixture, app_key: impl Into<String>, app_secret: impl Into<String>) -> Self {
+        Self {
+            org,
+            app_key: app_key.into(),
+            app_secret: SecretString::from(app_secret.into()),
+            aes_key: None,
+            token: None,
+            event_url: None,
+            faults: FaultSpec::none(),
+            token_ttl: Duration::from_secs(7200),
+            event_retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(60),
+            ],
+            corp_id: "dingsandboxcorp".into(),
+            agent_id: 100001,
+            rate_limits: true,
+            custom_robots: vec![("sandbox-robot".into(), Some("SECsandboxrobotsecret".into()))],
+            legacy_events: false,
+        }
+    }
+}
+
+/// Runs the sandbox on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: SandboxOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SandboxError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = router(opts, stop_rx)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(vendor = "dingtalk", %addr, "sandbox listening");
+    let r = serve_router(listener, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    r.map_err(SandboxError::Serve)
+}
+
+/// The sandbox as a router (for embedding); `stop` ends its event delivery and stream sessions.
+pub fn router(
+    opts: SandboxOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Router, SandboxError> {
+    opts.org
+        .validate()
+        .map_err(|e| SandboxError::Options(e.to_string()))?;
+    if opts.app_key.is_empty() {
+        return Err(SandboxError::Options("app key is empty".into()));
+    }
+    let crypt = match (&opts.aes_key, &opts.token) {
+        (Some(a), Some(t)) => {
+            Some(Arc::new(WxBizMsgCrypt::new(t.clone(), a).map_err(|e| {
+                SandboxError::Options(format!("aes key: {e}"))
+            })?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(SandboxError::Options(
+                "--aes-key and --token go together".into(),
+            ));
+        }
+    };
+    let core = SandboxCore::new("dingtalk", opts.faults.clone());
+    if let Some(url) = &opts.event_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SandboxError::Options(format!(
+                "event url {url:?} must be http(s)"
+            )));
+        }
+        let Some(crypt) = crypt.clone() else {
+            return Err(SandboxError::Options(
+                "--event-url needs --aes-key and --token (DingTalk pushes are encrypted)".into(),
+            ));
+        };
+        let encoder = Arc::new(DingTalkEncoder {
+            crypt,
+            owner: if opts.legacy_events {
+                opts.corp_id.clone()
+            } else {
+                opts.app_key.clone()
+            },
+            legacy: opts.legacy_events,
+        });
+        core.start_delivery(
+            url.clone(),
+            encoder,
+            opts.event_retry_delays.clone(),
+            stop.clone(),
+        )?;
+    }
+    let app = Arc::new(App {
+        org: Mutex::new(Org::new(&opts.org)),
+        core: core.clone(),
+        tokens: Mutex::new(HashMap::new()),
+        windows: Mutex::new(HashMap::new()),
+        msg: Mutex::new(message::MsgState::default()),
+        todos: Mutex::new(todo::TodoState::default()),
+        stream: stream::StreamState::default(),
+        stop,
+        opts,
+    });
+    let old = contact::routes()
+        .merge(message::old_routes())
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_old));
+    let new = message::new_routes()
+        .merge(todo::routes())
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_new));
+    let api = Router::new()
+        .merge(old)
+        .merge(new)
+        .route("/gettoken", get(old_token))
+        .route("/v1.0/oauth2/accessToken", post(new_token))
+        .merge(message::open_routes())
+        .merge(stream::routes())
+        .with_state(app.clone());
+    Ok(api
+        .merge(admin_router(core, Arc::new(AdminHandle(app))))
+        .fallback(fallback)
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                let h = r.headers_mut();
+                h.insert("server", HeaderValue::from_static("DingTalk/1.0.0"));
+                if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                    h.insert("x-acs-request-id", v);
+                }
+                r
+            },
+        )))
+}
+
+async fn fallback(req: Request) -> Response {
+    if req.uri().path().starts_with("/v1.0/") {
+        new_err(StatusCode::NOT_FOUND, "NotFound", "请求的URI地址不存在")
+    } else {
+        old_err(404, "请求的URI地址不存在")
+    }
+}
+
+pub(crate) struct App {
+    pub opts: SandboxOptions,
+    pub core: Arc<SandboxCore>,
+    pub org: Mutex<Org>,
+    /// token -> expiry
+    tokens: Mutex<HashMap<String, Instant>>,
+    /// per (API) token bucket: (tokens, last refill)
+    windows: Mutex<HashMap<String, (f64, Instant)>>,
+    pub msg: Mutex<message::MsgState>,
+    pub todos: Mutex<todo::TodoState>,
+    pub stream: stream::StreamState,
+    /// Turns true when the sandbox stops: stream sessions end.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+pub(crate) type AppState = State<Arc<App>>;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Old-generation success: `{"errcode":0,"errmsg":"ok",…fields,"request_id"}`.
+pub(crate) fn old_ok(fields: Value) -> Response {
+    let mut m = Map::new();
+    m.insert("errcode".into(), json!(0));
+    m.insert("errmsg".into(), json!("ok"));
+    if let Value::Object(f) = fields {
+        m.extend(f);
+    }
+    m.insert("request_id".into(), json!(request_id()));
+    Json(Value::Object(m)).into_response()
+}
+
+/// Old-generation error: HTTP 200 with a non-zero errcode.
+pub(crate) fn old_err(code: i64, msg: &str) -> Response {
+    Json(json!({"errcode": code, "errmsg": msg, "request_id": request_id()})).into_response()
+}
+
+/// v1.0 error: HTTP status + `{code, requestid, message}`.
+pub(crate) fn new_err(status: StatusCode, code: &str, msg: &str) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "requestid": request_id(), "message": msg})),
+    )
+        .into_response()
+}
+
+pub(crate) fn org_err(e: OrgError) -> Response {
+    old_err(e.0, &e.1)
+}
+
+/// An old-generation body: JSON, or form-urlencoded (nested objects then arrive as JSON
+/// strings, which handlers accept).
+pub(crate) fn old_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.contains("x-www-form-urlencoded") {
+        let text = std::str::from_utf8(body).map_err(|_| old_err(40035, "不合法的参数"))?;
+        let uri: axum::http::Uri = format!("/?{}", text.trim())
+            .parse()
+            .map_err(|_| old_err(40035, "不合法的参数"))?;
+        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map_err(|_| old_err(40035, "不合法的参数"))?;
+        return Ok(pairs
+            .into_iter()
+            .map(|(k, v)| {
+                // msg and other nested objects come as JSON strings
+                let val = match serde_json::from_str::<Value>(&v) {
+                    Ok(o @ Value::Object(_)) => o,
+                    _ => Value::String(v),
+                };
+                (k, val)
+            })
+            .collect());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(old_err(40035, "不合法的参数: body is not a JSON object")),
+    }
+}
+
+/// A v1.0 body: JSON only (a form → 400 "body is mandatory").
+pub(crate) fn new_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(new_err(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "body is mandatory",
+        )),
+    }
+}
+
+impl App {
+    /// Emits DingTalk events (current HTTP push plaintext format) to HTTP push and Stream.
+    pub fn emit(&self, events: org::Emitted) {
+        for (event_type, body) in events {
+            let ms = now_ms();
+            let mut m = match body {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            m.insert("EventType".into(), json!(event_type));
+            m.insert("EventTime".into(), json!(ms));
+            m.insert("CorpId".into(), json!(self.opts.corp_id));
+            m.insert(
+                "BizId".into(),
+                json!(uuid::Uuid::new_v4().simple().to_string()),
+            );
+            m.insert(
+                "eventId".into(),
+                json!(uuid::Uuid::new_v4().simple().to_string()),
+            );
+            m.insert("timeStamp".into(), json!(ms.to_string()));
+            let ev = Value::Object(m);
+            self.stream.enqueue(&ev, &self.opts.app_key);
+            self.core.emit(ev);
+        }
+    }
+
+    fn expire_all_tokens(&self) {
+        lock(&self.tokens).clear();
+    }
+
+    fn token_valid(&self, t: &str) -> bool {
+        lock(&self.tokens)
+            .get(t)
+            .is_some_and(|exp| Instant::now() < *exp)
+    }
+
+    /// 20 calls/s per app per API (token bucket with a burst of 20).
+    fn rate_check(&self, endpoint: &str) -> bool {
+        if !self.opts.rate_limits {
+            return true;
+        }
+        let qps = 20.0;
+        let now = Instant::now();
+        let mut w = lock(&self.windows);
+        let e = w.entry(endpoint.to_string()).or_insert((qps, now));
+        let dt = now.duration_since(e.1).as_secs_f64();
+        e.1 = now;
+        e.0 = (e.0 + dt * qps).min(qps);
+        if e.0 < 1.0 {
+            return false;
+        }
+        e.0 -= 1.0;
+        true
+    }
+
+    /// Issues a token, or re-issues the live one (extending it), as DingTalk does.
+    fn issue_token(&self, key: &str, secret: &str) -> Option<(String, u64)> {
+        if key != self.opts.app_key
+            || !crate::crypto::ct_eq(
+                secret.as_bytes(),
+                self.opts.app_secret.expose_secret().as_bytes(),
+            )
+        {
+            return None;
+        }
+        let now = Instant::now();
+        let ttl = self.opts.token_ttl;
+        let mut tokens = lock(&self.tokens);
+        tokens.retain(|_, exp| *exp > now);
+        let t = match tokens.keys().next() {
+            Some(t) => t.clone(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        tokens.insert(t.clone(), now + ttl);
+        Some((t, ttl.as_secs()))
+    }
+}
+
+fn endpoint_of(req: &Request) -> String {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    format!("{} {}", req.method(), path)
+}
+
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(req.uri()).ok()?;
+    q.get(name).cloned()
+}
+
+/// Old generation: counts the call, checks `?access_token=`, injects faults, enforces limits.
+async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
+    let endpoint = endpoint_of(&req);
+    app.core.count_call(&endpoint);
+    let Some(token) = query_param(&req, "access_token").filter(|t| !t.is_empty()) else {
+        return old_err(41001, "缺少access_token参数");
+    };
+    if !app.token_valid(&token) {
+        return old_err(40014, "不合法的access_token");
+    }
+    let plan = app.core.injector.plan();
+    if let Some(d) = plan.delay {
+        app.core.count_fault("slow");
+        tokio::time::sleep(d).await;
+    }
+    match plan.fault {
+        Some(Fault::ServerError) => {
+            app.core.count_fault("5xx");
+            return (
+                StatusCode::BAD_GATEWAY,
+                "<html><body>502 Bad Gateway</body></html>",
+            )
+                .into_response();
+        }
+        Some(Fault::RateLimited) => {
+            app.core.count_fault("429");
+            return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
+        }
+        Some(Fault::TokenExpired) => {
+            app.core.count_fault("token");
+            lock(&app.tokens).remove(&token);
+            return old_err(42001, "access_token超时");
+        }
+        None => {}
+    }
+    if !app.rate_check(&endpoint) {
+        app.core.count_fault("rate-limit");
+        return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
+    }
+    next.run(req).await
+}
+
+/// v1.0: counts the call, checks `x-acs-dingtalk-access-token`, injects faults, limits.
+async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
+    let endpoint = endpoint_of(&req);
+    app.core.count_call(&endpoint);
+    let Some(token) = req
+        .headers()
+        .get(crate::dingtalk::client::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|t| !t.is_empty())
+    else {
+        return new_err(
+            StatusCode::UNAUTHORIZED,
+            "MissingParameter.AccessToken",
+            "缺少access_token",
+        );
+    };
+    if !app.token_valid(&token) {
+        return new_err(
+            StatusCode::BAD_REQUEST,
+            "InvalidAuthentication",
+            "不合法的access_token",
+        );
+    }
+    let plan = app.core.injector.plan();
+    if let Some(d) = plan.delay {
+        app.core.count_fault("slow");
+        tokio::time::sleep(d).await;
+    }
+    match plan.fault {
+        Some(Fault::ServerError) => {
+            app.core.count_fault("5xx");
+            return new_err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknownError",
+                "系统错误",
+            );
+        }
+        Some(Fault::RateLimited) => {
+            app.core.count_fault("429");
+            return new_err(
+                StatusCode::FORBIDDEN,
+                "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+                "调用该接口触发了限流",
+            );
+        }
+        Some(Fault::TokenExpired) => {
+            app.core.count_fault("token");
+            lock(&app.tokens).remove(&token);
+            return new_err(
+                StatusCode::BAD_REQUEST,
+                "InvalidAuthentication",
+                "不合法的access_token",
+            );
+        }
+        None => {}
+    }
+    if !app.rate_check(&endpoint) {
+        app.core.count_fault("rate-limit");
+        return new_err(
+            StatusCode::FORBIDDEN,
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            "调用该接口触发了限流",
+        );
+    }
+    next.run(req).await
+}
+
+/// `GET /gettoken?appkey&appsecret` (old).
+async fn old_token(State(app): AppState, Query(q): Query<HashMap<String, String>>) -> Response {
+    app.core.count_call("GET /gettoken");
+    let key = q.get("appkey").map(String::as_str).unwrap_or_default();
+    let secret = q.get("appsecret").map(String::as_str).unwrap_or_default();
+    match app.issue_token(key, secret) {
+        Some((t, exp)) => old_ok(json!({"access_token": t, "expires_in": exp})),
+        None => old_err(40089, "不合法的appkey或appSecret"),
+    }
+}
+
+/// `POST /v1.0/oauth2/accessToken {appKey, appSecret}`.
+async fn new_token(State(app): AppState, body: axum::body::Bytes) -> Response {
+    app.core.count_call("POST /v1.0/oauth2/accessToken");
+    let m = match new_body(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let key = m.get("appKey").and_then(Value::as_str).unwrap_or_default();
+    let secret = m
+        .get("appSecret")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match app.issue_token(key, secret) {
+        Some((t, exp)) => Json(json!({"accessToken": t, "expireIn": exp})).into_response(),
+        None => new_err(
+            StatusCode::BAD_REQUEST,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+        ),
+    }
+}
+
+/// Encrypts and signs events as DingTalk's HTTP push does (owner key = app key, or the corp id
+/// for the legacy format), and accepts a delivery only when answered with the encrypted
+/// `success`.
+struct DingTalkEncoder {
+    crypt: Arc<WxBizMsgCrypt>,
+    owner: String,
+    legacy: bool,
+}
+
+/// The legacy `register_call_back` shape of a current-format event.
+fn legacy_shape(event: &Value) -> Value {
+    let mut m = Map::new();
+    for (from, to) in [
+        ("EventType", "EventType"),
+        ("EventTime", "TimeStamp"),
+        ("CorpId", "CorpId"),
+        ("userId", "UserId"),
+        ("deptId", "DeptId"),
+    ] {
+        if let Some(v) = event.get(from) {
+            m.insert(to.to_string(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+impl EventEncoder for DingTalkEncoder {
+    fn encode(&self, event: &Value) -> EncodedEvent {
+        self.encode_with_query(event).1
+    }
+
+    fn accept_reply(&self, body: &[u8]) -> bool {
+        crate::dingtalk::events::open_reply(&self.crypt, &self.owner, body)
+            .is_ok_and(|t| t == "success")
+    }
+
+    fn encode_with_query(&self, event: &Value) -> (Vec<(String, String)>, EncodedEvent) {
+        let ts = now_ms().to_string();
+        let nonce = hex::encode(crate::crypto::random_bytes::<4>());
+        let shaped;
+        let event = if self.legacy {
+            shaped = legacy_shape(event);
+            &shaped
+        } else {
+            event
+        };
+        let (query, body) = build_callback(&self.crypt, &self.owner, event, &ts, &nonce);
+        (
+            query,
+            EncodedEvent {
+                headers: Vec::new(),
+                body,
+            },
+        )
+    }
+}
+
+fn admin_err(e: OrgError) -> AdminError {
+    match e.0 {
+        60003 | 60004 | 60121 => AdminError::NotFound(e.1),
+        60102 | 60104 | 60008 | 60005 | 60006 => AdminError::Conflict(e.1),
+        _ => AdminError::Invalid(format!("{} ({})", e.1, e.0)),
+    }
+}
+
+/// The `/_sandbox/org…` operations, standing in for an admin in DingTalk's console.
+struct AdminHandle(Arc<App>);
+
+impl OrgAdmin for AdminHandle {
+    fn snapshot(&self) -> Value {
+        lock(&self.0.org).snapshot()
+    }
+
+    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
+        let key = user.key.clone();
+        let ev = lock(&self.0.org).insert_user(user).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(&key))
+    }
+
+    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .users
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let extra = cur.extra.clone();
+            org.replace_user(key, fx, extra).map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(key))
+    }
+
+    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
+        if dept.key.is_empty() {
+            return Err(AdminError::Invalid("key is required".into()));
+        }
+        let (key, _, ev) = lock(&self.0.org).insert_dept(dept).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(&key))
+    }
+
+    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .depts
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            org.replace_dept(key, fx).map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(key))
+    }
+
+    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn expire_tokens(&self) {
+        self.0.expire_all_tokens();
+    }
+}

@@ -1,0 +1,117 @@
+//! Settings of one WeCom (企业微信) self-built app: corp id, the app's own secret, its agent id.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::error::ConnectorError;
+use crate::http::RetryPolicy;
+use crate::limit::RateLimit;
+use crate::wecom::VENDOR;
+
+pub const WECOM_ORIGIN: &str = "https://qyapi.weixin.qq.com";
+
+#[derive(Clone)]
+pub struct WecomConfig {
+    /// Origin only (scheme + host [+ port]): `https://qyapi.weixin.qq.com`, or a sandbox. Paths
+    /// are appended under `/cgi-bin/`.
+    pub base_url: String,
+    /// `ww…` (older corps `wx…`).
+    pub corp_id: String,
+    /// The secret of this app (every app, and the contact-sync "app", has its own).
+    pub corp_secret: SecretString,
+    /// The app's agent id (e.g. 1000002); message/send needs it.
+    pub agent_id: i64,
+    /// `limit` of each `user/list_id` page (1..=10000).
+    pub list_page_size: u32,
+    /// How many `user/get` calls run at once while listing users.
+    pub get_concurrency: usize,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    /// Refetch the access token when less than this remains.
+    pub token_refresh_ahead: Duration,
+    pub max_response_bytes: usize,
+    pub limits: Limits,
+}
+
+/// Outbound limits per API area (shared/vendors/wecom.md §8). WeCom counts per corp per API
+/// (10,000/min and 150,000/h) and per IP (20,000/min); a bucket of 2,400/min per area keeps a
+/// sustained load under the hourly quota (150,000 / 60 = 2,500) and every minute under 10,000.
+/// Group robots: 20 messages/min per robot (a bucket per webhook key) — the bucket allows a
+/// burst of 10 then one every 6 s, so no 60-second window ever holds more than 20. App messages beyond
+/// 30/min per member are dropped silently by WeCom: that quota is the caller's to respect.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub contact: RateLimit,
+    pub message: RateLimit,
+    pub appchat: RateLimit,
+    pub media: RateLimit,
+    pub schedule: RateLimit,
+    pub robot: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            contact: RateLimit::new(0, 2400),
+            message: RateLimit::new(0, 2400),
+            appchat: RateLimit::new(0, 2400),
+            media: RateLimit::new(0, 2400),
+            schedule: RateLimit::new(0, 2400),
+            robot: RateLimit::new(0, 10),
+        }
+    }
+}
+
+impl WecomConfig {
+    pub fn new(
+        base_url: impl Into<String>,
+        corp_id: impl Into<String>,
+        corp_secret: SecretString,
+        agent_id: i64,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            corp_id: corp_id.into(),
+            corp_secret,
+            agent_id,
+            list_page_size: 1000,
+            get_concurrency: 8,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+            token_refresh_ahead: Duration::from_secs(300),
+            max_response_bytes: 32 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConnectorError> {
+        let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
+        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
+            return bad(format!(
+                "base_url {:?} must start with https:// or http://",
+                self.base_url
+            ));
+        }
+        if self.corp_id.is_empty() {
+            return bad("corp_id is empty".into());
+        }
+        if self.agent_id <= 0 {
+            return bad(format!("agent_id {} must be positive", self.agent_id));
+        }
+        if !(1..=10_000).contains(&self.list_page_size) {
+            return bad(format!(
+                "list_page_size {} is outside 1..=10000",
+                self.list_page_size
+            ));
+        }
+        if self.get_concurrency == 0 {
+            return bad("get_concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+}

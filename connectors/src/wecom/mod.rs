@@ -1,0 +1,158 @@
+//! WeCom (企业微信 / WeChat Work). Facts: shared/vendors/wecom.md.
+//!
+//! Layout (every vendor module has the same files): `config` (settings), `auth` (tokens),
+//! `client` (envelope, errors, retries), one file per API area (`contact`, `message` — app
+//! messages, app group chats, media, group robots — and `schedule` — tasks as `oa/schedule` or
+//! textcards), `events` (callbacks), `sandbox` (the emulator). WeCom has no push channel that
+//! works without a public address, so there is no `ws`.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod contact;
+pub mod events;
+pub mod message;
+pub mod sandbox;
+pub mod schedule;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::capability::{
+    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
+};
+use crate::error::ConnectorError;
+
+pub use client::WecomClient;
+pub use config::WecomConfig;
+pub use events::{CallbackConfig, WecomReceiver};
+
+pub const VENDOR: &str = "wecom";
+
+/// The WeCom connector: a [`WecomClient`] behind the capability traits.
+///
+/// Ids: departments by their numeric id (root 1, as a decimal string), users by userid,
+/// messages by msgid, chats by chatid, tasks by schedule_id (or `textcard:<msgid>`).
+pub struct WecomConnector {
+    pub client: WecomClient,
+}
+
+impl WecomConnector {
+    pub fn new(cfg: WecomConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            client: WecomClient::new(cfg)?,
+        })
+    }
+}
+
+fn unsupported(what: &str, entity: Entity) -> ConnectorError {
+    ConnectorError::permanent(
+        VENDOR,
+        format!("{what} of {} is not supported", entity.as_str()),
+    )
+}
+
+fn dept_id(id: &str) -> Result<i64, ConnectorError> {
+    id.trim().parse().map_err(|_| {
+        ConnectorError::permanent(VENDOR, format!("department id {id:?} is not a number"))
+    })
+}
+
+fn fail<'a>(e: ConnectorError) -> RecordStream<'a> {
+    futures_util::stream::once(async move { Err(e) }).boxed()
+}
+
+#[async_trait]
+impl ReadEntities for WecomConnector {
+    fn list<'a>(&'a self, entity: Entity, query: ListQuery) -> RecordStream<'a> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => match query.parent.as_deref().map(dept_id).transpose() {
+                Ok(parent) => c.departments(parent, query.recursive),
+                Err(e) => fail(e),
+            },
+            Entity::User => match query.parent.as_deref().map(dept_id).transpose() {
+                Ok(Some(d)) => c.users_in_department(d),
+                Ok(None) => c.all_users(),
+                Err(e) => fail(e),
+            },
+            Entity::Message | Entity::Task | Entity::Chat => fail(unsupported("listing", entity)),
+        }
+    }
+
+    async fn get(&self, entity: Entity, id: &str) -> Result<Option<Value>, ConnectorError> {
+        match entity {
+            Entity::Department => self.client.get_department(dept_id(id)?).await,
+            Entity::User => self.client.get_user(id).await,
+            Entity::Task => self.client.get_task(id).await,
+            Entity::Chat => self.client.get_appchat(id).await,
+            Entity::Message => Err(unsupported("get", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl WriteEntities for WecomConnector {
+    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.create_department(record).await.map(|id| id.to_string()),
+            Entity::User => c.create_user(record).await,
+            Entity::Message => {
+                let m = message::OutgoingMessage::from_record(&record)?;
+                Ok(c.send_message(&m).await?.msgid)
+            }
+            Entity::Task => c.create_task(&record).await,
+            Entity::Chat => c.create_appchat(record).await,
+        }
+    }
+
+    async fn update(
+        &self,
+        entity: Entity,
+        id: &str,
+        patch: Value,
+    ) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.update_department(dept_id(id)?, patch).await?,
+            Entity::User => c.update_user(id, patch).await?,
+            Entity::Task => c.update_task(id, &patch).await?,
+            Entity::Message | Entity::Chat => return Err(unsupported("update", entity)),
+        }
+        Ok(id.to_string())
+    }
+
+    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => c.delete_department(dept_id(id)?).await,
+            Entity::User => c.delete_user(id).await,
+            Entity::Task => c.delete_task(id).await,
+            Entity::Message => c.recall_message(id).await,
+            Entity::Chat => Err(unsupported("delete", entity)),
+        }
+    }
+}
+
+#[async_trait]
+impl Files for WecomConnector {
+    fn limits(&self) -> &FileLimits {
+        &message::FILE_LIMITS
+    }
+
+    async fn upload(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        self.client.upload(kind, name, data).await
+    }
+
+    async fn download(&self, key: &str) -> Result<Bytes, ConnectorError> {
+        self.client.download_media(key).await
+    }
+}

@@ -1,0 +1,558 @@
+//! The WeCom sandbox: an emulator of WeCom's server API for tests and offline trials
+//! (`huitong sandbox wecom`). It serves WeCom's real paths (`/cgi-bin/…`), the
+//! `{errcode, errmsg}` envelope (errors with HTTP 200 and WeCom's errmsg shape), the access
+//! token in the query string (40014 / 41001 / 42001), `user/list_id` cursor paging, WeCom's
+//! error codes and limits (45009 per API per minute and per group robot, 45033 for too many
+//! concurrent calls, the silent per-member message drop), is seeded from an org fixture, keeps
+//! state, and delivers WeCom's callbacks for every change — XML, encrypted and signed
+//! (WXBizMsgCrypt) — to `--event-url`. Admin endpoints: see [`crate::sandbox`], plus
+//! `POST /_sandbox/message/receive` `{"from": user key, "text": "…"}` (a member messages the
+//! app).
+
+// Handlers and their helpers fail with a ready WeCom error reply; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod contact;
+mod message;
+mod org;
+mod schedule;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::{
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
+    admin_router, lock, merge_fixture, serve_router,
+};
+use crate::wecom::events::{build_callback, to_xml};
+use crate::wxbiz::WxBizMsgCrypt;
+
+use org::{Org, OrgError};
+
+/// Everything `huitong sandbox wecom` takes (clap-free).
+#[derive(Clone)]
+pub struct SandboxOptions {
+    pub org: OrgFixture,
+    pub corp_id: String,
+    /// The app's secret (it may also write contacts: the sandbox has one all-powerful app).
+    pub corp_secret: SecretString,
+    pub agent_id: i64,
+    /// Callback Token and EncodingAESKey (43 characters); both needed with `event_url`.
+    pub token: Option<SecretString>,
+    pub encoding_aes_key: Option<SecretString>,
+    /// Where callbacks are POSTed, as WeCom would.
+    pub event_url: Option<String>,
+    pub faults: FaultSpec,
+    /// Lifetime of an access token (WeCom: 7200 s).
+    pub token_ttl: Duration,
+    /// Waits before the retries of a failed callback delivery (WeCom retries 3 times).
+    pub event_retry_delays: Vec<Duration>,
+    /// Enforce the limits below (on by default).
+    pub rate_limits: bool,
+    /// Calls per API per minute for the corp (WeCom: 10,000) before 45009.
+    pub api_per_minute: u32,
+    /// Concurrent calls for the corp before 45033 (older docs: 300).
+    pub max_concurrent: usize,
+    /// App messages per member per minute; beyond it WeCom drops them silently (30).
+    pub messages_per_member_per_minute: u32,
+    /// Group robot webhook keys that exist (`webhook/send?key=`); 20 messages/min each.
+    pub robot_keys: Vec<String>,
+    /// The 2022-06 privacy change: user reads omit avatar, gender, mobile, email, biz_mail,
+    /// qr_code and address.
+    pub trim_private_fields: bool,
+    /// The 2022-08 new-IP rule: only `user/list_id` and `department/simplelist` may read the
+    /// org; `user/get|list|simplelist` and `department/get|list` answer 48002.
+    pub restrict_reads: bool,
+    /// Emit callbacks for changes made through the API too (real contact-sync apps are not
+    /// told about their own changes; default true: every change is delivered).
+    pub echo_api_changes: bool,
+}
+
+impl SandboxOptions {
+    pub fn new(
+        org: OrgFixture,
+        corp_id: impl Into<String>,
+        corp_secret: impl Into<String>,
+        agent_id: i64,
+    ) -> Self {
+        Self {
+            org,
+            corp_id: corp_id.into(),
+            corp_secret: SecretString::from(corp_secret.into()),
+            agent_id,
+            token: None,
+            encoding_aes_key: None,
+            event_url: None,
+            faults: FaultSpec::none(),
+            token_ttl: Duration::from_secs(7200),
+            event_retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+            ],
+            rate_limits: true,
+            api_per_minute: 10_000,
+            max_concurrent: 300,
+            messages_per_member_per_minute: 30,
+            robot_keys: vec!["sandbox-robot-key".into()],
+            trim_private_fields: false,
+            restrict_reads: false,
+            echo_api_changes: true,
+        }
+    }
+}
+
+/// Runs the sandbox on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    opts: SandboxOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SandboxError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = router(opts, stop_rx)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(vendor = "wecom", %addr, "sandbox listening");
+    let r = serve_router(listener, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    r.map_err(SandboxError::Serve)
+}
+
+/// The sandbox as a router (for embedding); `stop` ends its callback delivery.
+pub fn router(
+    opts: SandboxOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Router, SandboxError> {
+    opts.org
+        .validate()
+        .map_err(|e| SandboxError::Options(e.to_string()))?;
+    if opts.corp_id.is_empty() {
+        return Err(SandboxError::Options("corp id is empty".into()));
+    }
+    if opts.agent_id <= 0 {
+        return Err(SandboxError::Options("agent id must be positive".into()));
+    }
+    let crypt = match (&opts.token, &opts.encoding_aes_key) {
+        (Some(t), Some(k)) => {
+            Some(Arc::new(WxBizMsgCrypt::new(t.clone(), k).map_err(|e| {
+                SandboxError::Options(format!("encoding aes key: {e}"))
+            })?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(SandboxError::Options(
+                "token and encoding aes key go together".into(),
+            ));
+        }
+    };
+    let core = SandboxCore::new("wecom", opts.faults.clone());
+    if let Some(url) = &opts.event_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SandboxError::Options(format!(
+                "event url {url:?} must be http(s)"
+            )));
+        }
+        let Some(crypt) = crypt.clone() else {
+            return Err(SandboxError::Options(
+                "an event url needs a token and an encoding aes key (WeCom encrypts every callback)"
+                    .into(),
+            ));
+        };
+        let encoder = Arc::new(WecomEncoder {
+            crypt,
+            corp_id: opts.corp_id.clone(),
+        });
+        core.start_delivery(url.clone(), encoder, opts.event_retry_delays.clone(), stop)?;
+    }
+    let app = Arc::new(App {
+        org: Mutex::new(Org::new(&opts.org)),
+        core: core.clone(),
+        tokens: Mutex::new(HashMap::new()),
+        windows: Mutex::new(HashMap::new()),
+        in_flight: AtomicUsize::new(0),
+        msg: Mutex::new(message::MsgState::default()),
+        schedules: Mutex::new(schedule::ScheduleState::default()),
+        opts,
+    });
+    let api = Router::new()
+        .merge(contact::routes())
+        .merge(message::routes())
+        .merge(schedule::routes())
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
+        .route("/cgi-bin/gettoken", get(gettoken))
+        .merge(message::robot_routes())
+        .route("/_sandbox/message/receive", post(message::receive))
+        .with_state(app.clone());
+    Ok(api
+        .merge(admin_router(core, Arc::new(AdminHandle(app))))
+        .fallback(|| async { wc_err(404, "invalid url") }))
+}
+
+pub(crate) struct App {
+    pub opts: SandboxOptions,
+    pub core: Arc<SandboxCore>,
+    pub org: Mutex<Org>,
+    /// token -> expiry (expired tokens stay, to answer 42001 rather than 40014)
+    tokens: Mutex<HashMap<String, Instant>>,
+    /// per-minute windows: name -> (window start, count)
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    in_flight: AtomicUsize,
+    pub msg: Mutex<message::MsgState>,
+    pub schedules: Mutex<schedule::ScheduleState>,
+}
+
+pub(crate) type AppState = State<Arc<App>>;
+
+pub(crate) fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `{"errcode":0,"errmsg":<msg>, …fields}`.
+pub(crate) fn ok_msg(msg: &str, fields: Value) -> Response {
+    let mut m = Map::new();
+    m.insert("errcode".into(), json!(0));
+    m.insert("errmsg".into(), json!(msg));
+    if let Value::Object(f) = fields {
+        m.extend(f);
+    }
+    Json(Value::Object(m)).into_response()
+}
+
+pub(crate) fn ok(fields: Value) -> Response {
+    ok_msg("ok", fields)
+}
+
+/// A WeCom error: HTTP 200, `errcode`, and errmsg in WeCom's shape.
+pub(crate) fn wc_err(code: i64, text: &str) -> Response {
+    let hint = uuid::Uuid::new_v4().simple().to_string();
+    let msg = format!(
+        "{text}, hint: [{}], from ip: 127.0.0.1, more info at https://open.work.weixin.qq.com/devtool/query?e={code}",
+        &hint[..20]
+    );
+    let mut r = Json(json!({"errcode": code, "errmsg": msg})).into_response();
+    if let Ok(v) = code.to_string().parse() {
+        r.headers_mut().insert("error-code", v);
+    }
+    r
+}
+
+pub(crate) fn org_err(e: OrgError) -> Response {
+    match e {
+        OrgError::Code(c, m) => wc_err(c, &m),
+    }
+}
+
+/// A JSON body, whatever the Content-Type (wechatpy sends none); empty = `{}`.
+pub(crate) fn json_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(wc_err(47001, "data format error")),
+    }
+}
+
+/// A hash-like opaque id.
+pub(crate) fn opaque(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+impl App {
+    /// Emits `change_contact` (or other) callbacks, completing the common fields.
+    pub fn emit(&self, events: org::Emitted) {
+        self.emit_with(events, false);
+    }
+
+    /// Emits callbacks for a change made through the API (see `echo_api_changes`).
+    pub fn emit_api(&self, events: org::Emitted) {
+        if self.opts.echo_api_changes {
+            self.emit_with(events, false);
+        }
+    }
+
+    pub fn emit_with(&self, events: org::Emitted, with_agent: bool) {
+        for mut e in events {
+            e.entry("ToUserName")
+                .or_insert_with(|| json!(self.opts.corp_id));
+            e.entry("FromUserName").or_insert_with(|| json!("sys"));
+            e.entry("CreateTime").or_insert_with(|| json!(now_s()));
+            if with_agent {
+                e.entry("AgentID")
+                    .or_insert_with(|| json!(self.opts.agent_id));
+            }
+            self.core.emit(Value::Object(e));
+        }
+    }
+
+    fn expire_all_tokens(&self) {
+        let now = Instant::now();
+        for exp in lock(&self.tokens).values_mut() {
+            *exp = now;
+        }
+    }
+
+    /// Counts one call in the per-minute window `name`; `false` when over `limit`.
+    pub fn window_take(&self, name: &str, limit: u32) -> bool {
+        let now = Instant::now();
+        let mut w = lock(&self.windows);
+        let e = w.entry(name.to_string()).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        if e.1 >= limit {
+            return false;
+        }
+        e.1 += 1;
+        true
+    }
+}
+
+/// Decrements the in-flight count when the call ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts the call, checks the token, injects faults, enforces the limits.
+async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let endpoint = format!("{} {}", req.method(), path);
+    app.core.count_call(&endpoint);
+    let q: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let Some(token) = q.get("access_token").filter(|t| !t.is_empty()).cloned() else {
+        return wc_err(41001, "access_token missing");
+    };
+    match lock(&app.tokens).get(&token) {
+        None => return wc_err(40014, "invalid access_token"),
+        Some(exp) if Instant::now() >= *exp => return wc_err(42001, "access_token expired"),
+        Some(_) => {}
+    }
+    let n = app.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = InFlight(&app.in_flight);
+    if app.opts.rate_limits && n > app.opts.max_concurrent {
+        app.core.count_fault("rate-limit");
+        return wc_err(45033, "api concurrent out of limit");
+    }
+    let plan = app.core.injector.plan();
+    if let Some(d) = plan.delay {
+        app.core.count_fault("slow");
+        tokio::time::sleep(d).await;
+    }
+    match plan.fault {
+        Some(Fault::ServerError) => {
+            app.core.count_fault("5xx");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"errcode": -1, "errmsg": "system busy"})),
+            )
+                .into_response();
+        }
+        Some(Fault::RateLimited) => {
+            app.core.count_fault("429");
+            return wc_err(45009, "api freq out of limit");
+        }
+        Some(Fault::TokenExpired) => {
+            app.core.count_fault("token");
+            if let Some(exp) = lock(&app.tokens).get_mut(&token) {
+                *exp = Instant::now();
+            }
+            return wc_err(42001, "access_token expired");
+        }
+        None => {}
+    }
+    if app.opts.rate_limits && !app.window_take(&format!("api:{path}"), app.opts.api_per_minute) {
+        app.core.count_fault("rate-limit");
+        return wc_err(45009, "api freq out of limit");
+    }
+    next.run(req).await
+}
+
+/// `GET /cgi-bin/gettoken?corpid=&corpsecret=`.
+async fn gettoken(State(app): AppState, Query(q): Query<HashMap<String, String>>) -> Response {
+    app.core.count_call("GET /cgi-bin/gettoken");
+    let Some(corp) = q.get("corpid").filter(|s| !s.is_empty()) else {
+        return wc_err(41002, "corpid missing");
+    };
+    let Some(secret) = q.get("corpsecret").filter(|s| !s.is_empty()) else {
+        return wc_err(41004, "corpsecret missing");
+    };
+    if corp != &app.opts.corp_id {
+        return wc_err(40013, "invalid corpid");
+    }
+    if !crate::crypto::ct_eq(
+        secret.as_bytes(),
+        app.opts.corp_secret.expose_secret().as_bytes(),
+    ) {
+        return wc_err(40001, "invalid credential");
+    }
+    let now = Instant::now();
+    let ttl = app.opts.token_ttl;
+    let mut tokens = lock(&app.tokens);
+    tokens.retain(|_, exp| now.saturating_duration_since(*exp) < Duration::from_secs(3600));
+    // A fetch while the current token has most of its life left returns it again.
+    if let Some((t, exp)) = tokens.iter().max_by_key(|(_, e)| **e)
+        && exp.saturating_duration_since(now) > ttl / 2
+    {
+        return ok(
+            json!({"access_token": t, "expires_in": exp.saturating_duration_since(now).as_secs()}),
+        );
+    }
+    let t = format!("{}{}", opaque(""), opaque(""));
+    tokens.insert(t.clone(), now + ttl);
+    ok(json!({"access_token": t, "expires_in": ttl.as_secs()}))
+}
+
+/// Encrypts and signs callbacks as WeCom does.
+struct WecomEncoder {
+    crypt: Arc<WxBizMsgCrypt>,
+    corp_id: String,
+}
+
+impl EventEncoder for WecomEncoder {
+    fn encode(&self, event: &Value) -> EncodedEvent {
+        self.encode_with_query(event).1
+    }
+
+    fn encode_with_query(&self, event: &Value) -> (Vec<(String, String)>, EncodedEvent) {
+        let plain = match event {
+            Value::Object(m) => to_xml(m),
+            _ => "<xml></xml>".to_string(),
+        };
+        let agent = event.get("AgentID").and_then(|a| {
+            a.as_i64()
+                .or_else(|| a.as_str().and_then(|s| s.parse().ok()))
+        });
+        let nonce = (crate::crypto::random_bytes::<4>()
+            .iter()
+            .fold(0u64, |a, b| a * 256 + u64::from(*b)))
+        .to_string();
+        let (query, body) =
+            build_callback(&self.crypt, &self.corp_id, agent, &plain, now_s(), &nonce);
+        (
+            query,
+            EncodedEvent {
+                headers: vec![("Content-Type".into(), "text/xml; charset=utf-8".into())],
+                body: body.into_bytes(),
+            },
+        )
+    }
+}
+
+fn admin_err(e: OrgError) -> AdminError {
+    match e {
+        OrgError::Code(c @ (60003 | 60004 | 60111 | 60123), m) => {
+            AdminError::NotFound(format!("{m} ({c})"))
+        }
+        OrgError::Code(c @ (60102 | 60104 | 60106 | 60008), m) => {
+            AdminError::Conflict(format!("{m} ({c})"))
+        }
+        OrgError::Code(c, m) => AdminError::Invalid(format!("{m} ({c})")),
+    }
+}
+
+/// The `/_sandbox/org…` operations, standing in for an admin in WeCom's console.
+struct AdminHandle(Arc<App>);
+
+impl OrgAdmin for AdminHandle {
+    fn snapshot(&self) -> Value {
+        lock(&self.0.org).snapshot()
+    }
+
+    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
+        let key = user.key.clone();
+        let status = if user.active { 1 } else { 2 };
+        let ev = lock(&self.0.org)
+            .create_user(user, status, Map::new())
+            .map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(&key, false))
+    }
+
+    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .users
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let status = match (cur.status, fx.active) {
+                (1 | 4, false) => Some(2),
+                (2, true) => Some(1),
+                _ => None,
+            };
+            org.update_user(key, fx, status, Map::new())
+                .map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_user(key, false))
+    }
+
+    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
+        let key = dept.key.clone();
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let id = org.alloc_dept_id();
+            org.create_dept(dept, id, String::new())
+                .map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(&key))
+    }
+
+    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let ev = {
+            let mut org = lock(&self.0.org);
+            let cur = org
+                .depts
+                .get(key)
+                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
+            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            org.update_dept(key, fx, None).map_err(admin_err)?
+        };
+        self.0.emit(ev);
+        Ok(lock(&self.0.org).render_dept(key))
+    }
+
+    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
+        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
+        self.0.emit(ev);
+        Ok(())
+    }
+
+    fn expire_tokens(&self) {
+        self.0.expire_all_tokens();
+    }
+}
