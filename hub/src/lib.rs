@@ -5,4 +5,5 @@ pub mod config;
 pub mod queue;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

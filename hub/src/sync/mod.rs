@@ -1,0 +1,1478 @@
+//! Org-chart reconcile: read a route's source and targets completely, map both
+//! sides to the canonical model, link records (xrefs first, then the route's
+//! match rules), and plan creates, updates, moves and removals — or conflicts it
+//! will not guess about. [`apply`] carries a plan out in dependency order and
+//! records every link and written hash, so an interrupted apply run again
+//! finishes the work without creating anything twice.
+//!
+//! Identity: a source record's canonical id is its existing xref, or an id
+//! derived from (source connector, entity, external id) — the same on every run,
+//! so a crash between a vendor write and its xref cannot fork identities.
+
+pub mod connect;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::RwLock;
+
+use futures_util::TryStreamExt;
+use huitong_connectors::ConnectorError;
+use huitong_connectors::capability::{Entity, ListQuery};
+use huitong_mappings::{Direction, Mapping, XrefResolver};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Deletion, RouteConfig};
+use crate::store::{
+    LinkOutcome, RecordWrite, RunStatus, Store, StoreError, Xref, content_hash, now_ms,
+};
+pub use connect::{Directory, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("no route named {0:?} is configured")]
+    UnknownRoute(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("reading {connector}: {source}")]
+    Read {
+        connector: String,
+        #[source]
+        source: ConnectorError,
+    },
+    #[error("mapping a {entity} of {connector}: {message}")]
+    Mapping {
+        connector: String,
+        entity: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the plan for {target} would disable or delete {removals} of {people} people ({percent:.1} %), above the route's \
+         safety threshold of {threshold} %; re-run with --force to apply it"
+    )]
+    SafetyThreshold {
+        target: String,
+        removals: usize,
+        people: usize,
+        percent: f64,
+        threshold: f64,
+    },
+}
+
+pub const DEPARTMENT: &str = "department";
+pub const PERSON: &str = "person";
+
+/// The deterministic canonical id of a source record not yet linked.
+pub fn derived_id(system: &str, entity: &str, external_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(system.as_bytes());
+    h.update([0]);
+    h.update(entity.as_bytes());
+    h.update([0]);
+    h.update(external_id.as_bytes());
+    let prefix = if entity == PERSON { "p" } else { "d" };
+    format!("{prefix}-{}", &hex::encode(h.finalize())[..20])
+}
+
+/// Identity links of one connector, as the mappings' resolver.
+///
+/// On the source side an unknown external id gets its derived canonical id; on
+/// a target side it gets a placeholder `?entity:external` until it is paired.
+pub struct SideResolver {
+    system: String,
+    source: bool,
+    to_canonical: RwLock<HashMap<(String, String), String>>,
+    to_external: RwLock<HashMap<(String, String), String>>,
+}
+
+fn placeholder(entity: &str, external: &str) -> String {
+    format!("?{entity}:{external}")
+}
+
+fn is_placeholder(id: &str) -> bool {
+    id.starts_with('?')
+}
+
+impl SideResolver {
+    fn new(system: &str, source: bool, links: &[Xref]) -> Self {
+        let r = SideResolver {
+            system: system.to_owned(),
+            source,
+            to_canonical: RwLock::new(HashMap::new()),
+            to_external: RwLock::new(HashMap::new()),
+        };
+        for x in links {
+            r.insert(&x.entity, &x.external_id, &x.canonical_id);
+        }
+        r
+    }
+
+    fn insert(&self, entity: &str, external: &str, canonical: &str) {
+        if let Ok(mut m) = self.to_canonical.write() {
+            m.insert(
+                (entity.to_owned(), external.to_owned()),
+                canonical.to_owned(),
+            );
+        }
+        if let Ok(mut m) = self.to_external.write() {
+            m.insert(
+                (entity.to_owned(), canonical.to_owned()),
+                external.to_owned(),
+            );
+        }
+    }
+
+    fn linked(&self, entity: &str, external: &str) -> Option<String> {
+        self.to_canonical
+            .read()
+            .ok()?
+            .get(&(entity.to_owned(), external.to_owned()))
+            .cloned()
+    }
+
+    fn external(&self, entity: &str, canonical: &str) -> Option<String> {
+        self.to_external
+            .read()
+            .ok()?
+            .get(&(entity.to_owned(), canonical.to_owned()))
+            .cloned()
+    }
+}
+
+impl XrefResolver for SideResolver {
+    fn to_canonical(&self, entity: &str, _system: &str, external_id: &str) -> Option<String> {
+        if let Some(c) = self.linked(entity, external_id) {
+            return Some(c);
+        }
+        Some(if self.source {
+            derived_id(&self.system, entity, external_id)
+        } else {
+            placeholder(entity, external_id)
+        })
+    }
+
+    fn to_external(&self, entity: &str, _system: &str, canonical_id: &str) -> Option<String> {
+        self.external(entity, canonical_id)
+    }
+}
+
+/// One record of one side: its external id, raw vendor JSON and canonical form.
+#[derive(Debug, Clone)]
+struct Rec {
+    external_id: String,
+    raw: Value,
+    canonical: Value,
+}
+
+impl Rec {
+    fn id(&self) -> &str {
+        self.canonical
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+    fn name(&self) -> String {
+        self.canonical
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+    fn parent(&self) -> Option<&str> {
+        self.canonical.get("parent_id").and_then(Value::as_str)
+    }
+}
+
+struct Side {
+    departments: Vec<Rec>,
+    people: Vec<Rec>,
+    failures: Vec<Conflict>,
+    /// Read calls made (list streams + gets), for reporting.
+    records_read: usize,
+}
+
+async fn read_raw(endpoint: &Endpoint, entity: Entity) -> Result<Vec<Value>, SyncError> {
+    let query = ListQuery {
+        recursive: true,
+        ..ListQuery::default()
+    };
+    endpoint
+        .directory
+        .list(entity, query)
+        .try_collect()
+        .await
+        .map_err(|source| SyncError::Read {
+            connector: endpoint.name.clone(),
+            source,
+        })
+}
+
+/// Map every record; one that fails to map is reported (never guessed) and left out.
+fn map_all(
+    endpoint: &Endpoint,
+    mapping: &Mapping,
+    entity: &'static str,
+    raws: Vec<Value>,
+    resolver: &SideResolver,
+    failures: &mut Vec<Conflict>,
+) -> Result<Vec<Rec>, SyncError> {
+    let mut out = Vec::with_capacity(raws.len());
+    let mut seen = HashSet::new();
+    for raw in raws {
+        let mapped = match mapping.apply(Direction::ToCanonical, &raw, resolver) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(Conflict {
+                    entity,
+                    kind: "mapping_error".into(),
+                    detail: format!("{}: {e}", endpoint.name),
+                    records: Vec::new(),
+                });
+                continue;
+            }
+        };
+        if mapped.skipped {
+            continue;
+        }
+        let Some(external_id) = mapped.key else {
+            return Err(SyncError::Mapping {
+                connector: endpoint.name.clone(),
+                entity,
+                message: "a record has no external id (the mapping's `key`)".into(),
+            });
+        };
+        // Vendors that list per department return a person once per department.
+        if !seen.insert(external_id.clone()) {
+            continue;
+        }
+        out.push(Rec {
+            external_id,
+            raw,
+            canonical: mapped.record,
+        });
+    }
+    Ok(out)
+}
+
+async fn department_details(
+    endpoint: &Endpoint,
+    listed: Vec<Value>,
+) -> Result<Vec<Value>, SyncError> {
+    use futures_util::StreamExt;
+    let fetches = listed.into_iter().map(|d| async move {
+        let id = d
+            .get("dept_id")
+            .map(|v| v.to_string().trim_matches('"').to_owned());
+        match id {
+            Some(id) => match endpoint.directory.get(Entity::Department, &id).await {
+                Ok(Some(full)) => Ok(full),
+                Ok(None) => Ok(d),
+                Err(source) => Err(SyncError::Read {
+                    connector: endpoint.name.clone(),
+                    source,
+                }),
+            },
+            None => Ok(d),
+        }
+    });
+    futures_util::stream::iter(fetches)
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn read_side(endpoint: &Endpoint, resolver: &SideResolver) -> Result<Side, SyncError> {
+    let mut departments = read_raw(endpoint, Entity::Department).await?;
+    let root = endpoint.root_id();
+    let dept_key = |d: &Value| -> Option<String> {
+        endpoint
+            .department
+            .apply(Direction::ToCanonical, d, &huitong_mappings::NoLinks)
+            .ok()
+            .and_then(|m| m.key)
+    };
+    if !departments
+        .iter()
+        .any(|d| dept_key(d).as_deref() == Some(root))
+    {
+        let got = endpoint
+            .directory
+            .get(Entity::Department, root)
+            .await
+            .map_err(|source| SyncError::Read {
+                connector: endpoint.name.clone(),
+                source,
+            })?;
+        if let Some(r) = got {
+            departments.insert(0, r);
+        }
+    }
+    if endpoint.kind == crate::config::ConnectorKind::DingTalk {
+        // DingTalk's department/listsub omits order and managers: read each department.
+        departments = department_details(endpoint, departments).await?;
+    }
+    let people = read_raw(endpoint, Entity::User).await?;
+    let records_read = departments.len() + people.len();
+    let mut failures = Vec::new();
+    Ok(Side {
+        departments: map_all(
+            endpoint,
+            &endpoint.department,
+            DEPARTMENT,
+            departments,
+            resolver,
+            &mut failures,
+        )?,
+        people: map_all(
+            endpoint,
+            &endpoint.person,
+            PERSON,
+            people,
+            resolver,
+            &mut failures,
+        )?,
+        failures,
+        records_read,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Record an existing target record as the same entity (matched by rules).
+    Link,
+    Create,
+    Update,
+    /// An update that changes where the record sits (parent / departments).
+    Move,
+    Disable,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Change {
+    pub old: Value,
+    pub new: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub action: Action,
+    pub entity: &'static str,
+    pub canonical_id: String,
+    pub name: String,
+    /// The record's id in the target (absent for creates).
+    pub target_id: Option<String>,
+    /// The record's id in the source (absent for removals).
+    pub source_id: Option<String>,
+    /// Depth in the department tree (0 = root), for ordering.
+    pub depth: usize,
+    /// Also record the link before writing (a first match by rules).
+    pub link_first: bool,
+    pub changes: BTreeMap<String, Change>,
+    /// The canonical record to write (for disables: the target's, with the new status).
+    #[serde(skip)]
+    pub record: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub entity: &'static str,
+    pub kind: String,
+    pub detail: String,
+    pub records: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPlan {
+    pub target: String,
+    pub steps: Vec<Step>,
+    pub conflicts: Vec<Conflict>,
+    pub people_in_target: usize,
+    pub removals: usize,
+    pub records_read: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub route: String,
+    pub source: String,
+    pub records_read: usize,
+    pub targets: Vec<TargetPlan>,
+    /// Source records, canonical (to store them on apply).
+    #[serde(skip)]
+    source_records: Vec<(&'static str, String, Value)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.targets.iter().all(|t| t.steps.is_empty())
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.targets
+            .iter()
+            .flat_map(|t| &t.steps)
+            .filter(|s| s.action == action)
+            .count()
+    }
+}
+
+/// Everything [`plan`] and [`apply`] need, built from the configuration.
+pub struct RouteContext {
+    pub route: RouteConfig,
+    pub source: Endpoint,
+    pub targets: Vec<Endpoint>,
+}
+
+impl RouteContext {
+    pub fn new(config: &Config, route: &str) -> Result<Self, SyncError> {
+        let r = config
+            .routes
+            .get(route)
+            .ok_or_else(|| SyncError::UnknownRoute(route.to_owned()))?
+            .clone();
+        let conn = |name: &str| {
+            config
+                .connectors
+                .get(name)
+                .ok_or_else(|| {
+                    SyncError::Config(format!("route {route}: no connector named {name:?}"))
+                })
+                .and_then(connect::endpoint)
+        };
+        let source = conn(&r.source)?;
+        let targets = r
+            .targets
+            .iter()
+            .map(|t| conn(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RouteContext {
+            route: r,
+            source,
+            targets,
+        })
+    }
+}
+
+fn depth_of(id: &str, parents: &HashMap<String, Option<String>>) -> Option<usize> {
+    let mut d = 0;
+    let mut cur = id.to_owned();
+    let mut seen = HashSet::new();
+    while let Some(Some(p)) = parents.get(&cur) {
+        if !seen.insert(cur.clone()) {
+            return None; // a cycle
+        }
+        d += 1;
+        cur = p.clone();
+    }
+    parents.contains_key(&cur).then_some(d)
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Fields both mappings produce in the canonical model (what a diff compares).
+fn shared_fields(a: &Mapping, b: &Mapping) -> Vec<String> {
+    let fa: HashSet<&str> = a
+        .rules(Direction::ToCanonical)
+        .iter()
+        .map(|r| r.target())
+        .collect();
+    let mut out: Vec<String> = b
+        .rules(Direction::ToCanonical)
+        .iter()
+        .map(|r| r.target())
+        .filter(|f| fa.contains(f) && *f != "id")
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn normalise(v: Option<&Value>) -> Value {
+    match v {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::Array(items)) if items.is_empty() => Value::Null,
+        Some(Value::Array(items)) => {
+            let mut sorted = items.clone();
+            sorted.sort_by_key(|x| x.to_string());
+            Value::Array(sorted)
+        }
+        Some(Value::String(s)) if s.is_empty() => Value::Null,
+        Some(other) => other.clone(),
+    }
+}
+
+fn diff(fields: &[String], source: &Value, target: &Value) -> BTreeMap<String, Change> {
+    let mut out = BTreeMap::new();
+    for f in fields {
+        let new = normalise(source.get(f));
+        let old = normalise(target.get(f));
+        if new != old {
+            out.insert(f.clone(), Change { old, new });
+        }
+    }
+    out
+}
+
+const PLACEMENT: &[&str] = &["parent_id", "department_ids", "main_department"];
+
+/// Read everything and compute the plan. Changes nothing.
+pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncError> {
+    let src_links = [
+        store.xrefs_in_system(DEPARTMENT, &ctx.source.name).await?,
+        store.xrefs_in_system(PERSON, &ctx.source.name).await?,
+    ]
+    .concat();
+    let src_resolver = SideResolver::new(&ctx.source.name, true, &src_links);
+    let source = read_side(&ctx.source, &src_resolver).await?;
+    let (departments, people, mut scope_conflicts) =
+        scope(&ctx.route, source.departments, source.people);
+    scope_conflicts.extend(source.failures);
+
+    let mut plan = Plan {
+        route: ctx.route.name.clone(),
+        source: ctx.source.name.clone(),
+        records_read: source.records_read,
+        targets: Vec::new(),
+        source_records: departments
+            .iter()
+            .map(|r| (DEPARTMENT, r.external_id.clone(), r.canonical.clone()))
+            .chain(
+                people
+                    .iter()
+                    .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone())),
+            )
+            .collect(),
+    };
+    for target in &ctx.targets {
+        let mut tp = plan_target(ctx, target, store, &departments, &people).await?;
+        tp.conflicts.extend(scope_conflicts.iter().cloned());
+        plan.records_read += tp.records_read;
+        plan.targets.push(tp);
+    }
+    Ok(plan)
+}
+
+/// Apply the route's department scope; report departments that hang in a cycle or off the tree.
+fn scope(
+    route: &RouteConfig,
+    departments: Vec<Rec>,
+    people: Vec<Rec>,
+) -> (Vec<Rec>, Vec<Rec>, Vec<Conflict>) {
+    let parents: HashMap<String, Option<String>> = departments
+        .iter()
+        .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+        .collect();
+    let mut conflicts = Vec::new();
+    let by_id: HashMap<&str, &Rec> = departments.iter().map(|d| (d.id(), d)).collect();
+    let scope_root = route.scope_root.as_ref().and_then(|ext| {
+        departments
+            .iter()
+            .find(|d| &d.external_id == ext)
+            .map(|d| d.id().to_owned())
+    });
+    let mut keep: HashSet<String> = HashSet::new();
+    for d in &departments {
+        if depth_of(d.id(), &parents).is_none() {
+            conflicts.push(Conflict {
+                entity: DEPARTMENT,
+                kind: "cycle_or_orphan".into(),
+                detail: format!(
+                    "department {:?} is not under the root (its parent chain loops or ends at a missing department)",
+                    d.name()
+                ),
+                records: vec![d.external_id.clone()],
+            });
+            continue;
+        }
+        // Walk up: denied names exclude the subtree; the scope root must be an ancestor.
+        let mut cur = Some(d.id().to_owned());
+        let mut denied = false;
+        let mut under_scope = scope_root.is_none() || d.parent().is_none();
+        while let Some(id) = cur {
+            let Some(rec) = by_id.get(id.as_str()) else {
+                break;
+            };
+            if route.scope_deny.iter().any(|p| glob(p, &rec.name())) && rec.parent().is_some() {
+                denied = true;
+            }
+            if scope_root.as_deref() == Some(id.as_str()) {
+                under_scope = true;
+            }
+            cur = rec.parent().map(str::to_owned);
+        }
+        if !denied && under_scope {
+            keep.insert(d.id().to_owned());
+        }
+    }
+    let departments: Vec<Rec> = departments
+        .into_iter()
+        .filter(|d| keep.contains(d.id()))
+        .collect();
+    let people = people
+        .into_iter()
+        .filter_map(|mut p| {
+            let ids: Vec<Value> = p
+                .canonical
+                .get("department_ids")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|v| v.as_str().is_some_and(|s| keep.contains(s)))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if ids.is_empty() {
+                return None;
+            }
+            if let Some(obj) = p.canonical.as_object_mut() {
+                let main_ok = obj
+                    .get("main_department")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| keep.contains(m));
+                if !main_ok {
+                    obj.insert("main_department".into(), ids[0].clone());
+                }
+                obj.insert("department_ids".into(), Value::Array(ids));
+            }
+            Some(p)
+        })
+        .collect();
+    (departments, people, conflicts)
+}
+
+async fn plan_target(
+    ctx: &RouteContext,
+    target: &Endpoint,
+    store: &dyn Store,
+    departments: &[Rec],
+    people: &[Rec],
+) -> Result<TargetPlan, SyncError> {
+    let links = [
+        store.xrefs_in_system(DEPARTMENT, &target.name).await?,
+        store.xrefs_in_system(PERSON, &target.name).await?,
+    ]
+    .concat();
+    let resolver = SideResolver::new(&target.name, false, &links);
+    let side = read_side(target, &resolver).await?;
+    let mut conflicts = side.failures.clone();
+    let mut steps = Vec::new();
+
+    // ---- pair departments: xref, then the root, then (name, parent) top-down.
+    let src_parents: HashMap<String, Option<String>> = departments
+        .iter()
+        .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+        .collect();
+    let mut dept_pairs: HashMap<String, usize> = HashMap::new(); // source canonical id -> target index
+    let mut taken: HashSet<usize> = HashSet::new();
+    for (i, t) in side.departments.iter().enumerate() {
+        if !is_placeholder(t.id()) {
+            dept_pairs.insert(t.id().to_owned(), i);
+            taken.insert(i);
+        }
+    }
+    let mut ordered: Vec<&Rec> = departments.iter().collect();
+    ordered.sort_by_key(|d| depth_of(d.id(), &src_parents).unwrap_or(usize::MAX));
+    for d in &ordered {
+        if dept_pairs.contains_key(d.id()) {
+            continue;
+        }
+        let candidates: Vec<usize> = match d.parent() {
+            None => side
+                .departments
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| t.parent().is_none() && !taken.contains(i))
+                .map(|(i, _)| i)
+                .collect(),
+            Some(parent) => {
+                let Some(&tp) = dept_pairs.get(parent) else {
+                    continue; // the parent will be created: so will this one
+                };
+                let parent_tid = side.departments[tp].id().to_owned();
+                side.departments
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, t)| {
+                        !taken.contains(i)
+                            && t.parent() == Some(parent_tid.as_str())
+                            && t.name() == d.name()
+                    })
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+        };
+        match candidates.as_slice() {
+            [] => {}
+            [one] => {
+                resolver.insert(DEPARTMENT, &side.departments[*one].external_id, d.id());
+                dept_pairs.insert(d.id().to_owned(), *one);
+                taken.insert(*one);
+                steps.push(link_step(DEPARTMENT, d, &side.departments[*one], 0));
+            }
+            many => conflicts.push(Conflict {
+                entity: DEPARTMENT,
+                kind: "ambiguous_match".into(),
+                detail: format!(
+                    "{} departments named {:?} under the same parent in {}",
+                    many.len(),
+                    d.name(),
+                    target.name
+                ),
+                records: many
+                    .iter()
+                    .map(|i| side.departments[*i].external_id.clone())
+                    .collect(),
+            }),
+        }
+    }
+
+    // ---- pair people: xref, then the match rules in order.
+    let mut person_pairs: HashMap<String, usize> = HashMap::new();
+    let mut ptaken: HashSet<usize> = HashSet::new();
+    for (i, t) in side.people.iter().enumerate() {
+        if !is_placeholder(t.id()) {
+            person_pairs.insert(t.id().to_owned(), i);
+            ptaken.insert(i);
+        }
+    }
+    let mut blocked: HashSet<String> = HashSet::new();
+    for rule in &ctx.route.match_rules {
+        let field = rule.field();
+        let key = |r: &Rec| -> Option<String> {
+            r.canonical
+                .get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_lowercase())
+        };
+        // Two source people claiming one value: neither is matched on it.
+        let mut src_count: HashMap<String, Vec<&Rec>> = HashMap::new();
+        for p in people {
+            if let Some(k) = key(p) {
+                src_count.entry(k).or_default().push(p);
+            }
+        }
+        let mut tgt_index: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, t) in side.people.iter().enumerate() {
+            if let Some(k) = key(t) {
+                tgt_index.entry(k).or_default().push(i);
+            }
+        }
+        for (k, claimants) in &src_count {
+            if claimants.len() > 1 {
+                let unlinked: Vec<&&Rec> = claimants
+                    .iter()
+                    .filter(|p| !person_pairs.contains_key(p.id()))
+                    .collect();
+                if !unlinked.is_empty() && tgt_index.contains_key(k) {
+                    let ids: Vec<String> =
+                        claimants.iter().map(|p| p.external_id.clone()).collect();
+                    if ids.iter().all(|id| blocked.insert(format!("{field}:{id}"))) {
+                        conflicts.push(Conflict {
+                            entity: PERSON,
+                            kind: format!("duplicate_{field}"),
+                            detail: format!(
+                                "{} people in {} share the {field} {k:?}",
+                                claimants.len(),
+                                ctx.source.name
+                            ),
+                            records: ids,
+                        });
+                    }
+                }
+            }
+        }
+        for p in people {
+            if person_pairs.contains_key(p.id())
+                || blocked
+                    .iter()
+                    .any(|b| b.ends_with(&format!(":{}", p.external_id)))
+            {
+                continue;
+            }
+            let Some(k) = key(p) else { continue };
+            if src_count.get(&k).is_some_and(|c| c.len() > 1) {
+                continue;
+            }
+            let candidates: Vec<usize> = tgt_index
+                .get(&k)
+                .map(|v| v.iter().copied().filter(|i| !ptaken.contains(i)).collect())
+                .unwrap_or_default();
+            match candidates.as_slice() {
+                [] => {}
+                [one] => {
+                    resolver.insert(PERSON, &side.people[*one].external_id, p.id());
+                    person_pairs.insert(p.id().to_owned(), *one);
+                    ptaken.insert(*one);
+                    steps.push(link_step(PERSON, p, &side.people[*one], 0));
+                }
+                many => {
+                    blocked.insert(format!("{field}:{}", p.external_id));
+                    conflicts.push(Conflict {
+                        entity: PERSON,
+                        kind: "ambiguous_match".into(),
+                        detail: format!(
+                            "{} people in {} have the {field} {k:?}",
+                            many.len(),
+                            target.name
+                        ),
+                        records: many
+                            .iter()
+                            .map(|i| side.people[*i].external_id.clone())
+                            .collect(),
+                    });
+                }
+            }
+        }
+    }
+    let conflicted: HashSet<String> = blocked
+        .iter()
+        .filter_map(|b| b.split_once(':').map(|(_, id)| id.to_owned()))
+        .collect();
+
+    // Re-map the target with the pairs known, so its references use canonical ids.
+    let dept_raw: Vec<Value> = side.departments.iter().map(|r| r.raw.clone()).collect();
+    let people_raw: Vec<Value> = side.people.iter().map(|r| r.raw.clone()).collect();
+    let mut remap_failures = Vec::new();
+    let t_depts = map_all(
+        target,
+        &target.department,
+        DEPARTMENT,
+        dept_raw,
+        &resolver,
+        &mut remap_failures,
+    )?;
+    let t_people = map_all(
+        target,
+        &target.person,
+        PERSON,
+        people_raw,
+        &resolver,
+        &mut remap_failures,
+    )?;
+    let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
+    let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
+
+    let dept_fields = shared_fields(&ctx.source.department, &target.department);
+    let person_fields = shared_fields(&ctx.source.person, &target.person);
+    // Link steps carry the diff too (a first match can differ).
+    let mut link_index: HashMap<(String, &'static str), usize> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        link_index.insert((s.canonical_id.clone(), s.entity), i);
+    }
+
+    for d in &ordered {
+        let depth = depth_of(d.id(), &src_parents).unwrap_or(0);
+        match t_dept_by_id.get(d.id()) {
+            Some(t) => {
+                if d.parent().is_none() {
+                    continue; // roots are paired, never rewritten
+                }
+                let changes = diff(&dept_fields, &d.canonical, &t.canonical);
+                upsert_step(
+                    &mut steps,
+                    &link_index,
+                    DEPARTMENT,
+                    d,
+                    Some(t),
+                    depth,
+                    changes,
+                );
+            }
+            None if d.parent().is_none() => conflicts.push(Conflict {
+                entity: DEPARTMENT,
+                kind: "no_root".into(),
+                detail: format!(
+                    "{} has no root department to pair with {}'s",
+                    target.name, ctx.source.name
+                ),
+                records: vec![d.external_id.clone()],
+            }),
+            None => steps.push(Step {
+                action: Action::Create,
+                entity: DEPARTMENT,
+                canonical_id: d.id().to_owned(),
+                name: d.name(),
+                target_id: None,
+                source_id: Some(d.external_id.clone()),
+                depth,
+                link_first: false,
+                changes: BTreeMap::new(),
+                record: d.canonical.clone(),
+            }),
+        }
+    }
+    for p in people {
+        if conflicted.contains(&p.external_id) {
+            continue;
+        }
+        match t_person_by_id.get(p.id()) {
+            Some(t) => {
+                let changes = diff(&person_fields, &p.canonical, &t.canonical);
+                upsert_step(&mut steps, &link_index, PERSON, p, Some(t), 0, changes);
+            }
+            None => steps.push(Step {
+                action: Action::Create,
+                entity: PERSON,
+                canonical_id: p.id().to_owned(),
+                name: p.name(),
+                target_id: None,
+                source_id: Some(p.external_id.clone()),
+                depth: 0,
+                link_first: false,
+                changes: BTreeMap::new(),
+                record: p.canonical.clone(),
+            }),
+        }
+    }
+
+    // ---- removals: linked target records whose canonical record left the source.
+    let src_people: HashSet<&str> = people.iter().map(Rec::id).collect();
+    let src_depts: HashSet<&str> = departments.iter().map(Rec::id).collect();
+    let mut removals = 0;
+    for t in &t_people {
+        if is_placeholder(t.id()) || src_people.contains(t.id()) {
+            continue;
+        }
+        let already = t.canonical.get("status").and_then(Value::as_str) == Some("disabled");
+        if ctx.route.deletion == Deletion::Disable && already {
+            continue;
+        }
+        removals += 1;
+        let mut record = t.canonical.clone();
+        if let Some(o) = record.as_object_mut() {
+            o.insert("status".into(), json!("disabled"));
+        }
+        steps.push(Step {
+            action: if ctx.route.deletion == Deletion::Delete {
+                Action::Delete
+            } else {
+                Action::Disable
+            },
+            entity: PERSON,
+            canonical_id: t.id().to_owned(),
+            name: t.name(),
+            target_id: Some(t.external_id.clone()),
+            source_id: None,
+            depth: 0,
+            link_first: false,
+            changes: BTreeMap::new(),
+            record,
+        });
+    }
+    if ctx.route.deletion == Deletion::Delete {
+        let t_parents: HashMap<String, Option<String>> = t_depts
+            .iter()
+            .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+            .collect();
+        for t in &t_depts {
+            if is_placeholder(t.id()) || src_depts.contains(t.id()) || t.parent().is_none() {
+                continue;
+            }
+            steps.push(Step {
+                action: Action::Delete,
+                entity: DEPARTMENT,
+                canonical_id: t.id().to_owned(),
+                name: t.name(),
+                target_id: Some(t.external_id.clone()),
+                source_id: None,
+                depth: depth_of(t.id(), &t_parents).unwrap_or(0),
+                link_first: false,
+                changes: BTreeMap::new(),
+                record: t.canonical.clone(),
+            });
+        }
+    }
+
+    steps.sort_by_key(order_key);
+    Ok(TargetPlan {
+        target: target.name.clone(),
+        people_in_target: t_people.len(),
+        removals,
+        records_read: side.records_read,
+        steps,
+        conflicts,
+    })
+}
+
+fn link_step(entity: &'static str, source: &Rec, target: &Rec, depth: usize) -> Step {
+    Step {
+        action: Action::Link,
+        entity,
+        canonical_id: source.id().to_owned(),
+        name: source.name(),
+        target_id: Some(target.external_id.clone()),
+        source_id: Some(source.external_id.clone()),
+        depth,
+        link_first: true,
+        changes: BTreeMap::new(),
+        record: source.canonical.clone(),
+    }
+}
+
+/// Turn a pair's diff into an update/move (folding it into the pair's link step, if any).
+fn upsert_step(
+    steps: &mut Vec<Step>,
+    link_index: &HashMap<(String, &'static str), usize>,
+    entity: &'static str,
+    source: &Rec,
+    target: Option<&&Rec>,
+    depth: usize,
+    changes: BTreeMap<String, Change>,
+) {
+    let moved = changes.keys().any(|k| PLACEMENT.contains(&k.as_str()));
+    let action = if moved { Action::Move } else { Action::Update };
+    if let Some(&i) = link_index.get(&(source.id().to_owned(), entity)) {
+        let s = &mut steps[i];
+        s.depth = depth;
+        if !changes.is_empty() {
+            s.action = action;
+            s.changes = changes;
+        }
+        return;
+    }
+    if changes.is_empty() {
+        return;
+    }
+    steps.push(Step {
+        action,
+        entity,
+        canonical_id: source.id().to_owned(),
+        name: source.name(),
+        target_id: target.map(|t| t.external_id.clone()),
+        source_id: Some(source.external_id.clone()),
+        depth,
+        link_first: false,
+        changes,
+        record: source.canonical.clone(),
+    });
+}
+
+/// Dependency order: departments top-down, then people, then removals of
+/// people, then departments bottom-up.
+fn order_key(s: &Step) -> (u8, i64, String) {
+    let removal = matches!(s.action, Action::Disable | Action::Delete);
+    match (s.entity, removal) {
+        (DEPARTMENT, false) => (0, s.depth as i64, s.canonical_id.clone()),
+        (PERSON, false) => (1, 0, s.canonical_id.clone()),
+        (PERSON, true) => (2, 0, s.canonical_id.clone()),
+        _ => (3, -(s.depth as i64), s.canonical_id.clone()),
+    }
+}
+
+/// Counts of one apply.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub counts: BTreeMap<String, i64>,
+    pub errors: Vec<String>,
+    pub run_id: String,
+}
+
+/// Called after each step (for a progress bar): (done, total).
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Apply a plan in dependency order. Refuses plans above the safety threshold unless `force`.
+pub async fn apply(
+    ctx: &RouteContext,
+    plan: &Plan,
+    store: &dyn Store,
+    force: bool,
+    progress: Progress<'_>,
+) -> Result<ApplyReport, SyncError> {
+    for t in &plan.targets {
+        if t.people_in_target > 0 {
+            let percent = 100.0 * t.removals as f64 / t.people_in_target as f64;
+            if percent > ctx.route.safety_threshold_percent && !force {
+                return Err(SyncError::SafetyThreshold {
+                    target: t.target.clone(),
+                    removals: t.removals,
+                    people: t.people_in_target,
+                    percent,
+                    threshold: ctx.route.safety_threshold_percent,
+                });
+            }
+        }
+    }
+    let run = store
+        .start_run(&ctx.route.name, "reconcile", now_ms())
+        .await?;
+    let mut report = ApplyReport {
+        run_id: run.id.clone(),
+        ..ApplyReport::default()
+    };
+    // The canonical store and the source's links first: they make the ids stable.
+    for (entity, external, record) in &plan.source_records {
+        let Some(id) = record.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        store
+            .upsert_record(
+                &RecordWrite {
+                    entity: (*entity).to_owned(),
+                    id: id.to_owned(),
+                    data: record.clone(),
+                    source_system: Some(ctx.source.name.clone()),
+                    source_time_ms: None,
+                    deleted: false,
+                },
+                now_ms(),
+            )
+            .await?;
+        link(store, entity, id, &ctx.source.name, external, None).await?;
+    }
+    let total: usize = plan.targets.iter().map(|t| t.steps.len()).sum();
+    let mut done = 0;
+    for tp in &plan.targets {
+        let Some(target) = ctx.targets.iter().find(|t| t.name == tp.target) else {
+            continue;
+        };
+        let links = [
+            store.xrefs_in_system(DEPARTMENT, &target.name).await?,
+            store.xrefs_in_system(PERSON, &target.name).await?,
+        ]
+        .concat();
+        let resolver = SideResolver::new(&target.name, false, &links);
+        let mut revisit: Vec<&Step> = Vec::new();
+        for step in &tp.steps {
+            match apply_step(target, &resolver, store, step).await {
+                Ok(unresolved) => {
+                    *report
+                        .counts
+                        .entry(format!("{:?}", step.action).to_lowercase())
+                        .or_default() += 1;
+                    if unresolved && !matches!(step.action, Action::Disable | Action::Delete) {
+                        revisit.push(step);
+                    }
+                }
+                Err(e) => {
+                    *report.counts.entry("failed".into()).or_default() += 1;
+                    let msg = format!(
+                        "{} {} {:?} ({}): {e}",
+                        tp.target, step.entity, step.name, step.canonical_id
+                    );
+                    tracing::warn!(route = %ctx.route.name, target = %tp.target, error = %msg, "step failed");
+                    report.errors.push(msg);
+                }
+            }
+            done += 1;
+            progress(done, total);
+        }
+        // References to records created later in this run (leaders, managers): write once more.
+        for step in revisit {
+            let mut again = step.clone();
+            again.action = Action::Update;
+            again.link_first = false;
+            if let Err(e) = apply_step(target, &resolver, store, &again).await {
+                report.errors.push(format!(
+                    "{} {} {:?}: second pass: {e}",
+                    tp.target, step.entity, step.name
+                ));
+            }
+        }
+    }
+    let status = if report.errors.is_empty() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let error = report.errors.first().cloned();
+    store
+        .finish_run(&run.id, status, &report.counts, error.as_deref(), now_ms())
+        .await?;
+    Ok(report)
+}
+
+async fn link(
+    store: &dyn Store,
+    entity: &str,
+    canonical: &str,
+    system: &str,
+    external: &str,
+    written_hash: Option<String>,
+) -> Result<(), SyncError> {
+    let outcome = store
+        .link(
+            &Xref {
+                entity: entity.to_owned(),
+                canonical_id: canonical.to_owned(),
+                system: system.to_owned(),
+                external_id: external.to_owned(),
+                last_written_hash: written_hash.clone(),
+                last_seen_hash: None,
+            },
+            now_ms(),
+        )
+        .await?;
+    match outcome {
+        LinkOutcome::Linked => Ok(()),
+        LinkOutcome::AlreadyLinked => {
+            if let Some(h) = written_hash {
+                store
+                    .set_written_hash(entity, system, external, &h, now_ms())
+                    .await?;
+            }
+            Ok(())
+        }
+        LinkOutcome::ExternalTaken { canonical_id } => Err(SyncError::Config(format!(
+            "{system} {entity} {external} is already linked to {canonical_id}, not {canonical}"
+        ))),
+        LinkOutcome::CanonicalTaken { external_id } => Err(SyncError::Config(format!(
+            "{canonical} is already linked to {system} {entity} {external_id}, not {external}"
+        ))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("mapping: {0}")]
+    Mapping(String),
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::Sync(SyncError::Store(e))
+    }
+}
+
+/// Write one step; returns whether some reference could not be resolved yet.
+async fn apply_step(
+    target: &Endpoint,
+    resolver: &SideResolver,
+    store: &dyn Store,
+    step: &Step,
+) -> Result<bool, StepError> {
+    let (mapping, entity) = match step.entity {
+        DEPARTMENT => (&target.department, Entity::Department),
+        _ => (&target.person, Entity::User),
+    };
+    if step.link_first
+        && let Some(tid) = &step.target_id
+    {
+        link(
+            store,
+            step.entity,
+            &step.canonical_id,
+            &target.name,
+            tid,
+            None,
+        )
+        .await?;
+        resolver.insert(step.entity, tid, &step.canonical_id);
+    }
+    let written_hash = content_hash(&step.record);
+    match step.action {
+        Action::Link => Ok(false),
+        Action::Delete => {
+            if let Some(tid) = &step.target_id {
+                target.directory.delete(entity, tid).await?;
+                store.unlink(step.entity, &target.name, tid).await?;
+            }
+            Ok(false)
+        }
+        Action::Create => {
+            let mapped = mapping
+                .apply(Direction::FromCanonical, &step.record, resolver)
+                .map_err(|e| StepError::Mapping(e.to_string()))?;
+            let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
+            // A create whose xref was lost (crash after the vendor write) is caught by
+            // the match rules on the next plan; creating is never retried blindly here.
+            let tid = target
+                .directory
+                .create(entity, without_nulls(mapped.record))
+                .await?;
+            link(
+                store,
+                step.entity,
+                &step.canonical_id,
+                &target.name,
+                &tid,
+                Some(written_hash),
+            )
+            .await?;
+            resolver.insert(step.entity, &tid, &step.canonical_id);
+            Ok(unresolved)
+        }
+        Action::Update | Action::Move | Action::Disable => {
+            let Some(tid) = step
+                .target_id
+                .clone()
+                .or_else(|| resolver.external(step.entity, &step.canonical_id))
+            else {
+                return Err(StepError::Mapping(format!(
+                    "{} has no id in {}",
+                    step.canonical_id, target.name
+                )));
+            };
+            let mapped = mapping
+                .apply(Direction::FromCanonical, &step.record, resolver)
+                .map_err(|e| StepError::Mapping(e.to_string()))?;
+            let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
+            target
+                .directory
+                .update(entity, &tid, without_nulls(mapped.record))
+                .await?;
+            store
+                .set_written_hash(step.entity, &target.name, &tid, &written_hash, now_ms())
+                .await?;
+            Ok(unresolved)
+        }
+    }
+}
+
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect::<Map<String, Value>>(),
+        ),
+        other => other,
+    }
+}
+
+/// The plan as a human table.
+pub fn render_plan(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "route {}: {} -> {}",
+        plan.route,
+        plan.source,
+        plan.targets
+            .iter()
+            .map(|t| t.target.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for t in &plan.targets {
+        let mut counts: BTreeMap<Action, usize> = BTreeMap::new();
+        for s in &t.steps {
+            *counts.entry(s.action).or_default() += 1;
+        }
+        let summary: Vec<String> = counts
+            .iter()
+            .map(|(a, n)| format!("{n} {}", format!("{a:?}").to_lowercase()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n== {}: {} ({} conflicts)",
+            t.target,
+            if summary.is_empty() {
+                "nothing to do".to_owned()
+            } else {
+                summary.join(", ")
+            },
+            t.conflicts.len()
+        );
+        for s in &t.steps {
+            let _ = writeln!(
+                out,
+                "  {:<7} {:<10} {:<24} {}",
+                format!("{:?}", s.action).to_lowercase(),
+                s.entity,
+                s.name,
+                s.target_id.as_deref().unwrap_or("")
+            );
+            for (field, c) in &s.changes {
+                let _ = writeln!(out, "          {field}: {} -> {}", c.old, c.new);
+            }
+        }
+        for c in &t.conflicts {
+            let _ = writeln!(
+                out,
+                "  CONFLICT {} {}: {} [{}]",
+                c.entity,
+                c.kind,
+                c.detail,
+                c.records.join(", ")
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        assert_eq!(
+            derived_id("hq", PERSON, "ou_1"),
+            derived_id("hq", PERSON, "ou_1")
+        );
+        assert_ne!(
+            derived_id("hq", PERSON, "ou_1"),
+            derived_id("hq", PERSON, "ou_2")
+        );
+        assert_ne!(
+            derived_id("hq", PERSON, "1"),
+            derived_id("hq", DEPARTMENT, "1")
+        );
+        assert!(derived_id("hq", PERSON, "x").starts_with("p-"));
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("外包*", "外包一组"));
+        assert!(glob("*test*", "a-test-b"));
+        assert!(!glob("外包*", "研发部"));
+        assert!(glob("exact", "exact"));
+    }
+
+    #[test]
+    fn diff_ignores_order_and_empty_values() {
+        let f = vec![
+            "department_ids".to_owned(),
+            "title".to_owned(),
+            "email".to_owned(),
+        ];
+        let a = json!({"department_ids": ["d1", "d2"], "title": "", "email": "a@x"});
+        let b = json!({"department_ids": ["d2", "d1"], "email": "b@x"});
+        let d = diff(&f, &a, &b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d["email"],
+            Change {
+                old: json!("b@x"),
+                new: json!("a@x")
+            }
+        );
+    }
+}

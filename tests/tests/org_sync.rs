@@ -1,0 +1,243 @@
+//! Org-chart sync end to end: a Feishu HQ (sandbox) synced to a DingTalk
+//! subsidiary and a WeCom factory (sandboxes), through the real connectors,
+//! mappings and store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use huitong::config::{self, Config, Sources};
+use huitong::store::{self, Store};
+use huitong::sync::{self, Action, RouteContext};
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+fn fixture(name: &str) -> OrgFixture {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(name);
+    OrgFixture::load(&p).unwrap()
+}
+
+fn empty_org(root_name: &str) -> OrgFixture {
+    serde_json::from_value(json!({
+        "departments": [{"key": "root", "name": root_name, "parent": null, "order": 0, "leaders": []}],
+        "users": []
+    }))
+    .unwrap()
+}
+
+struct Sandboxes {
+    feishu: String,
+    dingtalk: String,
+    wecom: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn bind() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+async fn sandboxes(source: OrgFixture, dingtalk: OrgFixture, wecom: OrgFixture) -> Sandboxes {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let (l, feishu) = bind().await;
+    let mut o =
+        huitong_connectors::feishu::sandbox::SandboxOptions::new(source, "cli_hq", "hq-secret");
+    o.rate_limits = false;
+    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    let (l, dt) = bind().await;
+    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        dingtalk,
+        "dingsub",
+        "sub-secret",
+    );
+    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    let (l, wc) = bind().await;
+    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        wecom,
+        "wwfactory",
+        "factory-secret",
+        1000002,
+    );
+    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    Sandboxes {
+        feishu,
+        dingtalk: dt,
+        wecom: wc,
+        _stop: stop,
+    }
+}
+
+fn config(s: &Sandboxes, dir: &Path, extra_route: &str) -> Config {
+    let file = dir.join("huitong.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[database]
+url = "sqlite://{db}"
+
+[connectors.hq]
+kind = "feishu"
+app_id = "cli_hq"
+app_secret_env = "HQ_SECRET"
+base_url = "{feishu}"
+
+[connectors.sub]
+kind = "dingtalk"
+app_key = "dingsub"
+app_secret_env = "SUB_SECRET"
+base_url = "{dingtalk}"
+
+[connectors.factory]
+kind = "wecom"
+corp_id = "wwfactory"
+agent_id = 1000002
+corp_secret_env = "FACTORY_SECRET"
+base_url = "{wecom}"
+
+[routes.org]
+source = "hq"
+targets = ["sub", "factory"]
+{extra_route}
+"#,
+            db = dir.join("huitong.db").display(),
+            feishu = s.feishu,
+            dingtalk = s.dingtalk,
+            wecom = s.wecom,
+        ),
+    )
+    .unwrap();
+    config::load(&Sources {
+        file: Some(file),
+        env: vec![
+            ("HQ_SECRET".into(), "hq-secret".into()),
+            ("SUB_SECRET".into(), "sub-secret".into()),
+            ("FACTORY_SECRET".into(), "factory-secret".into()),
+        ],
+        overrides: vec![],
+    })
+    .unwrap()
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Write calls (anything but GET) the sandbox has served.
+async fn writes(base: &str) -> u64 {
+    let calls = get(&format!("{base}/_sandbox/calls")).await;
+    calls["calls"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    !k.starts_with("GET ") && !k.contains("token") && !k.contains("gettoken")
+                })
+                .filter(|(k, _)| {
+                    !k.contains("/list") && !k.contains("/get") && !k.contains("listsub")
+                })
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn names(org: &Value, kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = org[kind]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn open_store(c: &Config) -> Arc<dyn Store> {
+    store::open(&c.database).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    println!("{}", sync::render_plan(&plan));
+    for t in &plan.targets {
+        assert!(t.conflicts.is_empty(), "{:?}", t.conflicts);
+        let creates = t
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Create)
+            .count();
+        assert_eq!(
+            creates,
+            2 + 20,
+            "{}: 2 departments under the root and 20 people",
+            t.target
+        );
+    }
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+
+    let source = get(&format!("{}/_sandbox/org", sb.feishu)).await;
+    for base in [&sb.dingtalk, &sb.wecom] {
+        let org = get(&format!("{base}/_sandbox/org")).await;
+        assert_eq!(names(&org, "users"), names(&source, "users"), "{base}");
+        let mut expected = names(&source, "departments");
+        expected.retain(|n| n != "总部");
+        let mut got = names(&org, "departments");
+        got.retain(|n| n != "子公司" && n != "工厂");
+        assert_eq!(got, expected, "{base}");
+    }
+
+    // Nothing left: the second plan is empty and a second apply writes nothing.
+    let again = sync::plan(&ctx, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let before = (writes(&sb.dingtalk).await, writes(&sb.wecom).await);
+    sync::apply(&ctx, &again, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (writes(&sb.dingtalk).await, writes(&sb.wecom).await),
+        before
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("huitong-sync-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
