@@ -59,6 +59,9 @@ enum Command {
     /// Check, apply and preview field mappings (offline; no database needed).
     #[command(subcommand)]
     Mapping(cmd::mapping::MappingCommand),
+    /// Plan or apply a route's org-chart reconcile.
+    #[command(subcommand)]
+    Sync(cmd::sync::SyncCommand),
     /// Show the schedules, their next fire times and last outcomes.
     #[command(subcommand)]
     Schedule(cmd::schedule::ScheduleCommand),
@@ -211,6 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mapping(command) => cmd::mapping::run(command),
+        Command::Sync(command) => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            runtime()?.block_on(cmd::sync::run(config, command))
+        }
         Command::Schedule(command) => {
             let config = match load(&sources(&cli, None)) {
                 Ok(c) => c,

@@ -1,6 +1,7 @@
 pub mod mapping;
 pub mod sandbox;
 pub mod schedule;
+pub mod sync;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum OutputFormat {

@@ -497,7 +497,9 @@ fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// Fields both mappings produce in the canonical model (what a diff compares).
+/// Fields both mappings really read from their vendor into the canonical model
+/// (what a diff compares). A target field mapped from a constant — DingTalk's
+/// `status: "active"`, as DingTalk has no disabled state — is not carried.
 fn shared_fields(a: &Mapping, b: &Mapping) -> Vec<String> {
     let fa: HashSet<&str> = a
         .rules(Direction::ToCanonical)
@@ -507,6 +509,7 @@ fn shared_fields(a: &Mapping, b: &Mapping) -> Vec<String> {
     let mut out: Vec<String> = b
         .rules(Direction::ToCanonical)
         .iter()
+        .filter(|r| r.expr().source().contains('.'))
         .map(|r| r.target())
         .filter(|f| fa.contains(f) && *f != "id")
         .map(str::to_owned)

@@ -1,0 +1,172 @@
+//! `huitong sync plan|apply` as an admin runs them, against vendor sandboxes —
+//! including `kill -9` in the middle of an apply.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::sandbox::FaultSpec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_huitong");
+
+fn fixture(name: &str) -> OrgFixture {
+    OrgFixture::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn http_get(base: &str, path: &str) -> serde_json::Value {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap()
+}
+
+struct Env {
+    _rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    dingtalk: String,
+}
+
+/// A Feishu HQ with the 300-person fixture and an empty DingTalk whose API answers slowly.
+fn setup(slow: &str) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (feishu, dingtalk) = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let feishu = format!("http://{}", l.local_addr().unwrap());
+        let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(fixture("medium-org.json"), "cli_hq", "s1");
+        o.rate_limits = false;
+        tokio::spawn(huitong_connectors::feishu::sandbox::serve(l, o, std::future::pending()));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dingtalk = format!("http://{}", l.local_addr().unwrap());
+        let empty: OrgFixture = serde_json::from_value(serde_json::json!({
+            "departments": [{"key": "root", "name": "子公司", "parent": null, "order": 0, "leaders": []}],
+            "users": []
+        }))
+        .unwrap();
+        let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(empty, "dingsub", "s2");
+        o.rate_limits = false;
+        o.faults = FaultSpec::parse(slow).unwrap();
+        tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(l, o, std::future::pending()));
+        (feishu, dingtalk)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("huitong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\
+             [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingsub\"\napp_secret_env = \"SUB_SECRET\"\nbase_url = \"{dingtalk}\"\n\
+             [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n"
+        ),
+    )
+    .unwrap();
+    Env {
+        _rt: rt,
+        dir,
+        config,
+        dingtalk,
+    }
+}
+
+fn huitong(env: &Env, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(env.dir.path())
+        .arg("--config")
+        .arg(&env.config)
+        .args(args)
+        .env("HQ_SECRET", "s1")
+        .env("SUB_SECRET", "s2")
+        .env_remove("HUITONG_DATABASE_URL")
+        .env_remove("HUITONG_QUEUE_URL");
+    c
+}
+
+fn user_count(env: &Env) -> (usize, usize) {
+    let org = http_get(&env.dingtalk, "/_sandbox/org");
+    let users = org["users"].as_array().cloned().unwrap_or_default();
+    let mut nos: Vec<String> = users
+        .iter()
+        .filter_map(|u| u["employee_no"].as_str().map(str::to_owned))
+        .collect();
+    let total = nos.len();
+    nos.sort();
+    nos.dedup();
+    (total, nos.len())
+}
+
+#[test]
+fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
+    let env = setup("slow=100%@15ms");
+    let plan = huitong(&env, &["sync", "plan", "org", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let steps = plan["targets"][0]["steps"].as_array().unwrap().len();
+    assert!(steps > 300, "{steps} steps");
+
+    let mut child = huitong(&env, &["sync", "apply", "org"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once part of the people exist in the target.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while user_count(&env).0 < 40 {
+        assert!(Instant::now() < deadline, "apply made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (partial, _) = user_count(&env);
+    assert!(
+        partial < 300,
+        "the apply was interrupted ({partial} users written)"
+    );
+
+    let again = huitong(&env, &["sync", "apply", "org"]).output().unwrap();
+    assert!(
+        again.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let (total, distinct) = user_count(&env);
+    assert_eq!(
+        (total, distinct),
+        (300, 300),
+        "every person once, none twice"
+    );
+
+    let last = huitong(&env, &["sync", "plan", "org", "--output", "json"])
+        .output()
+        .unwrap();
+    let last: serde_json::Value = serde_json::from_slice(&last.stdout).unwrap();
+    assert_eq!(
+        last["targets"][0]["steps"].as_array().map(Vec::len),
+        Some(0),
+        "{last:#}"
+    );
+}
