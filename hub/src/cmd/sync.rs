@@ -60,11 +60,10 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
             let progress = move |done: usize, total: usize| {
                 if tty {
                     let width = 30;
-                    let filled = if total == 0 {
-                        width
-                    } else {
-                        done * width / total
-                    };
+                    let filled = (done * width)
+                        .checked_div(total)
+                        .unwrap_or(width)
+                        .min(width);
                     eprint!(
                         "\r[{}{}] {done}/{total}",
                         "#".repeat(filled),
@@ -73,7 +72,7 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
                     if done == total {
                         eprintln!();
                     }
-                } else if done == total || done % 100 == 0 {
+                } else if done == total || done.is_multiple_of(100) {
                     eprintln!("applied {done}/{total} steps");
                 }
             };
