@@ -241,3 +241,222 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A vendor-neutral view of a sandbox's org: departments by name with their
+/// parent's name and leaders, people by employee number with their department
+/// names and active flag.
+#[derive(Debug, PartialEq)]
+struct OrgView {
+    departments: std::collections::BTreeMap<String, (Option<String>, Vec<String>)>,
+    people: std::collections::BTreeMap<String, (String, Vec<String>, bool)>,
+}
+
+fn view(org: &Value, root_name: &str) -> OrgView {
+    let depts = org["departments"].as_array().cloned().unwrap_or_default();
+    let users = org["users"].as_array().cloned().unwrap_or_default();
+    let dept_name: std::collections::HashMap<String, String> = depts
+        .iter()
+        .map(|d| {
+            let name = if d["parent"].is_null() {
+                "ROOT".to_owned()
+            } else {
+                d["name"].as_str().unwrap_or("").to_owned()
+            };
+            (d["key"].as_str().unwrap_or("").to_owned(), name)
+        })
+        .collect();
+    // WeCom keeps no employee number: huitong made it the new member's userid (the key).
+    let number = |u: &Value| -> String {
+        match u["employee_no"].as_str() {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => u["key"].as_str().unwrap_or("").to_owned(),
+        }
+    };
+    let user_no: std::collections::HashMap<String, String> = users
+        .iter()
+        .map(|u| (u["key"].as_str().unwrap_or("").to_owned(), number(u)))
+        .collect();
+    let _ = root_name;
+    let departments = depts
+        .iter()
+        .filter(|d| !d["parent"].is_null())
+        .map(|d| {
+            let parent = d["parent"].as_str().and_then(|p| dept_name.get(p)).cloned();
+            let mut leaders: Vec<String> = d["leaders"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().and_then(|k| user_no.get(k)).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            leaders.sort();
+            (
+                d["name"].as_str().unwrap_or("").to_owned(),
+                (parent, leaders),
+            )
+        })
+        .collect();
+    let people = users
+        .iter()
+        .map(|u| {
+            let mut ds: Vec<String> = u["departments"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().and_then(|k| dept_name.get(k)).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ds.sort();
+            (
+                number(u),
+                (
+                    u["name"].as_str().unwrap_or("").to_owned(),
+                    ds,
+                    u["active"].as_bool().unwrap_or(true),
+                ),
+            )
+        })
+        .collect();
+    OrgView {
+        departments,
+        people,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_people_arrive_with_departments_membership_and_leaders() {
+    let sb = sandboxes(
+        fixture("medium-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+
+    let source = view(&get(&format!("{}/_sandbox/org", sb.feishu)).await, "");
+    assert_eq!(source.people.len(), 300);
+    for (base, can_disable) in [(&sb.wecom, true), (&sb.dingtalk, false)] {
+        let target = view(&get(&format!("{base}/_sandbox/org")).await, "");
+        assert_eq!(
+            target.departments, source.departments,
+            "{base}: departments, parents and leaders"
+        );
+        let mut expected = source.people.clone();
+        if !can_disable {
+            // DingTalk has no disabled state: people inactive in the source arrive active.
+            for p in expected.values_mut() {
+                p.2 = true;
+            }
+        }
+        assert_eq!(
+            target.people, expected,
+            "{base}: people, membership and status"
+        );
+    }
+    let again = sync::plan(&ctx, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let run = store.list_runs(Some("org"), 1).await.unwrap();
+    assert_eq!(run[0].status, huitong::store::RunStatus::Succeeded);
+    assert_eq!(run[0].counts.get("create").copied(), Some(2 * (300 + 24)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+
+    // HR removes half the people in Feishu's console.
+    let client = reqwest::Client::new();
+    for i in 0..10 {
+        let r = client
+            .delete(format!("{}/_sandbox/org/users/u{i}", sb.feishu))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let wecom = plan.targets.iter().find(|t| t.target == "factory").unwrap();
+    assert_eq!(wecom.removals, 10);
+    assert!(
+        wecom
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Disable)
+            .count()
+            == 10
+    );
+    let dingtalk = plan.targets.iter().find(|t| t.target == "sub").unwrap();
+    assert!(
+        dingtalk
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Delete)
+            .count()
+            == 10,
+        "DingTalk cannot disable"
+    );
+
+    let err = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sync::SyncError::SafetyThreshold {
+                removals: 10,
+                people: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let wecom_org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(
+        wecom_org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["active"] == true)
+            .count(),
+        20,
+        "nothing applied"
+    );
+
+    let report = sync::apply(&ctx, &plan, &*store, true, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let wecom_org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    let users = wecom_org["users"].as_array().unwrap();
+    assert_eq!(users.len(), 20, "disabled, not deleted");
+    assert_eq!(users.iter().filter(|u| u["active"] == true).count(), 10);
+    let dingtalk_org = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
+    assert_eq!(dingtalk_org["users"].as_array().unwrap().len(), 10);
+    let again = sync::plan(&ctx, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let _ = std::fs::remove_dir_all(dir);
+}

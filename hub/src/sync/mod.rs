@@ -963,25 +963,31 @@ async fn plan_target(
     let src_people: HashSet<&str> = people.iter().map(Rec::id).collect();
     let src_depts: HashSet<&str> = departments.iter().map(Rec::id).collect();
     let mut removals = 0;
+    // A vendor with no disabled state (DingTalk) can only remove a leaver.
+    let can_disable = person_fields.iter().any(|f| f == "status");
+    let removal = if ctx.route.deletion == Deletion::Delete || !can_disable {
+        Action::Delete
+    } else {
+        Action::Disable
+    };
     for t in &t_people {
         if is_placeholder(t.id()) || src_people.contains(t.id()) {
             continue;
         }
         let already = t.canonical.get("status").and_then(Value::as_str) == Some("disabled");
-        if ctx.route.deletion == Deletion::Disable && already {
+        if removal == Action::Disable && already {
             continue;
         }
         removals += 1;
+        // The leaver keeps their record but leads nothing any more (vendors such as WeCom
+        // set department leadership from the person's own record).
         let mut record = t.canonical.clone();
         if let Some(o) = record.as_object_mut() {
             o.insert("status".into(), json!("disabled"));
+            o.insert("leader_of".into(), json!([]));
         }
         steps.push(Step {
-            action: if ctx.route.deletion == Deletion::Delete {
-                Action::Delete
-            } else {
-                Action::Disable
-            },
+            action: removal,
             entity: PERSON,
             canonical_id: t.id().to_owned(),
             name: t.name(),
@@ -1190,6 +1196,7 @@ pub async fn apply(
             done += 1;
             progress(done, total);
         }
+        tracing::debug!(target = %tp.target, revisit = revisit.len(), "second pass");
         // References to records created later in this run (leaders, managers): write once more.
         for step in revisit {
             let mut again = step.clone();
@@ -1330,6 +1337,15 @@ async fn apply_step(
             Ok(unresolved)
         }
         Action::Update | Action::Move | Action::Disable => {
+            // A list emptied in the source is sent as [] (a missing field would leave it as it was).
+            let mut record = step.record.clone();
+            if let Some(obj) = record.as_object_mut() {
+                for (field, change) in &step.changes {
+                    if change.new.is_null() && change.old.is_array() {
+                        obj.insert(field.clone(), json!([]));
+                    }
+                }
+            }
             let Some(tid) = step
                 .target_id
                 .clone()
@@ -1341,7 +1357,7 @@ async fn apply_step(
                 )));
             };
             let mapped = mapping
-                .apply(Direction::FromCanonical, &step.record, resolver)
+                .apply(Direction::FromCanonical, &record, resolver)
                 .map_err(|e| StepError::Mapping(e.to_string()))?;
             let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
             target
@@ -1356,6 +1372,7 @@ async fn apply_step(
     }
 }
 
+/// Drop nulls (unset fields, ids not resolved yet) from what is sent to a vendor.
 fn without_nulls(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -1363,6 +1380,13 @@ fn without_nulls(v: Value) -> Value {
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k, without_nulls(v)))
                 .collect::<Map<String, Value>>(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|v| !v.is_null())
+                .map(without_nulls)
+                .collect(),
         ),
         other => other,
     }
