@@ -1,7 +1,9 @@
 //! huitong (汇通): the hub service. See ARCHITECTURE.md for the code map.
 
 pub mod app;
+pub mod callbacks;
 pub mod config;
+pub mod jobs;
 pub mod queue;
 pub mod server;
 pub mod store;

@@ -348,6 +348,7 @@ async fn dlq(config: Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.server.listen;
     let app = App::start(config).await?;
+    let scheduler = huitong::jobs::start_scheduler(&app.config, app.store.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -356,6 +357,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("listener has no local address")?;
     tracing::info!(address = %local, "huitong listening on http://{local}");
     app.serve(listener, shutdown_signal()).await?;
+    if let Some(s) = scheduler {
+        s.shutdown().await;
+    }
     tracing::info!("huitong stopped");
     Ok(())
 }

@@ -460,3 +460,46 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
+    use huitong_schedules::{FireStatus, FireStore};
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let sched = dir.join("schedules");
+    std::fs::create_dir_all(&sched).unwrap();
+    std::fs::write(
+        sched.join("org.yaml"),
+        "schedules:\n  - name: org-every-second\n    cron: \"* * * * * *\"\n    job: reconcile org\n    overlap: skip\n",
+    )
+    .unwrap();
+    let mut c = config(&sb, &dir, "");
+    c.schedules.dir = sched;
+    let store = open_store(&c).await;
+    let handle = huitong::jobs::start_scheduler(&c, store.clone()).expect("one schedule");
+    let mut done = None;
+    for _ in 0..200 {
+        let fires = store.recent_fires("org-every-second", 10).await.unwrap();
+        if let Some(f) = fires.iter().find(|f| f.status == FireStatus::Succeeded) {
+            done = Some(f.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    handle.shutdown().await;
+    let fire = done.expect("a fire succeeded");
+    assert!(
+        fire.detail.as_deref().unwrap_or("").contains("created"),
+        "{fire:?}"
+    );
+    let org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(org["users"].as_array().unwrap().len(), 20);
+    let runs = store.list_runs(Some("org"), 10).await.unwrap();
+    assert!(!runs.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,121 @@
+//! What `huitong serve` runs in the background besides HTTP: the scheduler,
+//! whose `reconcile <route>` jobs run the org sync.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use huitong_schedules::{
+    Job, JobOutcome, JobRunner, Scheduler, SchedulerConfig, SchedulerHandle, SystemClock,
+};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::sync::{self, Action, RouteContext};
+
+/// Runs scheduled jobs against this process's configuration and store.
+pub struct Runner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+}
+
+/// Reconcile one route: plan, then apply (never forced; a plan above the safety
+/// threshold fails the fire, visible in `huitong schedule list`).
+pub async fn reconcile(config: &Config, store: &dyn Store, route: &str) -> Result<String, String> {
+    let ctx = RouteContext::new(config, route).map_err(|e| e.to_string())?;
+    let plan = sync::plan(&ctx, store).await.map_err(|e| e.to_string())?;
+    let report = sync::apply(&ctx, &plan, store, false, &|_, _| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let summary = format!(
+        "{} created, {} updated, {} moved, {} disabled, {} deleted, {} conflicts",
+        plan.count(Action::Create),
+        plan.count(Action::Update),
+        plan.count(Action::Move),
+        plan.count(Action::Disable),
+        plan.count(Action::Delete),
+        plan.targets
+            .iter()
+            .map(|t| t.conflicts.len())
+            .sum::<usize>()
+    );
+    match report.errors.first() {
+        None => Ok(summary),
+        Some(e) => Err(format!(
+            "{summary}; {} failed, first: {e}",
+            report.errors.len()
+        )),
+    }
+}
+
+#[async_trait]
+impl JobRunner for Runner {
+    async fn run(
+        &self,
+        schedule: &str,
+        job: &Job,
+        fire_time: DateTime<Utc>,
+    ) -> Result<JobOutcome, String> {
+        let Some(route) = job.route() else {
+            return Err(format!("job {job} is not supported by this huitong"));
+        };
+        tracing::info!(schedule, route, fire_time = %fire_time, "scheduled reconcile");
+        let summary = reconcile(&self.config, &*self.store, route).await?;
+        Ok(JobOutcome {
+            summary: Some(summary),
+        })
+    }
+}
+
+/// Start the scheduler with the configured schedules whose routes exist.
+/// Returns `None` when there is nothing to schedule.
+pub fn start_scheduler(config: &Config, store: Arc<dyn Store>) -> Option<SchedulerHandle> {
+    let dir = &config.schedules.dir;
+    if !dir.exists() {
+        return None;
+    }
+    let set = match huitong_schedules::load_dir(dir) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), problems = %e, "schedules not started: the files have errors");
+            return None;
+        }
+    };
+    let schedules: Vec<_> = set
+        .schedules
+        .into_iter()
+        .filter(|s| match s.job.route() {
+            Some(r) if !config.routes.contains_key(r) => {
+                tracing::warn!(schedule = %s.name, route = r, "schedule skipped: its route is not configured");
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if schedules.is_empty() {
+        return None;
+    }
+    huitong_schedules::metrics::describe();
+    let holder = format!(
+        "{}:{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "huitong".into()),
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    );
+    let runner = Arc::new(Runner {
+        config: config.clone(),
+        store: store.clone(),
+    });
+    let fires: Arc<dyn huitong_schedules::FireStore> = store;
+    tracing::info!(count = schedules.len(), "schedules started");
+    Some(
+        Scheduler::new(
+            schedules,
+            runner,
+            fires,
+            Arc::new(SystemClock),
+            SchedulerConfig::new(holder),
+        )
+        .start(),
+    )
+}
