@@ -463,7 +463,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
-    use huitong_schedules::{FireStatus, FireStore};
+    use huitong_schedules::FireStatus;
     let sb = sandboxes(
         fixture("small-org.json"),
         empty_org("子公司"),
