@@ -71,7 +71,16 @@ impl App {
         let state = AppState {
             probes: Arc::new(self.probes()),
         };
-        server::router(state, self.config.server.body_limit_bytes)
+        let callbacks = Arc::new(crate::callbacks::Callbacks::from_config(
+            &self.config,
+            self.store.clone(),
+            self.queue.clone(),
+        ));
+        server::router_with(
+            state,
+            self.config.server.body_limit_bytes,
+            callbacks.routes(),
+        )
     }
 
     /// Serve on a pre-bound listener until `shutdown` resolves.

@@ -119,3 +119,22 @@ pub fn start_scheduler(config: &Config, store: Arc<dyn Store>) -> Option<Schedul
         .start(),
     )
 }
+
+/// Start the consumer of the `ingress` queue (vendor events → live reconcile).
+pub async fn start_ingress(
+    config: &Config,
+    store: Arc<dyn Store>,
+    queue: &dyn crate::queue::Queue,
+) -> Result<crate::queue::ConsumerHandle, crate::queue::QueueError> {
+    let handler = Arc::new(crate::live::IngressHandler::new(config.clone(), store));
+    queue
+        .consume(
+            crate::queue::INGRESS,
+            handler,
+            crate::queue::ConsumeOptions {
+                lanes: 4,
+                prefetch: 16,
+            },
+        )
+        .await
+}

@@ -349,6 +349,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.server.listen;
     let app = App::start(config).await?;
     let scheduler = huitong::jobs::start_scheduler(&app.config, app.store.clone());
+    let ingress = huitong::jobs::start_ingress(&app.config, app.store.clone(), &*app.queue).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -357,6 +358,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("listener has no local address")?;
     tracing::info!(address = %local, "huitong listening on http://{local}");
     app.serve(listener, shutdown_signal()).await?;
+    ingress.shutdown().await;
     if let Some(s) = scheduler {
         s.shutdown().await;
     }

@@ -1,4 +1,5 @@
-//! The HTTP surface: health, readiness, metrics (later: hooks, callbacks, admin API).
+//! The HTTP surface: health, readiness, metrics, vendor callbacks (`crate::callbacks`; later:
+//! hooks, admin API).
 //!
 //! [`serve`] takes a pre-bound listener and a shutdown future so tests run the
 //! real composition on port 0.
@@ -42,10 +43,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {
+    router_with(state, body_limit, Router::new())
+}
+
+/// [`router`] plus `extra` routes (callbacks, …), under the same body limit and metrics.
+pub fn router_with(state: AppState, body_limit: usize, extra: Router<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(extra)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(track))
         .with_state(state)

@@ -935,8 +935,35 @@ async fn plan_target(
             }),
         }
     }
+    // A vendor with no disabled state (DingTalk) can only remove a leaver.
+    let can_disable = person_fields.iter().any(|f| f == "status");
+    let mut removals = 0;
     for p in people {
         if conflicted.contains(&p.external_id) {
+            continue;
+        }
+        let inactive = p
+            .canonical
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s != "active");
+        if inactive && !can_disable {
+            // Not created; removed if it was there.
+            if let Some(t) = t_person_by_id.get(p.id()) {
+                removals += 1;
+                steps.push(Step {
+                    action: Action::Delete,
+                    entity: PERSON,
+                    canonical_id: p.id().to_owned(),
+                    name: p.name(),
+                    target_id: Some(t.external_id.clone()),
+                    source_id: Some(p.external_id.clone()),
+                    depth: 0,
+                    link_first: false,
+                    changes: BTreeMap::new(),
+                    record: t.canonical.clone(),
+                });
+            }
             continue;
         }
         match t_person_by_id.get(p.id()) {
@@ -962,9 +989,6 @@ async fn plan_target(
     // ---- removals: linked target records whose canonical record left the source.
     let src_people: HashSet<&str> = people.iter().map(Rec::id).collect();
     let src_depts: HashSet<&str> = departments.iter().map(Rec::id).collect();
-    let mut removals = 0;
-    // A vendor with no disabled state (DingTalk) can only remove a leaver.
-    let can_disable = person_fields.iter().any(|f| f == "status");
     let removal = if ctx.route.deletion == Deletion::Delete || !can_disable {
         Action::Delete
     } else {

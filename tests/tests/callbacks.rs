@@ -1,0 +1,706 @@
+//! Vendor callbacks through the real composition (`App`): each vendor's sandbox emits its real
+//! encrypted and signed callback for an org change to `/callbacks/<vendor>/<connector>`; the
+//! event must arrive once on the `ingress` queue. A replay of the same request is answered but
+//! not published again, a tampered one is refused with 401, and a failed publish is answered
+//! 503 without making the vendor's retry look like a duplicate.
+//!
+//! Between the sandbox and the hub sits a small recording proxy, so the test can replay the
+//! exact bytes the sandbox sent.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use huitong::app::App;
+use huitong::config::{self, Sources};
+use huitong::queue::{
+    ConsumeOptions, ConsumerHandle, DeadLetter, Envelope, Handler, INGRESS, Outcome, Queue,
+    QueueError, Task,
+};
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+const WECOM_CORP: &str = "ww0123456789abcdef";
+const DINGTALK_APP_KEY: &str = "dingsandboxappkey";
+
+fn org() -> OrgFixture {
+    OrgFixture::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+    )
+    .unwrap()
+}
+
+const CONFIG: &str = r#"
+[server]
+body_limit_bytes = 65536
+
+[connectors.fs]
+kind = "feishu"
+app_id = "cli_sandbox"
+app_secret_env = "T_FS_SECRET"
+encrypt_key_env = "T_FS_ENCRYPT_KEY"
+verification_token_env = "T_FS_VTOKEN"
+
+[connectors.dt]
+kind = "dingtalk"
+app_key = "dingsandboxappkey"
+app_secret_env = "T_DT_SECRET"
+token_env = "T_DT_TOKEN"
+aes_key_env = "T_DT_AES_KEY"
+
+[connectors.wc]
+kind = "wecom"
+corp_id = "ww0123456789abcdef"
+agent_id = 1000002
+corp_secret_env = "T_WC_SECRET"
+token_env = "T_WC_TOKEN"
+encoding_aes_key_env = "T_WC_AES_KEY"
+
+[connectors.plain]
+kind = "dingtalk"
+app_key = "dingotherapp"
+app_secret_env = "T_DT_SECRET"
+"#;
+
+fn secrets() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("T_FS_SECRET", "fs-app-secret"),
+        ("T_FS_ENCRYPT_KEY", "fs-encrypt-key-0123"),
+        ("T_FS_VTOKEN", "fs-verification-token"),
+        ("T_DT_SECRET", "dt-app-secret"),
+        ("T_DT_TOKEN", "dtcallbacktoken"),
+        ("T_DT_AES_KEY", AES_KEY),
+        ("T_WC_SECRET", "wc-corp-secret"),
+        ("T_WC_TOKEN", "wccallbacktoken"),
+        ("T_WC_AES_KEY", AES_KEY),
+    ]
+}
+
+fn secret(name: &str) -> String {
+    secrets()
+        .into_iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .unwrap()
+}
+
+/// Hands every ingress message to the test.
+struct Collect(mpsc::UnboundedSender<Envelope>);
+
+#[async_trait]
+impl Handler for Collect {
+    async fn handle(&self, envelope: &Envelope) -> Outcome {
+        let _ = self.0.send(envelope.clone());
+        Outcome::Ok
+    }
+}
+
+/// The real queue, except that the first `fail` publishes fail (a broker outage).
+struct FlakyQueue {
+    inner: Arc<dyn Queue>,
+    fail: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for FlakyQueue {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn declare(&self, queue: &str) -> Result<(), QueueError> {
+        self.inner.declare(queue).await
+    }
+    async fn publish(&self, queue: &str, envelope: &Envelope) -> Result<(), QueueError> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(QueueError::PublishTimeout {
+                queue: queue.to_owned(),
+                waited: Duration::from_secs(1),
+                last_error: "broker unreachable (test)".into(),
+            });
+        }
+        self.inner.publish(queue, envelope).await
+    }
+    async fn consume(
+        &self,
+        queue: &str,
+        handler: Arc<dyn Handler>,
+        options: ConsumeOptions,
+    ) -> Result<ConsumerHandle, QueueError> {
+        self.inner.consume(queue, handler, options).await
+    }
+    async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(queue, limit).await
+    }
+    async fn replay(
+        &self,
+        queue: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.replay(queue, id).await
+    }
+    async fn lag(&self, queue: &str) -> Result<u64, QueueError> {
+        self.inner.lag(queue).await
+    }
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.inner.ping().await
+    }
+}
+
+/// One request as the sandbox sent it.
+#[derive(Clone)]
+struct Recorded {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+struct ProxyState {
+    target: String,
+    client: reqwest::Client,
+    seen: Mutex<Vec<Recorded>>,
+}
+
+async fn proxy(
+    State(p): State<Arc<ProxyState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let path_and_query = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    p.seen.lock().unwrap().push(Recorded {
+        method: method.clone(),
+        path_and_query: path_and_query.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    let r = send(
+        &p.client,
+        &p.target,
+        &method,
+        &path_and_query,
+        &headers,
+        &body,
+    )
+    .await;
+    let status = r.status();
+    let content_type = r.headers().get("content-type").cloned();
+    let bytes = r.bytes().await.unwrap();
+    let mut resp = axum::response::Response::new(axum::body::Body::from(bytes));
+    *resp.status_mut() = status;
+    if let Some(ct) = content_type {
+        resp.headers_mut().insert("content-type", ct);
+    }
+    resp
+}
+
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> reqwest::Response {
+    let mut req = client.request(method.clone(), format!("{base}{path_and_query}"));
+    for (k, v) in headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    req.body(body.clone()).send().await.unwrap()
+}
+
+struct Hub {
+    base: String,
+    proxy: String,
+    proxy_state: Arc<ProxyState>,
+    messages: mpsc::UnboundedReceiver<Envelope>,
+    _consumer: ConsumerHandle,
+    _stops: Vec<oneshot::Sender<()>>,
+    dir: PathBuf,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Hub {
+    /// The App on an embedded queue over SQLite, its first `fail_publishes` publishes failing.
+    async fn start(fail_publishes: usize) -> Hub {
+        let dir = std::env::temp_dir().join(format!(
+            "huitong-callbacks-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("huitong.toml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let mut env: Vec<(String, String)> = secrets()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        env.push((
+            "HUITONG_DATABASE_URL".into(),
+            format!("sqlite://{}/huitong.db", dir.display()),
+        ));
+        let config = config::load(&Sources {
+            file: Some(file),
+            env,
+            overrides: vec![],
+        })
+        .unwrap();
+        let mut app = App::start(config).await.unwrap();
+        app.queue = Arc::new(FlakyQueue {
+            inner: app.queue.clone(),
+            fail: AtomicUsize::new(fail_publishes),
+        });
+        let (tx, messages) = mpsc::unbounded_channel();
+        let consumer = app
+            .queue
+            .consume(INGRESS, Arc::new(Collect(tx)), ConsumeOptions::default())
+            .await
+            .unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop_app, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            app.serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+
+        let proxy_state = Arc::new(ProxyState {
+            target: base.clone(),
+            client: reqwest::Client::new(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new()
+            .fallback(proxy)
+            .with_state(proxy_state.clone());
+        let (stop_proxy, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Hub {
+            base,
+            proxy: proxy_url,
+            proxy_state,
+            messages,
+            _consumer: consumer,
+            _stops: vec![stop_app, stop_proxy],
+            dir,
+        }
+    }
+
+    async fn next_message(&mut self) -> Envelope {
+        tokio::time::timeout(Duration::from_secs(20), self.messages.recv())
+            .await
+            .expect("an ingress message within 20 s")
+            .unwrap()
+    }
+
+    /// Nothing more arrives on the ingress queue (the embedded consumer polls every 200 ms).
+    async fn assert_quiet(&mut self) {
+        if let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(1500), self.messages.recv()).await
+        {
+            panic!("unexpected ingress message: {e:?}");
+        }
+    }
+
+    fn recorded(&self) -> Vec<Recorded> {
+        self.proxy_state.seen.lock().unwrap().clone()
+    }
+
+    async fn resend(&self, r: &Recorded, body: &Bytes) -> reqwest::Response {
+        send(
+            &reqwest::Client::new(),
+            &self.base,
+            &r.method,
+            &r.path_and_query,
+            &r.headers,
+            body,
+        )
+        .await
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn spawn<F>(
+    serve: impl FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> F,
+) -> (String, oneshot::Sender<()>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(serve(listener, rx));
+    (url, tx)
+}
+
+const RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(600)];
+
+fn feishu_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
+    use huitong_connectors::feishu::sandbox::{SandboxOptions, serve};
+    let mut opts = SandboxOptions::new(org(), "cli_sandbox", secret("T_FS_SECRET"));
+    opts.encrypt_key = Some(secret("T_FS_ENCRYPT_KEY").into());
+    opts.verification_token = Some(secret("T_FS_VTOKEN").into());
+    opts.event_url = Some(event_url);
+    opts.event_retry_delays = RETRIES.to_vec();
+    spawn(move |l, rx| async move {
+        serve(l, opts, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    })
+}
+
+fn dingtalk_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
+    use huitong_connectors::dingtalk::sandbox::{SandboxOptions, serve};
+    let mut opts = SandboxOptions::new(org(), DINGTALK_APP_KEY, secret("T_DT_SECRET"));
+    opts.token = Some(secret("T_DT_TOKEN").into());
+    opts.aes_key = Some(secret("T_DT_AES_KEY").into());
+    opts.event_url = Some(event_url);
+    opts.event_retry_delays = RETRIES.to_vec();
+    spawn(move |l, rx| async move {
+        serve(l, opts, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    })
+}
+
+fn wecom_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
+    use huitong_connectors::wecom::sandbox::{SandboxOptions, serve};
+    let mut opts = SandboxOptions::new(org(), WECOM_CORP, secret("T_WC_SECRET"), 1000002);
+    opts.token = Some(secret("T_WC_TOKEN").into());
+    opts.encoding_aes_key = Some(secret("T_WC_AES_KEY").into());
+    opts.event_url = Some(event_url);
+    opts.event_retry_delays = RETRIES.to_vec();
+    spawn(move |l, rx| async move {
+        serve(l, opts, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    })
+}
+
+/// A new user through the sandbox's console: the sandbox emits the vendor's event.
+async fn add_user(sandbox: &str, key: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{sandbox}/_sandbox/org/users"))
+        .json(&json!({
+            "key": key, "name": "新人", "en_name": "New Person", "email": format!("{key}@example.cn"),
+            "mobile": "13700000000", "employee_no": "E900001", "title": "实习生",
+            "departments": ["d1"], "active": true, "gender": "female", "hired_at": "2026-11-30"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
+/// Waits until the sandbox considers every emitted event delivered.
+async fn sandbox_events_delivered(sandbox: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let body: Value = reqwest::get(format!("{sandbox}/_sandbox/events"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        if !events.is_empty() && events.iter().all(|e| e["delivery"] == "delivered") {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sandbox events not delivered");
+}
+
+/// Changes one character in the middle of the longest base64 run (the ciphertext).
+fn tamper(body: &[u8]) -> Bytes {
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+    let (mut best, mut start) = ((0, 0), None);
+    for (i, &b) in body.iter().chain(std::iter::once(&b' ')).enumerate() {
+        match (is_b64(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if i - s > best.1 - best.0 {
+                    best = (s, i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    assert!(best.1 - best.0 > 40, "no ciphertext in the body");
+    let mut out = body.to_vec();
+    let mid = (best.0 + best.1) / 2;
+    out[mid] = if out[mid] == b'A' { b'B' } else { b'A' };
+    Bytes::from(out)
+}
+
+/// The whole story for one vendor: event queued once, replay answered and not queued,
+/// tampering refused.
+async fn story(
+    vendor: &str,
+    connector: &str,
+    sandbox: fn(String) -> (String, oneshot::Sender<()>),
+    expected_type: &str,
+) {
+    let mut hub = Hub::start(0).await;
+    let (sandbox, _stop) = sandbox(format!("{}/callbacks/{vendor}/{connector}", hub.proxy));
+    add_user(&sandbox, "newbie").await;
+
+    let msg = hub.next_message().await;
+    let Task::IngressV1 {
+        connector: c,
+        event_type,
+        event_id,
+        payload,
+        received_at_ms,
+    } = &msg.task
+    else {
+        panic!("not an ingress task: {msg:?}");
+    };
+    assert_eq!(c, connector);
+    assert_eq!(event_type, expected_type);
+    assert!(event_id.as_deref().is_some_and(|id| !id.is_empty()));
+    assert!(*received_at_ms > 0);
+    assert!(
+        payload.to_string().contains("newbie"),
+        "payload names the new user: {payload}"
+    );
+    assert_eq!(msg.partition_key, connector);
+
+    let events = sandbox_events_delivered(&sandbox).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["attempts"], 1);
+    let seen = hub.recorded();
+    assert_eq!(seen.len(), 1, "the sandbox delivered once");
+    let original = &seen[0];
+
+    // Replay of the very same request: answered like the original, nothing published.
+    let r = hub.resend(original, &original.body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // Tampered ciphertext: 401, nothing published.
+    let r = hub.resend(original, &tamper(&original.body)).await;
+    assert_eq!(r.status(), 401);
+    let err: Value = r.json().await.unwrap();
+    assert!(err["error"].as_str().is_some(), "{err}");
+
+    hub.assert_quiet().await;
+
+    let m = hub.metrics().await;
+    for outcome in ["accepted", "duplicate", "rejected"] {
+        let line = format!(
+            "huitong_callbacks_total{{vendor=\"{vendor}\",connector=\"{connector}\",outcome=\"{outcome}\"}}"
+        );
+        assert!(
+            m.lines().any(|l| l.starts_with(&line)),
+            "missing {line} in\n{m}"
+        );
+    }
+    assert!(
+        m.lines().any(|l| l.starts_with(&format!(
+            "huitong_callbacks_rejected_total{{vendor=\"{vendor}\",connector=\"{connector}\",reason=\"bad_signature\"}}"
+        ))),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn feishu_callback_is_queued_once() {
+    story("feishu", "fs", feishu_sandbox, "contact.user.created_v3").await;
+}
+
+#[tokio::test]
+async fn dingtalk_callback_is_queued_once() {
+    story("dingtalk", "dt", dingtalk_sandbox, "user_add_org").await;
+}
+
+#[tokio::test]
+async fn wecom_callback_is_queued_once() {
+    story("wecom", "wc", wecom_sandbox, "change_contact.create_user").await;
+}
+
+/// The publish fails: the vendor gets a 503 and retries, and the retry is queued (the failed
+/// attempt did not mark the event as seen).
+#[tokio::test]
+async fn failed_publish_is_retried_not_lost() {
+    for (vendor, connector, sandbox) in [
+        (
+            "feishu",
+            "fs",
+            feishu_sandbox as fn(String) -> (String, oneshot::Sender<()>),
+        ),
+        ("dingtalk", "dt", dingtalk_sandbox),
+        ("wecom", "wc", wecom_sandbox),
+    ] {
+        let mut hub = Hub::start(1).await;
+        let (sandbox, _stop) = sandbox(format!("{}/callbacks/{vendor}/{connector}", hub.proxy));
+        add_user(&sandbox, "retried").await;
+        let msg = hub.next_message().await;
+        assert!(
+            matches!(&msg.task, Task::IngressV1 { connector: c, .. } if c == connector),
+            "{msg:?}"
+        );
+        let events = sandbox_events_delivered(&sandbox).await;
+        assert_eq!(events[0]["attempts"], 2, "{vendor}: {events:?}");
+        assert_eq!(
+            hub.recorded().len(),
+            2,
+            "{vendor}: one refused, one accepted"
+        );
+        hub.assert_quiet().await;
+        let m = hub.metrics().await;
+        assert!(
+            m.contains(&format!(
+                "huitong_callbacks_total{{vendor=\"{vendor}\",connector=\"{connector}\",outcome=\"publish_failed\"}}"
+            )),
+            "{m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wecom_url_verification_is_answered_through_the_hub() {
+    use huitong_connectors::wxbiz::WxBizMsgCrypt;
+    let hub = Hub::start(0).await;
+    let crypt =
+        WxBizMsgCrypt::new(secret("T_WC_TOKEN").into(), &secret("T_WC_AES_KEY").into()).unwrap();
+    let echo_plain = "7390215448262103785";
+    // Many echostr values contain '+' and '/': the query must be URL-decoded properly.
+    let echostr = crypt.encrypt(echo_plain.as_bytes(), WECOM_CORP);
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = crypt.signature(&ts, "1372623149", &echostr);
+    let url = format!("{}/callbacks/wecom/wc", hub.base);
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let r = http
+        .get(&url)
+        .query(&[
+            ("msg_signature", sig.as_str()),
+            ("timestamp", ts.as_str()),
+            ("nonce", "1372623149"),
+            ("echostr", echostr.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), echo_plain.as_bytes());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "WeCom wants the answer within 1 s"
+    );
+
+    let r = http
+        .get(&url)
+        .query(&[
+            ("msg_signature", "deadbeef"),
+            ("timestamp", ts.as_str()),
+            ("nonce", "1372623149"),
+            ("echostr", echostr.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!r.text().await.unwrap().contains(echo_plain));
+}
+
+#[tokio::test]
+async fn misrouted_and_unconfigured_callbacks_are_refused_clearly() {
+    let hub = Hub::start(0).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str| http.post(format!("{}{path}", hub.base)).body("{}").send();
+
+    let r = post("/callbacks/feishu/nobody").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("\"nobody\""), "{e}");
+
+    // The vendor in the path must be the connector's kind.
+    let r = post("/callbacks/wecom/fs").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let e = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        e.contains("\"fs\"") && e.contains("feishu") && e.contains("wecom"),
+        "{e}"
+    );
+
+    // A connector without callback settings has no receiver.
+    let r = post("/callbacks/dingtalk/plain").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let e = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        e.contains("\"plain\"") && e.contains("token") && e.contains("aes_key"),
+        "{e}"
+    );
+
+    // Over server.body_limit_bytes (64 KiB here).
+    let r = http
+        .post(format!("{}/callbacks/feishu/fs", hub.base))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Unsigned garbage for a configured receiver.
+    let r = post("/callbacks/dingtalk/dt").await.unwrap();
+    assert_eq!(r.status(), 401);
+}

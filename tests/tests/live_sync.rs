@@ -1,0 +1,262 @@
+//! Live changes end to end: an HR admin edits the org in Feishu's console (the
+//! sandbox), Feishu calls huitong back (encrypted, signed), the event goes
+//! through the ingress queue, and DingTalk and WeCom follow within seconds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use huitong::app::App;
+use huitong::config::{self, Sources};
+use huitong::sync::{self, RouteContext};
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const ENCRYPT_KEY: &str = "live-test-encrypt-key";
+const VTOKEN: &str = "live-test-verification-token";
+
+fn fixture(name: &str) -> OrgFixture {
+    OrgFixture::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn empty_org(root: &str) -> OrgFixture {
+    serde_json::from_value(json!({
+        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
+        "users": []
+    }))
+    .unwrap()
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
+    org["users"].as_array()?.iter().find(|u| {
+        u["employee_no"].as_str() == Some(employee_no) || u["key"].as_str() == Some(employee_no)
+    })
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within 30 s: {what}");
+}
+
+async fn write_calls(base: &str) -> u64 {
+    let calls = get(&format!("{base}/_sandbox/calls")).await;
+    calls["calls"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    k.starts_with("POST ")
+                        && !k.contains("token")
+                        && !k.contains("/get")
+                        && !k.contains("/list")
+                })
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_and_wecom() {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    // huitong's listener first: Feishu needs its callback address.
+    let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", hub_listener.local_addr().unwrap());
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let feishu = format!("http://{}", l.local_addr().unwrap());
+    let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
+        fixture("small-org.json"),
+        "cli_hq",
+        "s1",
+    );
+    o.rate_limits = false;
+    o.encrypt_key = Some(ENCRYPT_KEY.to_owned().into());
+    o.verification_token = Some(VTOKEN.to_owned().into());
+    o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
+    o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
+    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dingtalk = format!("http://{}", l.local_addr().unwrap());
+    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        empty_org("子公司"),
+        "dingsub",
+        "s2",
+    );
+    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wecom = format!("http://{}", l.local_addr().unwrap());
+    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        empty_org("工厂"),
+        "wwf",
+        "s3",
+        1000002,
+    );
+    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+
+    let dir = std::env::temp_dir().join(format!("huitong-live-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("huitong.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\nurl = \"sqlite://{db}\"\n\
+             [connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ\"\nbase_url = \"{feishu}\"\n\
+             encrypt_key_env = \"HQ_KEY\"\nverification_token_env = \"HQ_TOKEN\"\n\
+             [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingsub\"\napp_secret_env = \"SUB\"\nbase_url = \"{dingtalk}\"\n\
+             [connectors.factory]\nkind = \"wecom\"\ncorp_id = \"wwf\"\nagent_id = 1000002\ncorp_secret_env = \"FACTORY\"\nbase_url = \"{wecom}\"\n\
+             [routes.org]\nsource = \"hq\"\ntargets = [\"sub\", \"factory\"]\n",
+            db = dir.join("huitong.db").display()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("HQ", "s1"),
+        ("SUB", "s2"),
+        ("FACTORY", "s3"),
+        ("HQ_KEY", ENCRYPT_KEY),
+        ("HQ_TOKEN", VTOKEN),
+    ];
+    let config = config::load(&Sources {
+        file: Some(file),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        overrides: vec![],
+    })
+    .unwrap();
+
+    let app = App::start(config.clone()).await.unwrap();
+    let store = app.store.clone();
+    // The first full sync, as an admin would run it.
+    let ctx = RouteContext::new(&config, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue)
+        .await
+        .unwrap();
+    tokio::spawn(app.serve(hub_listener, until(rx.clone())));
+
+    // Created in Feishu's console.
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{feishu}/_sandbox/org/users"))
+        .json(&json!({"key": "u900", "name": "新同事", "en_name": "New Colleague", "email": "new.colleague@example.cn",
+            "mobile": "13900000900", "employee_no": "E000900", "title": "工程师", "departments": ["d1"],
+            "active": true, "gender": "female", "hired_at": "2026-11-30"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    for base in [&dingtalk, &wecom] {
+        eventually("the new user arrives", async || {
+            user(&get(&format!("{base}/_sandbox/org")).await, "E000900")
+                .is_some_and(|u| u["name"] == "新同事")
+        })
+        .await;
+    }
+
+    // Renamed and moved to another department.
+    let r = client
+        .patch(format!("{feishu}/_sandbox/org/users/u900"))
+        .json(&json!({"name": "新同事改名", "departments": ["d2"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    for base in [&dingtalk, &wecom] {
+        eventually("rename and move arrive", async || {
+            let org = get(&format!("{base}/_sandbox/org")).await;
+            let dept_name = |key: &str| {
+                org["departments"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|d| d["key"] == key))
+                    .and_then(|d| d["name"].as_str())
+                    .map(str::to_owned)
+            };
+            user(&org, "E000900").is_some_and(|u| {
+                u["name"] == "新同事改名"
+                    && u["departments"].as_array().is_some_and(|d| {
+                        d.len() == 1
+                            && d[0].as_str().and_then(dept_name).as_deref() == Some("售后部")
+                    })
+            })
+        })
+        .await;
+    }
+
+    // Resigned: disabled in WeCom, removed from DingTalk (no disabled state there).
+    let r = client
+        .patch(format!("{feishu}/_sandbox/org/users/u900"))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    eventually("disabled in WeCom", async || {
+        user(&get(&format!("{wecom}/_sandbox/org")).await, "E000900")
+            .is_some_and(|u| u["active"] == false)
+    })
+    .await;
+    eventually("removed from DingTalk", async || {
+        user(&get(&format!("{dingtalk}/_sandbox/org")).await, "E000900").is_none()
+    })
+    .await;
+
+    // Settled: no further writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = (write_calls(&dingtalk).await, write_calls(&wecom).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (write_calls(&dingtalk).await, write_calls(&wecom).await),
+        settled
+    );
+
+    ingress.shutdown().await;
+    let _ = stop.send(true);
+    let _ = std::fs::remove_dir_all(dir);
+}
