@@ -45,6 +45,8 @@ enum LogFormatArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole journey on a bare machine: three vendor sandboxes, plan, apply, a live change.
+    Demo(cmd::demo::DemoArgs),
     /// Run the hub: HTTP server (webhooks, callbacks, admin API, /metrics), queue workers and schedules.
     Serve {
         /// Address to listen on (overrides server.listen), e.g. 127.0.0.1:8080.
@@ -214,6 +216,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mapping(command) => cmd::mapping::run(command),
+        Command::Demo(args) => {
+            let format = match cli.log_format {
+                Some(LogFormatArg::Json) => huitong::config::LogFormat::Json,
+                _ => huitong::config::LogFormat::Human,
+            };
+            // Quiet by default: the tour prints its own story.
+            huitong::telemetry::init_logging(cli.log_level.as_deref().unwrap_or("warn"), format);
+            runtime()?.block_on(cmd::demo::run(args))
+        }
         Command::Sync(command) => {
             let config = match load(&sources(&cli, None)) {
                 Ok(c) => c,

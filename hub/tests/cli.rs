@@ -335,3 +335,36 @@ fn schedule_list_shows_next_fires_and_config_check_flags_unknown_routes() {
         "{err}"
     );
 }
+
+#[test]
+fn demo_once_tours_plan_apply_and_a_live_change_and_says_what_it_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = huitong(dir.path())
+        .args(["demo", "--once", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("huitong sync plan org"), "{stdout}");
+    assert!(
+        stdout.contains("arrived in DingTalk") && stdout.contains("arrived in WeCom"),
+        "{stdout}"
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "demo OK: synced 3 departments and 20 people from Feishu to DingTalk and WeCom"
+        ),
+        "{last}"
+    );
+    assert!(dir.path().join("demo/huitong.db").exists());
+}

@@ -1,3 +1,4 @@
+pub mod demo;
 pub mod mapping;
 pub mod sandbox;
 pub mod schedule;

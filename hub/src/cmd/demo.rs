@@ -1,0 +1,339 @@
+//! `huitong demo`: the whole journey on a bare machine. Three vendor sandboxes
+//! (HQ on Feishu, a subsidiary on DingTalk that already has three of HQ's
+//! people, an empty factory on WeCom), huitong on SQLite with the embedded
+//! queue, the plan, the apply, then a new hire entered in Feishu's console
+//! arriving in DingTalk and WeCom through Feishu's signed callback.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use huitong::app::App;
+use huitong::config::{self, Sources};
+use huitong::sync::{self, Action, RouteContext};
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const HQ_ORG: &str = include_str!("../../demo/hq-org.json");
+const SUB_ORG: &str = include_str!("../../demo/subsidiary-org.json");
+const FACTORY_ORG: &str = include_str!("../../demo/factory-org.json");
+
+// Demo credentials of the sandboxes (not secrets of any real system).
+const HQ_SECRET: &str = "demo-feishu-app-secret";
+const HQ_ENCRYPT_KEY: &str = "demo-feishu-encrypt-key";
+const HQ_TOKEN: &str = "demo-feishu-verification-token";
+const SUB_SECRET: &str = "demo-dingtalk-app-secret";
+const FACTORY_SECRET: &str = "demo-wecom-corp-secret";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Run the tour once and exit: 0 only if every step checked out.
+    #[arg(long)]
+    once: bool,
+    /// Where huitong listens (falls back to a free port if taken).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: String,
+    /// Folder for the demo's database and configuration (recreated on each run).
+    #[arg(long, default_value = "data/demo", value_name = "DIR")]
+    data: PathBuf,
+}
+
+fn fixture(text: &str, what: &str) -> anyhow::Result<OrgFixture> {
+    serde_json::from_str(text).with_context(|| format!("the embedded {what} fixture"))
+}
+
+async fn bind_any(addr: &str) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            eprintln!("note: {addr} is not available ({e}); using a free port");
+            Ok(TcpListener::bind("127.0.0.1:0").await?)
+        }
+    }
+}
+
+async fn local() -> anyhow::Result<(TcpListener, String)> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", l.local_addr()?);
+    Ok((l, url))
+}
+
+async fn org(client: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
+    Ok(client
+        .get(format!("{base}/_sandbox/org"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+fn has_user(org: &Value, employee_no: &str, name: &str) -> bool {
+    org["users"].as_array().is_some_and(|a| {
+        a.iter().any(|u| {
+            (u["employee_no"].as_str() == Some(employee_no)
+                || u["key"].as_str() == Some(employee_no))
+                && u["name"].as_str() == Some(name)
+        })
+    })
+}
+
+fn count(org: &Value, kind: &str) -> usize {
+    org[kind].as_array().map_or(0, Vec::len)
+}
+
+fn write_config(dir: &Path, feishu: &str, dingtalk: &str, wecom: &str) -> anyhow::Result<PathBuf> {
+    let file = dir.join("huitong.toml");
+    let text = format!(
+        r#"# Written by `huitong demo`: three sandboxes and one route.
+[database]
+url = "sqlite://{db}"
+
+[connectors.hq]
+kind = "feishu"
+app_id = "cli_demo_hq"
+app_secret_env = "DEMO_HQ_SECRET"
+encrypt_key_env = "DEMO_HQ_ENCRYPT_KEY"
+verification_token_env = "DEMO_HQ_TOKEN"
+base_url = "{feishu}"
+
+[connectors.subsidiary]
+kind = "dingtalk"
+app_key = "dingdemosub"
+app_secret_env = "DEMO_SUB_SECRET"
+base_url = "{dingtalk}"
+
+[connectors.factory]
+kind = "wecom"
+corp_id = "wwdemofactory"
+agent_id = 1000002
+corp_secret_env = "DEMO_FACTORY_SECRET"
+base_url = "{wecom}"
+
+[routes.org]
+source = "hq"
+targets = ["subsidiary", "factory"]
+match = ["employee_no", "email", "mobile"]
+"#,
+        db = dir.join("huitong.db").display()
+    );
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
+}
+
+fn demo_env() -> Vec<(String, String)> {
+    [
+        ("DEMO_HQ_SECRET", HQ_SECRET),
+        ("DEMO_HQ_ENCRYPT_KEY", HQ_ENCRYPT_KEY),
+        ("DEMO_HQ_TOKEN", HQ_TOKEN),
+        ("DEMO_SUB_SECRET", SUB_SECRET),
+        ("DEMO_FACTORY_SECRET", FACTORY_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.data;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot reset {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+
+    println!("huitong demo — one org chart across Feishu, DingTalk and WeCom\n");
+    // 1. huitong's address first: Feishu calls it back.
+    let hub_listener = bind_any(&args.listen).await?;
+    let hub = format!("http://{}", hub_listener.local_addr()?);
+
+    // 2. The three vendors.
+    let hq_org = fixture(HQ_ORG, "HQ")?;
+    let (hq_people, hq_depts) = (hq_org.users.len(), hq_org.departments.len());
+    let (l, feishu) = local().await?;
+    let mut o =
+        huitong_connectors::feishu::sandbox::SandboxOptions::new(hq_org, "cli_demo_hq", HQ_SECRET);
+    o.encrypt_key = Some(HQ_ENCRYPT_KEY.to_owned().into());
+    o.verification_token = Some(HQ_TOKEN.to_owned().into());
+    o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
+    o.event_retry_delays = vec![
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Duration::from_secs(15),
+    ];
+    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
+        l,
+        o,
+        until(stop_rx.clone()),
+    ));
+    let (l, dingtalk) = local().await?;
+    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        fixture(SUB_ORG, "subsidiary")?,
+        "dingdemosub",
+        SUB_SECRET,
+    );
+    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
+        l,
+        o,
+        until(stop_rx.clone()),
+    ));
+    let (l, wecom) = local().await?;
+    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        fixture(FACTORY_ORG, "factory")?,
+        "wwdemofactory",
+        FACTORY_SECRET,
+        1000002,
+    );
+    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
+        l,
+        o,
+        until(stop_rx.clone()),
+    ));
+    println!("1. sandboxes running");
+    println!(
+        "   Feishu   (HQ, {hq_people} people in {hq_depts} departments)   {feishu}/_sandbox/org"
+    );
+    println!("   DingTalk (subsidiary, 3 of HQ's people already there)  {dingtalk}/_sandbox/org");
+    println!("   WeCom    (factory, empty)                              {wecom}/_sandbox/org");
+
+    // 3. huitong itself, on SQLite and the embedded queue.
+    let file = write_config(&dir, &feishu, &dingtalk, &wecom)?;
+    let config = config::load(&Sources {
+        file: Some(file.clone()),
+        env: demo_env(),
+        overrides: vec![],
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = App::start(config.clone()).await?;
+    let store = app.store.clone();
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue).await?;
+    tokio::spawn(app.serve(hub_listener, until(stop_rx.clone())));
+    println!(
+        "\n2. huitong running on {hub} (SQLite {}, embedded queue)",
+        dir.join("huitong.db").display()
+    );
+
+    // 4. Plan.
+    let ctx = RouteContext::new(&config, "org")?;
+    let plan = sync::plan(&ctx, &*store).await?;
+    println!("\n3. huitong sync plan org\n");
+    print!("{}", sync::render_plan(&plan));
+    let conflicts: usize = plan.targets.iter().map(|t| t.conflicts.len()).sum();
+    let linked = plan.count(Action::Link);
+    let people_linked = plan
+        .targets
+        .iter()
+        .flat_map(|t| &t.steps)
+        .filter(|s| s.link_first && s.entity == sync::PERSON)
+        .count();
+
+    // 5. Apply.
+    let started = Instant::now();
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {}).await?;
+    println!(
+        "\n4. huitong sync apply org: {} created, {} linked, {} updated in {:.1} s ({} failed)",
+        plan.count(Action::Create),
+        linked,
+        plan.count(Action::Update) + plan.count(Action::Move),
+        started.elapsed().as_secs_f64(),
+        report.errors.len()
+    );
+    let mut problems = Vec::new();
+    for e in &report.errors {
+        problems.push(format!("apply: {e}"));
+    }
+    if conflicts > 0 {
+        problems.push(format!("the plan had {conflicts} conflicts"));
+    }
+    let client = reqwest::Client::new();
+    for (name, base) in [("DingTalk", &dingtalk), ("WeCom", &wecom)] {
+        let o = org(&client, base).await?;
+        if count(&o, "users") != hq_people {
+            problems.push(format!(
+                "{name} has {} people, HQ has {hq_people}",
+                count(&o, "users")
+            ));
+        }
+    }
+    let again = sync::plan(&ctx, &*store).await?;
+    if !again.is_empty() {
+        problems.push("a second plan right after apply is not empty".into());
+    }
+
+    // 6. A change in Feishu's console travels live.
+    println!("\n5. an HR admin adds a new hire in Feishu's console …");
+    let hire = json!({"key": "demo-new-hire", "name": "林新", "en_name": "Lin Xin", "email": "lin.xin@example.cn",
+        "mobile": "13900009999", "employee_no": "E009999", "title": "工程师", "departments": ["d1"],
+        "active": true, "gender": "female", "hired_at": "2026-11-30"});
+    let changed = Instant::now();
+    let r = client
+        .post(format!("{feishu}/_sandbox/org/users"))
+        .json(&hire)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!(
+            "the Feishu console refused the new hire: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let mut arrived = Vec::new();
+    for (name, base) in [("DingTalk", &dingtalk), ("WeCom", &wecom)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if has_user(&org(&client, base).await?, "E009999", "林新") {
+                let secs = changed.elapsed().as_secs_f64();
+                println!("   … arrived in {name} after {secs:.1} s");
+                arrived.push(secs);
+                break;
+            }
+            if Instant::now() > deadline {
+                problems.push(format!("the new hire did not reach {name} within 30 s"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    println!("\nWhere to look next:");
+    println!("   {hub}/healthz  {hub}/readyz  {hub}/metrics");
+    println!(
+        "   {feishu}/_sandbox/org (edit it: POST/PATCH/DELETE {feishu}/_sandbox/org/users/<key>)"
+    );
+    println!("   {dingtalk}/_sandbox/org   {wecom}/_sandbox/org");
+    println!("   huitong --config {} sync plan org", file.display());
+    println!(
+        "   (the demo's secrets are in its environment only: DEMO_* variables; export them to use that config)"
+    );
+
+    let ok = problems.is_empty();
+    if args.once || !ok {
+        ingress.shutdown().await;
+        let _ = stop.send(true);
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        if ok {
+            println!(
+                "\ndemo OK: synced {} departments and {hq_people} people from Feishu to DingTalk and WeCom \
+                 ({people_linked} people already in DingTalk linked by employee number); a new hire reached both in {:.1} s",
+                hq_depts,
+                arrived.iter().cloned().fold(0.0, f64::max)
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("\ndemo FAILED: {} problem(s), listed above", problems.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("\nRunning; edit the Feishu org and watch the others follow. Ctrl-C to stop.");
+    crate::shutdown_signal().await;
+    ingress.shutdown().await;
+    let _ = stop.send(true);
+    Ok(ExitCode::SUCCESS)
+}
