@@ -368,3 +368,112 @@ fn demo_once_tours_plan_apply_and_a_live_change_and_says_what_it_synced() {
     );
     assert!(dir.path().join("demo/huitong.db").exists());
 }
+
+#[test]
+fn dlq_list_and_replay_on_the_embedded_queue_are_audited() {
+    use huitong::queue::{Envelope, Queue, RetryPolicy, Task};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let url = format!("sqlite://{}", db.display());
+    // Dead-letter one message through the library, as a failing handler would.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = rt.block_on(async {
+        let store = huitong::store::open(&huitong::config::DatabaseConfig {
+            url: url.clone().into(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        let q = huitong::queue::embedded::EmbeddedQueue::new(
+            store.clone(),
+            RetryPolicy { tiers: vec![] },
+        );
+        let m = Envelope::new(
+            "p-1",
+            Task::ChangeV1 {
+                entity: "person".into(),
+                canonical_id: "p-1".into(),
+                version: 1,
+                source: "hq".into(),
+                deleted: false,
+            },
+        );
+        q.publish("normalize", &m).await.unwrap();
+        let now = huitong::store::now_ms();
+        let claimed = store
+            .q_claim("normalize", "test", now, now + 60_000, 10)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .q_dead(
+                    claimed[0].seq,
+                    "test",
+                    4,
+                    "vendor said 60121 user not found",
+                    1
+                )
+                .await
+                .unwrap()
+        );
+        m.id
+    });
+    let out = huitong(dir.path())
+        .args(["dlq", "list", "--queue", "normalize", "--output", "json"])
+        .env("HUITONG_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let letters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(letters[0]["id"], id.as_str());
+    assert_eq!(letters[0]["attempts"], 5);
+    assert_eq!(letters[0]["last_error"], "vendor said 60121 user not found");
+
+    let out = huitong(dir.path())
+        .args(["dlq", "replay", &id, "--actor", "ops@example.cn"])
+        .env("HUITONG_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 message(s) replayed by ops@example.cn"),
+        "{stdout}"
+    );
+    let out = huitong(dir.path())
+        .args(["dlq", "list"])
+        .env("HUITONG_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+    // Replaying an id that is not there fails and says so.
+    let out = huitong(dir.path())
+        .args(["dlq", "replay", "nope"])
+        .env("HUITONG_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter with id nope"));
+    rt.block_on(async {
+        let store = huitong::store::open(&huitong::config::DatabaseConfig {
+            url: url.clone().into(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        let audit = store.list_audit(5).await.unwrap();
+        assert_eq!(audit[0].actor, "ops@example.cn");
+        assert_eq!(audit[0].action, "dlq.replay");
+    });
+}

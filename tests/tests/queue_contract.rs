@@ -206,6 +206,7 @@ async fn dead_count(b: &Backend) -> usize {
 }
 
 async fn contract(b: Backend) {
+    let metrics = huitong::telemetry::metrics();
     let q = b.name.clone();
     b.queue.declare(&q).await.unwrap();
     let rec = Arc::new(Recorder::default());
@@ -362,6 +363,17 @@ async fn contract(b: Backend) {
     );
     consumer.shutdown().await;
     b.queue.ping().await.unwrap();
+    // Per-queue metrics: published, delivered, acked, retried by tier, dead-lettered.
+    let text = metrics.render();
+    for series in [
+        "huitong_queue_published_total{queue=\"work\"}",
+        "huitong_queue_delivered_total{queue=\"work\"}",
+        "huitong_queue_acked_total{queue=\"work\"}",
+        "huitong_queue_retried_total{queue=\"work\",tier=\"1\"}",
+        "huitong_queue_dead_lettered_total{queue=\"work\"}",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
     b.cleanup().await;
 }
 
