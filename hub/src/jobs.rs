@@ -138,3 +138,17 @@ pub async fn start_ingress(
         )
         .await
 }
+
+/// Hourly housekeeping: forget processed event ids past their expiry.
+pub fn start_housekeeping(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match store.purge_events(crate::store::now_ms()).await {
+                Ok(n) => tracing::debug!(purged = n, "expired event ids purged"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired event ids"),
+            }
+        }
+    })
+}

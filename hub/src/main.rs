@@ -361,6 +361,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::start(config).await?;
     let scheduler = huitong::jobs::start_scheduler(&app.config, app.store.clone());
     let ingress = huitong::jobs::start_ingress(&app.config, app.store.clone(), &*app.queue).await?;
+    let housekeeping = huitong::jobs::start_housekeeping(app.store.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -369,6 +370,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("listener has no local address")?;
     tracing::info!(address = %local, "huitong listening on http://{local}");
     app.serve(listener, shutdown_signal()).await?;
+    housekeeping.abort();
     ingress.shutdown().await;
     if let Some(s) = scheduler {
         s.shutdown().await;

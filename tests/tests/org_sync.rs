@@ -506,3 +506,74 @@ async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
     assert!(!runs.is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(
+        &sb,
+        &dir,
+        "\n[routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
+    );
+    let store = open_store(&c).await;
+    let there = RouteContext::new(&c, "org").unwrap();
+    let back = RouteContext::new(&c, "back").unwrap();
+    let plan = sync::plan(&there, &*store).await.unwrap();
+    sync::apply(&there, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    // The way back finds the same people (through the xrefs) and nothing to change.
+    let plan = sync::plan(&back, &*store).await.unwrap();
+    assert!(
+        plan.targets[0].conflicts.is_empty(),
+        "{:?}",
+        plan.targets[0].conflicts
+    );
+    assert!(plan.is_empty(), "{}", sync::render_plan(&plan));
+    // A change made in DingTalk travels back to Feishu once, and then both ways are quiet.
+    let client = reqwest::Client::new();
+    let org = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
+    let key = org["users"][0]["key"].as_str().unwrap().to_owned();
+    let r = client
+        .patch(format!("{}/_sandbox/org/users/{key}", sb.dingtalk))
+        .json(&json!({"title": "新职位"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let plan = sync::plan(&back, &*store).await.unwrap();
+    assert_eq!(
+        plan.targets[0].steps.len(),
+        1,
+        "{}",
+        sync::render_plan(&plan)
+    );
+    sync::apply(&back, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    let feishu = get(&format!("{}/_sandbox/org", sb.feishu)).await;
+    let moved = feishu["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["title"] == "新职位")
+        .count();
+    assert_eq!(moved, 1, "the DingTalk edit reached Feishu");
+    for ctx in [&there, &back, &there] {
+        let p = sync::plan(ctx, &*store).await.unwrap();
+        let steps: usize = p
+            .targets
+            .iter()
+            .filter(|t| t.target != "factory")
+            .map(|t| t.steps.len())
+            .sum();
+        assert_eq!(steps, 0, "{}", sync::render_plan(&p));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
