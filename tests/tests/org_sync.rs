@@ -577,3 +577,111 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_deny_leaves_a_department_and_its_people_out() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "scope_deny = [\"销售*\"]\n");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    for t in &plan.targets {
+        assert!(
+            !t.steps.iter().any(|s| s.name == "销售部"),
+            "{}",
+            sync::render_plan(&plan)
+        );
+        let people = t.steps.iter().filter(|s| s.entity == sync::PERSON).count();
+        assert_eq!(
+            people,
+            20 - 6,
+            "the 6 people only in 销售部 are out of scope"
+        );
+    }
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(org["users"].as_array().unwrap().len(), 14);
+    assert!(!names(&org, "departments").contains(&"销售部".to_owned()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehired_person_comes_back_active_without_a_duplicate() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+    let sync_once = async || {
+        let plan = sync::plan(&ctx, &*store).await.unwrap();
+        let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    };
+    sync_once().await;
+    let client = reqwest::Client::new();
+    let set_active = async |active: bool| {
+        let r = client
+            .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
+            .json(&json!({"active": active}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    };
+    let no = fixture("small-org.json")
+        .users
+        .iter()
+        .find(|u| u.key == "u7")
+        .unwrap()
+        .employee_no
+        .clone();
+    let state = async |base: &str| -> Vec<bool> {
+        let org = get(&format!("{base}/_sandbox/org")).await;
+        org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["employee_no"].as_str() == Some(&no) || u["key"].as_str() == Some(&no))
+            .map(|u| u["active"].as_bool().unwrap_or(true))
+            .collect()
+    };
+    set_active(false).await; // resigned
+    sync_once().await;
+    assert_eq!(state(&sb.wecom).await, vec![false], "disabled in WeCom");
+    assert_eq!(
+        state(&sb.dingtalk).await,
+        Vec::<bool>::new(),
+        "removed from DingTalk"
+    );
+    set_active(true).await; // rehired
+    sync_once().await;
+    assert_eq!(
+        state(&sb.wecom).await,
+        vec![true],
+        "the same WeCom member, active again"
+    );
+    assert_eq!(
+        state(&sb.dingtalk).await,
+        vec![true],
+        "back in DingTalk, once"
+    );
+    let again = sync::plan(&ctx, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let _ = std::fs::remove_dir_all(dir);
+}
