@@ -177,20 +177,53 @@ async fn open_store(c: &Config) -> Arc<dyn Store> {
     store::open(&c.database).await.unwrap()
 }
 
+/// Sandboxes (the fixture in Feishu, empty DingTalk and WeCom), a config with the `org`
+/// route (plus `extra_route` lines), its store and route context.
+struct Setup {
+    sb: Sandboxes,
+    dir: std::path::PathBuf,
+    store: Arc<dyn Store>,
+    ctx: RouteContext,
+}
+
+impl Setup {
+    async fn new(source: &str, extra_route: &str) -> Setup {
+        let sb = sandboxes(fixture(source), empty_org("子公司"), empty_org("工厂")).await;
+        let dir = tempfile_dir();
+        let c = config(&sb, &dir, extra_route);
+        let store = open_store(&c).await;
+        let ctx = RouteContext::new(&c, "org").unwrap();
+        Setup {
+            sb,
+            dir,
+            store,
+            ctx,
+        }
+    }
+
+    /// Plan and apply once; every step must succeed.
+    async fn sync_once(&self) -> sync::Plan {
+        let plan = sync::plan(&self.ctx, &*self.store).await.unwrap();
+        let report = sync::apply(&self.ctx, &plan, &*self.store, false, &|_, _| {})
+            .await
+            .unwrap();
+        assert!(report.errors.is_empty(), "{:#?}", report.errors);
+        plan
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
-    let sb = sandboxes(
-        fixture("small-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
-    )
-    .await;
-    let dir = tempfile_dir();
-    let c = config(&sb, &dir, "");
-    let store = open_store(&c).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
 
-    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let plan = sync::plan(ctx, store).await.unwrap();
     println!("{}", sync::render_plan(&plan));
     for t in &plan.targets {
         assert!(t.conflicts.is_empty(), "{:?}", t.conflicts);
@@ -206,7 +239,7 @@ async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
             t.target
         );
     }
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -223,17 +256,16 @@ async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
     }
 
     // Nothing left: the second plan is empty and a second apply writes nothing.
-    let again = sync::plan(&ctx, &*store).await.unwrap();
+    let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let before = (writes(&sb.dingtalk).await, writes(&sb.wecom).await);
-    sync::apply(&ctx, &again, &*store, false, &|_, _| {})
+    sync::apply(ctx, &again, store, false, &|_, _| {})
         .await
         .unwrap();
     assert_eq!(
         (writes(&sb.dingtalk).await, writes(&sb.wecom).await),
         before
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
@@ -327,21 +359,9 @@ fn view(org: &Value, root_name: &str) -> OrgView {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_people_arrive_with_departments_membership_and_leaders() {
-    let sb = sandboxes(
-        fixture("medium-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
-    )
-    .await;
-    let dir = tempfile_dir();
-    let c = config(&sb, &dir, "");
-    let store = open_store(&c).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
-    let plan = sync::plan(&ctx, &*store).await.unwrap();
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
-        .await
-        .unwrap();
-    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let setup = Setup::new("medium-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
 
     let source = view(&get(&format!("{}/_sandbox/org", sb.feishu)).await, "");
     assert_eq!(source.people.len(), 300);
@@ -361,7 +381,7 @@ async fn three_hundred_people_arrive_with_departments_membership_and_leaders() {
             "{base}: people, membership and status"
         );
     }
-    let again = sync::plan(&ctx, &*store).await.unwrap();
+    let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let run = store.list_runs(Some("org"), 1).await.unwrap();
     assert_eq!(run[0].status, huitong::store::RunStatus::Succeeded);
@@ -371,25 +391,13 @@ async fn three_hundred_people_arrive_with_departments_membership_and_leaders() {
         run[0].counts.get("create").copied(),
         Some((300 + 24 + active + 24) as i64)
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced() {
-    let sb = sandboxes(
-        fixture("small-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
-    )
-    .await;
-    let dir = tempfile_dir();
-    let c = config(&sb, &dir, "");
-    let store = open_store(&c).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
-    let plan = sync::plan(&ctx, &*store).await.unwrap();
-    sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
-        .await
-        .unwrap();
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
 
     // HR removes half the people in Feishu's console.
     let client = reqwest::Client::new();
@@ -401,7 +409,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
     }
-    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let plan = sync::plan(ctx, store).await.unwrap();
     let wecom = plan.targets.iter().find(|t| t.target == "factory").unwrap();
     assert_eq!(wecom.removals, 10);
     assert!(
@@ -423,7 +431,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
         "DingTalk cannot disable"
     );
 
-    let err = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    let err = sync::apply(ctx, &plan, store, false, &|_, _| {})
         .await
         .unwrap_err();
     assert!(
@@ -449,7 +457,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
         "nothing applied"
     );
 
-    let report = sync::apply(&ctx, &plan, &*store, true, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, true, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -459,9 +467,8 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
     assert_eq!(users.iter().filter(|u| u["active"] == true).count(), 10);
     let dingtalk_org = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
     assert_eq!(dingtalk_org["users"].as_array().unwrap().len(), 10);
-    let again = sync::plan(&ctx, &*store).await.unwrap();
+    let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,17 +587,9 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_deny_leaves_a_department_and_its_people_out() {
-    let sb = sandboxes(
-        fixture("small-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
-    )
-    .await;
-    let dir = tempfile_dir();
-    let c = config(&sb, &dir, "scope_deny = [\"销售*\"]\n");
-    let store = open_store(&c).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
-    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let setup = Setup::new("small-org.json", "scope_deny = [\"销售*\"]\n").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    let plan = sync::plan(ctx, store).await.unwrap();
     for t in &plan.targets {
         assert!(
             !t.steps.iter().any(|s| s.name == "销售部"),
@@ -604,36 +603,20 @@ async fn scope_deny_leaves_a_department_and_its_people_out() {
             "the 6 people only in 销售部 are out of scope"
         );
     }
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
     let org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
     assert_eq!(org["users"].as_array().unwrap().len(), 14);
     assert!(!names(&org, "departments").contains(&"销售部".to_owned()));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehired_person_comes_back_active_without_a_duplicate() {
-    let sb = sandboxes(
-        fixture("small-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
-    )
-    .await;
-    let dir = tempfile_dir();
-    let c = config(&sb, &dir, "");
-    let store = open_store(&c).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
-    let sync_once = async || {
-        let plan = sync::plan(&ctx, &*store).await.unwrap();
-        let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
-            .await
-            .unwrap();
-        assert!(report.errors.is_empty(), "{:#?}", report.errors);
-    };
-    sync_once().await;
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
     let client = reqwest::Client::new();
     let set_active = async |active: bool| {
         let r = client
@@ -662,7 +645,7 @@ async fn a_rehired_person_comes_back_active_without_a_duplicate() {
             .collect()
     };
     set_active(false).await; // resigned
-    sync_once().await;
+    setup.sync_once().await;
     assert_eq!(state(&sb.wecom).await, vec![false], "disabled in WeCom");
     assert_eq!(
         state(&sb.dingtalk).await,
@@ -670,7 +653,7 @@ async fn a_rehired_person_comes_back_active_without_a_duplicate() {
         "removed from DingTalk"
     );
     set_active(true).await; // rehired
-    sync_once().await;
+    setup.sync_once().await;
     assert_eq!(
         state(&sb.wecom).await,
         vec![true],
@@ -681,7 +664,6 @@ async fn a_rehired_person_comes_back_active_without_a_duplicate() {
         vec![true],
         "back in DingTalk, once"
     );
-    let again = sync::plan(&ctx, &*store).await.unwrap();
+    let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
-    let _ = std::fs::remove_dir_all(dir);
 }
