@@ -208,16 +208,93 @@ impl EventDedup for InMemoryDedup {
     }
 }
 
+/// One event handed on by a [`PushChannel`], waiting to be settled: [`PushDelivery::ack`] once
+/// it is safe (the hub's queue confirmed it), and the channel acknowledges it to the vendor;
+/// [`PushDelivery::nack`] (or dropping it) and the channel answers the vendor with a failure, so
+/// the vendor delivers it again.
+#[derive(Debug)]
+pub struct PushDelivery {
+    pub event: RawEvent,
+    settle: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl PushDelivery {
+    /// A delivery of `event` and the receiver its settlement arrives on (`true`: ack).
+    pub fn new(event: RawEvent) -> (Self, tokio::sync::oneshot::Receiver<bool>) {
+        let (settle, rx) = tokio::sync::oneshot::channel();
+        (Self { event, settle }, rx)
+    }
+
+    /// The event is safe: acknowledge it to the vendor.
+    pub fn ack(self) {
+        let _ = self.settle.send(true);
+    }
+
+    /// The event could not be taken: the vendor must deliver it again.
+    pub fn nack(self) {
+        let _ = self.settle.send(false);
+    }
+}
+
+/// How a pushed event was settled by the receiving side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Ack,
+    Nack,
+    /// The receiving side is gone (shutting down): stop without answering the vendor.
+    Closed,
+}
+
+/// Hands `event` to `sink` and waits until the receiver settled it.
+pub(crate) async fn hand_on(
+    sink: &tokio::sync::mpsc::Sender<PushDelivery>,
+    event: RawEvent,
+) -> Settled {
+    let (delivery, settled) = PushDelivery::new(event);
+    if sink.send(delivery).await.is_err() {
+        return Settled::Closed;
+    }
+    match settled.await {
+        Ok(true) => Settled::Ack,
+        // Refused, or dropped unsettled.
+        Ok(false) | Err(_) => Settled::Nack,
+    }
+}
+
 /// A push channel that needs no public address (Feishu long connection, DingTalk Stream).
-/// `run` keeps the connection up (reconnecting) until `shutdown` resolves, handing every event
-/// to `sink`.
+/// It keeps the connection up (reconnecting) until `shutdown` turns true.
 #[async_trait]
 pub trait PushChannel: Send + Sync {
+    /// Hands every event to `sink` as a [`PushDelivery`] and acknowledges it to the vendor only
+    /// once it was acked; a nacked (or dropped) delivery is answered with a failure so that the
+    /// vendor delivers it again. Events are handed on one at a time, in arrival order.
+    async fn run_confirmed(
+        &self,
+        sink: tokio::sync::mpsc::Sender<PushDelivery>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ConnectorError>;
+
+    /// Like [`PushChannel::run_confirmed`], but every event is acknowledged to the vendor as
+    /// soon as `sink` took it.
     async fn run(
         &self,
         sink: tokio::sync::mpsc::Sender<RawEvent>,
         shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError>;
+    ) -> Result<(), ConnectorError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PushDelivery>(1);
+        let forward = async move {
+            while let Some(d) = rx.recv().await {
+                let PushDelivery { event, settle } = d;
+                if sink.send(event).await.is_err() {
+                    let _ = settle.send(false);
+                    break;
+                }
+                let _ = settle.send(true);
+            }
+        };
+        let (result, ()) = tokio::join!(self.run_confirmed(tx, shutdown), forward);
+        result
+    }
 }
 
 /// Size and type limits of a vendor's file upload.

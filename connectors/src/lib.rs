@@ -16,7 +16,7 @@ pub mod token;
 
 pub use capability::{
     CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, Entity, EventDedup, FileKind,
-    FileLimits, Files, InMemoryDedup, ListQuery, PushChannel, RawEvent, ReadEntities,
+    FileLimits, Files, InMemoryDedup, ListQuery, PushChannel, PushDelivery, RawEvent, ReadEntities,
     ReceiveEvents, RecordStream, WriteEntities,
 };
 pub use error::{ConnectorError, ErrorClass};

@@ -19,7 +19,7 @@ use huitong_connectors::dingtalk::{DingTalkConfig, DingTalkConnector};
 use huitong_connectors::fixture::OrgFixture;
 use huitong_connectors::http::RetryPolicy;
 use huitong_connectors::limit::RateLimit;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
@@ -779,4 +779,89 @@ async fn custom_robot_webhook_signing_and_its_20_per_minute_limit() {
     let msgs = sb.get("/_sandbox/messages").await;
     assert_eq!(msgs["messages"].as_array().unwrap().len(), 20);
     assert_eq!(msgs["messages"][0]["content"]["content"], "部署完成");
+}
+
+#[tokio::test]
+async fn enforced_limit_answers_90018_and_403_over_20_per_second_then_lets_calls_through() {
+    let mut o = opts("small-org.json");
+    o.enforce_rate_limits = true;
+    // 20/s per API scaled to 2/s.
+    o.rate_limit_scale = RateScale {
+        calls: 0.1,
+        time: 1.0,
+    };
+    let sb = Sandbox::start(o).await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .get(format!(
+            "{}/gettoken?appkey=dingapp&appsecret=s3cret",
+            sb.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let old = || {
+        let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
+        async move {
+            http.post(format!("{base}/topapi/v2/user/get?access_token={token}"))
+                .json(&json!({"userid": "u0"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(old().await["errcode"], 0);
+    assert_eq!(old().await["errcode"], 0);
+    assert_eq!(old().await["errcode"], 90018);
+
+    // v1.0: HTTP 403 with the QPS code; its own window.
+    let snap = sb.get("/_sandbox/org").await;
+    let union = snap["users"][0]["dingtalk"]["unionid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new = || {
+        let (http, token, base, union) =
+            (http.clone(), token.clone(), sb.base.clone(), union.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/v1.0/todo/users/{union}/tasks/list"))
+                .header("x-acs-dingtalk-access-token", token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_ne!(new().await.0, 403);
+    assert_ne!(new().await.0, 403);
+    let (status, v) = new().await;
+    assert_eq!(status, 403);
+    assert_eq!(v["code"], "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(old().await["errcode"], 0);
+    assert_ne!(new().await.0, 403);
+    let calls = sb.get("/_sandbox/calls").await;
+    assert_eq!(
+        calls["windows"]["POST /topapi/v2/user/get"]["rate_limited"], 1,
+        "{calls}"
+    );
+    assert_eq!(
+        calls["windows"]["POST /topapi/v2/user/get"]["count"], 4,
+        "{calls}"
+    );
+    assert_eq!(
+        calls["rate_limited"]["POST /v1.0/todo/users/{union_id}/tasks/list"], 1,
+        "{calls}"
+    );
 }

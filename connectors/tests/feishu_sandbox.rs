@@ -13,7 +13,7 @@ use huitong_connectors::feishu::sandbox::{SandboxOptions, serve};
 use huitong_connectors::feishu::{FeishuConfig, FeishuConnector};
 use huitong_connectors::fixture::OrgFixture;
 use huitong_connectors::http::RetryPolicy;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
@@ -1020,4 +1020,91 @@ async fn bad_options_are_refused() {
     let mut o = opts("small-org.json");
     o.event_url = Some("ftp://x".into());
     assert!(serve(listener, o, async {}).await.is_err());
+}
+
+#[tokio::test]
+async fn metering_reports_count_times_and_peaks_per_endpoint() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let c = sb.client();
+    for _ in 0..12 {
+        c.get_department("0").await.unwrap();
+    }
+    let calls = sb.get("/_sandbox/calls").await;
+    let ep = "GET /open-apis/contact/v3/departments/{id}";
+    // The existing keys are unchanged.
+    assert_eq!(calls["calls"][ep], 12, "{calls}");
+    assert!(calls["total"].as_u64().unwrap() >= 12);
+    let w = &calls["windows"][ep];
+    assert_eq!(w["count"], 12, "{calls}");
+    assert_eq!(w["peak_60s"], 12, "{calls}");
+    let p1 = w["peak_1s"].as_u64().unwrap();
+    assert!((1..=12).contains(&p1), "{calls}");
+    assert!(w["first_ms"].as_i64().unwrap() <= w["last_ms"].as_i64().unwrap());
+    assert_eq!(w["rate_limited"], 0);
+}
+
+#[tokio::test]
+async fn enforced_limits_answer_429_over_the_quota_then_let_calls_through() {
+    let mut o = opts("small-org.json");
+    o.enforce_rate_limits = true;
+    // Tier 4 (50/s, 1000/min) scaled to 5/s and 100/min.
+    o.rate_limit_scale = RateScale {
+        calls: 0.1,
+        time: 1.0,
+    };
+    let sb = Sandbox::start(o).await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .post(format!(
+            "{}/open-apis/auth/v3/tenant_access_token/internal",
+            sb.base
+        ))
+        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["tenant_access_token"].as_str().unwrap().to_string();
+    let call = |path: &'static str| {
+        let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+            let (limit, reset) = (h("x-ogw-ratelimit-limit"), h("x-ogw-ratelimit-reset"));
+            let v: Value = r.json().await.unwrap();
+            (status, v, limit, reset)
+        }
+    };
+    let members = "/open-apis/contact/v3/users/find_by_department?department_id=0";
+    for _ in 0..5 {
+        let (status, v, _, _) = call(members).await;
+        assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
+    }
+    let (status, v, limit, reset) = call(members).await;
+    assert_eq!(status, 429);
+    assert_eq!(v["code"], 99991400);
+    assert_eq!(v["msg"], "request trigger frequency limit");
+    assert_eq!(limit.as_deref(), Some("5"));
+    assert_eq!(reset.as_deref(), Some("1"));
+    // Limits are per API: another contact API still answers.
+    let (status, _, _, _) = call("/open-apis/contact/v3/departments/0").await;
+    assert_eq!(status, 200);
+    // Once the second has slid by, the API answers again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, v, _, _) = call(members).await;
+    assert_eq!((status, v["code"].as_i64()), (200, Some(0)), "{v}");
+    let calls = sb.get("/_sandbox/calls").await;
+    let ep = "GET /open-apis/contact/v3/users/find_by_department";
+    assert_eq!(calls["windows"][ep]["rate_limited"], 1, "{calls}");
+    assert_eq!(calls["windows"][ep]["count"], 7, "{calls}");
+    assert_eq!(calls["rate_limited"][ep], 1, "{calls}");
+    assert_eq!(calls["calls"][ep], 7, "{calls}");
 }

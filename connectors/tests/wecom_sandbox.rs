@@ -12,7 +12,7 @@ use huitong_connectors::capability::{
 };
 use huitong_connectors::fixture::OrgFixture;
 use huitong_connectors::http::RetryPolicy;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::wecom::client::WecomClient;
 use huitong_connectors::wecom::contact::{UserStatus, UserView};
 use huitong_connectors::wecom::message::OutgoingMessage;
@@ -963,4 +963,55 @@ async fn serve_returns_when_shutdown_resolves_and_bad_options_are_refused() {
     let mut o = opts("small-org.json");
     o.agent_id = 0;
     assert!(huitong_connectors::wecom::sandbox::router(o, stop).is_err());
+}
+
+#[tokio::test]
+async fn enforced_limits_answer_45009_over_the_quota_then_let_calls_through() {
+    let mut o = opts("small-org.json");
+    o.enforce_rate_limits = true;
+    // 10,000/min and 150,000/h scaled to 3 a second and 45 a minute.
+    o.rate_limit_scale = RateScale {
+        calls: 0.0003,
+        time: 1.0 / 60.0,
+    };
+    let sb = Sandbox::start(o).await;
+    let http = reqwest::Client::new();
+    let v: Value = http
+        .get(format!(
+            "{}/cgi-bin/gettoken?corpid={CORP}&corpsecret={SECRET}",
+            sb.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let get = || {
+        let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
+        async move {
+            http.get(format!(
+                "{base}/cgi-bin/user/get?access_token={token}&userid=u0"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(get().await["errcode"], 0);
+    }
+    let v = get().await;
+    assert_eq!(v["errcode"], 45009, "{v}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get().await["errcode"], 0);
+    let calls = sb.get("/_sandbox/calls").await;
+    let w = &calls["windows"]["GET /cgi-bin/user/get"];
+    assert_eq!(w["rate_limited"], 1, "{calls}");
+    assert_eq!(w["count"], 5, "{calls}");
+    assert_eq!(w["peak_60s"], 5, "{calls}");
 }

@@ -1,5 +1,6 @@
-//! The composition of one huitong process: configuration, store, queue and the
-//! HTTP surface. `huitong serve` and the end-to-end tests build the same `App`.
+//! The composition of one huitong process: configuration, store, queue, the
+//! HTTP surface and the push channels. `huitong serve` and the end-to-end tests
+//! build the same `App`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +84,8 @@ impl App {
         )
     }
 
-    /// Serve on a pre-bound listener until `shutdown` resolves.
+    /// Serve on a pre-bound listener, and run the push channels (`push.rs`), until `shutdown`
+    /// resolves.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -91,8 +93,15 @@ impl App {
     ) -> Result<(), AppError> {
         crate::telemetry::metrics();
         let router = self.router();
-        server::serve(listener, router, shutdown)
-            .await
-            .map_err(AppError::Serve)
+        // Connectors with `events = "push"`: their connections close when `shutdown` resolves.
+        let push = crate::push::start(&self.config, self.store.clone(), self.queue.clone());
+        let stop_push = push.stopper();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_push.send(true);
+        };
+        let served = server::serve(listener, router, shutdown).await;
+        push.shutdown().await;
+        served.map_err(AppError::Serve)
     }
 }

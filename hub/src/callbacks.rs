@@ -30,14 +30,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use huitong_connectors::capability::{
-    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, ReceiveEvents,
+    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
+    ReceiveEvents,
 };
 use huitong_connectors::{dingtalk, feishu, wecom};
 use secrecy::SecretString;
 use serde_json::json;
 
 use crate::config::{Config, ConnectorConfig, ConnectorKind};
-use crate::queue::{Envelope, INGRESS, Queue, Task};
+use crate::queue::{Envelope, INGRESS, Queue, QueueError, Task};
 use crate::store::{self, Store, StoreError};
 
 /// How long an accepted event id is remembered (Feishu retries for about 7 hours).
@@ -49,6 +50,29 @@ pub const ROUTE: &str = "/callbacks/{vendor}/{connector}";
 /// The store source under which a connector's callback event ids are recorded.
 pub fn dedup_source(connector: &str) -> String {
     format!("callback/{connector}")
+}
+
+/// Publishes one verified vendor event to the `ingress` queue as [`Task::IngressV1`] and returns
+/// once the queue confirmed it. One lane per connector: events of one system are handled in
+/// arrival order. Shared by the callback receivers and the push channels (`push.rs`); each
+/// marks the event id in its [`StoreDedup`] only after this returned `Ok`.
+pub async fn publish_event(
+    queue: &dyn Queue,
+    connector: &str,
+    event: RawEvent,
+) -> Result<Envelope, QueueError> {
+    let envelope = Envelope::new(
+        connector.to_owned(),
+        Task::IngressV1 {
+            connector: connector.to_owned(),
+            event_type: event.event_type,
+            event_id: Some(event.event_id),
+            payload: event.payload,
+            received_at_ms: store::now_ms(),
+        },
+    );
+    queue.publish(INGRESS, &envelope).await?;
+    Ok(envelope)
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -464,31 +488,23 @@ async fn callback(
         Ok(CallbackOutcome::Event { event, reply: r }) => {
             let event_id = event.event_id.clone();
             let event_type = event.event_type.clone();
-            // One lane per connector: events of one system are handled in arrival order.
-            let envelope = Envelope::new(
-                connector.clone(),
-                Task::IngressV1 {
-                    connector: connector.clone(),
-                    event_type: event.event_type,
-                    event_id: Some(event.event_id),
-                    payload: event.payload,
-                    received_at_ms: store::now_ms(),
-                },
-            );
-            if let Err(e) = cb.queue.publish(INGRESS, &envelope).await {
-                metric::outcome(kind, &connector, "publish_failed");
-                tracing::error!(
-                    vendor = kind,
-                    connector = %connector,
-                    event_id = %event_id,
-                    error = %e,
-                    "cannot publish the callback's event; answering 503 so the vendor retries"
-                );
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the event could not be queued; retry later",
-                );
-            }
+            let envelope = match publish_event(&*cb.queue, &connector, event).await {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    metric::outcome(kind, &connector, "publish_failed");
+                    tracing::error!(
+                        vendor = kind,
+                        connector = %connector,
+                        event_id = %event_id,
+                        error = %e,
+                        "cannot publish the callback's event; answering 503 so the vendor retries"
+                    );
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the event could not be queued; retry later",
+                    );
+                }
+            };
             if let Err(e) = dedup.commit(&keys).await {
                 // The event is queued: acknowledge it. A retry would be published once more,
                 // which the later stages absorb.

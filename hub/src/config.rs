@@ -168,7 +168,12 @@ impl ConnectorKind {
                 &[("app_secret", true), ("aes_key", false), ("token", false)],
             ),
             ConnectorKind::WeCom => (
-                &[("corp_id", true), ("agent_id", true), ("base_url", false)],
+                &[
+                    ("corp_id", true),
+                    ("agent_id", true),
+                    ("base_url", false),
+                    ("user_listing", false),
+                ],
                 &[
                     ("corp_secret", true),
                     ("token", false),
@@ -179,12 +184,41 @@ impl ConnectorKind {
     }
 }
 
+/// How a connector's vendor events reach huitong (`events = "callback" | "push"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventSource {
+    /// The vendor calls `/callbacks/{vendor}/{connector}` (needs a public address).
+    #[default]
+    Callback,
+    /// huitong dials out and keeps a connection open: Feishu's long connection, DingTalk's
+    /// Stream mode (no public address needed). Callbacks are still received if configured.
+    Push,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Callback => "callback",
+            EventSource::Push => "push",
+        }
+    }
+}
+
+impl ConnectorKind {
+    /// Whether the vendor offers a push channel huitong can dial out to.
+    pub fn has_push_channel(self) -> bool {
+        matches!(self, ConnectorKind::Feishu | ConnectorKind::DingTalk)
+    }
+}
+
 /// One connected system. Plain settings are strings; secrets were read from
 /// the environment or a file and stay wrapped.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     pub name: String,
     pub kind: ConnectorKind,
+    /// How its events arrive (`events`, default `callback`).
+    pub events: EventSource,
     pub settings: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretString>,
 }
@@ -206,6 +240,25 @@ pub struct RouteConfig {
     pub scope_root: Option<String>,
     /// Departments (and their subtrees) whose name matches one of these `*` patterns are left out.
     pub scope_deny: Vec<String>,
+    /// Which connector owns an entity (`person`) or one field of it (`person.title`); the most
+    /// specific entry wins. A route only creates/removes records of an entity its source owns
+    /// (or nobody owns), and only writes fields its source owns (or nobody owns).
+    pub system_of_record: BTreeMap<String, String>,
+}
+
+impl RouteConfig {
+    /// The connector that owns `entity`, or `entity.field` when a field is given.
+    pub fn owner(&self, entity: &str, field: Option<&str>) -> Option<&str> {
+        field
+            .and_then(|f| self.system_of_record.get(&format!("{entity}.{f}")))
+            .or_else(|| self.system_of_record.get(entity))
+            .map(String::as_str)
+    }
+
+    /// Whether this route's source may write `entity` (or its `field`) into the targets.
+    pub fn source_owns(&self, entity: &str, field: Option<&str>) -> bool {
+        self.owner(entity, field).is_none_or(|o| o == self.source)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -889,7 +942,7 @@ impl Reader<'_> {
                 continue;
             };
             let (plain, secret) = kind.keys();
-            let mut allowed: Vec<String> = vec!["kind".into()];
+            let mut allowed: Vec<String> = vec!["kind".into(), "events".into()];
             allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
             for (k, _) in secret {
                 allowed.push(format!("{k}_env"));
@@ -920,11 +973,34 @@ impl Reader<'_> {
                     secrets.insert((*k).to_owned(), s);
                 }
             }
+            let events_key = format!("{prefix}.events");
+            let events = match self.string(ct, &prefix, "events").as_deref() {
+                None | Some("callback") => EventSource::Callback,
+                Some("push") if kind.has_push_channel() => EventSource::Push,
+                Some("push") => {
+                    self.problem(
+                        &events_key,
+                        format!(
+                            "connector {name:?} is a {} connector, which has no push channel: `events` must be \"callback\" (push is offered by feishu, over its long connection, and dingtalk, in Stream mode)",
+                            kind.as_str()
+                        ),
+                    );
+                    EventSource::Callback
+                }
+                Some(other) => {
+                    self.problem(
+                        &events_key,
+                        format!("expected \"callback\" (the default) or \"push\", got {other:?}"),
+                    );
+                    EventSource::Callback
+                }
+            };
             out.insert(
                 name.clone(),
                 ConnectorConfig {
                     name: name.clone(),
                     kind,
+                    events,
                     settings,
                     secrets,
                 },
@@ -960,6 +1036,7 @@ impl Reader<'_> {
                     "safety_threshold_percent",
                     "scope_root",
                     "scope_deny",
+                    "system_of_record",
                 ],
             );
             let source = self
@@ -1030,6 +1107,45 @@ impl Reader<'_> {
                     Deletion::Disable
                 }
             };
+            let mut system_of_record = BTreeMap::new();
+            match rt.get("system_of_record") {
+                None => {}
+                Some(Value::Table(t)) => {
+                    for (key, owner) in t {
+                        let at = format!("{prefix}.system_of_record.{key}");
+                        let (entity, field) = match key.split_once('.') {
+                            Some((e, f)) => (e, Some(f)),
+                            None => (key.as_str(), None),
+                        };
+                        if !["department", "person"].contains(&entity)
+                            || field.is_some_and(|f| f.is_empty() || f.contains('.'))
+                        {
+                            self.problem(
+                                &at,
+                                "expected `department`, `person` or `<entity>.<field>` (e.g. person.title)",
+                            );
+                            continue;
+                        }
+                        match owner.as_str() {
+                            Some(o) if o == source || targets.iter().any(|t| t == o) => {
+                                system_of_record.insert(key.clone(), o.to_owned());
+                            }
+                            Some(o) => self.problem(
+                                &at,
+                                format!("{o:?} is neither this route's source nor one of its targets"),
+                            ),
+                            None => self.problem(&at, "expected the name of a connector"),
+                        }
+                    }
+                }
+                Some(other) => self.problem(
+                    &format!("{prefix}.system_of_record"),
+                    format!(
+                        "expected a table such as {{ person = \"hq\", \"person.title\" = \"sub\" }}, got {}",
+                        other.type_str()
+                    ),
+                ),
+            }
             let threshold_key = format!("{prefix}.safety_threshold_percent");
             let safety_threshold_percent = match rt.get("safety_threshold_percent") {
                 None => 5.0,
@@ -1057,6 +1173,7 @@ impl Reader<'_> {
                     scope_deny: self
                         .string_list(rt, &prefix, "scope_deny")
                         .unwrap_or_default(),
+                    system_of_record,
                 },
             );
         }
@@ -1286,6 +1403,36 @@ mod tests {
         assert!(!debug.contains("feishu-secret-from-env"));
         assert!(!debug.contains("wecom-secret-from-file"));
         assert_eq!(c.routes["org"].targets, vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn events_default_to_callback_and_push_is_for_feishu_and_dingtalk_only() {
+        let (c, _f) = load_text(
+            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_env = \"S\"\nevents = \"push\"\n\
+             [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"ding1\"\napp_secret_env = \"S\"\nevents = \"push\"\n\
+             [connectors.f]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1\ncorp_secret_env = \"S\"\n",
+            &[("S", "x")],
+        );
+        let c = c.unwrap();
+        assert_eq!(c.connectors["hq"].events, EventSource::Push);
+        assert_eq!(c.connectors["sub"].events, EventSource::Push);
+        assert_eq!(c.connectors["f"].events, EventSource::Callback);
+
+        let (r, f) = load_text(
+            "[connectors.factory]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1\ncorp_secret_env = \"S\"\nevents = \"push\"\n\
+             [connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_env = \"S\"\nevents = \"stream\"\n",
+            &[("S", "x")],
+        );
+        let err = r.unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["connectors.factory.events", "connectors.hq.events"]
+        );
+        assert_eq!(err.problems[0].origin, f.path().display().to_string());
+        assert!(err.problems[0].message.contains("\"factory\""), "{err}");
+        assert!(err.problems[0].message.contains("wecom"), "{err}");
+        assert!(err.problems[1].message.contains("\"stream\""), "{err}");
     }
 
     #[test]

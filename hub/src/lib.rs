@@ -5,6 +5,7 @@ pub mod callbacks;
 pub mod config;
 pub mod jobs;
 pub mod live;
+pub mod push;
 pub mod queue;
 pub mod server;
 pub mod store;

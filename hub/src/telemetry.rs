@@ -56,6 +56,16 @@ fn describe() {
         "huitong_http_request_seconds",
         "HTTP request latency, by route."
     );
+    metrics::describe_counter!(
+        "huitong_echo_suppressed_total",
+        "Vendor events dropped as echoes of huitong's own writes, by connector."
+    );
     metrics::describe_gauge!("huitong_build_info", "Always 1; labels carry the version.");
     metrics::gauge!("huitong_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// One vendor event recognised as the echo of huitong's own write and dropped.
+pub fn echo_suppressed(connector: &str) {
+    metrics::counter!("huitong_echo_suppressed_total", "connector" => connector.to_owned())
+        .increment(1);
 }

@@ -667,3 +667,131 @@ async fn a_rehired_person_comes_back_active_without_a_duplicate() {
     let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
 }
+
+/// The system of record decides who writes what on a two-way pair: Feishu owns people (creates,
+/// names, …) but DingTalk owns their titles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_of_record_decides_which_side_writes_each_field() {
+    let sb = sandboxes(
+        fixture("small-org.json"),
+        empty_org("子公司"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let sor =
+        "system_of_record = { person = \"hq\", department = \"hq\", \"person.title\" = \"sub\" }";
+    let c = config(
+        &sb,
+        &dir,
+        &format!("{sor}\n[routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n{sor}\n"),
+    );
+    assert_eq!(c.routes["org"].owner("person", Some("title")), Some("sub"));
+    assert_eq!(c.routes["org"].owner("person", Some("name")), Some("hq"));
+    let store = open_store(&c).await;
+    let there = RouteContext::new(&c, "org").unwrap();
+    let back = RouteContext::new(&c, "back").unwrap();
+    let plan = sync::plan(&there, &*store).await.unwrap();
+    let report = sync::apply(&there, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let client = reqwest::Client::new();
+    let person = async |base: &str, no: &str| -> Value {
+        let org = get(&format!("{base}/_sandbox/org")).await;
+        org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["employee_no"] == no)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let patch = async |base: &str, key: &str, body: Value| {
+        let r = client
+            .patch(format!("{base}/_sandbox/org/users/{key}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+    // A title changed in Feishu is not Feishu's to spread.
+    patch(&sb.feishu, "u1", json!({"title": "飞书改的职位"})).await;
+    let p = sync::plan(&there, &*store).await.unwrap();
+    let sub = p.targets.iter().find(|t| t.target == "sub").unwrap();
+    assert!(sub.steps.is_empty(), "{}", sync::render_plan(&p));
+    // A title changed in DingTalk travels to Feishu; a name changed there does not.
+    let dt_key = person(&sb.dingtalk, "E000001").await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    patch(
+        &sb.dingtalk,
+        &dt_key,
+        json!({"title": "钉钉改的职位", "name": "钉钉改的名字"}),
+    )
+    .await;
+    let p = sync::plan(&back, &*store).await.unwrap();
+    let steps = &p.targets[0].steps;
+    assert_eq!(steps.len(), 1, "{}", sync::render_plan(&p));
+    assert_eq!(
+        steps[0].changes.keys().collect::<Vec<_>>(),
+        vec!["title"],
+        "only the field DingTalk owns"
+    );
+    sync::apply(&back, &p, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    let f = person(&sb.feishu, "E000001").await;
+    assert_eq!(f["title"], "钉钉改的职位");
+    assert_ne!(f["name"], "钉钉改的名字", "Feishu owns names");
+    // The owner of names puts DingTalk's name back, and leaves DingTalk's title alone.
+    let p = sync::plan(&there, &*store).await.unwrap();
+    let sub = p.targets.iter().find(|t| t.target == "sub").unwrap();
+    assert_eq!(sub.steps.len(), 1, "{}", sync::render_plan(&p));
+    assert_eq!(
+        sub.steps[0].changes.keys().collect::<Vec<_>>(),
+        vec!["name"]
+    );
+    sync::apply(&there, &p, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    let d = person(&sb.dingtalk, "E000001").await;
+    assert_eq!(d["name"], f["name"]);
+    assert_eq!(
+        d["title"], "钉钉改的职位",
+        "the owner's title survives the write"
+    );
+    // A person created in DingTalk is not created in Feishu: Feishu owns people.
+    let r = client
+        .post(format!("{}/_sandbox/org/users", sb.dingtalk))
+        .json(&json!({"key": "dt-new", "name": "钉钉新人", "email": "new@sub.example.cn",
+            "mobile": "13900000000", "employee_no": "S000001", "title": "临时工",
+            "departments": [person(&sb.dingtalk, "E000001").await["departments"][0]], "active": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let p = sync::plan(&back, &*store).await.unwrap();
+    assert!(
+        !p.targets[0]
+            .steps
+            .iter()
+            .any(|s| s.action == Action::Create),
+        "{}",
+        sync::render_plan(&p)
+    );
+    // Both ways quiet now.
+    for ctx in [&there, &back] {
+        let p = sync::plan(ctx, &*store).await.unwrap();
+        let steps: usize = p
+            .targets
+            .iter()
+            .filter(|t| t.target != "factory")
+            .map(|t| t.steps.len())
+            .sum();
+        assert_eq!(steps, 0, "{}", sync::render_plan(&p));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

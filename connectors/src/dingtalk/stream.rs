@@ -6,7 +6,9 @@
 //!    `{"specVersion","type":"SYSTEM"|"EVENT"|"CALLBACK","headers":{…},"data":"<JSON string>"}`;
 //! 3. every frame is acked `{"code":200,"headers":{"messageId","contentType"},"message":"OK","data":"…"}`;
 //!    SYSTEM `ping` is answered echoing its data, SYSTEM `disconnect` means reconnect at once
-//!    with a new ticket.
+//!    with a new ticket. An EVENT is acked only once the receiver settled it
+//!    ([`PushChannel::run_confirmed`]); a refused one is answered `500` with status `LATER`, so
+//!    the gateway delivers it again.
 //!
 //! Events are handed on in the shape of the HTTP push plaintext: the frame's `data` object plus
 //! `EventType`, `eventId`, `CorpId` and `EventTime` from the headers, so one mapping reads both.
@@ -19,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::capability::{PushChannel, RawEvent};
+use crate::capability::{PushChannel, PushDelivery, RawEvent, Settled, hand_on};
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;
@@ -215,7 +217,7 @@ impl StreamClient {
 
     async fn run_once(
         &self,
-        sink: &tokio::sync::mpsc::Sender<RawEvent>,
+        sink: &tokio::sync::mpsc::Sender<PushDelivery>,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Closed, ConnectorError> {
         let (endpoint, ticket) = self.open().await?;
@@ -265,20 +267,20 @@ impl StreamClient {
                         }
                         "SYSTEM" => frame.ack(200, "OK", &frame.data),
                         "EVENT" => match frame_event(&frame) {
-                            Some(ev) => {
-                                if sink.send(ev).await.is_err() {
-                                    return Ok(Closed::Shutdown);
-                                }
-                                frame.ack(200, "OK", r#"{"status":"SUCCESS","message":"success"}"#)
-                            }
+                            Some(ev) => match hand_on(sink, ev).await {
+                                Settled::Ack => frame.ack(200, "OK", r#"{"status":"SUCCESS","message":"success"}"#),
+                                Settled::Nack => frame.ack(500, "not accepted", r#"{"status":"LATER","message":"not accepted yet; deliver again"}"#),
+                                Settled::Closed => return Ok(Closed::Shutdown),
+                            },
                             None => {
                                 tracing::warn!(vendor = VENDOR, "malformed stream event");
                                 frame.ack(400, "bad event", r#"{"status":"LATER","message":"malformed"}"#)
                             }
                         },
+                        // Callbacks are fire-and-forget at the gateway: acked whatever happened.
                         "CALLBACK" => match frame_callback(&frame) {
                             Some(ev) => {
-                                if sink.send(ev).await.is_err() {
+                                if hand_on(sink, ev).await == Settled::Closed {
                                     return Ok(Closed::Shutdown);
                                 }
                                 frame.ack(200, "OK", r#"{"response":null}"#)
@@ -296,9 +298,9 @@ impl StreamClient {
 
 #[async_trait]
 impl PushChannel for StreamClient {
-    async fn run(
+    async fn run_confirmed(
         &self,
-        sink: tokio::sync::mpsc::Sender<RawEvent>,
+        sink: tokio::sync::mpsc::Sender<PushDelivery>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ConnectorError> {
         let mut failures: u32 = 0;

@@ -1,7 +1,9 @@
 //! Long-connection (WebSocket) event mode: the app dials out, so no public callback address is
 //! needed. `POST {origin}/callback/ws/endpoint` with `{"AppID","AppSecret"}` returns the
 //! WebSocket URL and a ClientConfig; frames are protobuf `pbbp2.Frame`; data frames carry the
-//! plaintext schema 2.0 envelope and are acked by echoing the frame with a `{"code":200}` payload.
+//! plaintext schema 2.0 envelope and are acked by echoing the frame with a `{"code":200}` payload,
+//! once the receiver settled the event ([`PushChannel::run_confirmed`]); a refused event is
+//! answered `{"code":500}`, so the server delivers it again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::capability::{PushChannel, RawEvent};
+use crate::capability::{PushChannel, PushDelivery, RawEvent, Settled, hand_on};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
 use crate::feishu::config::FeishuConfig;
@@ -216,7 +218,7 @@ impl LongConnection {
     async fn run_once(
         &self,
         cc: &mut ClientConfig,
-        sink: &tokio::sync::mpsc::Sender<RawEvent>,
+        sink: &tokio::sync::mpsc::Sender<PushDelivery>,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Closed, ConnectorError> {
         let (url, fresh) = self.endpoint().await?;
@@ -273,12 +275,11 @@ impl LongConnection {
                     let kind = frame.header("type").unwrap_or_default().to_string();
                     let code = if kind == "event" {
                         match to_event(&payload) {
-                            Some(ev) => {
-                                if sink.send(ev).await.is_err() {
-                                    return Ok(Closed::Shutdown);
-                                }
-                                200
-                            }
+                            Some(ev) => match hand_on(sink, ev).await {
+                                Settled::Ack => 200,
+                                Settled::Nack => 500,
+                                Settled::Closed => return Ok(Closed::Shutdown),
+                            },
                             None => {
                                 tracing::warn!(vendor = VENDOR, "malformed event on the long connection");
                                 500
@@ -344,9 +345,9 @@ fn to_event(payload: &[u8]) -> Option<RawEvent> {
 
 #[async_trait]
 impl PushChannel for LongConnection {
-    async fn run(
+    async fn run_confirmed(
         &self,
-        sink: tokio::sync::mpsc::Sender<RawEvent>,
+        sink: tokio::sync::mpsc::Sender<PushDelivery>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ConnectorError> {
         let mut cc = ClientConfig::default();

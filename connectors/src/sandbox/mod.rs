@@ -5,7 +5,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /_sandbox/org` | the current org in the fixture format, each entry with its vendor ids |
-//! | `GET /_sandbox/calls` | API calls per endpoint (`"METHOD /path"`) and faults injected |
+//! | `GET /_sandbox/calls` | API calls per endpoint (`"METHOD /path"`), faults injected, and per endpoint under `"windows"`: `count`, `first_ms`/`last_ms` (epoch ms), `peak_1s`/`peak_60s` (most calls served in any sliding 1 s / 60 s window), `rate_limited` (calls refused by the enforced limits) |
 //! | `GET /_sandbox/messages` | messages sent through the API, with their content |
 //! | `GET /_sandbox/events` | events emitted, with their delivery state |
 //! | `POST /_sandbox/org/users`, `POST /_sandbox/org/departments` | add one fixture entry (key included) |
@@ -14,19 +14,24 @@
 //!
 //! The admin changes stand in for an HR admin working in the vendor's console: each one emits
 //! the vendor's own event.
+//!
+//! Rate metering is always on (see [`SandboxCore::count_call`]); enforcing the vendors' published
+//! limits in sliding windows is opt-in per sandbox (`enforce_rate_limits`, see
+//! [`SandboxCore::enforce`]).
 
 pub mod faults;
+pub(crate) mod index;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub use faults::{Fault, FaultInjector, FaultPlan, FaultSpec, FaultSpecError};
 
@@ -115,11 +120,178 @@ pub trait EventEncoder: Send + Sync + 'static {
     }
 }
 
+/// One published limit: at most `limit` calls in any sliding window of `span`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    pub limit: u32,
+    pub span: Duration,
+}
+
+impl RateWindow {
+    pub const fn per_second(limit: u32) -> Self {
+        Self {
+            limit,
+            span: Duration::from_secs(1),
+        }
+    }
+
+    pub const fn per_minute(limit: u32) -> Self {
+        Self {
+            limit,
+            span: Duration::from_secs(60),
+        }
+    }
+
+    pub const fn per_hour(limit: u32) -> Self {
+        Self {
+            limit,
+            span: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Scales the published limits when they are enforced: `calls` multiplies each quota (at least
+/// 1 remains), `time` each window's length. 1 and 1 are the vendor's real limits; tests use tiny
+/// ones (e.g. `calls: 0.1, time: 0.1` turns 50/s into 5 per 100 ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateScale {
+    pub calls: f64,
+    pub time: f64,
+}
+
+impl Default for RateScale {
+    fn default() -> Self {
+        Self {
+            calls: 1.0,
+            time: 1.0,
+        }
+    }
+}
+
+impl RateScale {
+    pub fn apply(&self, w: RateWindow) -> RateWindow {
+        let calls = if self.calls.is_finite() && self.calls > 0.0 {
+            self.calls
+        } else {
+            1.0
+        };
+        let time = if self.time.is_finite() && self.time > 0.0 {
+            self.time
+        } else {
+            1.0
+        };
+        let limit = (f64::from(w.limit) * calls).floor();
+        RateWindow {
+            limit: if limit < 1.0 {
+                1
+            } else if limit >= f64::from(u32::MAX) {
+                u32::MAX
+            } else {
+                limit as u32
+            },
+            span: w.span.mul_f64(time).max(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// A call refused by an enforced limit: the window it would overflow (as scaled) and how long
+/// until a call fits again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateRejection {
+    pub window: RateWindow,
+    pub retry_after: Duration,
+}
+
+impl RateRejection {
+    /// `retry_after` in whole seconds, rounded up, at least 1 (what the vendors' headers carry).
+    pub fn retry_after_secs(&self) -> u64 {
+        let ms = self.retry_after.as_millis();
+        u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// Calls per time slot in one sliding window: (slot, calls in that slot), oldest first, and the
+/// sum. Slots are milliseconds (metering) or microseconds (enforcement) since the core started.
+#[derive(Debug, Default)]
+struct Slide {
+    q: VecDeque<(u64, u32)>,
+    sum: u64,
+}
+
+impl Slide {
+    /// Drops the slots that are `span` or more before `now`.
+    fn trim(&mut self, now: u64, span: u64) {
+        while let Some(&(t, n)) = self.q.front() {
+            if t.saturating_add(span) <= now {
+                self.q.pop_front();
+                self.sum -= u64::from(n);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn push(&mut self, now: u64) {
+        match self.q.back_mut() {
+            Some((t, n)) if *t == now => *n = n.saturating_add(1),
+            _ => self.q.push_back((now, 1)),
+        }
+        self.sum += 1;
+    }
+}
+
+/// What `/_sandbox/calls` reports per endpoint under `"windows"`.
+#[derive(Debug, Default)]
+struct EndpointMeter {
+    count: u64,
+    first_ms: i64,
+    last_ms: i64,
+    last_1s: Slide,
+    last_60s: Slide,
+    peak_1s: u64,
+    peak_60s: u64,
+    rate_limited: u64,
+}
+
+impl EndpointMeter {
+    fn record(&mut self, wall_ms: i64, mono_ms: u64) {
+        if self.count == 0 {
+            self.first_ms = wall_ms;
+        }
+        self.count += 1;
+        self.last_ms = wall_ms;
+        self.last_1s.trim(mono_ms, 1000);
+        self.last_1s.push(mono_ms);
+        self.peak_1s = self.peak_1s.max(self.last_1s.sum);
+        self.last_60s.trim(mono_ms, 60_000);
+        self.last_60s.push(mono_ms);
+        self.peak_60s = self.peak_60s.max(self.last_60s.sum);
+    }
+
+    fn report(&self) -> Value {
+        json!({
+            "count": self.count, "first_ms": self.first_ms, "last_ms": self.last_ms,
+            "peak_1s": self.peak_1s, "peak_60s": self.peak_60s, "rate_limited": self.rate_limited,
+        })
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Shared state of one sandbox instance.
 pub struct SandboxCore {
     pub vendor: &'static str,
     pub injector: FaultInjector,
+    /// Monotonic origin of the meter's and the limiter's time slots.
+    started: Instant,
     calls: Mutex<BTreeMap<String, u64>>,
+    meters: Mutex<BTreeMap<String, EndpointMeter>>,
+    /// Enforced limits: limit key -> the calls admitted in each of its windows.
+    admitted: Mutex<HashMap<String, Vec<(RateWindow, Slide)>>>,
     faults: Mutex<BTreeMap<String, u64>>,
     messages: Mutex<Vec<Value>>,
     events: Mutex<Vec<Value>>,
@@ -134,7 +306,10 @@ impl SandboxCore {
         Arc::new(Self {
             vendor,
             injector: FaultInjector::new(faults),
+            started: Instant::now(),
             calls: Mutex::new(BTreeMap::new()),
+            meters: Mutex::new(BTreeMap::new()),
+            admitted: Mutex::new(HashMap::new()),
             faults: Mutex::new(BTreeMap::new()),
             messages: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
@@ -143,8 +318,93 @@ impl SandboxCore {
         })
     }
 
+    /// Counts one API call and records its time for the sliding-window peaks.
     pub fn count_call(&self, endpoint: &str) {
         *lock(&self.calls).entry(endpoint.to_string()).or_default() += 1;
+        let mono_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        lock(&self.meters)
+            .entry(endpoint.to_string())
+            .or_default()
+            .record(wall_ms(), mono_ms);
+    }
+
+    /// Admits the call `endpoint` against `windows` (the vendor's published limits for the API
+    /// `limit_key`, scaled by `scale`), or refuses it when any window already holds its quota of
+    /// admitted calls; a refusal is counted (`rate_limited` of the endpoint, fault
+    /// `rate-limit`). Refused calls do not use up the quota.
+    pub fn enforce(
+        &self,
+        endpoint: &str,
+        limit_key: &str,
+        windows: &[RateWindow],
+        scale: RateScale,
+    ) -> Result<(), RateRejection> {
+        let now = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let scaled: Vec<RateWindow> = windows.iter().map(|w| scale.apply(*w)).collect();
+        let refused = self.admit_at(limit_key, &scaled, now);
+        match refused {
+            None => Ok(()),
+            Some(r) => {
+                lock(&self.meters)
+                    .entry(endpoint.to_string())
+                    .or_default()
+                    .rate_limited += 1;
+                self.count_fault("rate-limit");
+                Err(r)
+            }
+        }
+    }
+
+    /// The limiter proper, at `now` µs since the core started.
+    fn admit_at(&self, limit_key: &str, windows: &[RateWindow], now: u64) -> Option<RateRejection> {
+        let mut all = lock(&self.admitted);
+        let slides = all.entry(limit_key.to_string()).or_default();
+        if slides.len() != windows.len() || slides.iter().zip(windows).any(|(s, w)| s.0 != *w) {
+            *slides = windows.iter().map(|w| (*w, Slide::default())).collect();
+        }
+        let mut refused: Option<RateRejection> = None;
+        for (w, s) in slides.iter_mut() {
+            let span = u64::try_from(w.span.as_micros()).unwrap_or(u64::MAX);
+            s.trim(now, span);
+            if s.sum >= u64::from(w.limit) {
+                let oldest = s.q.front().map_or(now, |(t, _)| *t);
+                let r = RateRejection {
+                    window: *w,
+                    retry_after: Duration::from_micros(
+                        oldest.saturating_add(span).saturating_sub(now),
+                    ),
+                };
+                // The longest wait wins (a full minute outlasts a full second).
+                if refused.is_none_or(|p| p.retry_after < r.retry_after) {
+                    refused = Some(r);
+                }
+            }
+        }
+        if refused.is_none() {
+            for (_, s) in slides.iter_mut() {
+                s.push(now);
+            }
+        }
+        refused
+    }
+
+    /// The `/_sandbox/calls` document.
+    pub fn calls_report(&self) -> Value {
+        let calls = lock(&self.calls).clone();
+        let faults = lock(&self.faults).clone();
+        let total: u64 = calls.values().sum();
+        let meters = lock(&self.meters);
+        let windows: Map<String, Value> = meters
+            .iter()
+            .map(|(k, m)| (k.clone(), m.report()))
+            .collect();
+        let limited: Map<String, Value> = meters
+            .iter()
+            .filter(|(_, m)| m.rate_limited > 0)
+            .map(|(k, m)| (k.clone(), json!(m.rate_limited)))
+            .collect();
+        json!({"total": total, "calls": calls, "faults": faults, "windows": windows,
+               "rate_limited": limited})
     }
 
     pub fn count_fault(&self, kind: &str) {
@@ -350,12 +610,7 @@ pub fn admin_router(core: Arc<SandboxCore>, org: Arc<dyn OrgAdmin>) -> Router {
         )
         .route(
             "/_sandbox/calls",
-            get(|State(s): Admin| async move {
-                let calls = lock(&s.core.calls).clone();
-                let faults = lock(&s.core.faults).clone();
-                let total: u64 = calls.values().sum();
-                Json(json!({"total": total, "calls": calls, "faults": faults}))
-            }),
+            get(|State(s): Admin| async move { Json(s.core.calls_report()) }),
         )
         .route(
             "/_sandbox/messages",
@@ -419,4 +674,111 @@ pub fn admin_router(core: Arc<SandboxCore>, org: Arc<dyn OrgAdmin>) -> Router {
             }),
         )
         .with_state(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_reports_the_peak_of_a_known_burst() {
+        let mut m = EndpointMeter::default();
+        // 5 calls at 0 ms, 30 calls at 100..390 ms, 10 calls at 1200..1290 ms.
+        for _ in 0..5 {
+            m.record(1_000, 0);
+        }
+        for i in 0..30 {
+            m.record(1_100 + i, 100 + i as u64 * 10);
+        }
+        for i in 0..10 {
+            m.record(2_200 + i, 1_200 + i as u64 * 10);
+        }
+        // The busiest second is (−610, 390]: all 35 of the first two bursts; the minute holds
+        // all 45. Then one call a minute later.
+        assert_eq!(m.peak_1s, 35);
+        assert_eq!(m.peak_60s, 45);
+        m.record(70_000, 70_000);
+        let r = m.report();
+        assert_eq!(r["count"], 46);
+        assert_eq!(r["first_ms"], 1_000);
+        assert_eq!(r["last_ms"], 70_000);
+        assert_eq!(r["peak_1s"], 35);
+        assert_eq!(r["peak_60s"], 45);
+        // The deques hold at most the last minute.
+        assert_eq!(m.last_60s.sum, 1);
+        assert_eq!(m.last_1s.sum, 1);
+    }
+
+    #[test]
+    fn limiter_refuses_the_call_over_the_quota_until_the_window_slides() {
+        let core = SandboxCore::new("test", FaultSpec::none());
+        let w = [RateWindow::per_second(3), RateWindow::per_minute(5)];
+        let s = 1_000_000;
+        for t in [0, 10, 20] {
+            assert!(core.admit_at("api", &w, t).is_none());
+        }
+        let r = core
+            .admit_at("api", &w, 500_000)
+            .expect("4th call in 1 s is refused");
+        assert_eq!(r.window, RateWindow::per_second(3));
+        assert_eq!(r.retry_after, Duration::from_micros(500_000));
+        assert_eq!(r.retry_after_secs(), 1);
+        // Refused calls do not use up the quota: after the first slid out, one more fits.
+        assert!(core.admit_at("api", &w, s).is_none());
+        assert!(core.admit_at("api", &w, s + 5).is_some());
+        // Another API has its own windows.
+        assert!(core.admit_at("other", &w, s + 5).is_none());
+        // 5 admitted in the minute: the minute window refuses, with the longer wait.
+        assert!(core.admit_at("api", &w, 2 * s).is_none());
+        let r = core
+            .admit_at("api", &w, 3 * s)
+            .expect("6th call in 60 s is refused");
+        assert_eq!(r.window, RateWindow::per_minute(5));
+        assert_eq!(r.retry_after_secs(), 57);
+        assert!(core.admit_at("api", &w, 60 * s).is_none());
+    }
+
+    #[test]
+    fn scale_shrinks_quotas_and_windows() {
+        let sc = RateScale {
+            calls: 0.1,
+            time: 0.1,
+        };
+        assert_eq!(
+            sc.apply(RateWindow::per_second(50)),
+            RateWindow {
+                limit: 5,
+                span: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(sc.apply(RateWindow::per_second(3)).limit, 1);
+        assert_eq!(
+            RateScale::default().apply(RateWindow::per_hour(150_000)),
+            RateWindow::per_hour(150_000)
+        );
+    }
+
+    #[test]
+    fn calls_report_keeps_its_keys_and_adds_windows() {
+        let core = SandboxCore::new("test", FaultSpec::none());
+        core.count_call("GET /a");
+        core.count_call("GET /a");
+        let w = [RateWindow::per_second(1)];
+        assert!(
+            core.enforce("GET /a", "a", &w, RateScale::default())
+                .is_ok()
+        );
+        assert!(
+            core.enforce("GET /a", "a", &w, RateScale::default())
+                .is_err()
+        );
+        let r = core.calls_report();
+        assert_eq!(r["total"], 2);
+        assert_eq!(r["calls"]["GET /a"], 2);
+        assert_eq!(r["windows"]["GET /a"]["count"], 2);
+        assert_eq!(r["windows"]["GET /a"]["peak_1s"], 2);
+        assert_eq!(r["windows"]["GET /a"]["rate_limited"], 1);
+        assert_eq!(r["rate_limited"]["GET /a"], 1);
+        assert_eq!(r["faults"]["rate-limit"], 1);
+    }
 }

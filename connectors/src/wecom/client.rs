@@ -176,11 +176,6 @@ impl WecomClient {
         self.tokens.fetch_count()
     }
 
-    /// The limiter key of this app: limits are per corp and per app.
-    fn app_key(&self) -> String {
-        format!("{}:{}", self.cfg.corp_id, self.cfg.agent_id)
-    }
-
     /// Runs `call` with retries; returns the whole reply body (`{errcode, errmsg, …}`).
     pub async fn call(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
         let what = format!("{} {}", call.method, call.path);
@@ -273,8 +268,13 @@ impl WecomClient {
     }
 
     async fn send_raw(&self, call: &ApiCall, token: Option<&str>) -> Result<Raw, ConnectorError> {
+        // WeCom counts per corp and per API: one bucket per path.
         self.limiter
-            .acquire(&self.app_key(), call.tier, call.limit)
+            .acquire(
+                &self.cfg.corp_id,
+                &format!("{}:{}", call.tier, call.path),
+                call.limit,
+            )
             .await;
         let url = format!("{}/cgi-bin/{}", self.cfg.origin(), call.path);
         let mut req = self.http.request(call.method.clone(), &url);

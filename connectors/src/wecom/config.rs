@@ -11,6 +11,18 @@ use crate::wecom::VENDOR;
 
 pub const WECOM_ORIGIN: &str = "https://qyapi.weixin.qq.com";
 
+/// How the connector lists every member of the corp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserListing {
+    /// `user/list_id` pages, then `user/get` per member: one call per member, but the only way
+    /// open to contact-sync secrets calling from IPs first seen after 2022-08-15.
+    #[default]
+    ListId,
+    /// `department/list` once, then `user/list?department_id=` per department: one call per
+    /// department (the minimum), for apps whose IP may still use `user/list`.
+    PerDepartment,
+}
+
 #[derive(Clone)]
 pub struct WecomConfig {
     /// Origin only (scheme + host [+ port]): `https://qyapi.weixin.qq.com`, or a sandbox. Paths
@@ -24,8 +36,10 @@ pub struct WecomConfig {
     pub agent_id: i64,
     /// `limit` of each `user/list_id` page (1..=10000).
     pub list_page_size: u32,
-    /// How many `user/get` calls run at once while listing users.
+    /// How many `user/get` (or per-department `user/list`) calls run at once while listing users.
     pub get_concurrency: usize,
+    /// How every member is listed (see [`UserListing`]).
+    pub user_listing: UserListing,
     pub retry: RetryPolicy,
     pub timeout: Duration,
     /// Refetch the access token when less than this remains.
@@ -34,12 +48,12 @@ pub struct WecomConfig {
     pub limits: Limits,
 }
 
-/// Outbound limits per API area (shared/vendors/wecom.md §8). WeCom counts per corp per API
-/// (10,000/min and 150,000/h) and per IP (20,000/min); a bucket of 2,400/min per area keeps a
-/// sustained load under the hourly quota (150,000 / 60 = 2,500) and every minute under 10,000.
-/// Group robots: 20 messages/min per robot (a bucket per webhook key) — the bucket allows a
-/// burst of 10 then one every 6 s, so no 60-second window ever holds more than 20. App messages beyond
-/// 30/min per member are dropped silently by WeCom: that quota is the caller's to respect.
+/// Outbound limits (shared/vendors/wecom.md §8). WeCom counts per corp **per API**: 10,000/min
+/// and 150,000/h each (the client keeps one sliding-window bucket per corp and API path, so
+/// `contact` is the limit of each contact API, not of the area). The per-IP limit (20,000/min
+/// per API) is wider. Group robots: 20 messages/min per robot (a bucket per webhook key). App
+/// messages beyond 30/min per member are dropped silently by WeCom: that quota is the caller's
+/// to respect.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub contact: RateLimit,
@@ -50,15 +64,19 @@ pub struct Limits {
     pub robot: RateLimit,
 }
 
+/// The base limit of every WeCom API, per corp.
+pub const PER_API: RateLimit = RateLimit::new(0, 10_000).and_per_hour(150_000);
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            contact: RateLimit::new(0, 2400),
-            message: RateLimit::new(0, 2400),
-            appchat: RateLimit::new(0, 2400),
-            media: RateLimit::new(0, 2400),
-            schedule: RateLimit::new(0, 2400),
-            robot: RateLimit::new(0, 10),
+            contact: PER_API,
+            message: PER_API,
+            appchat: PER_API,
+            media: PER_API,
+            // oa/getapprovalinfo and checkin: 600/min.
+            schedule: RateLimit::new(0, 600),
+            robot: RateLimit::new(0, 20),
         }
     }
 }
@@ -77,6 +95,7 @@ impl WecomConfig {
             agent_id,
             list_page_size: 1000,
             get_concurrency: 8,
+            user_listing: UserListing::default(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
             token_refresh_ahead: Duration::from_secs(300),

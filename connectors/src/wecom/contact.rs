@@ -16,6 +16,7 @@ use crate::capability::RecordStream;
 use crate::error::ConnectorError;
 use crate::wecom::VENDOR;
 use crate::wecom::client::{ApiCall, NOT_FOUND_CODES, WecomClient};
+use crate::wecom::config::UserListing;
 
 /// Member status (`status`): 1 activated, 2 disabled, 4 not activated, 5 left the company.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,9 +288,39 @@ impl WecomClient {
         .boxed()
     }
 
-    /// Every member visible to the secret: `user/list_id` then `user/get` per member.
+    /// Every member visible to the secret: `user/list_id` then `user/get` per member, or (with
+    /// [`UserListing::PerDepartment`]) `user/list` per department, each member once.
     pub fn all_users(&self) -> RecordStream<'_> {
-        self.users_of_rows(self.user_ids())
+        match self.cfg.user_listing {
+            UserListing::ListId => self.users_of_rows(self.user_ids()),
+            UserListing::PerDepartment => self.users_by_department(),
+        }
+    }
+
+    /// `department/list` once, then `user/list?department_id=` for each department
+    /// (`get_concurrency` at a time); a member of several departments is yielded once.
+    fn users_by_department(&self) -> RecordStream<'_> {
+        let mut seen = HashSet::new();
+        stream::once(async move {
+            let depts = self.list_departments(None).await?;
+            let ids: Vec<i64> = depts
+                .iter()
+                .filter_map(|d| d.get("id").and_then(as_int))
+                .collect();
+            Ok::<_, ConnectorError>(
+                stream::iter(ids)
+                    .map(move |d| async move { self.list_department_users(d, false).await })
+                    .buffered(self.cfg.get_concurrency)
+                    .map_ok(|users| stream::iter(users.into_iter().map(Ok)))
+                    .try_flatten(),
+            )
+        })
+        .try_flatten()
+        .try_filter(move |u| {
+            let id = u.get("userid").and_then(Value::as_str).unwrap_or_default();
+            ready(seen.insert(id.to_string()))
+        })
+        .boxed()
     }
 
     /// The direct members of department `dept`.

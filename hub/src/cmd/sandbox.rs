@@ -66,6 +66,17 @@ pub struct Common {
     /// Fault injection, e.g. "5xx=5%,429=2%x10,token=1%,slow=10%@300ms,seed=7".
     #[arg(long, value_name = "SPEC")]
     faults: Option<String>,
+    /// Refuse a call that would exceed the vendor's published limit for its API in a sliding
+    /// window, with the vendor's own over-limit reply (Feishu 429/99991400, DingTalk 90018 or
+    /// 403 QpsLimitForAppkeyAndApi, WeCom 45009). Every call is metered either way: see
+    /// `GET /_sandbox/calls` → "windows".
+    #[arg(long)]
+    enforce_rate_limits: bool,
+    /// Turn off the sandbox's built-in approximate limits too (token buckets, fixed minute
+    /// windows, WeCom's 300 concurrent calls, robot limits): nothing is refused for its rate,
+    /// calls are only metered. Not with --enforce-rate-limits.
+    #[arg(long, conflicts_with = "enforce_rate_limits")]
+    no_rate_limits: bool,
 }
 
 #[derive(Args)]
@@ -113,6 +124,8 @@ pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             opts.verification_token = a.verification_token.clone().map(SecretString::from);
             opts.event_url = a.common.event_url.clone();
             opts.faults = faults(&a.common)?;
+            opts.rate_limits = !a.common.no_rate_limits;
+            opts.enforce_rate_limits = a.common.enforce_rate_limits;
             let l = listener(&a.common).await?;
             let addr = l.local_addr()?;
             println!(
@@ -141,6 +154,8 @@ pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             opts.token = a.token.clone().map(SecretString::from);
             opts.event_url = a.common.event_url.clone();
             opts.faults = faults(&a.common)?;
+            opts.rate_limits = !a.common.no_rate_limits;
+            opts.enforce_rate_limits = a.common.enforce_rate_limits;
             let l = listener(&a.common).await?;
             let addr = l.local_addr()?;
             println!(
@@ -170,6 +185,8 @@ pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
             opts.encoding_aes_key = a.encoding_aes_key.clone().map(SecretString::from);
             opts.event_url = a.common.event_url.clone();
             opts.faults = faults(&a.common)?;
+            opts.rate_limits = !a.common.no_rate_limits;
+            opts.enforce_rate_limits = a.common.enforce_rate_limits;
             let l = listener(&a.common).await?;
             let addr = l.local_addr()?;
             println!(

@@ -87,7 +87,8 @@ pub fn endpoint(c: &ConnectorConfig) -> Result<Endpoint, SyncError> {
             Arc::new(DingTalkConnector::new(cfg).map_err(conn_err)?)
         }
         ConnectorKind::WeCom => {
-            use huitong_connectors::wecom::{WecomConnector, config::WecomConfig};
+            use huitong_connectors::wecom::WecomConnector;
+            use huitong_connectors::wecom::config::{UserListing, WecomConfig};
             let base = c
                 .settings
                 .get("base_url")
@@ -95,12 +96,22 @@ pub fn endpoint(c: &ConnectorConfig) -> Result<Endpoint, SyncError> {
             let agent_id: i64 = setting(c, "agent_id")?.parse().map_err(|_| {
                 SyncError::Config(format!("connector {}: agent_id must be a number", c.name))
             })?;
-            let cfg = WecomConfig::new(
+            let mut cfg = WecomConfig::new(
                 base,
                 setting(c, "corp_id")?,
                 secret(c, "corp_secret")?,
                 agent_id,
             );
+            cfg.user_listing = match c.settings.get("user_listing").map(String::as_str) {
+                None | Some("list_id") => UserListing::ListId,
+                Some("per_department") => UserListing::PerDepartment,
+                Some(other) => {
+                    return Err(SyncError::Config(format!(
+                        "connector {}: user_listing {other:?} is neither \"list_id\" nor \"per_department\"",
+                        c.name
+                    )));
+                }
+            };
             Arc::new(WecomConnector::new(cfg).map_err(conn_err)?)
         }
     };

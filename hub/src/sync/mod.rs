@@ -11,8 +11,8 @@
 
 pub mod connect;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::RwLock;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use futures_util::TryStreamExt;
 use huitong_connectors::ConnectorError;
@@ -158,12 +158,14 @@ impl XrefResolver for SideResolver {
     }
 }
 
-/// One record of one side: its external id, raw vendor JSON and canonical form.
+/// One record of one side: its external id, raw vendor JSON (kept for a target only, to map
+/// it again once pairs are known; `Null` for the source) and canonical form (shared with the
+/// plan's steps, never copied).
 #[derive(Debug, Clone)]
 struct Rec {
     external_id: String,
     raw: Value,
-    canonical: Value,
+    canonical: Arc<Value>,
 }
 
 impl Rec {
@@ -209,51 +211,92 @@ async fn read_raw(endpoint: &Endpoint, entity: Entity) -> Result<Vec<Value>, Syn
         })
 }
 
-/// Map every record; one that fails to map is reported (never guessed) and left out.
+/// Maps records one by one as they arrive; one that fails to map is reported (never guessed)
+/// and left out. The raw record is kept only when `keep_raw` (a target's).
+struct Mapper<'a> {
+    endpoint: &'a Endpoint,
+    mapping: &'a Mapping,
+    entity: &'static str,
+    resolver: &'a SideResolver,
+    keep_raw: bool,
+    seen: HashSet<String>,
+    out: Vec<Rec>,
+}
+
+impl<'a> Mapper<'a> {
+    fn new(
+        endpoint: &'a Endpoint,
+        mapping: &'a Mapping,
+        entity: &'static str,
+        resolver: &'a SideResolver,
+        keep_raw: bool,
+    ) -> Self {
+        Mapper {
+            endpoint,
+            mapping,
+            entity,
+            resolver,
+            keep_raw,
+            seen: HashSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, raw: Value, failures: &mut Vec<Conflict>) -> Result<(), SyncError> {
+        let mapped = match self
+            .mapping
+            .apply(Direction::ToCanonical, &raw, self.resolver)
+        {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(Conflict {
+                    entity: self.entity,
+                    kind: "mapping_error".into(),
+                    detail: format!("{}: {e}", self.endpoint.name),
+                    records: Vec::new(),
+                });
+                return Ok(());
+            }
+        };
+        if mapped.skipped {
+            return Ok(());
+        }
+        let Some(external_id) = mapped.key else {
+            return Err(SyncError::Mapping {
+                connector: self.endpoint.name.clone(),
+                entity: self.entity,
+                message: "a record has no external id (the mapping's `key`)".into(),
+            });
+        };
+        // Vendors that list per department return a person once per department.
+        if !self.seen.insert(external_id.clone()) {
+            return Ok(());
+        }
+        self.out.push(Rec {
+            external_id,
+            raw: if self.keep_raw { raw } else { Value::Null },
+            canonical: Arc::new(mapped.record),
+        });
+        Ok(())
+    }
+}
+
+/// Map every record of `raws` (see [`Mapper`]).
 fn map_all(
     endpoint: &Endpoint,
     mapping: &Mapping,
     entity: &'static str,
     raws: Vec<Value>,
     resolver: &SideResolver,
+    keep_raw: bool,
     failures: &mut Vec<Conflict>,
 ) -> Result<Vec<Rec>, SyncError> {
-    let mut out = Vec::with_capacity(raws.len());
-    let mut seen = HashSet::new();
+    let mut m = Mapper::new(endpoint, mapping, entity, resolver, keep_raw);
+    m.out.reserve(raws.len());
     for raw in raws {
-        let mapped = match mapping.apply(Direction::ToCanonical, &raw, resolver) {
-            Ok(m) => m,
-            Err(e) => {
-                failures.push(Conflict {
-                    entity,
-                    kind: "mapping_error".into(),
-                    detail: format!("{}: {e}", endpoint.name),
-                    records: Vec::new(),
-                });
-                continue;
-            }
-        };
-        if mapped.skipped {
-            continue;
-        }
-        let Some(external_id) = mapped.key else {
-            return Err(SyncError::Mapping {
-                connector: endpoint.name.clone(),
-                entity,
-                message: "a record has no external id (the mapping's `key`)".into(),
-            });
-        };
-        // Vendors that list per department return a person once per department.
-        if !seen.insert(external_id.clone()) {
-            continue;
-        }
-        out.push(Rec {
-            external_id,
-            raw,
-            canonical: mapped.record,
-        });
+        m.push(raw, failures)?;
     }
-    Ok(out)
+    Ok(m.out)
 }
 
 async fn department_details(
@@ -285,7 +328,11 @@ async fn department_details(
         .collect()
 }
 
-async fn read_side(endpoint: &Endpoint, resolver: &SideResolver) -> Result<Side, SyncError> {
+async fn read_side(
+    endpoint: &Endpoint,
+    resolver: &SideResolver,
+    keep_raw: bool,
+) -> Result<Side, SyncError> {
     let mut departments = read_raw(endpoint, Entity::Department).await?;
     let root = endpoint.root_id();
     let dept_key = |d: &Value| -> Option<String> {
@@ -315,26 +362,35 @@ async fn read_side(endpoint: &Endpoint, resolver: &SideResolver) -> Result<Side,
         // DingTalk's department/listsub omits order and managers: read each department.
         departments = department_details(endpoint, departments).await?;
     }
-    let people = read_raw(endpoint, Entity::User).await?;
-    let records_read = departments.len() + people.len();
     let mut failures = Vec::new();
+    let mut records_read = departments.len();
+    let departments = map_all(
+        endpoint,
+        &endpoint.department,
+        DEPARTMENT,
+        departments,
+        resolver,
+        keep_raw,
+        &mut failures,
+    )?;
+    // People are mapped as they stream in: the raw records of a large org never sit in memory
+    // all at once.
+    let mut people = Mapper::new(endpoint, &endpoint.person, PERSON, resolver, keep_raw);
+    let query = ListQuery {
+        recursive: true,
+        ..ListQuery::default()
+    };
+    let mut stream = endpoint.directory.list(Entity::User, query);
+    while let Some(raw) = stream.try_next().await.map_err(|source| SyncError::Read {
+        connector: endpoint.name.clone(),
+        source,
+    })? {
+        records_read += 1;
+        people.push(raw, &mut failures)?;
+    }
     Ok(Side {
-        departments: map_all(
-            endpoint,
-            &endpoint.department,
-            DEPARTMENT,
-            departments,
-            resolver,
-            &mut failures,
-        )?,
-        people: map_all(
-            endpoint,
-            &endpoint.person,
-            PERSON,
-            people,
-            resolver,
-            &mut failures,
-        )?,
+        departments,
+        people: people.out,
         failures,
         records_read,
     })
@@ -369,14 +425,15 @@ pub struct Step {
     pub target_id: Option<String>,
     /// The record's id in the source (absent for removals).
     pub source_id: Option<String>,
-    /// Depth in the department tree (0 = root), for ordering.
+    /// For ordering: a department's depth in the tree (0 = root); a person's in the manager
+    /// chain (0 = reports to nobody), so managers are written before their reports.
     pub depth: usize,
     /// Also record the link before writing (a first match by rules).
     pub link_first: bool,
     pub changes: BTreeMap<String, Change>,
     /// The canonical record to write (for disables: the target's, with the new status).
     #[serde(skip)]
-    pub record: Value,
+    pub record: Arc<Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -405,7 +462,7 @@ pub struct Plan {
     pub targets: Vec<TargetPlan>,
     /// Source records, canonical (to store them on apply).
     #[serde(skip)]
-    source_records: Vec<(&'static str, String, Value)>,
+    source_records: Vec<(&'static str, String, Arc<Value>)>,
 }
 
 impl Plan {
@@ -547,6 +604,84 @@ fn diff(fields: &[String], source: &Value, target: &Value) -> BTreeMap<String, C
 
 const PLACEMENT: &[&str] = &["parent_id", "department_ids", "main_department"];
 
+/// The canonical fields a mapping really reads from its vendor (not from a constant), `id` aside:
+/// what the vendor holds of a record we wrote.
+fn carried_fields(m: &Mapping) -> Vec<String> {
+    let mut out: Vec<String> = m
+        .rules(Direction::ToCanonical)
+        .iter()
+        .filter(|r| r.expr().source().contains('.'))
+        .map(|r| r.target().to_owned())
+        .filter(|f| f != "id")
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The hash recorded when huitong writes `record` to a system whose mapping is `m`, and computed
+/// again from what that system reports later: equal means the system holds exactly what huitong
+/// wrote (an echo of our own write), compared on the fields it carries, normalised like a diff.
+pub fn echo_hash(m: &Mapping, record: &Value) -> String {
+    let projected: Map<String, Value> = carried_fields(m)
+        .into_iter()
+        .map(|f| {
+            let v = normalise(record.get(&f));
+            (f, v)
+        })
+        .collect();
+    content_hash(&Value::Object(projected))
+}
+
+/// Whether `external_id` of `entity` in `endpoint` holds exactly what huitong last wrote there
+/// (the hash recorded in its xref, so this survives a restart): the event it emitted about the
+/// record is the echo of that write, and nothing needs to flow back.
+pub async fn is_echo(
+    store: &dyn Store,
+    endpoint: &Endpoint,
+    entity: &'static str,
+    external_id: &str,
+) -> Result<bool, SyncError> {
+    let Some(xref) = store
+        .find_by_external(entity, &endpoint.name, external_id)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let Some(written) = xref.last_written_hash else {
+        return Ok(false);
+    };
+    let (vendor_entity, mapping) = match entity {
+        PERSON => (Entity::User, &endpoint.person),
+        _ => (Entity::Department, &endpoint.department),
+    };
+    let raw = endpoint
+        .directory
+        .get(vendor_entity, external_id)
+        .await
+        .map_err(|source| SyncError::Read {
+            connector: endpoint.name.clone(),
+            source,
+        })?;
+    let Some(raw) = raw else {
+        return Ok(false);
+    };
+    let links = [
+        store.xrefs_in_system(DEPARTMENT, &endpoint.name).await?,
+        store.xrefs_in_system(PERSON, &endpoint.name).await?,
+    ]
+    .concat();
+    let resolver = SideResolver::new(&endpoint.name, false, &links);
+    let mapped = mapping
+        .apply(Direction::ToCanonical, &raw, &resolver)
+        .map_err(|e| SyncError::Mapping {
+            connector: endpoint.name.clone(),
+            entity,
+            message: e.to_string(),
+        })?;
+    Ok(echo_hash(mapping, &mapped.record) == written)
+}
+
 /// Read everything and compute the plan. Changes nothing.
 pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncError> {
     let src_links = [
@@ -555,7 +690,7 @@ pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncErr
     ]
     .concat();
     let src_resolver = SideResolver::new(&ctx.source.name, true, &src_links);
-    let source = read_side(&ctx.source, &src_resolver).await?;
+    let source = read_side(&ctx.source, &src_resolver, false).await?;
     let (departments, people, mut scope_conflicts) =
         scope(&ctx.route, source.departments, source.people);
     scope_conflicts.extend(source.failures);
@@ -657,7 +792,7 @@ fn scope(
             if ids.is_empty() {
                 return None;
             }
-            if let Some(obj) = p.canonical.as_object_mut() {
+            if let Some(obj) = Arc::make_mut(&mut p.canonical).as_object_mut() {
                 let main_ok = obj
                     .get("main_department")
                     .and_then(Value::as_str)
@@ -686,7 +821,7 @@ async fn plan_target(
     ]
     .concat();
     let resolver = SideResolver::new(&target.name, false, &links);
-    let side = read_side(target, &resolver).await?;
+    let side = read_side(target, &resolver, true).await?;
     let mut conflicts = side.failures.clone();
     let mut steps = Vec::new();
 
@@ -705,6 +840,16 @@ async fn plan_target(
     }
     let mut ordered: Vec<&Rec> = departments.iter().collect();
     ordered.sort_by_key(|d| depth_of(d.id(), &src_parents).unwrap_or(usize::MAX));
+    // Target departments by (parent id, name), for first pairing without a scan per department.
+    let mut by_parent_name: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (i, t) in side.departments.iter().enumerate() {
+        if let Some(p) = t.parent() {
+            by_parent_name
+                .entry((p.to_owned(), t.name()))
+                .or_default()
+                .push(i);
+        }
+    }
     for d in &ordered {
         if dept_pairs.contains_key(d.id()) {
             continue;
@@ -722,16 +867,10 @@ async fn plan_target(
                     continue; // the parent will be created: so will this one
                 };
                 let parent_tid = side.departments[tp].id().to_owned();
-                side.departments
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, t)| {
-                        !taken.contains(i)
-                            && t.parent() == Some(parent_tid.as_str())
-                            && t.name() == d.name()
-                    })
-                    .map(|(i, _)| i)
-                    .collect()
+                by_parent_name
+                    .get(&(parent_tid, d.name()))
+                    .map(|v| v.iter().copied().filter(|i| !taken.contains(i)).collect())
+                    .unwrap_or_default()
             }
         };
         match candidates.as_slice() {
@@ -769,6 +908,8 @@ async fn plan_target(
         }
     }
     let mut blocked: HashSet<String> = HashSet::new();
+    // The external ids in `blocked` (on any field).
+    let mut blocked_ids: HashSet<String> = HashSet::new();
     for rule in &ctx.route.match_rules {
         let field = rule.field();
         let key = |r: &Rec| -> Option<String> {
@@ -800,7 +941,10 @@ async fn plan_target(
                 if !unlinked.is_empty() && tgt_index.contains_key(k) {
                     let ids: Vec<String> =
                         claimants.iter().map(|p| p.external_id.clone()).collect();
-                    if ids.iter().all(|id| blocked.insert(format!("{field}:{id}"))) {
+                    if ids.iter().all(|id| {
+                        blocked_ids.insert(id.clone());
+                        blocked.insert(format!("{field}:{id}"))
+                    }) {
                         conflicts.push(Conflict {
                             entity: PERSON,
                             kind: format!("duplicate_{field}"),
@@ -816,11 +960,7 @@ async fn plan_target(
             }
         }
         for p in people {
-            if person_pairs.contains_key(p.id())
-                || blocked
-                    .iter()
-                    .any(|b| b.ends_with(&format!(":{}", p.external_id)))
-            {
+            if person_pairs.contains_key(p.id()) || blocked_ids.contains(&p.external_id) {
                 continue;
             }
             let Some(k) = key(p) else { continue };
@@ -841,6 +981,7 @@ async fn plan_target(
                 }
                 many => {
                     blocked.insert(format!("{field}:{}", p.external_id));
+                    blocked_ids.insert(p.external_id.clone());
                     conflicts.push(Conflict {
                         entity: PERSON,
                         kind: "ambiguous_match".into(),
@@ -864,8 +1005,9 @@ async fn plan_target(
         .collect();
 
     // Re-map the target with the pairs known, so its references use canonical ids.
-    let dept_raw: Vec<Value> = side.departments.iter().map(|r| r.raw.clone()).collect();
-    let people_raw: Vec<Value> = side.people.iter().map(|r| r.raw.clone()).collect();
+    let records_read = side.records_read;
+    let dept_raw: Vec<Value> = side.departments.into_iter().map(|r| r.raw).collect();
+    let people_raw: Vec<Value> = side.people.into_iter().map(|r| r.raw).collect();
     let mut remap_failures = Vec::new();
     let t_depts = map_all(
         target,
@@ -873,6 +1015,7 @@ async fn plan_target(
         DEPARTMENT,
         dept_raw,
         &resolver,
+        false,
         &mut remap_failures,
     )?;
     let t_people = map_all(
@@ -881,13 +1024,24 @@ async fn plan_target(
         PERSON,
         people_raw,
         &resolver,
+        false,
         &mut remap_failures,
     )?;
     let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
     let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
 
-    let dept_fields = shared_fields(&ctx.source.department, &target.department);
-    let person_fields = shared_fields(&ctx.source.person, &target.person);
+    // Fields another system owns are not this route's to write (system of record).
+    let route = &ctx.route;
+    let dept_fields: Vec<String> = shared_fields(&ctx.source.department, &target.department)
+        .into_iter()
+        .filter(|f| route.source_owns(DEPARTMENT, Some(f)))
+        .collect();
+    let person_fields: Vec<String> = shared_fields(&ctx.source.person, &target.person)
+        .into_iter()
+        .filter(|f| route.source_owns(PERSON, Some(f)))
+        .collect();
+    let owns_depts = route.source_owns(DEPARTMENT, None);
+    let owns_people = route.source_owns(PERSON, None);
     // Link steps carry the diff too (a first match can differ).
     let mut link_index: HashMap<(String, &'static str), usize> = HashMap::new();
     for (i, s) in steps.iter().enumerate() {
@@ -902,6 +1056,7 @@ async fn plan_target(
                     continue; // roots are paired, never rewritten
                 }
                 let changes = diff(&dept_fields, &d.canonical, &t.canonical);
+                let record = owned_record(route, DEPARTMENT, d, t);
                 upsert_step(
                     &mut steps,
                     &link_index,
@@ -910,6 +1065,7 @@ async fn plan_target(
                     Some(t),
                     depth,
                     changes,
+                    record,
                 );
             }
             None if d.parent().is_none() => conflicts.push(Conflict {
@@ -921,6 +1077,7 @@ async fn plan_target(
                 ),
                 records: vec![d.external_id.clone()],
             }),
+            None if !owns_depts => {} // another system owns departments
             None => steps.push(Step {
                 action: Action::Create,
                 entity: DEPARTMENT,
@@ -935,6 +1092,7 @@ async fn plan_target(
             }),
         }
     }
+    let manager_depth = manager_depths(people);
     // A vendor with no disabled state (DingTalk) can only remove a leaver.
     let can_disable = person_fields.iter().any(|f| f == "status");
     let mut removals = 0;
@@ -949,7 +1107,9 @@ async fn plan_target(
             .is_some_and(|s| s != "active");
         if inactive && !can_disable {
             // Not created; removed if it was there.
-            if let Some(t) = t_person_by_id.get(p.id()) {
+            if let Some(t) = t_person_by_id.get(p.id())
+                && owns_people
+            {
                 removals += 1;
                 steps.push(Step {
                     action: Action::Delete,
@@ -969,8 +1129,20 @@ async fn plan_target(
         match t_person_by_id.get(p.id()) {
             Some(t) => {
                 let changes = diff(&person_fields, &p.canonical, &t.canonical);
-                upsert_step(&mut steps, &link_index, PERSON, p, Some(t), 0, changes);
+                let depth = manager_depth.get(p.id()).copied().unwrap_or(0);
+                let record = owned_record(route, PERSON, p, t);
+                upsert_step(
+                    &mut steps,
+                    &link_index,
+                    PERSON,
+                    p,
+                    Some(t),
+                    depth,
+                    changes,
+                    record,
+                );
             }
+            None if !owns_people => {} // another system owns people
             None => steps.push(Step {
                 action: Action::Create,
                 entity: PERSON,
@@ -978,7 +1150,7 @@ async fn plan_target(
                 name: p.name(),
                 target_id: None,
                 source_id: Some(p.external_id.clone()),
-                depth: 0,
+                depth: manager_depth.get(p.id()).copied().unwrap_or(0),
                 link_first: false,
                 changes: BTreeMap::new(),
                 record: p.canonical.clone(),
@@ -995,7 +1167,7 @@ async fn plan_target(
         Action::Disable
     };
     for t in &t_people {
-        if is_placeholder(t.id()) || src_people.contains(t.id()) {
+        if is_placeholder(t.id()) || src_people.contains(t.id()) || !owns_people {
             continue;
         }
         let already = t.canonical.get("status").and_then(Value::as_str) == Some("disabled");
@@ -1005,11 +1177,12 @@ async fn plan_target(
         removals += 1;
         // The leaver keeps their record but leads nothing any more (vendors such as WeCom
         // set department leadership from the person's own record).
-        let mut record = t.canonical.clone();
+        let mut record = (*t.canonical).clone();
         if let Some(o) = record.as_object_mut() {
             o.insert("status".into(), json!("disabled"));
             o.insert("leader_of".into(), json!([]));
         }
+        let record = Arc::new(record);
         steps.push(Step {
             action: removal,
             entity: PERSON,
@@ -1023,7 +1196,7 @@ async fn plan_target(
             record,
         });
     }
-    if ctx.route.deletion == Deletion::Delete {
+    if ctx.route.deletion == Deletion::Delete && owns_depts {
         let t_parents: HashMap<String, Option<String>> = t_depts
             .iter()
             .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
@@ -1052,10 +1225,50 @@ async fn plan_target(
         target: target.name.clone(),
         people_in_target: t_people.len(),
         removals,
-        records_read: side.records_read,
+        records_read,
         steps,
         conflicts,
     })
+}
+
+/// Each person's depth in the manager chain (a loop or a missing manager ends the chain).
+fn manager_depths(people: &[Rec]) -> HashMap<&str, usize> {
+    let manager: HashMap<&str, &str> = people
+        .iter()
+        .filter_map(|p| {
+            p.canonical
+                .get("manager")
+                .and_then(Value::as_str)
+                .map(|m| (p.id(), m))
+        })
+        .collect();
+    let mut depth: HashMap<&str, usize> = HashMap::with_capacity(people.len());
+    for p in people {
+        let mut chain = Vec::new();
+        let mut cur = p.id();
+        let base = loop {
+            if let Some(&d) = depth.get(cur) {
+                break d;
+            }
+            if chain.contains(&cur) || chain.len() > 64 {
+                break 0;
+            }
+            chain.push(cur);
+            match manager.get(cur) {
+                Some(m) => cur = m,
+                None => break 0,
+            }
+        };
+        // The chain's last element reports to nobody known (or closes a loop): depth 0.
+        let mut d = base;
+        for (i, id) in chain.iter().rev().enumerate() {
+            if i > 0 || depth.contains_key(cur) {
+                d += 1;
+            }
+            depth.insert(id, d);
+        }
+    }
+    depth
 }
 
 fn link_step(entity: &'static str, source: &Rec, target: &Rec, depth: usize) -> Step {
@@ -1073,7 +1286,37 @@ fn link_step(entity: &'static str, source: &Rec, target: &Rec, depth: usize) -> 
     }
 }
 
+/// What a write of `source` into `target` should leave there: the source's record, except the
+/// fields another system owns (system of record), which keep the target's current values.
+fn owned_record(
+    route: &RouteConfig,
+    entity: &'static str,
+    source: &Rec,
+    target: &Rec,
+) -> Arc<Value> {
+    let keys: BTreeSet<&String> = [&*source.canonical, &*target.canonical]
+        .iter()
+        .filter_map(|v| v.as_object())
+        .flat_map(|o| o.keys())
+        .filter(|k| k.as_str() != "id" && !route.source_owns(entity, Some(k)))
+        .collect();
+    if keys.is_empty() {
+        return source.canonical.clone();
+    }
+    let mut record = (*source.canonical).clone();
+    if let Some(o) = record.as_object_mut() {
+        for k in keys {
+            match target.canonical.get(k) {
+                Some(v) => o.insert(k.clone(), v.clone()),
+                None => o.remove(k),
+            };
+        }
+    }
+    Arc::new(record)
+}
+
 /// Turn a pair's diff into an update/move (folding it into the pair's link step, if any).
+#[allow(clippy::too_many_arguments)]
 fn upsert_step(
     steps: &mut Vec<Step>,
     link_index: &HashMap<(String, &'static str), usize>,
@@ -1082,6 +1325,7 @@ fn upsert_step(
     target: Option<&&Rec>,
     depth: usize,
     changes: BTreeMap<String, Change>,
+    record: Arc<Value>,
 ) {
     let moved = changes.keys().any(|k| PLACEMENT.contains(&k.as_str()));
     let action = if moved { Action::Move } else { Action::Update };
@@ -1091,6 +1335,7 @@ fn upsert_step(
         if !changes.is_empty() {
             s.action = action;
             s.changes = changes;
+            s.record = record;
         }
         return;
     }
@@ -1107,7 +1352,7 @@ fn upsert_step(
         depth,
         link_first: false,
         changes,
-        record: source.canonical.clone(),
+        record,
     });
 }
 
@@ -1117,7 +1362,7 @@ fn order_key(s: &Step) -> (u8, i64, String) {
     let removal = matches!(s.action, Action::Disable | Action::Delete);
     match (s.entity, removal) {
         (DEPARTMENT, false) => (0, s.depth as i64, s.canonical_id.clone()),
-        (PERSON, false) => (1, 0, s.canonical_id.clone()),
+        (PERSON, false) => (1, s.depth as i64, s.canonical_id.clone()),
         (PERSON, true) => (2, 0, s.canonical_id.clone()),
         _ => (3, -(s.depth as i64), s.canonical_id.clone()),
     }
@@ -1173,7 +1418,7 @@ pub async fn apply(
                 &RecordWrite {
                     entity: (*entity).to_owned(),
                     id: id.to_owned(),
-                    data: record.clone(),
+                    data: (**record).clone(),
                     source_system: Some(ctx.source.name.clone()),
                     source_time_ms: None,
                     deleted: false,
@@ -1327,7 +1572,7 @@ async fn apply_step(
         .await?;
         resolver.insert(step.entity, tid, &step.canonical_id);
     }
-    let written_hash = content_hash(&step.record);
+    let written_hash = echo_hash(mapping, &step.record);
     match step.action {
         Action::Link => Ok(false),
         Action::Delete => {
@@ -1362,7 +1607,7 @@ async fn apply_step(
         }
         Action::Update | Action::Move | Action::Disable => {
             // A list emptied in the source is sent as [] (a missing field would leave it as it was).
-            let mut record = step.record.clone();
+            let mut record = (*step.record).clone();
             if let Some(obj) = record.as_object_mut() {
                 for (field, change) in &step.changes {
                     if change.new.is_null() && change.old.is_array() {
@@ -1384,12 +1629,14 @@ async fn apply_step(
                 .apply(Direction::FromCanonical, &record, resolver)
                 .map_err(|e| StepError::Mapping(e.to_string()))?;
             let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
+            // Recorded before the write: the vendor's event about it may arrive before the
+            // write call returns, and must already be recognised as our echo.
+            store
+                .set_written_hash(step.entity, &target.name, &tid, &written_hash, now_ms())
+                .await?;
             target
                 .directory
                 .update(entity, &tid, without_nulls(mapped.record))
-                .await?;
-            store
-                .set_written_hash(step.entity, &target.name, &tid, &written_hash, now_ms())
                 .await?;
             Ok(unresolved)
         }

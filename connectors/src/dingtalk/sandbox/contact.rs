@@ -157,14 +157,17 @@ async fn user_list(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
         return old_err(40035, "不合法的参数: size");
     };
     let org = lock(&app.org);
-    let members = org.members(&key);
-    let start = (cursor as usize).min(members.len());
-    let end = (start + size as usize).min(members.len());
-    let list: Vec<Value> = members[start..end]
+    let total = org.member_count(&key);
+    let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(total);
+    let end = start
+        .saturating_add(usize::try_from(size).unwrap_or(0))
+        .min(total);
+    let list: Vec<Value> = org
+        .members_range(&key, start, end)
         .iter()
         .map(|u| org.render_user_row(u, &key))
         .collect();
-    let has_more = end < members.len();
+    let has_more = end < total;
     let mut result = json!({"has_more": has_more, "list": list});
     if has_more {
         result["next_cursor"] = json!(end);
@@ -194,7 +197,7 @@ async fn user_get(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
         return old_err(40035, "缺少参数 userid");
     };
     let org = lock(&app.org);
-    if !org.users.contains_key(&uid) {
+    if !org.users().contains_key(&uid) {
         return old_err(60121, "找不到该用户");
     }
     old_ok(json!({"result": org.render_user(&uid)}))

@@ -122,10 +122,10 @@ async fn asyncsend(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
         let mut set: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
         if to_all {
-            set.extend(org.users.keys().cloned());
+            set.extend(org.users().keys().cloned());
         } else {
             for u in &users {
-                if org.users.contains_key(u) && seen.insert(u.clone()) {
+                if org.users().contains_key(u) && seen.insert(u.clone()) {
                     set.push(u.clone());
                 }
             }
@@ -304,7 +304,7 @@ async fn oto_send(State(app): AppState, b: Bytes) -> Response {
     }
     let (valid, invalid): (Vec<String>, Vec<String>) = {
         let org = lock(&app.org);
-        users.into_iter().partition(|u| org.users.contains_key(u))
+        users.into_iter().partition(|u| org.users().contains_key(u))
     };
     let pqk = uuid::Uuid::new_v4().simple().to_string();
     if !valid.is_empty() {

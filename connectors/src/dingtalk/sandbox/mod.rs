@@ -40,8 +40,8 @@ use tokio::time::Instant;
 use crate::dingtalk::events::build_callback;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
-    admin_router, lock, merge_fixture, serve_router,
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 use crate::wxbiz::WxBizMsgCrypt;
 
@@ -67,8 +67,15 @@ pub struct SandboxOptions {
     pub corp_id: String,
     /// The app's agent id (work notifications).
     pub agent_id: i64,
-    /// Enforce 20 calls/s per API (90018) and 20 robot messages/minute (on by default).
+    /// Enforce 20 calls/s per API (90018) and 20 robot messages/minute (on by default); the
+    /// per-API limit approximately (a token bucket). Its per-API part is ignored when
+    /// `enforce_rate_limits` is on.
     pub rate_limits: bool,
+    /// Enforce the published per-API limit ([`PUBLISHED_LIMITS`]) exactly, in a sliding window;
+    /// off by default. Every call is metered either way (`/_sandbox/calls` → `windows`).
+    pub enforce_rate_limits: bool,
+    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
+    pub rate_limit_scale: RateScale,
     /// Custom-robot webhooks: (access_token, optional `SEC…` secret).
     pub custom_robots: Vec<(String, Option<String>)>,
     /// Push in the legacy `register_call_back` format (`UserId`/`DeptId`/`TimeStamp`, owner key
@@ -96,11 +103,17 @@ impl SandboxOptions {
             corp_id: "dingsandboxcorp".into(),
             agent_id: 100001,
             rate_limits: true,
+            enforce_rate_limits: false,
+            rate_limit_scale: RateScale::default(),
             custom_robots: vec![("sandbox-robot".into(), Some("SECsandboxrobotsecret".into()))],
             legacy_events: false,
         }
     }
 }
+
+/// DingTalk's published per-API limit for a standard-edition org: 20 calls/s per app per API
+/// (old API: errcode 90018; v1.0: HTTP 403 `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`).
+pub const PUBLISHED_LIMITS: &[RateWindow] = &[RateWindow::per_second(20)];
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -359,8 +372,21 @@ impl App {
             .is_some_and(|exp| Instant::now() < *exp)
     }
 
-    /// 20 calls/s per app per API (token bucket with a burst of 20).
+    /// 20 calls/s per app per API: exactly (sliding window, per endpoint) with
+    /// `enforce_rate_limits`, else with `rate_limits` a token bucket with a burst of 20. A
+    /// refusal is counted (fault `rate-limit`).
     fn rate_check(&self, endpoint: &str) -> bool {
+        if self.opts.enforce_rate_limits {
+            return self
+                .core
+                .enforce(
+                    endpoint,
+                    endpoint,
+                    PUBLISHED_LIMITS,
+                    self.opts.rate_limit_scale,
+                )
+                .is_ok();
+        }
         if !self.opts.rate_limits {
             return true;
         }
@@ -372,6 +398,7 @@ impl App {
         e.1 = now;
         e.0 = (e.0 + dt * qps).min(qps);
         if e.0 < 1.0 {
+            self.core.count_fault("rate-limit");
             return false;
         }
         e.0 -= 1.0;
@@ -451,7 +478,6 @@ async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
         None => {}
     }
     if !app.rate_check(&endpoint) {
-        app.core.count_fault("rate-limit");
         return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
     }
     next.run(req).await
@@ -515,7 +541,6 @@ async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
         None => {}
     }
     if !app.rate_check(&endpoint) {
-        app.core.count_fault("rate-limit");
         return new_err(
             StatusCode::FORBIDDEN,
             "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
@@ -642,7 +667,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .users
+                .users()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;
@@ -672,7 +697,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .depts
+                .depts()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;

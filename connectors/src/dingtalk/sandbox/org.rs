@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::index::Groups;
 
 /// A DingTalk-coded failure: (errcode, errmsg).
 #[derive(Debug)]
@@ -31,11 +32,69 @@ pub(crate) struct User {
 /// Events to emit: (EventType, body fields such as `userId` / `deptId`).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
+/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
 pub(crate) struct Org {
-    pub depts: BTreeMap<String, Dept>,
-    pub users: BTreeMap<String, User>,
+    depts: BTreeMap<String, Dept>,
+    users: BTreeMap<String, User>,
+    idx: Index,
     next_dept: i64,
     seq: u64,
+}
+
+/// Lookups kept beside the records so that no API call scans the org.
+#[derive(Debug, Default, PartialEq)]
+struct Index {
+    dept_by_id: Groups<i64>,
+    /// parent key -> child keys
+    children: Groups<String>,
+    user_by_unionid: Groups<String>,
+    user_by_mobile: Groups<String>,
+    /// department key -> member keys
+    members: Groups<String>,
+    /// user key -> keys of the departments it leads
+    led: Groups<String>,
+}
+
+impl Index {
+    fn add_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        self.dept_by_id.add(d.id, k);
+        if let Some(p) = &d.fx.parent {
+            self.children.add(p.clone(), k);
+        }
+        for l in &d.fx.leaders {
+            self.led.add(l.clone(), k);
+        }
+    }
+
+    fn remove_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        self.dept_by_id.remove(&d.id, k);
+        if let Some(p) = &d.fx.parent {
+            self.children.remove(p, k);
+        }
+        for l in &d.fx.leaders {
+            self.led.remove(l, k);
+        }
+    }
+
+    fn add_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_unionid.add(u.unionid.clone(), k);
+        self.user_by_mobile.add(u.fx.mobile.clone(), k);
+        for d in &u.fx.departments {
+            self.members.add(d.clone(), k);
+        }
+    }
+
+    fn remove_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_unionid.remove(&u.unionid, k);
+        self.user_by_mobile.remove(&u.fx.mobile, k);
+        for d in &u.fx.departments {
+            self.members.remove(d, k);
+        }
+    }
 }
 
 /// The unionid of a user key (stable, developer-scoped).
@@ -119,6 +178,7 @@ impl Org {
         let mut org = Self {
             depts: BTreeMap::new(),
             users: BTreeMap::new(),
+            idx: Index::default(),
             next_dept: 2,
             seq: 0,
         };
@@ -128,19 +188,56 @@ impl Org {
             } else {
                 org.alloc_dept_id()
             };
-            org.depts.insert(d.key.clone(), Dept { fx: d.clone(), id });
+            org.put_dept(Dept { fx: d.clone(), id });
         }
         for u in &fx.users {
-            org.users.insert(
-                u.key.clone(),
-                User {
-                    unionid: unionid_of(&u.key),
-                    fx: u.clone(),
-                    extra: Map::new(),
-                },
-            );
+            org.put_user(User {
+                unionid: unionid_of(&u.key),
+                fx: u.clone(),
+                extra: Map::new(),
+            });
         }
         org
+    }
+
+    // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
+
+    /// Inserts or replaces a department record.
+    fn put_dept(&mut self, d: Dept) {
+        if let Some(old) = self.depts.remove(&d.fx.key) {
+            self.idx.remove_dept(&old);
+        }
+        self.idx.add_dept(&d);
+        self.depts.insert(d.fx.key.clone(), d);
+    }
+
+    fn take_dept(&mut self, key: &str) -> Option<Dept> {
+        let d = self.depts.remove(key)?;
+        self.idx.remove_dept(&d);
+        Some(d)
+    }
+
+    /// Inserts or replaces a user record.
+    fn put_user(&mut self, u: User) {
+        if let Some(old) = self.users.remove(&u.fx.key) {
+            self.idx.remove_user(&old);
+        }
+        self.idx.add_user(&u);
+        self.users.insert(u.fx.key.clone(), u);
+    }
+
+    fn take_user(&mut self, key: &str) -> Option<User> {
+        let u = self.users.remove(key)?;
+        self.idx.remove_user(&u);
+        Some(u)
+    }
+
+    pub fn depts(&self) -> &BTreeMap<String, Dept> {
+        &self.depts
+    }
+
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
     }
 
     fn alloc_dept_id(&mut self) -> i64 {
@@ -160,10 +257,7 @@ impl Org {
     }
 
     pub fn dept_key(&self, id: i64) -> Option<String> {
-        self.depts
-            .values()
-            .find(|d| d.id == id)
-            .map(|d| d.fx.key.clone())
+        self.idx.dept_by_id.first(&id).cloned()
     }
 
     pub fn dept_id(&self, key: &str) -> i64 {
@@ -171,7 +265,10 @@ impl Org {
     }
 
     pub fn user_by_unionid(&self, unionid: &str) -> Option<&User> {
-        self.users.values().find(|u| u.unionid == unionid)
+        self.idx
+            .user_by_unionid
+            .first(unionid)
+            .and_then(|k| self.users.get(k))
     }
 
     // ---- rendering ----
@@ -275,11 +372,7 @@ impl Org {
         let Some(d) = self.depts.get(key) else {
             return Value::Null;
         };
-        let members = self
-            .users
-            .values()
-            .filter(|u| u.fx.departments.iter().any(|x| x == key))
-            .count();
+        let members = self.member_count(key);
         let mut v = json!({
             "dept_id": d.id, "name": d.fx.name, "order": d.fx.order,
             "source_identifier": "", "dept_manager_userid_list": d.fx.leaders,
@@ -305,9 +398,10 @@ impl Org {
     /// Direct sub-departments (by order, then id).
     pub fn children(&self, key: &str) -> Vec<String> {
         let mut v: Vec<&Dept> = self
-            .depts
-            .values()
-            .filter(|d| d.fx.parent.as_deref() == Some(key))
+            .idx
+            .children
+            .keys(key)
+            .filter_map(|c| self.depts.get(c))
             .collect();
         v.sort_by_key(|d| (d.fx.order, d.id));
         v.into_iter().map(|d| d.fx.key.clone()).collect()
@@ -315,11 +409,20 @@ impl Org {
 
     /// Direct members (by user key).
     pub fn members(&self, key: &str) -> Vec<String> {
-        self.users
-            .values()
-            .filter(|u| u.fx.departments.iter().any(|d| d == key))
-            .map(|u| u.fx.key.clone())
-            .collect()
+        self.members_range(key, 0, usize::MAX)
+    }
+
+    /// The direct members at positions `start..end` (by user key).
+    pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
+        self.idx
+            .members
+            .get(key)
+            .map(|m| m.range(start, end).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn member_count(&self, key: &str) -> usize {
+        self.idx.members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
@@ -367,11 +470,7 @@ impl Org {
         if mobile.len() != 11 || !mobile.bytes().all(|b| b.is_ascii_digit()) {
             return err(60103, "手机号码不合法");
         }
-        if self
-            .users
-            .values()
-            .any(|u| u.fx.mobile == mobile && Some(u.fx.key.as_str()) != except)
-        {
+        if self.idx.user_by_mobile.taken_by_other(mobile, except) {
             return err(60104, "手机号码在公司中已存在");
         }
         Ok(())
@@ -460,14 +559,11 @@ impl Org {
         let mut extra = Map::new();
         self.apply_user_fields(&mut fx, &mut extra, m)?;
         self.check_mobile(&fx.mobile, None)?;
-        self.users.insert(
-            key.clone(),
-            User {
-                unionid: unionid_of(&key),
-                fx,
-                extra,
-            },
-        );
+        self.put_user(User {
+            unionid: unionid_of(&key),
+            fx,
+            extra,
+        });
         Ok((
             key.clone(),
             vec![("user_add_org", json!({"userId": [key]}))],
@@ -502,11 +598,12 @@ impl Org {
             return err(40035, "不合法的参数: dept_id_list");
         }
         let prev = self.render_user(key);
-        let Some(u) = self.users.get_mut(key) else {
+        let Some(mut u) = self.take_user(key) else {
             return err(60121, "找不到该用户");
         };
         u.fx = fx;
         u.extra = extra;
+        self.put_user(u);
         let curr = self.render_user(key);
         if prev == curr {
             return Ok(Vec::new());
@@ -528,11 +625,15 @@ impl Org {
     }
 
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        if self.users.remove(key).is_none() {
+        if self.take_user(key).is_none() {
             return err(60121, "找不到该用户");
         }
-        for d in self.depts.values_mut() {
-            d.fx.leaders.retain(|l| l != key);
+        let led: Vec<String> = self.idx.led.keys(key).cloned().collect();
+        for dk in led {
+            if let Some(mut d) = self.take_dept(&dk) {
+                d.fx.leaders.retain(|l| l != key);
+                self.put_dept(d);
+            }
         }
         Ok(vec![("user_leave_org", json!({"userId": [key]}))])
     }
@@ -554,14 +655,11 @@ impl Org {
         }
         self.check_mobile(&fx.mobile, None)?;
         let key = fx.key.clone();
-        self.users.insert(
-            key.clone(),
-            User {
-                unionid: unionid_of(&key),
-                fx,
-                extra: Map::new(),
-            },
-        );
+        self.put_user(User {
+            unionid: unionid_of(&key),
+            fx,
+            extra: Map::new(),
+        });
         Ok(vec![("user_add_org", json!({"userId": [key]}))])
     }
 
@@ -571,10 +669,8 @@ impl Org {
         name: &str,
         except: Option<&str>,
     ) -> Result<(), OrgError> {
-        if self.depts.values().any(|d| {
-            d.fx.parent.as_deref() == Some(parent)
-                && d.fx.name == name
-                && Some(d.fx.key.as_str()) != except
+        if self.idx.children.keys(parent).any(|k| {
+            Some(k.as_str()) != except && self.depts.get(k).is_some_and(|d| d.fx.name == name)
         }) {
             return err(60008, "父部门下该部门名称已存在");
         }
@@ -606,7 +702,7 @@ impl Org {
         }
         let id = self.alloc_dept_id();
         let key = fx.key.clone();
-        self.depts.insert(key.clone(), Dept { fx, id });
+        self.put_dept(Dept { fx, id });
         Ok((key, id, vec![("org_dept_create", json!({"deptId": [id]}))]))
     }
 
@@ -663,8 +759,9 @@ impl Org {
         if cur.fx == fx {
             return Ok(Vec::new());
         }
-        if let Some(d) = self.depts.get_mut(key) {
+        if let Some(mut d) = self.take_dept(key) {
             d.fx = fx;
+            self.put_dept(d);
         }
         Ok(vec![("org_dept_modify", json!({"deptId": [id]}))])
     }
@@ -705,21 +802,163 @@ impl Org {
             return err(60007, "根部门不能删除");
         }
         let id = d.id;
-        if self
-            .depts
-            .values()
-            .any(|x| x.fx.parent.as_deref() == Some(key))
-        {
+        if self.idx.children.count(key) > 0 {
             return err(60006, "该部门下存在子部门");
         }
-        if self
-            .users
-            .values()
-            .any(|u| u.fx.departments.iter().any(|x| x == key))
-        {
+        if self.member_count(key) > 0 {
             return err(60005, "该部门下存在员工");
         }
-        self.depts.remove(key);
+        self.take_dept(key);
         Ok(vec![("org_dept_remove", json!({"deptId": [id]}))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> OrgFixture {
+        OrgFixture::from_json(
+            r#"{"departments": [
+                {"key": "d0", "name": "root"},
+                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
+                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
+                {"key": "d3", "name": "three", "parent": "d1"}
+            ], "users": [
+                {"key": "u1", "name": "A", "mobile": "13800000001", "departments": ["d1"]},
+                {"key": "u2", "name": "B", "mobile": "13800000002", "departments": ["d1", "d2"]}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    impl Org {
+        /// The maintained index equals one built from scratch.
+        fn assert_indexed(&self) {
+            let mut idx = Index::default();
+            for d in self.depts.values() {
+                idx.add_dept(d);
+            }
+            for u in self.users.values() {
+                idx.add_user(u);
+            }
+            assert_eq!(self.idx, idx);
+        }
+    }
+
+    #[test]
+    fn indices_follow_create_move_rename_delete_and_recreate() {
+        let mut org = Org::new(&fixture());
+        org.assert_indexed();
+        let (d2, d3) = (org.dept_id("d2"), org.dept_id("d3"));
+        assert_eq!(org.dept_key(1).as_deref(), Some("d0"));
+        assert_eq!(org.dept_key(d3).as_deref(), Some("d3"));
+        assert_eq!(org.children("d0"), ["d2", "d1"]);
+        assert_eq!(org.members("d1"), ["u1", "u2"]);
+
+        // create through the API: the mobile must be new
+        let dup = org.api_create_user(&body(
+            json!({"userid": "u3", "name": "C", "mobile": "13800000001", "dept_id_list": [d2]}),
+        ));
+        assert_eq!(dup.err().map(|e| e.0), Some(60104));
+        org.api_create_user(&body(
+            json!({"userid": "u3", "name": "C", "mobile": "13800000003", "dept_id_list": [d2]}),
+        ))
+        .unwrap();
+        org.assert_indexed();
+        assert_eq!(
+            org.user_by_unionid(&unionid_of("u3"))
+                .map(|u| u.fx.key.as_str()),
+            Some("u3")
+        );
+        assert_eq!(org.members("d2"), ["u2", "u3"]);
+        assert_eq!(org.render_dept("d2")["member_count"], 2);
+
+        // move + rename + new mobile; the old mobile is free again
+        org.api_update_user(&body(
+            json!({"userid": "u3", "name": "C2", "mobile": "13800000009", "dept_id_list": [d3]}),
+        ))
+        .unwrap();
+        org.assert_indexed();
+        assert_eq!(org.members("d2"), ["u2"]);
+        assert_eq!(org.members("d3"), ["u3"]);
+        assert!(org.check_mobile("13800000003", None).is_ok());
+        assert!(org.check_mobile("13800000009", None).is_err());
+        assert!(org.check_mobile("13800000009", Some("u3")).is_ok());
+
+        // a department moves and is renamed; sibling names are checked under the new parent
+        let taken =
+            org.api_update_dept(&body(json!({"dept_id": d3, "name": "two", "parent_id": 1})));
+        assert_eq!(taken.err().map(|e| e.0), Some(60008));
+        org.api_update_dept(&body(
+            json!({"dept_id": d3, "name": "three bis", "parent_id": d2}),
+        ))
+        .unwrap();
+        org.assert_indexed();
+        assert!(org.children("d1").is_empty());
+        assert_eq!(org.children("d2"), ["d3"]);
+        assert_eq!(org.dept_key(d3).as_deref(), Some("d3"));
+
+        // delete a leader: the department loses it
+        org.delete_user("u1").unwrap();
+        org.assert_indexed();
+        assert!(org.depts()["d1"].fx.leaders.is_empty());
+        assert!(org.user_by_unionid(&unionid_of("u1")).is_none());
+        assert_eq!(org.members("d1"), ["u2"]);
+
+        // a department with a member cannot go; once empty it can
+        assert_eq!(org.delete_dept("d3").err().map(|e| e.0), Some(60005));
+        assert_eq!(org.delete_dept("d2").err().map(|e| e.0), Some(60006));
+        org.delete_user("u3").unwrap();
+        org.delete_dept("d3").unwrap();
+        org.assert_indexed();
+        assert_eq!(org.dept_key(d3), None);
+        assert!(org.children("d2").is_empty());
+
+        // re-create: a new dept_id, the same unionid
+        let (_, id, _) = org
+            .insert_dept(FixtureDepartment {
+                key: "d3".into(),
+                name: "again".into(),
+                parent: Some("d1".into()),
+                order: 0,
+                leaders: vec!["u2".into()],
+            })
+            .unwrap();
+        assert_ne!(id, d3);
+        org.api_create_user(&body(
+            json!({"userid": "u1", "name": "A", "mobile": "13800000001", "dept_id_list": [id]}),
+        ))
+        .unwrap();
+        org.assert_indexed();
+        assert_eq!(org.dept_key(id).as_deref(), Some("d3"));
+        assert_eq!(org.children("d1"), ["d3"]);
+        assert_eq!(org.members("d3"), ["u1"]);
+        assert_eq!(
+            org.user_by_unionid(&unionid_of("u1"))
+                .map(|u| u.fx.key.as_str()),
+            Some("u1")
+        );
+        assert_eq!(org.idx.led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+    }
+
+    #[test]
+    fn member_pages_are_sliced_in_key_order() {
+        let mut org = Org::new(&fixture());
+        let d2 = org.dept_id("d2");
+        for i in 0..600 {
+            org.api_create_user(&body(json!({"userid": format!("m{i}"), "name": "M",
+                "mobile": format!("139{i:08}"), "dept_id_list": [d2]})))
+                .unwrap();
+        }
+        let all = org.members("d2");
+        assert_eq!(all.len(), 601);
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(org.members_range("d2", 500, 600), all[500..600].to_vec());
+        org.assert_indexed();
     }
 }

@@ -304,7 +304,7 @@ async fn robot_receive(State(app): AppState, b: Bytes) -> Response {
     let text = m.get("text").and_then(Value::as_str).unwrap_or("");
     let (name, union) = {
         let org = lock(&app.org);
-        match org.users.get(from) {
+        match org.users().get(from) {
             Some(u) => (u.fx.name.clone(), u.unionid.clone()),
             None => return (StatusCode::NOT_FOUND, "unknown user").into_response(),
         }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::org::OrgError;
-use super::{App, AppState, did_type, fs_err, json_body, ok, page, qbool, uid_type};
+use super::{App, AppState, did_type, fs_err, json_body, ok, page_by, qbool, uid_type};
 use crate::fixture::{FixtureDepartment, FixtureUser};
 use crate::sandbox::lock;
 
@@ -73,12 +73,21 @@ async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> 
     let key = org
         .dept_key(&id, &d)
         .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
-    let items: Vec<Value> = org
-        .children(&key, qbool(&q, "fetch_child"))
-        .iter()
-        .map(|k| org.render_dept(k, &u, &d))
-        .collect();
-    Ok(ok(page(items, &q, 10, 50, 40011, 40012)?))
+    // The whole (recursive) list is walked for every page (keys only: cheap); only the page is
+    // rendered.
+    let keys = org.children(&key, qbool(&q, "fetch_child"));
+    Ok(ok(page_by(
+        keys.len(),
+        &q,
+        (10, 50),
+        (40011, 40012),
+        |s, e| {
+            keys[s..e]
+                .iter()
+                .map(|k| org.render_dept(k, &u, &d))
+                .collect()
+        },
+    )?))
 }
 
 async fn get_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
@@ -131,7 +140,7 @@ async fn create_dept(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
         // client_token: a retried create returns the department created the first time.
         if let Some(ct) = q.get("client_token")
             && let Some(k) = lock(&app.im).client_tokens.get(&format!("dept:{ct}"))
-            && org.depts.contains_key(k)
+            && org.depts().contains_key(k)
         {
             return Ok(ok(json!({"department": org.render_dept(k, &u, &d)})));
         }
@@ -173,7 +182,7 @@ async fn patch_dept(
         let key = org
             .dept_key(&id, &d)
             .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
-        let mut fx = org.depts[&key].fx.clone();
+        let mut fx = org.depts()[&key].fx.clone();
         org.apply_dept_body(&mut fx, &b, &u, &d)
             .map_err(|e| org_err(e, 40015))?;
         let ev = org.update_dept(&key, fx).map_err(|e| org_err(e, 40015))?;
@@ -211,12 +220,18 @@ async fn find_by_department(State(app): AppState, Query(q): Q) -> R {
     let key = org
         .dept_key(id, &d)
         .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
-    let items: Vec<Value> = org
-        .members(&key)
-        .iter()
-        .map(|k| org.render_user(k, &d))
-        .collect();
-    Ok(ok(page(items, &q, 10, 50, 40011, 40012)?))
+    Ok(ok(page_by(
+        org.member_count(&key),
+        &q,
+        (10, 50),
+        (40011, 40012),
+        |s, e| {
+            org.members_range(&key, s, e)
+                .iter()
+                .map(|k| org.render_user(k, &d))
+                .collect()
+        },
+    )?))
 }
 
 async fn get_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
@@ -246,7 +261,7 @@ async fn create_user(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
         let mut org = lock(&app.org);
         if let Some(ct) = q.get("client_token")
             && let Some(k) = lock(&app.im).client_tokens.get(&format!("user:{ct}"))
-            && org.users.contains_key(k)
+            && org.users().contains_key(k)
         {
             return Ok(ok(json!({"user": strip_mobile(org.render_user(k, &d))})));
         }
@@ -311,7 +326,7 @@ async fn patch_user(
         let key = org
             .user_key(&id, &u)
             .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
-        let mut fx = org.users[&key].fx.clone();
+        let mut fx = org.users()[&key].fx.clone();
         let extra = org
             .apply_user_body(&mut fx, &b, &d)
             .map_err(|e| org_err(e, 40015))?;

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{App, AppState, fs_err, json_body, now_ms, ok, page};
+use super::{App, AppState, fs_err, json_body, now_ms, ok, page_by};
 use crate::feishu::im::{MSG_TYPES, RECEIVE_ID_TYPES, content_limit};
 use crate::sandbox::lock;
 
@@ -144,10 +144,10 @@ async fn send(State(app): AppState, Query(q): Q, body: axum::body::Bytes) -> R {
                 "invalid receive_id",
             ));
         };
-        if !org.users[&key].fx.active {
+        if !org.users()[&key].fx.active {
             return Err(fs_err(StatusCode::BAD_REQUEST, 230029, "user has resigned"));
         }
-        format!("oc_p2p_{}", &org.users[&key].open_id[3..])
+        format!("oc_p2p_{}", &org.users()[&key].open_id[3..])
     };
     let data = message_data(&app, &chat_id, &msg_type, &b["content"], None);
     {
@@ -301,14 +301,20 @@ async fn upload_file(State(app): AppState, mp: Multipart) -> R {
 async fn chats(State(app): AppState, Query(q): Q) -> R {
     // The sandbox bot is in one group chat per department, named after it.
     let org = lock(&app.org);
-    let items: Vec<Value> = org
-        .depts
-        .values()
-        .map(|d| json!({"chat_id": format!("oc_{}", &crate::feishu::sandbox::org_hash(&d.fx.key)), "name": d.fx.name,
-            "description": "", "owner_id": "", "owner_id_type": "open_id", "external": false,
-            "tenant_key": app.opts.tenant_key, "chat_status": "normal", "avatar": ""}))
-        .collect();
-    Ok(ok(page(items, &q, 20, 100, 99992402, 99992402)?))
+    let depts = org.depts();
+    Ok(ok(page_by(
+        depts.len(),
+        &q,
+        (20, 100),
+        (99992402, 99992402),
+        |s, e| {
+            depts.values().skip(s).take(e - s)
+                .map(|d| json!({"chat_id": format!("oc_{}", &crate::feishu::sandbox::org_hash(&d.fx.key)), "name": d.fx.name,
+                    "description": "", "owner_id": "", "owner_id_type": "open_id", "external": false,
+                    "tenant_key": app.opts.tenant_key, "chat_status": "normal", "avatar": ""}))
+                .collect()
+        },
+    )?))
 }
 
 /// `POST /_sandbox/im/receive`: a user sends the bot a message (what a person typing in the Feishu
@@ -340,7 +346,7 @@ pub(super) async fn receive(State(app): AppState, body: axum::body::Bytes) -> Re
     };
     let sender = {
         let org = lock(&app.org);
-        let Some(u) = org.users.get(from) else {
+        let Some(u) = org.users().get(from) else {
             return (
                 StatusCode::NOT_FOUND,
                 axum::Json(json!({"error": format!("user {from} not found")})),

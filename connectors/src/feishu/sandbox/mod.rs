@@ -32,8 +32,8 @@ use tokio::time::Instant;
 use crate::feishu::events::build_callback;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
-    admin_router, lock, merge_fixture, serve_router,
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 
 use org::{Org, OrgError};
@@ -54,8 +54,15 @@ pub struct SandboxOptions {
     /// Waits before the retries of a failed event delivery (Feishu: 15 s, 5 min, 1 h, 6 h).
     pub event_retry_delays: Vec<Duration>,
     pub tenant_key: String,
-    /// Enforce Feishu's published per-API limits with HTTP 429 (on by default).
+    /// Enforce Feishu's published per-API limits with HTTP 429 (on by default), approximately:
+    /// token buckets shared by API families. Ignored when `enforce_rate_limits` is on.
     pub rate_limits: bool,
+    /// Enforce the published limit of each API exactly, in sliding windows
+    /// ([`published_limits`]); off by default. Every call is metered either way
+    /// (`/_sandbox/calls` → `windows`).
+    pub enforce_rate_limits: bool,
+    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
+    pub rate_limit_scale: RateScale,
 }
 
 impl SandboxOptions {
@@ -77,6 +84,8 @@ impl SandboxOptions {
             ],
             tenant_key: "tk_sandbox".into(),
             rate_limits: true,
+            enforce_rate_limits: false,
+            rate_limit_scale: RateScale::default(),
         }
     }
 }
@@ -250,6 +259,25 @@ pub(crate) fn page(
     size_code: i64,
     token_code: i64,
 ) -> Result<Value, Response> {
+    page_by(
+        items.len(),
+        q,
+        (default_size, max_size),
+        (size_code, token_code),
+        |s, e| items[s..e].to_vec(),
+    )
+}
+
+/// Like [`page`] over `total` items of which only the page is rendered: `render(start, end)`
+/// gives the items at those positions. `sizes` = (default, max) page size, `codes` = the error
+/// codes of a bad page size and a bad page token.
+pub(crate) fn page_by(
+    total: usize,
+    q: &HashMap<String, String>,
+    (default_size, max_size): (usize, usize),
+    (size_code, token_code): (i64, i64),
+    render: impl FnOnce(usize, usize) -> Vec<Value>,
+) -> Result<Value, Response> {
     let size = match q.get("page_size") {
         None => default_size,
         Some(s) => match s.parse::<usize>() {
@@ -266,7 +294,7 @@ pub(crate) fn page(
     let start = match q.get("page_token").filter(|t| !t.is_empty()) {
         None => 0,
         Some(t) => match t.strip_prefix("pt_").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if n <= items.len() => n,
+            Some(n) if n <= total => n,
             _ => {
                 return Err(fs_err(
                     StatusCode::BAD_REQUEST,
@@ -276,9 +304,9 @@ pub(crate) fn page(
             }
         },
     };
-    let end = (start + size).min(items.len());
-    let has_more = end < items.len();
-    let mut data = json!({"has_more": has_more, "items": items[start..end].to_vec()});
+    let end = start.saturating_add(size).min(total);
+    let has_more = end < total;
+    let mut data = json!({"has_more": has_more, "items": render(start, end)});
     if has_more {
         data["page_token"] = json!(format!("pt_{end}"));
     }
@@ -371,6 +399,27 @@ impl App {
     }
 }
 
+/// Feishu's published limit of an API (per app and tenant), as `enforce_rate_limits` enforces
+/// it (§4, §5, §6, §9 of the vendor notes):
+/// - contact v3: `users/find_by_department` and user create are documented at tier 4 (1000/min
+///   and 50/s); the other contact APIs are not documented one by one: tier 4 too, the tier of
+///   the contact APIs that are;
+/// - IM send: 1000/min and 50/s; image / file upload: 5/s (tier 6);
+/// - task v2: 10/s (tier 7);
+/// - anything else: tier 4.
+pub fn published_limits(endpoint: &str) -> &'static [RateWindow] {
+    const TIER_4: &[RateWindow] = &[RateWindow::per_second(50), RateWindow::per_minute(1000)];
+    const TIER_6: &[RateWindow] = &[RateWindow::per_second(5)];
+    const TIER_7: &[RateWindow] = &[RateWindow::per_second(10)];
+    if endpoint.contains("/open-apis/task/v2/") {
+        TIER_7
+    } else if endpoint.contains("/im/v1/images") || endpoint.contains("/im/v1/files") {
+        TIER_6
+    } else {
+        TIER_4
+    }
+}
+
 fn rate_limited(limit: u32, reset: u64) -> Response {
     let mut r = fs_err(
         StatusCode::TOO_MANY_REQUESTS,
@@ -450,7 +499,17 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         }
         None => {}
     }
-    if let Err((limit, reset)) = app.rate_check(&endpoint) {
+    if app.opts.enforce_rate_limits {
+        // Limits are per API: the endpoint is the key.
+        if let Err(r) = app.core.enforce(
+            &endpoint,
+            &endpoint,
+            published_limits(&endpoint),
+            app.opts.rate_limit_scale,
+        ) {
+            return rate_limited(r.window.limit, r.retry_after_secs());
+        }
+    } else if let Err((limit, reset)) = app.rate_check(&endpoint) {
         app.core.count_fault("rate-limit");
         return rate_limited(limit, reset);
     }
@@ -553,7 +612,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .users
+                .users()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;
@@ -584,7 +643,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .depts
+                .depts()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;

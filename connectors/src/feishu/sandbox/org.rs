@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::index::{Groups, SortedKeys};
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -32,10 +33,81 @@ pub(crate) struct User {
 /// An event to emit: (event_type, event body).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
+/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
 pub(crate) struct Org {
-    pub depts: BTreeMap<String, Dept>,
-    pub users: BTreeMap<String, User>,
+    depts: BTreeMap<String, Dept>,
+    users: BTreeMap<String, User>,
+    idx: Index,
     seq: u64,
+}
+
+/// Lookups kept beside the records so that no API call scans the org.
+#[derive(Debug, Default, PartialEq)]
+struct Index {
+    roots: SortedKeys,
+    dept_by_open: Groups<String>,
+    dept_by_custom: Groups<String>,
+    /// parent key -> child keys
+    children: Groups<String>,
+    user_by_open: Groups<String>,
+    user_by_union: Groups<String>,
+    user_by_email: Groups<String>,
+    /// department key -> member keys
+    members: Groups<String>,
+    /// user key -> keys of the departments it leads
+    led: Groups<String>,
+}
+
+impl Index {
+    fn add_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        match &d.fx.parent {
+            None => {
+                self.roots.insert(k);
+            }
+            Some(p) => self.children.add(p.clone(), k),
+        }
+        self.dept_by_open.add(d.open_id.clone(), k);
+        self.dept_by_custom.add(d.custom_id.clone(), k);
+        for l in &d.fx.leaders {
+            self.led.add(l.clone(), k);
+        }
+    }
+
+    fn remove_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        match &d.fx.parent {
+            None => {
+                self.roots.remove(k);
+            }
+            Some(p) => self.children.remove(p, k),
+        }
+        self.dept_by_open.remove(&d.open_id, k);
+        self.dept_by_custom.remove(&d.custom_id, k);
+        for l in &d.fx.leaders {
+            self.led.remove(l, k);
+        }
+    }
+
+    fn add_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_open.add(u.open_id.clone(), k);
+        self.user_by_union.add(u.union_id.clone(), k);
+        self.user_by_email.add(u.fx.email.clone(), k);
+        for d in &u.fx.departments {
+            self.members.add(d.clone(), k);
+        }
+    }
+
+    fn remove_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_open.remove(&u.open_id, k);
+        self.user_by_union.remove(&u.union_id, k);
+        self.user_by_email.remove(&u.fx.email, k);
+        for d in &u.fx.departments {
+            self.members.remove(d, k);
+        }
+    }
 }
 
 fn hid(prefix: &str, salt: &str, key: &str) -> String {
@@ -88,6 +160,7 @@ impl Org {
         let mut org = Self {
             depts: BTreeMap::new(),
             users: BTreeMap::new(),
+            idx: Index::default(),
             seq: 0,
         };
         for d in &fx.departments {
@@ -108,14 +181,11 @@ impl Org {
                 custom.unwrap_or_else(|| fx.key.clone()),
             )
         };
-        self.depts.insert(
-            fx.key.clone(),
-            Dept {
-                fx,
-                open_id,
-                custom_id,
-            },
-        );
+        self.put_dept(Dept {
+            fx,
+            open_id,
+            custom_id,
+        });
     }
 
     fn insert_user(&mut self, fx: FixtureUser, extra: Map<String, Value>, app_id: &str) {
@@ -126,7 +196,47 @@ impl Org {
             fx,
             extra,
         };
+        self.put_user(u);
+    }
+
+    // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
+
+    /// Inserts or replaces a department record.
+    fn put_dept(&mut self, d: Dept) {
+        if let Some(old) = self.depts.remove(&d.fx.key) {
+            self.idx.remove_dept(&old);
+        }
+        self.idx.add_dept(&d);
+        self.depts.insert(d.fx.key.clone(), d);
+    }
+
+    fn take_dept(&mut self, key: &str) -> Option<Dept> {
+        let d = self.depts.remove(key)?;
+        self.idx.remove_dept(&d);
+        Some(d)
+    }
+
+    /// Inserts or replaces a user record.
+    fn put_user(&mut self, u: User) {
+        if let Some(old) = self.users.remove(&u.fx.key) {
+            self.idx.remove_user(&old);
+        }
+        self.idx.add_user(&u);
         self.users.insert(u.fx.key.clone(), u);
+    }
+
+    fn take_user(&mut self, key: &str) -> Option<User> {
+        let u = self.users.remove(key)?;
+        self.idx.remove_user(&u);
+        Some(u)
+    }
+
+    pub fn depts(&self) -> &BTreeMap<String, Dept> {
+        &self.depts
+    }
+
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
     }
 
     pub fn next_key(&mut self, prefix: &str) -> String {
@@ -140,44 +250,31 @@ impl Org {
     }
 
     pub fn root_key(&self) -> Option<String> {
-        self.depts
-            .values()
-            .find(|d| d.fx.parent.is_none())
-            .map(|d| d.fx.key.clone())
+        self.idx.roots.first().cloned()
     }
 
     pub fn dept_key(&self, id: &str, id_type: &str) -> Option<String> {
         if id == "0" {
             return self.root_key();
         }
-        self.depts
-            .values()
-            .find(|d| {
-                if id_type == "department_id" {
-                    d.custom_id == id
-                } else {
-                    d.open_id == id
-                }
-            })
-            .map(|d| d.fx.key.clone())
+        if id_type == "department_id" {
+            self.idx.dept_by_custom.first(id).cloned()
+        } else {
+            self.idx.dept_by_open.first(id).cloned()
+        }
     }
 
     pub fn user_key(&self, id: &str, id_type: &str) -> Option<String> {
-        self.users
-            .values()
-            .find(|u| match id_type {
-                "union_id" => u.union_id == id,
-                "user_id" => u.user_id == id,
-                _ => u.open_id == id,
-            })
-            .map(|u| u.fx.key.clone())
+        match id_type {
+            "union_id" => self.idx.user_by_union.first(id).cloned(),
+            // user_id is the key
+            "user_id" => self.users.get(id).map(|u| u.fx.key.clone()),
+            _ => self.idx.user_by_open.first(id).cloned(),
+        }
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<String> {
-        self.users
-            .values()
-            .find(|u| u.fx.email == email)
-            .map(|u| u.fx.key.clone())
+        self.idx.user_by_email.first(email).cloned()
     }
 
     pub fn dept_ext(&self, key: &str, id_type: &str) -> String {
@@ -258,11 +355,7 @@ impl Org {
                 .iter()
                 .map(|l| self.user_ext(l, uid_type))
                 .collect();
-        let member_count = self
-            .users
-            .values()
-            .filter(|u| u.fx.departments.contains(&d.fx.key))
-            .count();
+        let member_count = self.member_count(&d.fx.key);
         let mut v = json!({
             "name": d.fx.name,
             "i18n_name": {"zh_cn": d.fx.name, "ja_jp": "", "en_us": ""},
@@ -287,9 +380,10 @@ impl Org {
     pub fn children(&self, key: &str, recursive: bool) -> Vec<String> {
         let direct = |k: &str| {
             let mut c: Vec<&Dept> = self
-                .depts
-                .values()
-                .filter(|d| d.fx.parent.as_deref() == Some(k))
+                .idx
+                .children
+                .keys(k)
+                .filter_map(|c| self.depts.get(c))
                 .collect();
             c.sort_by(|a, b| (a.fx.order, &a.fx.key).cmp(&(b.fx.order, &b.fx.key)));
             c.into_iter().map(|d| d.fx.key.clone()).collect::<Vec<_>>()
@@ -307,12 +401,22 @@ impl Org {
     }
 
     /// Direct members of a department, in key order.
+    #[cfg(test)]
     pub fn members(&self, key: &str) -> Vec<String> {
-        self.users
-            .values()
-            .filter(|u| u.fx.departments.iter().any(|d| d == key))
-            .map(|u| u.fx.key.clone())
-            .collect()
+        self.members_range(key, 0, usize::MAX)
+    }
+
+    /// The direct members at positions `start..end` (key order).
+    pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
+        self.idx
+            .members
+            .get(key)
+            .map(|m| m.range(start, end).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn member_count(&self, key: &str) -> usize {
+        self.idx.members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
@@ -385,12 +489,12 @@ impl Org {
     ) -> Result<Emitted, OrgError> {
         self.check_user(&fx)?;
         let old = self.render_user(key, "open_department_id");
-        let u = self
-            .users
-            .get_mut(key)
+        let mut u = self
+            .take_user(key)
             .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
         u.fx = fx;
         u.extra.extend(extra);
+        self.put_user(u);
         let new = self.render_user(key, "open_department_id");
         let changed = diff(&old, &new);
         if changed.as_object().is_some_and(Map::is_empty) {
@@ -405,17 +509,11 @@ impl Org {
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let obj = self.render_user(key, "open_department_id");
         let u = self
-            .users
-            .remove(key)
+            .take_user(key)
             .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
         let mut events = Vec::new();
         // A deleted user stops leading departments.
-        let led: Vec<String> = self
-            .depts
-            .values()
-            .filter(|d| d.fx.leaders.contains(&u.fx.key))
-            .map(|d| d.fx.key.clone())
-            .collect();
+        let led: Vec<String> = self.idx.led.keys(&u.fx.key).cloned().collect();
         for dk in led {
             let mut fx = self.depts[&dk].fx.clone();
             fx.leaders.retain(|l| l != &u.fx.key);
@@ -476,7 +574,7 @@ impl Org {
             return Err(OrgError::Conflict(format!("key {} exists", fx.key)));
         }
         if let Some(c) = &custom
-            && (self.depts.values().any(|d| &d.custom_id == c) || c == "0")
+            && (self.idx.dept_by_custom.get(c.as_str()).is_some() || c == "0")
         {
             return Err(OrgError::Conflict(format!("department_id {c} exists")));
         }
@@ -496,8 +594,9 @@ impl Org {
         }
         self.check_dept(&fx, key)?;
         let old = self.render_dept(key, "open_id", "open_department_id");
-        if let Some(d) = self.depts.get_mut(key) {
+        if let Some(mut d) = self.take_dept(key) {
             d.fx = fx;
+            self.put_dept(d);
         }
         let new = self.render_dept(key, "open_id", "open_department_id");
         let changed = diff(&old, &new);
@@ -520,14 +619,14 @@ impl Org {
                 "the root department cannot be deleted".into(),
             ));
         }
-        if !self.children(key, false).is_empty() || !self.members(key).is_empty() {
+        if self.idx.children.count(key) > 0 || self.member_count(key) > 0 {
             return Err(OrgError::Invalid(
                 "department still has members or sub-departments".into(),
             ));
         }
         let obj = self.render_dept(key, "open_id", "open_department_id");
         let open_id = d.open_id.clone();
-        self.depts.remove(key);
+        self.take_dept(key);
         let mut obj = obj;
         obj["status"] = json!({"is_deleted": true});
         Ok(vec![(
@@ -655,5 +754,161 @@ mod tests {
     fn diff_lists_previous_values_of_changed_keys() {
         let d = diff(&json!({"a":1,"b":2}), &json!({"a":1,"b":3}));
         assert_eq!(d, json!({"b":2}));
+    }
+
+    fn fixture() -> OrgFixture {
+        OrgFixture::from_json(
+            r#"{"departments": [
+                {"key": "d0", "name": "root"},
+                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
+                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
+                {"key": "d3", "name": "three", "parent": "d1"}
+            ], "users": [
+                {"key": "u1", "name": "A", "email": "a@x.cn", "departments": ["d1"]},
+                {"key": "u2", "name": "B", "email": "b@x.cn", "departments": ["d1", "d2"]}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    fn user(key: &str, email: &str, depts: &[&str]) -> FixtureUser {
+        FixtureUser {
+            key: key.into(),
+            name: key.to_uppercase(),
+            en_name: String::new(),
+            email: email.into(),
+            mobile: String::new(),
+            employee_no: String::new(),
+            title: String::new(),
+            departments: depts.iter().map(|d| d.to_string()).collect(),
+            active: true,
+            gender: String::new(),
+            hired_at: String::new(),
+        }
+    }
+
+    impl Org {
+        /// The maintained index equals one built from scratch.
+        fn assert_indexed(&self) {
+            let mut idx = Index::default();
+            for d in self.depts.values() {
+                idx.add_dept(d);
+            }
+            for u in self.users.values() {
+                idx.add_user(u);
+            }
+            assert_eq!(self.idx, idx);
+        }
+    }
+
+    #[test]
+    fn indices_follow_create_move_rename_delete_and_recreate() {
+        let mut org = Org::new(&fixture(), "cli_x");
+        org.assert_indexed();
+        assert_eq!(org.children("d0", false), ["d2", "d1"]);
+        assert_eq!(org.children("d0", true), ["d2", "d1", "d3"]);
+        assert_eq!(org.members("d1"), ["u1", "u2"]);
+        assert_eq!(org.root_key().as_deref(), Some("d0"));
+
+        // create
+        org.create_user(user("u3", "c@x.cn", &["d2"]), Map::new(), "cli_x")
+            .unwrap();
+        org.assert_indexed();
+        let open = org.user_ext("u3", "open_id");
+        let union = org.user_ext("u3", "union_id");
+        assert_eq!(org.user_key(&open, "open_id").as_deref(), Some("u3"));
+        assert_eq!(org.user_key(&union, "union_id").as_deref(), Some("u3"));
+        assert_eq!(org.user_key("u3", "user_id").as_deref(), Some("u3"));
+        assert_eq!(org.user_by_email("c@x.cn").as_deref(), Some("u3"));
+        assert_eq!(org.members("d2"), ["u2", "u3"]);
+        assert_eq!(
+            org.render_dept("d2", "open_id", "department_id")["member_count"],
+            2
+        );
+
+        // move + rename + new email
+        let mut fx = org.users()["u3"].fx.clone();
+        fx.departments = vec!["d3".into()];
+        fx.name = "C2".into();
+        fx.email = "c2@x.cn".into();
+        org.update_user("u3", fx, Map::new()).unwrap();
+        org.assert_indexed();
+        assert_eq!(org.members("d2"), ["u2"]);
+        assert_eq!(org.members("d3"), ["u3"]);
+        assert_eq!(org.user_by_email("c@x.cn"), None);
+        assert_eq!(org.user_by_email("c2@x.cn").as_deref(), Some("u3"));
+
+        // a department moves and is renamed
+        let mut d3 = org.depts()["d3"].fx.clone();
+        d3.parent = Some("d2".into());
+        d3.name = "three bis".into();
+        org.update_dept("d3", d3).unwrap();
+        org.assert_indexed();
+        assert!(org.children("d1", false).is_empty());
+        assert_eq!(org.children("d2", false), ["d3"]);
+        assert_eq!(org.children("d0", true), ["d2", "d1", "d3"]);
+        let d3_open = org.dept_ext("d3", "open_department_id");
+        assert_eq!(
+            org.dept_key(&d3_open, "open_department_id").as_deref(),
+            Some("d3")
+        );
+        assert_eq!(org.dept_key("d3", "department_id").as_deref(), Some("d3"));
+
+        // delete a leader: the department loses it
+        org.delete_user("u1").unwrap();
+        org.assert_indexed();
+        assert!(org.depts()["d1"].fx.leaders.is_empty());
+        assert_eq!(org.user_by_email("a@x.cn"), None);
+        assert_eq!(org.members("d1"), ["u2"]);
+
+        // a department with a member cannot go; once empty it can
+        assert!(org.delete_dept("d3").is_err());
+        org.delete_user("u3").unwrap();
+        org.delete_dept("d3").unwrap();
+        org.assert_indexed();
+        assert_eq!(org.dept_key(&d3_open, "open_department_id"), None);
+        assert!(org.children("d2", false).is_empty());
+
+        // re-create both under other parents
+        org.create_dept(
+            FixtureDepartment {
+                key: "d3".into(),
+                name: "again".into(),
+                parent: Some("d1".into()),
+                order: 0,
+                leaders: vec!["u2".into()],
+            },
+            None,
+            "cli_x",
+        )
+        .unwrap();
+        org.create_user(user("u1", "a@x.cn", &["d3"]), Map::new(), "cli_x")
+            .unwrap();
+        org.assert_indexed();
+        assert_eq!(
+            org.dept_key(&d3_open, "open_department_id").as_deref(),
+            Some("d3")
+        );
+        assert_eq!(org.children("d1", false), ["d3"]);
+        assert_eq!(org.members("d3"), ["u1"]);
+        assert_eq!(org.user_by_email("a@x.cn").as_deref(), Some("u1"));
+        assert_eq!(org.idx.led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+    }
+
+    #[test]
+    fn pages_are_sliced_in_key_order() {
+        let mut org = Org::new(&fixture(), "cli_x");
+        for i in 0..700 {
+            org.create_user(user(&format!("m{i}"), "", &["d2"]), Map::new(), "cli_x")
+                .unwrap();
+        }
+        let all = org.members("d2");
+        assert_eq!(all.len(), 701);
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(org.members_range("d2", 650, 700), all[650..700].to_vec());
+        assert_eq!(org.member_count("d2"), 701);
+        org.assert_indexed();
     }
 }

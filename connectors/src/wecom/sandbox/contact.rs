@@ -139,7 +139,7 @@ async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
         let key = org
             .dept_key(id)
             .ok_or_else(|| wc_err(60003, "department not found"))?;
-        let mut fx = org.depts[&key].fx.clone();
+        let mut fx = org.depts()[&key].fx.clone();
         let name_en = org.apply_dept_body(&mut fx, &b).map_err(org_err)?;
         org.update_dept(&key, fx, name_en).map_err(org_err)?
     };
@@ -185,10 +185,11 @@ fn dept_members(app: &App, q: &HashMap<String, String>) -> Result<Vec<String>, R
     } else {
         vec![key]
     };
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for d in depts {
         for m in org.members(&d) {
-            if !out.contains(&m) {
+            if seen.insert(m.clone()) {
                 out.push(m);
             }
         }
@@ -251,16 +252,9 @@ async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
         },
     };
     let org = lock(&app.org);
-    let rows: Vec<Value> = org
-        .users
-        .values()
-        .flat_map(|u| {
-            u.fx.departments
-                .iter()
-                .map(|d| json!({"userid": u.fx.key, "department": org.dept_id(d)}))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // One row per (member, department), members in key order. Only the page's rows are built:
+    // the members before it are skipped by their department count.
+    let total = org.membership_rows();
     let start = match b
         .get("cursor")
         .and_then(Value::as_str)
@@ -268,19 +262,33 @@ async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
     {
         None => 0,
         Some(c) => match offset_of(&app.opts.corp_id, c) {
-            Some(n) if n <= rows.len() => n,
+            Some(n) if n <= total => n,
             _ => return Err(wc_err(50100, "invalid cursor")),
         },
     };
-    let end = (start + limit).min(rows.len());
-    let next = if end < rows.len() {
+    let end = start.saturating_add(limit).min(total);
+    let mut rows: Vec<Value> = Vec::with_capacity(end - start);
+    let mut at = 0usize;
+    for u in org.users().values() {
+        if at >= end {
+            break;
+        }
+        let n = u.fx.departments.len();
+        if at + n > start {
+            for (i, d) in u.fx.departments.iter().enumerate() {
+                if (start..end).contains(&(at + i)) {
+                    rows.push(json!({"userid": u.fx.key, "department": org.dept_id(d)}));
+                }
+            }
+        }
+        at += n;
+    }
+    let next = if end < total {
         cursor_of(&app.opts.corp_id, end)
     } else {
         String::new()
     };
-    Ok(ok(
-        json!({"next_cursor": next, "dept_user": rows[start..end].to_vec()}),
-    ))
+    Ok(ok(json!({"next_cursor": next, "dept_user": rows})))
 }
 
 fn new_user(key: &str) -> FixtureUser {
@@ -342,8 +350,8 @@ async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
         let key = org
             .user_key(&userid)
             .ok_or_else(|| wc_err(60111, "userid not found"))?;
-        let mut fx = org.users[&key].fx.clone();
-        let cur_status = org.users[&key].status;
+        let mut fx = org.users()[&key].fx.clone();
+        let cur_status = org.users()[&key].status;
         let (enable, extra) = org.apply_user_body(&mut fx, &b).map_err(org_err)?;
         let status = match enable {
             Some(false) => Some(2),

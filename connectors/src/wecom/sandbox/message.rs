@@ -150,12 +150,12 @@ async fn send(State(app): AppState, body: axum::body::Bytes) -> R {
         let mut bad_users = Vec::new();
         let mut bad_parties = Vec::new();
         let active = |k: &str| {
-            org.users
+            org.users()
                 .get(k)
                 .is_some_and(|u| u.status == 1 || u.status == 4)
         };
         if touser.iter().any(|u| u == "@all") {
-            valid.extend(org.users.keys().filter(|k| active(k)).cloned());
+            valid.extend(org.users().keys().filter(|k| active(k)).cloned());
         } else {
             for u in &touser {
                 match org.user_key(u) {

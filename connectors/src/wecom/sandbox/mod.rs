@@ -35,8 +35,8 @@ use tokio::time::Instant;
 
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, SandboxCore, SandboxError,
-    admin_router, lock, merge_fixture, serve_router,
+    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 use crate::wecom::events::{build_callback, to_xml};
 use crate::wxbiz::WxBizMsgCrypt;
@@ -61,8 +61,15 @@ pub struct SandboxOptions {
     pub token_ttl: Duration,
     /// Waits before the retries of a failed callback delivery (WeCom retries 3 times).
     pub event_retry_delays: Vec<Duration>,
-    /// Enforce the limits below (on by default).
+    /// Enforce the limits below (on by default); the per-API one in fixed minute windows. That
+    /// per-API part is ignored when `enforce_rate_limits` is on.
     pub rate_limits: bool,
+    /// Enforce the published per-API limits ([`PUBLISHED_LIMITS`]) exactly, in sliding
+    /// windows; off by default. Every call is metered either way (`/_sandbox/calls` →
+    /// `windows`).
+    pub enforce_rate_limits: bool,
+    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
+    pub rate_limit_scale: RateScale,
     /// Calls per API per minute for the corp (WeCom: 10,000) before 45009.
     pub api_per_minute: u32,
     /// Concurrent calls for the corp before 45033 (older docs: 300).
@@ -105,6 +112,8 @@ impl SandboxOptions {
                 Duration::from_secs(15),
             ],
             rate_limits: true,
+            enforce_rate_limits: false,
+            rate_limit_scale: RateScale::default(),
             api_per_minute: 10_000,
             max_concurrent: 300,
             messages_per_member_per_minute: 30,
@@ -115,6 +124,13 @@ impl SandboxOptions {
         }
     }
 }
+
+/// WeCom's published base limit per corp per API: 10,000 calls a minute and 150,000 an hour
+/// (errcode 45009 beyond either).
+pub const PUBLISHED_LIMITS: &[RateWindow] = &[
+    RateWindow::per_minute(10_000),
+    RateWindow::per_hour(150_000),
+];
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -386,7 +402,23 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         }
         None => {}
     }
-    if app.opts.rate_limits && !app.window_take(&format!("api:{path}"), app.opts.api_per_minute) {
+    if app.opts.enforce_rate_limits {
+        // Per corp per API: the path is the key.
+        if app
+            .core
+            .enforce(
+                &endpoint,
+                &path,
+                PUBLISHED_LIMITS,
+                app.opts.rate_limit_scale,
+            )
+            .is_err()
+        {
+            return wc_err(45009, "api freq out of limit");
+        }
+    } else if app.opts.rate_limits
+        && !app.window_take(&format!("api:{path}"), app.opts.api_per_minute)
+    {
         app.core.count_fault("rate-limit");
         return wc_err(45009, "api freq out of limit");
     }
@@ -498,7 +530,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .users
+                .users()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;
@@ -536,7 +568,7 @@ impl OrgAdmin for AdminHandle {
         let ev = {
             let mut org = lock(&self.0.org);
             let cur = org
-                .depts
+                .depts()
                 .get(key)
                 .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
             let fx = merge_fixture(&cur.fx, key, &patch)?;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+use crate::sandbox::index::Groups;
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -37,11 +38,97 @@ pub(crate) struct User {
 /// A `change_contact` event body (XML fields), emitted after the change.
 pub(crate) type Emitted = Vec<Map<String, Value>>;
 
+/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
 pub(crate) struct Org {
-    pub depts: BTreeMap<String, Dept>,
-    pub users: BTreeMap<String, User>,
+    depts: BTreeMap<String, Dept>,
+    users: BTreeMap<String, User>,
+    idx: Index,
     next_id: i64,
     seq: u64,
+}
+
+/// Lookups kept beside the records so that no API call scans the org.
+#[derive(Debug, Default, PartialEq)]
+struct Index {
+    dept_by_id: Groups<i64>,
+    /// parent key -> child keys
+    children: Groups<String>,
+    /// lowercased userid -> keys (userids are case-insensitive)
+    user_by_lower: Groups<String>,
+    user_by_mobile: Groups<String>,
+    /// lowercased email -> keys
+    user_by_email: Groups<String>,
+    /// department key -> member keys
+    members: Groups<String>,
+    /// user key -> keys of the departments it leads
+    led: Groups<String>,
+    /// user key -> keys of the users naming it as `direct_leader` (given through the API)
+    led_directly: Groups<String>,
+    /// (member, department) pairs: the rows of `user/list_id`
+    rows: usize,
+}
+
+/// The `direct_leader` userids given through the API.
+fn direct_leader_ids(u: &User) -> impl Iterator<Item = &str> {
+    u.extra
+        .get("direct_leader")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+impl Index {
+    fn add_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        self.dept_by_id.add(d.id, k);
+        if let Some(p) = &d.fx.parent {
+            self.children.add(p.clone(), k);
+        }
+        for l in &d.fx.leaders {
+            self.led.add(l.clone(), k);
+        }
+    }
+
+    fn remove_dept(&mut self, d: &Dept) {
+        let k = &d.fx.key;
+        self.dept_by_id.remove(&d.id, k);
+        if let Some(p) = &d.fx.parent {
+            self.children.remove(p, k);
+        }
+        for l in &d.fx.leaders {
+            self.led.remove(l, k);
+        }
+    }
+
+    fn add_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_lower.add(k.to_ascii_lowercase(), k);
+        self.user_by_mobile.add(u.fx.mobile.clone(), k);
+        self.user_by_email.add(u.fx.email.to_ascii_lowercase(), k);
+        for d in &u.fx.departments {
+            self.members.add(d.clone(), k);
+        }
+        self.rows += u.fx.departments.len();
+        for l in direct_leader_ids(u) {
+            self.led_directly.add(l.to_string(), k);
+        }
+    }
+
+    fn remove_user(&mut self, u: &User) {
+        let k = &u.fx.key;
+        self.user_by_lower.remove(&k.to_ascii_lowercase(), k);
+        self.user_by_mobile.remove(&u.fx.mobile, k);
+        self.user_by_email
+            .remove(&u.fx.email.to_ascii_lowercase(), k);
+        for d in &u.fx.departments {
+            self.members.remove(d, k);
+        }
+        self.rows -= u.fx.departments.len();
+        for l in direct_leader_ids(u) {
+            self.led_directly.remove(l, k);
+        }
+    }
 }
 
 pub const ROOT_ID: i64 = 1;
@@ -89,6 +176,7 @@ impl Org {
         let mut org = Self {
             depts: BTreeMap::new(),
             users: BTreeMap::new(),
+            idx: Index::default(),
             next_id: ROOT_ID + 1,
             seq: 0,
         };
@@ -100,26 +188,65 @@ impl Org {
                 org.next_id += 1;
                 id
             };
-            org.depts.insert(
-                d.key.clone(),
-                Dept {
-                    fx: d.clone(),
-                    id,
-                    name_en: String::new(),
-                },
-            );
+            org.put_dept(Dept {
+                fx: d.clone(),
+                id,
+                name_en: String::new(),
+            });
         }
         for u in &fx.users {
-            org.users.insert(
-                u.key.clone(),
-                User {
-                    status: if u.active { 1 } else { 2 },
-                    fx: u.clone(),
-                    extra: Map::new(),
-                },
-            );
+            org.put_user(User {
+                status: if u.active { 1 } else { 2 },
+                fx: u.clone(),
+                extra: Map::new(),
+            });
         }
         org
+    }
+
+    // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
+
+    /// Inserts or replaces a department record.
+    fn put_dept(&mut self, d: Dept) {
+        if let Some(old) = self.depts.remove(&d.fx.key) {
+            self.idx.remove_dept(&old);
+        }
+        self.idx.add_dept(&d);
+        self.depts.insert(d.fx.key.clone(), d);
+    }
+
+    fn take_dept(&mut self, key: &str) -> Option<Dept> {
+        let d = self.depts.remove(key)?;
+        self.idx.remove_dept(&d);
+        Some(d)
+    }
+
+    /// Inserts or replaces a user record.
+    fn put_user(&mut self, u: User) {
+        if let Some(old) = self.users.remove(&u.fx.key) {
+            self.idx.remove_user(&old);
+        }
+        self.idx.add_user(&u);
+        self.users.insert(u.fx.key.clone(), u);
+    }
+
+    fn take_user(&mut self, key: &str) -> Option<User> {
+        let u = self.users.remove(key)?;
+        self.idx.remove_user(&u);
+        Some(u)
+    }
+
+    pub fn depts(&self) -> &BTreeMap<String, Dept> {
+        &self.depts
+    }
+
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
+    }
+
+    /// The number of (member, department) pairs.
+    pub fn membership_rows(&self) -> usize {
+        self.idx.rows
     }
 
     pub fn next_key(&mut self, prefix: &str) -> String {
@@ -133,17 +260,14 @@ impl Org {
     }
 
     pub fn alloc_dept_id(&mut self) -> i64 {
-        while self.depts.values().any(|d| d.id == self.next_id) {
+        while self.idx.dept_by_id.get(&self.next_id).is_some() {
             self.next_id += 1;
         }
         self.next_id
     }
 
     pub fn dept_key(&self, id: i64) -> Option<String> {
-        self.depts
-            .values()
-            .find(|d| d.id == id)
-            .map(|d| d.fx.key.clone())
+        self.idx.dept_by_id.first(&id).cloned()
     }
 
     pub fn dept_id(&self, key: &str) -> i64 {
@@ -155,10 +279,10 @@ impl Org {
         if let Some(u) = self.users.get(userid) {
             return Some(u.fx.key.clone());
         }
-        self.users
-            .values()
-            .find(|u| u.fx.key.eq_ignore_ascii_case(userid))
-            .map(|u| u.fx.key.clone())
+        self.idx
+            .user_by_lower
+            .first(userid.to_ascii_lowercase().as_str())
+            .cloned()
     }
 
     pub fn open_userid(key: &str) -> String {
@@ -261,33 +385,32 @@ impl Org {
     /// Direct sub-departments, larger `order` first.
     fn direct(&self, key: &str) -> Vec<String> {
         let mut c: Vec<&Dept> = self
-            .depts
-            .values()
-            .filter(|d| d.fx.parent.as_deref() == Some(key))
+            .idx
+            .children
+            .keys(key)
+            .filter_map(|c| self.depts.get(c))
             .collect();
         c.sort_by(|a, b| b.fx.order.cmp(&a.fx.order).then(a.id.cmp(&b.id)));
         c.into_iter().map(|d| d.fx.key.clone()).collect()
     }
 
-    /// The department and its subtree, depth first.
+    /// The department and its subtree, depth first (pre-order, siblings by `direct`).
     pub fn subtree(&self, key: &str) -> Vec<String> {
-        let mut out = vec![key.to_string()];
-        let mut i = 0;
-        while i < out.len() {
-            let kids = self.direct(&out[i]);
-            out.splice(i + 1..i + 1, kids);
-            i += 1;
+        let mut out = Vec::new();
+        // A stack of children lists in reverse, so that popping yields them in order.
+        let mut stack = vec![key.to_string()];
+        while let Some(k) = stack.pop() {
+            let mut kids = self.direct(&k);
+            kids.reverse();
+            stack.extend(kids);
+            out.push(k);
         }
         out
     }
 
     /// Direct members of a department, in key order.
     pub fn members(&self, key: &str) -> Vec<String> {
-        self.users
-            .values()
-            .filter(|u| u.fx.departments.iter().any(|d| d == key))
-            .map(|u| u.fx.key.clone())
-            .collect()
+        self.idx.members.keys(key).cloned().collect()
     }
 
     pub fn snapshot(&self) -> Value {
@@ -411,15 +534,30 @@ impl Org {
         if !fx.email.is_empty() && !fx.email.contains('@') {
             return oe(60105, "invalid email");
         }
-        for other in self.users.values().filter(|u| u.fx.key != fx.key) {
-            if !fx.mobile.is_empty() && other.fx.mobile == fx.mobile {
-                return oe(60104, "mobile existed");
-            }
-            if !fx.email.is_empty() && other.fx.email.eq_ignore_ascii_case(&fx.email) {
-                return oe(60106, "email existed");
-            }
+        // The first other member (in key order) holding the mobile or the email decides.
+        let other = |keys: Option<&crate::sandbox::index::SortedKeys>| {
+            keys.and_then(|ks| ks.iter().find(|k| **k != fx.key).cloned())
+        };
+        let by_mobile = if fx.mobile.is_empty() {
+            None
+        } else {
+            other(self.idx.user_by_mobile.get(fx.mobile.as_str()))
+        };
+        let by_email = if fx.email.is_empty() {
+            None
+        } else {
+            other(
+                self.idx
+                    .user_by_email
+                    .get(fx.email.to_ascii_lowercase().as_str()),
+            )
+        };
+        match (by_mobile, by_email) {
+            (Some(m), Some(e)) if e < m => oe(60106, "email existed"),
+            (Some(_), _) => oe(60104, "mobile existed"),
+            (None, Some(_)) => oe(60106, "email existed"),
+            (None, None) => Ok(()),
         }
-        Ok(())
     }
 
     pub fn create_user(
@@ -437,7 +575,7 @@ impl Org {
         self.check_user(&fx)?;
         let key = fx.key.clone();
         let leads = extra.remove("__leads");
-        self.users.insert(key.clone(), User { fx, status, extra });
+        self.put_user(User { fx, status, extra });
         self.apply_leads(&key, leads);
         Ok(vec![self.user_event("create_user", &key)])
     }
@@ -452,15 +590,15 @@ impl Org {
         self.check_user(&fx)?;
         let before = self.render_user(key, false);
         let leads = extra.remove("__leads");
-        let u = self
-            .users
-            .get_mut(key)
+        let mut u = self
+            .take_user(key)
             .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
         u.fx = fx;
         if let Some(s) = status {
             u.status = s;
         }
         u.extra.extend(extra);
+        self.put_user(u);
         self.apply_leads(key, leads);
         if self.render_user(key, false) == before {
             return Ok(Vec::new());
@@ -470,19 +608,26 @@ impl Org {
 
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let u = self
-            .users
-            .remove(key)
+            .take_user(key)
             .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
         let mut m = change("delete_user");
         m.insert("UserID".into(), json!(u.fx.key));
         // A deleted member stops leading departments (WeCom reports no party change for it).
-        for d in self.depts.values_mut() {
-            d.fx.leaders.retain(|l| l != &u.fx.key);
+        let led: Vec<String> = self.idx.led.keys(&u.fx.key).cloned().collect();
+        for dk in led {
+            if let Some(mut d) = self.take_dept(&dk) {
+                d.fx.leaders.retain(|l| l != &u.fx.key);
+                self.put_dept(d);
+            }
         }
         // Members whose direct leader was this member lose it.
-        for other in self.users.values_mut() {
-            if let Some(Value::Array(a)) = other.extra.get_mut("direct_leader") {
-                a.retain(|x| x.as_str() != Some(u.fx.key.as_str()));
+        let followers: Vec<String> = self.idx.led_directly.keys(&u.fx.key).cloned().collect();
+        for ok in followers {
+            if let Some(mut other) = self.take_user(&ok) {
+                if let Some(Value::Array(a)) = other.extra.get_mut("direct_leader") {
+                    a.retain(|x| x.as_str() != Some(u.fx.key.as_str()));
+                }
+                self.put_user(other);
             }
         }
         Ok(vec![m])
@@ -519,9 +664,10 @@ impl Org {
                     return oe(81001, "department level too deep");
                 }
                 if self
-                    .depts
-                    .values()
-                    .any(|d| d.fx.key != key && d.fx.parent == fx.parent && d.fx.name == fx.name)
+                    .idx
+                    .children
+                    .keys(p.as_str())
+                    .any(|k| k != key && self.depts.get(k).is_some_and(|d| d.fx.name == fx.name))
                 {
                     return oe(60008, "department existed");
                 }
@@ -555,7 +701,7 @@ impl Org {
             return oe(81002, "department count over limit");
         }
         let key = fx.key.clone();
-        self.depts.insert(key.clone(), Dept { fx, id, name_en });
+        self.put_dept(Dept { fx, id, name_en });
         Ok(vec![self.party_event("create_party", &key)])
     }
 
@@ -574,11 +720,12 @@ impl Org {
         }
         self.check_dept(&fx, key)?;
         let before = self.render_dept(key);
-        if let Some(d) = self.depts.get_mut(key) {
+        if let Some(mut d) = self.take_dept(key) {
             d.fx = fx;
             if let Some(n) = name_en {
                 d.name_en = n;
             }
+            self.put_dept(d);
         }
         if self.render_dept(key) == before {
             return Ok(Vec::new());
@@ -594,14 +741,14 @@ impl Org {
         if d.id == ROOT_ID {
             return oe(60007, "not allow to delete root department");
         }
-        if !self.direct(key).is_empty() {
+        if self.idx.children.count(key) > 0 {
             return oe(60006, "department contains sub-department");
         }
-        if !self.members(key).is_empty() {
+        if self.idx.members.count(key) > 0 {
             return oe(60005, "department contains user");
         }
         let id = d.id;
-        self.depts.remove(key);
+        self.take_dept(key);
         let mut m = change("delete_party");
         m.insert("Id".into(), json!(id.to_string()));
         Ok(vec![m])
@@ -729,13 +876,14 @@ impl Org {
             let Some(dk) = self.dept_key(id) else {
                 continue;
             };
-            if let Some(d) = self.depts.get_mut(&dk) {
+            if let Some(mut d) = self.take_dept(&dk) {
                 let has = d.fx.leaders.iter().any(|l| l == key);
                 if flag == 1 && !has {
                     d.fx.leaders.push(key.to_string());
                 } else if flag != 1 && has {
                     d.fx.leaders.retain(|l| l != key);
                 }
+                self.put_dept(d);
             }
         }
     }
@@ -794,5 +942,152 @@ mod tests {
         assert!(!valid_userid(&"a".repeat(65)));
         assert_eq!(gender_code("female"), "2");
         assert_eq!(gender_name("1"), "male");
+    }
+
+    fn fixture() -> OrgFixture {
+        OrgFixture::from_json(
+            r#"{"departments": [
+                {"key": "d0", "name": "root"},
+                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
+                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
+                {"key": "d3", "name": "three", "parent": "d1"}
+            ], "users": [
+                {"key": "u1", "name": "A", "mobile": "13800000001", "email": "a@x.cn", "departments": ["d1"]},
+                {"key": "u2", "name": "B", "mobile": "13800000002", "departments": ["d1", "d2"]}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    fn user(key: &str, mobile: &str, email: &str, depts: &[&str]) -> FixtureUser {
+        FixtureUser {
+            key: key.into(),
+            name: key.to_uppercase(),
+            en_name: String::new(),
+            email: email.into(),
+            mobile: mobile.into(),
+            employee_no: String::new(),
+            title: String::new(),
+            departments: depts.iter().map(|d| d.to_string()).collect(),
+            active: true,
+            gender: String::new(),
+            hired_at: String::new(),
+        }
+    }
+
+    fn code<T>(r: Result<T, OrgError>) -> Option<i64> {
+        r.err().map(|OrgError::Code(c, _)| c)
+    }
+
+    impl Org {
+        /// The maintained index equals one built from scratch.
+        fn assert_indexed(&self) {
+            let mut idx = Index::default();
+            for d in self.depts.values() {
+                idx.add_dept(d);
+            }
+            for u in self.users.values() {
+                idx.add_user(u);
+            }
+            assert_eq!(self.idx, idx);
+        }
+    }
+
+    #[test]
+    fn indices_follow_create_move_rename_delete_and_recreate() {
+        let mut org = Org::new(&fixture());
+        org.assert_indexed();
+        let d3 = org.dept_id("d3");
+        assert_eq!(org.dept_key(ROOT_ID).as_deref(), Some("d0"));
+        assert_eq!(org.subtree("d0"), ["d0", "d1", "d3", "d2"]);
+        assert_eq!(org.members("d1"), ["u1", "u2"]);
+        assert_eq!(org.membership_rows(), 3);
+
+        // create: mobile and email (any case) must be new; userids are case-insensitive
+        let dup = org.create_user(user("Zed", "13800000002", "", &["d2"]), 1, Map::new());
+        assert_eq!(code(dup), Some(60104));
+        let dup = org.create_user(user("Zed", "", "A@X.CN", &["d2"]), 1, Map::new());
+        assert_eq!(code(dup), Some(60106));
+        let mut extra = Map::new();
+        extra.insert("direct_leader".into(), json!(["u1"]));
+        org.create_user(user("Zed", "13800000003", "z@x.cn", &["d2"]), 1, extra)
+            .unwrap();
+        org.assert_indexed();
+        assert_eq!(org.user_key("zed").as_deref(), Some("Zed"));
+        assert_eq!(org.user_key("ZED").as_deref(), Some("Zed"));
+        assert_eq!(
+            code(org.create_user(user("zED", "13800000004", "", &["d2"]), 1, Map::new())),
+            Some(60102)
+        );
+        assert_eq!(org.members("d2"), ["Zed", "u2"]);
+        assert_eq!(org.membership_rows(), 4);
+
+        // move + rename + new mobile and email: the old ones are free again
+        let mut fx = org.users()["Zed"].fx.clone();
+        fx.departments = vec!["d3".into(), "d2".into()];
+        fx.name = "Zed2".into();
+        fx.mobile = "13800000009".into();
+        fx.email = "z2@x.cn".into();
+        org.update_user("Zed", fx, None, Map::new()).unwrap();
+        org.assert_indexed();
+        assert_eq!(org.members("d3"), ["Zed"]);
+        assert_eq!(org.membership_rows(), 5);
+        org.create_user(user("u4", "13800000003", "Z@x.cn", &["d2"]), 1, Map::new())
+            .unwrap();
+        org.delete_user("u4").unwrap();
+        org.assert_indexed();
+
+        // a department moves and is renamed; sibling names are checked under the new parent
+        let mut fx = org.depts()["d3"].fx.clone();
+        fx.parent = Some("d0".into());
+        fx.name = "two".into();
+        assert_eq!(code(org.update_dept("d3", fx.clone(), None)), Some(60008));
+        fx.parent = Some("d2".into());
+        fx.name = "three bis".into();
+        org.update_dept("d3", fx, None).unwrap();
+        org.assert_indexed();
+        assert_eq!(org.subtree("d0"), ["d0", "d1", "d2", "d3"]);
+        assert_eq!(org.dept_key(d3).as_deref(), Some("d3"));
+
+        // delete a leader: the department and the direct reports lose it
+        org.delete_user("u1").unwrap();
+        org.assert_indexed();
+        assert!(org.depts()["d1"].fx.leaders.is_empty());
+        assert_eq!(org.users()["Zed"].extra["direct_leader"], json!([]));
+        assert_eq!(org.user_key("u1"), None);
+
+        // a department with a member cannot go; once empty it can
+        assert_eq!(code(org.delete_dept("d3")), Some(60005));
+        assert_eq!(code(org.delete_dept("d2")), Some(60006));
+        org.delete_user("Zed").unwrap();
+        org.delete_dept("d3").unwrap();
+        org.assert_indexed();
+        assert_eq!(org.dept_key(d3), None);
+        assert_eq!(org.subtree("d2"), ["d2"]);
+
+        // re-create (a new id); leadership flags through __leads
+        let id = org.alloc_dept_id();
+        org.create_dept(
+            FixtureDepartment {
+                key: "d3".into(),
+                name: "again".into(),
+                parent: Some("d1".into()),
+                order: 0,
+                leaders: Vec::new(),
+            },
+            id,
+            String::new(),
+        )
+        .unwrap();
+        let mut extra = Map::new();
+        extra.insert("__leads".into(), json!([[id, 1]]));
+        org.create_user(user("u1", "13800000001", "a@x.cn", &["d3"]), 1, extra)
+            .unwrap();
+        org.assert_indexed();
+        assert_eq!(org.dept_key(id).as_deref(), Some("d3"));
+        assert_eq!(org.members("d3"), ["u1"]);
+        assert_eq!(org.depts()["d3"].fx.leaders, ["u1"]);
+        assert_eq!(org.idx.led.keys("u1").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.alloc_dept_id(), id + 1);
     }
 }

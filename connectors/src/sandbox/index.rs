@@ -1,0 +1,265 @@
+//! Lookup structures the vendor orgs keep beside their records so that every API call costs
+//! O(result size + log n) rather than a scan of the whole org: a sorted key set that can be
+//! sliced by position ([`SortedKeys`]) and a value -> keys index ([`Groups`]).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// Keys in ascending order, stored in blocks so that an insert or a removal moves at most a
+/// block and the `n`th key is found by skipping whole blocks (a department with 100,000 members
+/// pages as cheaply as one with 20).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SortedKeys {
+    blocks: Vec<Vec<String>>,
+    len: usize,
+}
+
+/// A block is split when it grows past twice this.
+const BLOCK: usize = 256;
+
+impl SortedKeys {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The block that holds `key` or would: the first whose last key is not below it.
+    fn block_of(&self, key: &str) -> usize {
+        self.blocks
+            .partition_point(|b| b.last().is_some_and(|l| l.as_str() < key))
+    }
+
+    /// Adds `key`; false when it was there already.
+    pub fn insert(&mut self, key: &str) -> bool {
+        if self.blocks.is_empty() {
+            self.blocks.push(vec![key.to_string()]);
+            self.len = 1;
+            return true;
+        }
+        let bi = self.block_of(key).min(self.blocks.len() - 1);
+        let b = &mut self.blocks[bi];
+        match b.binary_search_by(|k| k.as_str().cmp(key)) {
+            Ok(_) => false,
+            Err(i) => {
+                b.insert(i, key.to_string());
+                if b.len() > 2 * BLOCK {
+                    let tail = b.split_off(BLOCK);
+                    self.blocks.insert(bi + 1, tail);
+                }
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    /// Removes `key`; false when it was not there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let bi = self.block_of(key);
+        let Some(b) = self.blocks.get_mut(bi) else {
+            return false;
+        };
+        match b.binary_search_by(|k| k.as_str().cmp(key)) {
+            Ok(i) => {
+                b.remove(i);
+                if b.is_empty() {
+                    self.blocks.remove(bi);
+                }
+                self.len -= 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn contains(&self, key: &str) -> bool {
+        self.blocks
+            .get(self.block_of(key))
+            .is_some_and(|b| b.binary_search_by(|k| k.as_str().cmp(key)).is_ok())
+    }
+
+    pub fn first(&self) -> Option<&String> {
+        self.blocks.first().and_then(|b| b.first())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.blocks.iter().flatten()
+    }
+
+    /// The keys at positions `start..end` (clamped), in order.
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &String> {
+        let end = end.min(self.len);
+        let mut skip = start.min(end);
+        let mut first = 0;
+        while first < self.blocks.len() && skip >= self.blocks[first].len() {
+            skip -= self.blocks[first].len();
+            first += 1;
+        }
+        self.blocks[first..]
+            .iter()
+            .flatten()
+            .skip(skip)
+            .take(end - start.min(end))
+    }
+
+    /// Builds from keys in any order (duplicates dropped), in O(n log n).
+    #[cfg(test)]
+    pub fn from_unsorted(mut keys: Vec<String>) -> Self {
+        keys.sort_unstable();
+        keys.dedup();
+        let len = keys.len();
+        let mut blocks = Vec::with_capacity(len / BLOCK + 1);
+        let mut it = keys.into_iter().peekable();
+        while it.peek().is_some() {
+            blocks.push(it.by_ref().take(BLOCK).collect());
+        }
+        Self { blocks, len }
+    }
+}
+
+impl PartialEq for SortedKeys {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+/// value -> the keys of the records holding it, each set in key order (so "the first record
+/// with this value" is the one a scan in key order would have found).
+#[derive(Debug, Clone)]
+pub(crate) struct Groups<V: Hash + Eq> {
+    map: HashMap<V, SortedKeys>,
+}
+
+impl<V: Hash + Eq> Default for Groups<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<V: Hash + Eq> PartialEq for Groups<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl<V: Hash + Eq> Groups<V> {
+    pub fn add(&mut self, value: V, key: &str) {
+        self.map.entry(value).or_default().insert(key);
+    }
+
+    pub fn remove<Q>(&mut self, value: &Q, key: &str)
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(s) = self.map.get_mut(value) {
+            s.remove(key);
+            if s.is_empty() {
+                self.map.remove(value);
+            }
+        }
+    }
+
+    pub fn get<Q>(&self, value: &Q) -> Option<&SortedKeys>
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(value)
+    }
+
+    /// The first key (in key order) holding `value`.
+    pub fn first<Q>(&self, value: &Q) -> Option<&String>
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(value).and_then(SortedKeys::first)
+    }
+
+    /// Whether a record other than `except` holds `value`.
+    pub fn taken_by_other<Q>(&self, value: &Q, except: Option<&str>) -> bool
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map
+            .get(value)
+            .is_some_and(|s| s.iter().any(|k| Some(k.as_str()) != except))
+    }
+
+    /// The keys holding `value`, in key order (none when no record holds it).
+    pub fn keys<Q>(&self, value: &Q) -> impl Iterator<Item = &String>
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(value).into_iter().flat_map(SortedKeys::iter)
+    }
+
+    pub fn count<Q>(&self, value: &Q) -> usize
+    where
+        V: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(value).map_or(0, SortedKeys::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_keys_insert_remove_and_slice_across_blocks() {
+        let mut s = SortedKeys::default();
+        let mut want: Vec<String> = Vec::new();
+        // A scrambled order that forces splits.
+        for i in 0..2000u32 {
+            let k = format!("u{}", (i * 7919) % 2000);
+            assert!(s.insert(&k));
+            want.push(k);
+        }
+        assert!(!s.insert("u5"));
+        want.sort();
+        assert_eq!(s.len(), 2000);
+        assert!(s.iter().eq(want.iter()));
+        assert!(s.range(600, 650).eq(want[600..650].iter()));
+        assert!(s.range(1990, 5000).eq(want[1990..].iter()));
+        assert_eq!(s.range(3000, 3010).count(), 0);
+        for k in want.iter().step_by(3) {
+            assert!(s.remove(k));
+        }
+        assert!(!s.remove("u0"));
+        let rest: Vec<&String> = want
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, k)| k)
+            .collect();
+        assert!(s.iter().eq(rest.iter().copied()));
+        assert!(s.contains(rest[10]) && !s.contains(&want[0]));
+        assert_eq!(
+            s,
+            SortedKeys::from_unsorted(rest.iter().map(|k| (*k).clone()).collect())
+        );
+    }
+
+    #[test]
+    fn groups_keep_the_first_key_and_drop_empty_values() {
+        let mut g: Groups<String> = Groups::default();
+        g.add("a@x".into(), "u2");
+        g.add("a@x".into(), "u1");
+        assert_eq!(g.first("a@x").map(String::as_str), Some("u1"));
+        assert!(g.taken_by_other("a@x", Some("u1")));
+        g.remove("a@x", "u2");
+        assert!(!g.taken_by_other("a@x", Some("u1")));
+        g.remove("a@x", "u1");
+        assert_eq!(g, Groups::default());
+    }
+}

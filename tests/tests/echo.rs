@@ -1,0 +1,278 @@
+//! Echo suppression on a live two-way pair: Feishu (HQ) ↔ DingTalk (subsidiary), both calling
+//! huitong back. A change made in Feishu reaches DingTalk; the event DingTalk then emits about
+//! huitong's own write is recognised from the written hash in the xref table and dropped — the
+//! way back never reconciles, and a fresh handler (as after a restart) drops it too. A change
+//! made in DingTalk itself is not an echo and travels back to Feishu.
+
+use std::path::Path;
+use std::time::Duration;
+
+use huitong::app::App;
+use huitong::config::{self, Sources};
+use huitong::live::IngressHandler;
+use huitong::queue::{Envelope, Handler, Outcome, Task};
+use huitong::sync::{self, RouteContext};
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const ENCRYPT_KEY: &str = "echo-test-encrypt-key";
+const VTOKEN: &str = "echo-test-verification-token";
+const DT_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const DT_TOKEN: &str = "echo-dingtalk-token";
+
+fn fixture(name: &str) -> OrgFixture {
+    OrgFixture::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn empty_org(root: &str) -> OrgFixture {
+    serde_json::from_value(json!({
+        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
+        "users": []
+    }))
+    .unwrap()
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
+    org["users"]
+        .as_array()?
+        .iter()
+        .find(|u| u["employee_no"].as_str() == Some(employee_no))
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within 30 s: {what}");
+}
+
+/// Write calls a sandbox served (POST/PATCH/PUT/DELETE, token fetches aside).
+async fn writes(base: &str) -> u64 {
+    let calls = get(&format!("{base}/_sandbox/calls")).await;
+    calls["calls"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    let write = ["POST ", "PATCH ", "PUT ", "DELETE "]
+                        .iter()
+                        .any(|p| k.starts_with(p));
+                    write
+                        && !k.contains("token")
+                        && !k.contains("/get")
+                        && !k.contains("/list")
+                        && !k.contains("find_by")
+                })
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn runs_of(store: &dyn huitong::store::Store, route: &str) -> usize {
+    store.list_runs(Some(route), 1000).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub = format!("http://{}", hub_listener.local_addr().unwrap());
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let feishu = format!("http://{}", l.local_addr().unwrap());
+    let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
+        fixture("small-org.json"),
+        "cli_hq",
+        "s1",
+    );
+    o.rate_limits = false;
+    o.encrypt_key = Some(ENCRYPT_KEY.to_owned().into());
+    o.verification_token = Some(VTOKEN.to_owned().into());
+    o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
+    o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
+    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dingtalk = format!("http://{}", l.local_addr().unwrap());
+    let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        empty_org("子公司"),
+        "dingsub",
+        "s2",
+    );
+    o.aes_key = Some(DT_AES_KEY.to_owned().into());
+    o.token = Some(DT_TOKEN.to_owned().into());
+    o.event_url = Some(format!("{hub}/callbacks/dingtalk/sub"));
+    o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
+    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
+        l,
+        o,
+        until(rx.clone()),
+    ));
+
+    let dir = std::env::temp_dir().join(format!("huitong-echo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("huitong.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[database]\nurl = \"sqlite://{db}\"\n\
+             [connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ\"\nbase_url = \"{feishu}\"\n\
+             encrypt_key_env = \"HQ_KEY\"\nverification_token_env = \"HQ_TOKEN\"\n\
+             [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingsub\"\napp_secret_env = \"SUB\"\nbase_url = \"{dingtalk}\"\n\
+             aes_key_env = \"SUB_AES\"\ntoken_env = \"SUB_TOKEN\"\n\
+             [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n\
+             [routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
+            db = dir.join("huitong.db").display()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("HQ", "s1"),
+        ("SUB", "s2"),
+        ("HQ_KEY", ENCRYPT_KEY),
+        ("HQ_TOKEN", VTOKEN),
+        ("SUB_AES", DT_AES_KEY),
+        ("SUB_TOKEN", DT_TOKEN),
+    ];
+    let config = config::load(&Sources {
+        file: Some(file),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        overrides: vec![],
+    })
+    .unwrap();
+
+    let app = App::start(config.clone()).await.unwrap();
+    let store = app.store.clone();
+    let ctx = RouteContext::new(&config, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue)
+        .await
+        .unwrap();
+    tokio::spawn(app.serve(hub_listener, until(rx.clone())));
+    // The first apply's own events (DingTalk's user_add_org …) are echoes too: let them drain.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let back_runs = runs_of(&*store, "back").await;
+    let dt_events_before = get(&format!("{dingtalk}/_sandbox/events")).await["events"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    // Renamed in Feishu: reaches DingTalk, whose event about it is an echo.
+    let client = reqwest::Client::new();
+    let r = client
+        .patch(format!("{feishu}/_sandbox/org/users/u3"))
+        .json(&json!({"name": "改名的同事"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let no = fixture("small-org.json")
+        .users
+        .iter()
+        .find(|u| u.key == "u3")
+        .unwrap()
+        .employee_no
+        .clone();
+    eventually("the rename arrives in DingTalk", async || {
+        user(&get(&format!("{dingtalk}/_sandbox/org")).await, &no)
+            .is_some_and(|u| u["name"] == "改名的同事")
+    })
+    .await;
+    eventually("DingTalk delivered its event about our write", async || {
+        let events = get(&format!("{dingtalk}/_sandbox/events")).await;
+        let events = events["events"].as_array().unwrap();
+        events.len() > dt_events_before
+            && events[dt_events_before..]
+                .iter()
+                .all(|e| e["delivery"] == "delivered")
+    })
+    .await;
+    let feishu_writes = writes(&feishu).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        runs_of(&*store, "back").await,
+        back_runs,
+        "the echo never reconciled the way back"
+    );
+    assert_eq!(writes(&feishu).await, feishu_writes, "nothing written back");
+    let metrics = huitong::telemetry::metrics().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("huitong_echo_suppressed_total{connector=\"sub\"}")),
+        "{metrics}"
+    );
+
+    // After a restart (a handler with nothing in memory) the same event is still an echo.
+    let events = get(&format!("{dingtalk}/_sandbox/events")).await;
+    let echo = events["events"].as_array().unwrap()[dt_events_before]["event"].clone();
+    let envelope = Envelope::new(
+        "sub",
+        Task::IngressV1 {
+            connector: "sub".into(),
+            event_type: echo["EventType"].as_str().unwrap().to_owned(),
+            event_id: None,
+            payload: echo.clone(),
+            received_at_ms: huitong::store::now_ms(),
+        },
+    );
+    let fresh = IngressHandler::new(config.clone(), store.clone());
+    assert!(matches!(fresh.handle(&envelope).await, Outcome::Ok));
+    assert_eq!(fresh.echoes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(runs_of(&*store, "back").await, back_runs);
+
+    // A change made in DingTalk is no echo: it travels back to Feishu.
+    let dt_key = user(&get(&format!("{dingtalk}/_sandbox/org")).await, &no).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client
+        .patch(format!("{dingtalk}/_sandbox/org/users/{dt_key}"))
+        .json(&json!({"title": "钉钉里改的职位"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    eventually("the DingTalk edit reaches Feishu", async || {
+        user(&get(&format!("{feishu}/_sandbox/org")).await, &no)
+            .is_some_and(|u| u["title"] == "钉钉里改的职位")
+    })
+    .await;
+    assert!(runs_of(&*store, "back").await > back_runs);
+    // …and Feishu's event about that write is an echo in turn: both sides settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = (writes(&feishu).await, writes(&dingtalk).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((writes(&feishu).await, writes(&dingtalk).await), settled);
+
+    ingress.shutdown().await;
+    let _ = stop.send(true);
+    let _ = std::fs::remove_dir_all(dir);
+}
