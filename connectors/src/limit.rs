@@ -226,10 +226,11 @@ mod tests {
         };
         assert!(within(Duration::from_secs(1)) <= 50);
         assert!(within(Duration::from_secs(60)) <= 1000);
-        // 2,400 calls at 1000/min: the third thousand starts after two minutes.
+        // 2,400 calls at 1000/min: the third thousand starts after two windows (2 × 61.2 s
+        // with the margin), then 400 calls at 50 per 1.02 s: ~129.5 s in all.
         let took = all[all.len() - 1].duration_since(start);
-        assert!(took >= Duration::from_secs(120), "{took:?}");
-        assert!(took <= Duration::from_secs(125), "{took:?}");
+        assert!(took >= Duration::from_secs(122), "{took:?}");
+        assert!(took <= Duration::from_secs(131), "{took:?}");
         // First minute: the per-second limit binds: 1000 calls in ~20 s, not 50/s for 60 s.
         let first_20s = all
             .iter()

@@ -771,7 +771,21 @@ async fn custom_robot_webhook_signing_and_its_20_per_minute_limit() {
         let r: Result<Value, ConnectorError> = robot.send(&text).await;
         r.unwrap();
     }
-    let e = robot.send(&text).await.unwrap_err();
+    // This client's own limiter would hold a 21st send for a minute; another client of the
+    // same robot (another process) sends it at once and is refused by the vendor.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), robot.send(&text))
+            .await
+            .is_err(),
+        "the client waits instead of sending a 21st message within the minute"
+    );
+    let other = CustomRobot::new(
+        url.clone().into(),
+        Some("SECsandboxrobotsecret".to_string().into()),
+    )
+    .unwrap()
+    .with_retry(no_retry.clone());
+    let e = other.send(&text).await.unwrap_err();
     assert_eq!(
         (e.class(), e.code()),
         (ErrorClass::RateLimited, Some(410100))

@@ -1367,6 +1367,50 @@ mod tests {
     }
 
     #[test]
+    fn system_of_record_names_route_members_and_known_entities() {
+        let base = "[connectors.hq]\nkind = \"feishu\"\napp_id = \"a\"\napp_secret_env = \"S\"\n\
+                    [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"k\"\napp_secret_env = \"S\"\n\
+                    [connectors.other]\nkind = \"wecom\"\ncorp_id = \"c\"\nagent_id = 1\ncorp_secret_env = \"S\"\n\
+                    [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n";
+        let (c, _f) = load_text(
+            &format!(
+                "{base}system_of_record = {{ person = \"hq\", \"person.title\" = \"sub\" }}\n"
+            ),
+            &[("S", "x")],
+        );
+        let c = c.unwrap();
+        let r = &c.routes["org"];
+        assert_eq!(r.owner("person", Some("title")), Some("sub"));
+        assert_eq!(r.owner("person", Some("name")), Some("hq"));
+        assert_eq!(r.owner("department", None), None);
+        assert!(r.source_owns("person", Some("name")));
+        assert!(!r.source_owns("person", Some("title")));
+        assert!(r.source_owns("department", Some("name")));
+
+        let (r, _f) = load_text(
+            &format!(
+                "{base}system_of_record = {{ person = \"other\", \"ticket\" = \"hq\", \"person.\" = \"hq\" }}\n"
+            ),
+            &[("S", "x")],
+        );
+        let err = r.unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "routes.org.system_of_record.person",
+                "routes.org.system_of_record.person.",
+                "routes.org.system_of_record.ticket"
+            ],
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("neither this route's source nor one of its targets")
+        );
+    }
+
+    #[test]
     fn literal_secret_is_refused_without_echoing_it() {
         let (r, _f) = load_text(
             "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret = \"s3cr3t-literal-value\"\n",

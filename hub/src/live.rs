@@ -34,48 +34,35 @@ pub fn is_contact_event(event_type: &str) -> bool {
         || t.contains("contact_change")
 }
 
-/// The records (entity, vendor id) a contact event names; `None` when it can't tell.
+/// The records (entity, vendor id) a contact event names — each connector reads its own
+/// vendor's event shapes; `None` when it can't tell.
 pub fn changed_records(
     kind: ConnectorKind,
     event_type: &str,
     payload: &Value,
 ) -> Option<Vec<(&'static str, String)>> {
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    match kind {
-        ConnectorKind::Feishu => {
-            let event = payload.get("event").unwrap_or(payload);
-            let object = event.get("object")?;
-            if event_type.starts_with("contact.user.") {
-                Some(vec![(PERSON, s(object, "open_id")?)])
-            } else if event_type.starts_with("contact.department.") {
-                Some(vec![(DEPARTMENT, s(object, "open_department_id")?)])
-            } else {
-                None
-            }
-        }
-        ConnectorKind::DingTalk => {
-            let c = huitong_connectors::dingtalk::events::contact_change(event_type, payload)?;
-            let mut out: Vec<(&'static str, String)> =
-                c.user_ids.into_iter().map(|u| (PERSON, u)).collect();
-            out.extend(c.dept_ids.into_iter().map(|d| (DEPARTMENT, d.to_string())));
-            (!out.is_empty()).then_some(out)
-        }
-        ConnectorKind::WeCom => {
-            let change = event_type.strip_prefix("change_contact.")?;
-            if change.ends_with("_user") {
-                Some(vec![(PERSON, s(payload, "UserID")?)])
-            } else if change.ends_with("_party") {
-                let id = payload.get("Id")?;
-                let id = id
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| id.to_string());
-                Some(vec![(DEPARTMENT, id)])
-            } else {
-                None
-            }
-        }
-    }
+    use huitong_connectors::capability::Entity;
+    use huitong_connectors::{dingtalk, feishu, wecom};
+    let records = match kind {
+        ConnectorKind::Feishu => feishu::events::contact_records(event_type, payload),
+        ConnectorKind::DingTalk => dingtalk::events::contact_records(event_type, payload),
+        ConnectorKind::WeCom => wecom::events::contact_records(event_type, payload),
+    }?;
+    Some(
+        records
+            .into_iter()
+            .map(|(e, id)| {
+                (
+                    if e == Entity::User {
+                        PERSON
+                    } else {
+                        DEPARTMENT
+                    },
+                    id,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Handles `IngressV1` messages: contact changes trigger their routes' reconcile.
@@ -206,5 +193,70 @@ impl Handler for IngressHandler {
             }
         }
         Outcome::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_vendor_names_the_records_its_contact_events_are_about() {
+        let feishu = json!({"schema": "2.0", "header": {"event_type": "contact.user.updated_v3"},
+            "event": {"object": {"open_id": "ou_1", "name": "x"}, "old_object": {"name": "y"}}});
+        assert_eq!(
+            changed_records(ConnectorKind::Feishu, "contact.user.updated_v3", &feishu),
+            Some(vec![(PERSON, "ou_1".to_owned())])
+        );
+        let dept = json!({"event": {"object": {"open_department_id": "od-9"}}});
+        assert_eq!(
+            changed_records(
+                ConnectorKind::Feishu,
+                "contact.department.created_v3",
+                &dept
+            ),
+            Some(vec![(DEPARTMENT, "od-9".to_owned())])
+        );
+        assert_eq!(
+            changed_records(ConnectorKind::Feishu, "im.message.receive_v1", &feishu),
+            None
+        );
+        assert_eq!(
+            changed_records(
+                ConnectorKind::WeCom,
+                "change_contact.update_user",
+                &json!({"UserID": "zhangsan", "ChangeType": "update_user"})
+            ),
+            Some(vec![(PERSON, "zhangsan".to_owned())])
+        );
+        assert_eq!(
+            changed_records(
+                ConnectorKind::WeCom,
+                "change_contact.create_party",
+                &json!({"Id": 7})
+            ),
+            Some(vec![(DEPARTMENT, "7".to_owned())])
+        );
+        assert_eq!(
+            changed_records(
+                ConnectorKind::DingTalk,
+                "user_modify_org",
+                &json!({"EventType": "user_modify_org", "UserId": ["u1", "u2"]})
+            ),
+            Some(vec![(PERSON, "u1".to_owned()), (PERSON, "u2".to_owned())])
+        );
+        assert_eq!(
+            changed_records(
+                ConnectorKind::DingTalk,
+                "org_dept_modify",
+                &json!({"DeptId": [42]})
+            ),
+            Some(vec![(DEPARTMENT, "42".to_owned())])
+        );
+        assert_eq!(
+            changed_records(ConnectorKind::DingTalk, "user_modify_org", &json!({})),
+            None
+        );
     }
 }

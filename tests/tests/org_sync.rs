@@ -795,3 +795,44 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The other direction: a DingTalk org into an empty Feishu (Feishu requires an employee type
+/// on create, which DingTalk does not carry: the connector sends "regular").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
+    let sb = sandboxes(
+        empty_org("总部"),
+        fixture("small-org.json"),
+        empty_org("工厂"),
+    )
+    .await;
+    let dir = tempfile_dir();
+    let c = config(
+        &sb,
+        &dir,
+        "\n[routes.up]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
+    );
+    let store = open_store(&c).await;
+    let up = RouteContext::new(&c, "up").unwrap();
+    let plan = sync::plan(&up, &*store).await.unwrap();
+    assert!(
+        plan.targets[0].conflicts.is_empty(),
+        "{:?}",
+        plan.targets[0].conflicts
+    );
+    let report = sync::apply(&up, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let feishu = get(&format!("{}/_sandbox/org", sb.feishu)).await;
+    let dingtalk = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
+    assert_eq!(names(&feishu, "users"), names(&dingtalk, "users"));
+    assert_eq!(names(&feishu, "users").len(), 20);
+    assert_eq!(
+        names(&feishu, "departments"),
+        names(&dingtalk, "departments")
+    );
+    let again = sync::plan(&up, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let _ = std::fs::remove_dir_all(dir);
+}

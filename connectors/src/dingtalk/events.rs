@@ -197,6 +197,23 @@ pub fn contact_change(event_type: &str, payload: &Value) -> Option<ContactChange
     })
 }
 
+/// The records a contact event names, as (entity, id): see [`contact_change`].
+pub fn contact_records(
+    event_type: &str,
+    payload: &Value,
+) -> Option<Vec<(crate::capability::Entity, String)>> {
+    use crate::capability::Entity;
+    let c = contact_change(event_type, payload)?;
+    let mut out: Vec<(Entity, String)> =
+        c.user_ids.into_iter().map(|u| (Entity::User, u)).collect();
+    out.extend(
+        c.dept_ids
+            .into_iter()
+            .map(|d| (Entity::Department, d.to_string())),
+    );
+    (!out.is_empty()).then_some(out)
+}
+
 fn q<'a>(query: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
     names
         .iter()

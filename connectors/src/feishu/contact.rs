@@ -191,11 +191,16 @@ impl FeishuClient {
         Ok(())
     }
 
+    /// `POST /users`. Feishu requires `employee_type` on create; a body without one gets
+    /// `1` (regular employee), the console's default — an update never sets it.
     pub async fn create_user(
         &self,
-        body: Value,
+        mut body: Value,
         client_token: Option<&str>,
     ) -> Result<Value, ConnectorError> {
+        if let Some(o) = body.as_object_mut() {
+            o.entry("employee_type").or_insert(Value::from(1));
+        }
         self.write_entity(
             Method::POST,
             format!("{BASE}/users"),

@@ -361,6 +361,26 @@ pub fn build_callback(
     }
 }
 
+/// The records a contact event names, as (entity, id in the form the contact API's `get`
+/// takes by default: `open_id`, `open_department_id`); `None` for other events or when the
+/// payload (the v2 envelope, or its `event` alone) lacks the id.
+pub fn contact_records(
+    event_type: &str,
+    payload: &Value,
+) -> Option<Vec<(crate::capability::Entity, String)>> {
+    use crate::capability::Entity;
+    let event = payload.get("event").unwrap_or(payload);
+    let object = event.get("object")?;
+    let id = |k: &str| object.get(k).and_then(Value::as_str).map(str::to_owned);
+    if event_type.starts_with("contact.user.") {
+        Some(vec![(Entity::User, id("open_id")?)])
+    } else if event_type.starts_with("contact.department.") {
+        Some(vec![(Entity::Department, id("open_department_id")?)])
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,7 +180,8 @@ impl RateScale {
         } else {
             1.0
         };
-        let limit = (f64::from(w.limit) * calls).floor();
+        // A hair over, so that 10,000 × 0.0003 is 3 rather than 2.999….
+        let limit = (f64::from(w.limit) * calls + 1e-9).floor();
         RateWindow {
             limit: if limit < 1.0 {
                 1
@@ -752,6 +753,11 @@ mod tests {
             }
         );
         assert_eq!(sc.apply(RateWindow::per_second(3)).limit, 1);
+        let tiny = RateScale {
+            calls: 0.0003,
+            time: 1.0,
+        };
+        assert_eq!(tiny.apply(RateWindow::per_minute(10_000)).limit, 3);
         assert_eq!(
             RateScale::default().apply(RateWindow::per_hour(150_000)),
             RateWindow::per_hour(150_000)

@@ -140,6 +140,10 @@ pub struct WecomClient {
     http: reqwest::Client,
     tokens: TokenManager<WecomTokenSource>,
     pub(crate) limiter: Arc<Limiter>,
+    /// The department ids of the last whole-tree `department/list` and when it was read: a
+    /// per-department member listing right after a department listing (what a sync does)
+    /// reuses it instead of listing the tree again.
+    pub(crate) recent_tree: std::sync::Mutex<Option<(std::time::Instant, Vec<i64>)>>,
 }
 
 impl WecomClient {
@@ -164,6 +168,7 @@ impl WecomClient {
             http,
             tokens,
             limiter,
+            recent_tree: std::sync::Mutex::new(None),
         })
     }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::future::ready;
+use std::time::Instant;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
@@ -17,6 +18,9 @@ use crate::error::ConnectorError;
 use crate::wecom::VENDOR;
 use crate::wecom::client::{ApiCall, NOT_FOUND_CODES, WecomClient};
 use crate::wecom::config::UserListing;
+
+/// How long a whole-tree department listing is reused by a member listing that follows it.
+const TREE_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Member status (`status`): 1 activated, 2 disabled, 4 not activated, 5 left the company.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +147,37 @@ impl WecomClient {
         if let Some(id) = id {
             call = call.query("id", id.to_string());
         }
-        Ok(array(self.call(&call).await?, "department"))
+        let all = array(self.call(&call).await?, "department");
+        if id.is_none() {
+            let ids = all
+                .iter()
+                .filter_map(|d| d.get("id").and_then(as_int))
+                .collect();
+            *self.recent_tree.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), ids));
+        }
+        Ok(all)
+    }
+
+    /// Every department id: from a whole-tree listing made in the last [`TREE_REUSE`], else
+    /// listed now.
+    async fn department_ids(&self) -> Result<Vec<i64>, ConnectorError> {
+        let recent = self
+            .recent_tree
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < TREE_REUSE)
+            .map(|(_, ids)| ids.clone());
+        match recent {
+            Some(ids) => Ok(ids),
+            None => Ok(self
+                .list_departments(None)
+                .await?
+                .iter()
+                .filter_map(|d| d.get("id").and_then(as_int))
+                .collect()),
+        }
     }
 
     /// `department/simplelist[?id=]`: `{id, parentid, order}` of the subtree.
@@ -302,11 +336,7 @@ impl WecomClient {
     fn users_by_department(&self) -> RecordStream<'_> {
         let mut seen = HashSet::new();
         stream::once(async move {
-            let depts = self.list_departments(None).await?;
-            let ids: Vec<i64> = depts
-                .iter()
-                .filter_map(|d| d.get("id").and_then(as_int))
-                .collect();
+            let ids = self.department_ids().await?;
             Ok::<_, ConnectorError>(
                 stream::iter(ids)
                     .map(move |d| async move { self.list_department_users(d, false).await })

@@ -514,6 +514,29 @@ impl ReceiveEvents for WecomReceiver {
     }
 }
 
+/// The records a `change_contact` event names, as (entity, id): `UserID` for
+/// `*_user` changes, `Id` for `*_party` (department) changes; `None` for other events.
+pub fn contact_records(
+    event_type: &str,
+    payload: &Value,
+) -> Option<Vec<(crate::capability::Entity, String)>> {
+    use crate::capability::Entity;
+    let change = event_type.strip_prefix("change_contact.")?;
+    if change.ends_with("_user") {
+        let id = payload.get("UserID")?.as_str()?;
+        Some(vec![(Entity::User, id.to_owned())])
+    } else if change.ends_with("_party") {
+        let id = payload.get("Id")?;
+        let id = id
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.to_string());
+        Some(vec![(Entity::Department, id)])
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

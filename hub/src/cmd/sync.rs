@@ -39,7 +39,14 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
             let ctx = RouteContext::new(&config, route)?;
             let plan = sync::plan(&ctx, &*store).await?;
             match output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                OutputFormat::Json => {
+                    // Streamed: a large org's plan is tens of megabytes of JSON.
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    serde_json::to_writer_pretty(&mut out, &plan)?;
+                    writeln!(out)?;
+                    out.flush()?;
+                }
                 OutputFormat::Table => print!("{}", sync::render_plan(&plan)),
             }
             Ok(ExitCode::SUCCESS)

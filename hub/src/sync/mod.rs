@@ -158,32 +158,73 @@ impl XrefResolver for SideResolver {
     }
 }
 
-/// One record of one side: its external id, raw vendor JSON (kept for a target only, to map
-/// it again once pairs are known; `Null` for the source) and canonical form (shared with the
-/// plan's steps, never copied).
+/// Canonical fields the plan reads for every record (identity, tree, match rules, status);
+/// a [`Canon`] keeps them at hand so the rest stays packed.
+const HOT_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "parent_id",
+    "employee_no",
+    "email",
+    "mobile",
+    "status",
+    "manager",
+];
+
+/// A canonical record kept compact — its JSON text, parsed again only where a whole record is
+/// needed (a diff, a write) — plus its [`HOT_FIELDS`] that are strings. A large org's plan holds
+/// one per record of each side: a `serde_json::Value` tree costs several times the text.
+#[derive(Debug)]
+pub struct Canon {
+    json: Box<str>,
+    hot: Box<[(&'static str, Box<str>)]>,
+}
+
+impl Canon {
+    pub fn new(v: &Value) -> Self {
+        let hot = HOT_FIELDS
+            .iter()
+            .filter_map(|f| v.get(*f).and_then(Value::as_str).map(|s| (*f, s.into())))
+            .collect();
+        Canon {
+            json: v.to_string().into_boxed_str(),
+            hot,
+        }
+    }
+
+    /// The whole record (the text was written by [`Canon::new`], so it parses).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// A hot field's string value.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.hot
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| &**v)
+    }
+}
+
+/// One record of one side: its external id, raw vendor JSON text (kept for a target only, to
+/// map it again once pairs are known) and canonical form (shared with the plan's steps, never
+/// copied).
 #[derive(Debug, Clone)]
 struct Rec {
     external_id: String,
-    raw: Value,
-    canonical: Arc<Value>,
+    raw: Option<Box<str>>,
+    canonical: Arc<Canon>,
 }
 
 impl Rec {
     fn id(&self) -> &str {
-        self.canonical
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.canonical.get("id").unwrap_or("")
     }
     fn name(&self) -> String {
-        self.canonical
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
+        self.canonical.get("name").unwrap_or("").to_owned()
     }
     fn parent(&self) -> Option<&str> {
-        self.canonical.get("parent_id").and_then(Value::as_str)
+        self.canonical.get("parent_id")
     }
 }
 
@@ -274,8 +315,8 @@ impl<'a> Mapper<'a> {
         }
         self.out.push(Rec {
             external_id,
-            raw: if self.keep_raw { raw } else { Value::Null },
-            canonical: Arc::new(mapped.record),
+            raw: self.keep_raw.then(|| raw.to_string().into_boxed_str()),
+            canonical: Arc::new(Canon::new(&mapped.record)),
         });
         Ok(())
     }
@@ -433,7 +474,7 @@ pub struct Step {
     pub changes: BTreeMap<String, Change>,
     /// The canonical record to write (for disables: the target's, with the new status).
     #[serde(skip)]
-    pub record: Arc<Value>,
+    pub record: Arc<Canon>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -462,7 +503,7 @@ pub struct Plan {
     pub targets: Vec<TargetPlan>,
     /// Source records, canonical (to store them on apply).
     #[serde(skip)]
-    source_records: Vec<(&'static str, String, Arc<Value>)>,
+    source_records: Vec<(&'static str, String, Arc<Canon>)>,
 }
 
 impl Plan {
@@ -684,12 +725,14 @@ pub async fn is_echo(
 
 /// Read everything and compute the plan. Changes nothing.
 pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncError> {
-    let src_links = [
-        store.xrefs_in_system(DEPARTMENT, &ctx.source.name).await?,
-        store.xrefs_in_system(PERSON, &ctx.source.name).await?,
-    ]
-    .concat();
-    let src_resolver = SideResolver::new(&ctx.source.name, true, &src_links);
+    let src_resolver = {
+        let links = [
+            store.xrefs_in_system(DEPARTMENT, &ctx.source.name).await?,
+            store.xrefs_in_system(PERSON, &ctx.source.name).await?,
+        ]
+        .concat();
+        SideResolver::new(&ctx.source.name, true, &links)
+    };
     let source = read_side(&ctx.source, &src_resolver, false).await?;
     let (departments, people, mut scope_conflicts) =
         scope(&ctx.route, source.departments, source.people);
@@ -778,8 +821,12 @@ fn scope(
     let people = people
         .into_iter()
         .filter_map(|mut p| {
-            let ids: Vec<Value> = p
-                .canonical
+            let mut record = p.canonical.value();
+            let listed = record
+                .get("department_ids")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ids: Vec<Value> = record
                 .get("department_ids")
                 .and_then(Value::as_array)
                 .map(|a| {
@@ -792,16 +839,20 @@ fn scope(
             if ids.is_empty() {
                 return None;
             }
-            if let Some(obj) = Arc::make_mut(&mut p.canonical).as_object_mut() {
-                let main_ok = obj
-                    .get("main_department")
-                    .and_then(Value::as_str)
-                    .is_some_and(|m| keep.contains(m));
+            let main_ok = record
+                .get("main_department")
+                .and_then(Value::as_str)
+                .is_some_and(|m| keep.contains(m));
+            if main_ok && ids.len() == listed {
+                return Some(p); // wholly in scope: unchanged
+            }
+            if let Some(obj) = record.as_object_mut() {
                 if !main_ok {
                     obj.insert("main_department".into(), ids[0].clone());
                 }
                 obj.insert("department_ids".into(), Value::Array(ids));
             }
+            p.canonical = Arc::new(Canon::new(&record));
             Some(p)
         })
         .collect();
@@ -815,12 +866,14 @@ async fn plan_target(
     departments: &[Rec],
     people: &[Rec],
 ) -> Result<TargetPlan, SyncError> {
-    let links = [
-        store.xrefs_in_system(DEPARTMENT, &target.name).await?,
-        store.xrefs_in_system(PERSON, &target.name).await?,
-    ]
-    .concat();
-    let resolver = SideResolver::new(&target.name, false, &links);
+    let resolver = {
+        let links = [
+            store.xrefs_in_system(DEPARTMENT, &target.name).await?,
+            store.xrefs_in_system(PERSON, &target.name).await?,
+        ]
+        .concat();
+        SideResolver::new(&target.name, false, &links)
+    };
     let side = read_side(target, &resolver, true).await?;
     let mut conflicts = side.failures.clone();
     let mut steps = Vec::new();
@@ -915,7 +968,6 @@ async fn plan_target(
         let key = |r: &Rec| -> Option<String> {
             r.canonical
                 .get(field)
-                .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(|s| s.to_lowercase())
         };
@@ -1006,8 +1058,13 @@ async fn plan_target(
 
     // Re-map the target with the pairs known, so its references use canonical ids.
     let records_read = side.records_read;
-    let dept_raw: Vec<Value> = side.departments.into_iter().map(|r| r.raw).collect();
-    let people_raw: Vec<Value> = side.people.into_iter().map(|r| r.raw).collect();
+    let reparse = |r: Rec| -> Value {
+        r.raw
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let dept_raw: Vec<Value> = side.departments.into_iter().map(reparse).collect();
+    let people_raw: Vec<Value> = side.people.into_iter().map(reparse).collect();
     let mut remap_failures = Vec::new();
     let t_depts = map_all(
         target,
@@ -1055,7 +1112,7 @@ async fn plan_target(
                 if d.parent().is_none() {
                     continue; // roots are paired, never rewritten
                 }
-                let changes = diff(&dept_fields, &d.canonical, &t.canonical);
+                let changes = diff(&dept_fields, &d.canonical.value(), &t.canonical.value());
                 let record = owned_record(route, DEPARTMENT, d, t);
                 upsert_step(
                     &mut steps,
@@ -1100,11 +1157,7 @@ async fn plan_target(
         if conflicted.contains(&p.external_id) {
             continue;
         }
-        let inactive = p
-            .canonical
-            .get("status")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s != "active");
+        let inactive = p.canonical.get("status").is_some_and(|s| s != "active");
         if inactive && !can_disable {
             // Not created; removed if it was there.
             if let Some(t) = t_person_by_id.get(p.id())
@@ -1128,7 +1181,7 @@ async fn plan_target(
         }
         match t_person_by_id.get(p.id()) {
             Some(t) => {
-                let changes = diff(&person_fields, &p.canonical, &t.canonical);
+                let changes = diff(&person_fields, &p.canonical.value(), &t.canonical.value());
                 let depth = manager_depth.get(p.id()).copied().unwrap_or(0);
                 let record = owned_record(route, PERSON, p, t);
                 upsert_step(
@@ -1170,19 +1223,19 @@ async fn plan_target(
         if is_placeholder(t.id()) || src_people.contains(t.id()) || !owns_people {
             continue;
         }
-        let already = t.canonical.get("status").and_then(Value::as_str) == Some("disabled");
+        let already = t.canonical.get("status") == Some("disabled");
         if removal == Action::Disable && already {
             continue;
         }
         removals += 1;
         // The leaver keeps their record but leads nothing any more (vendors such as WeCom
         // set department leadership from the person's own record).
-        let mut record = (*t.canonical).clone();
+        let mut record = t.canonical.value();
         if let Some(o) = record.as_object_mut() {
             o.insert("status".into(), json!("disabled"));
             o.insert("leader_of".into(), json!([]));
         }
-        let record = Arc::new(record);
+        let record = Arc::new(Canon::new(&record));
         steps.push(Step {
             action: removal,
             entity: PERSON,
@@ -1235,12 +1288,7 @@ async fn plan_target(
 fn manager_depths(people: &[Rec]) -> HashMap<&str, usize> {
     let manager: HashMap<&str, &str> = people
         .iter()
-        .filter_map(|p| {
-            p.canonical
-                .get("manager")
-                .and_then(Value::as_str)
-                .map(|m| (p.id(), m))
-        })
+        .filter_map(|p| p.canonical.get("manager").map(|m| (p.id(), m)))
         .collect();
     let mut depth: HashMap<&str, usize> = HashMap::with_capacity(people.len());
     for p in people {
@@ -1293,8 +1341,16 @@ fn owned_record(
     entity: &'static str,
     source: &Rec,
     target: &Rec,
-) -> Arc<Value> {
-    let keys: BTreeSet<&String> = [&*source.canonical, &*target.canonical]
+) -> Arc<Canon> {
+    if !route
+        .system_of_record
+        .keys()
+        .any(|k| k.split('.').next() == Some(entity))
+    {
+        return source.canonical.clone();
+    }
+    let (src, tgt) = (source.canonical.value(), target.canonical.value());
+    let keys: BTreeSet<&String> = [&src, &tgt]
         .iter()
         .filter_map(|v| v.as_object())
         .flat_map(|o| o.keys())
@@ -1303,16 +1359,16 @@ fn owned_record(
     if keys.is_empty() {
         return source.canonical.clone();
     }
-    let mut record = (*source.canonical).clone();
+    let mut record = src.clone();
     if let Some(o) = record.as_object_mut() {
         for k in keys {
-            match target.canonical.get(k) {
+            match tgt.get(k) {
                 Some(v) => o.insert(k.clone(), v.clone()),
                 None => o.remove(k),
             };
         }
     }
-    Arc::new(record)
+    Arc::new(Canon::new(&record))
 }
 
 /// Turn a pair's diff into an update/move (folding it into the pair's link step, if any).
@@ -1325,7 +1381,7 @@ fn upsert_step(
     target: Option<&&Rec>,
     depth: usize,
     changes: BTreeMap<String, Change>,
-    record: Arc<Value>,
+    record: Arc<Canon>,
 ) {
     let moved = changes.keys().any(|k| PLACEMENT.contains(&k.as_str()));
     let action = if moved { Action::Move } else { Action::Update };
@@ -1410,7 +1466,7 @@ pub async fn apply(
     };
     // The canonical store and the source's links first: they make the ids stable.
     for (entity, external, record) in &plan.source_records {
-        let Some(id) = record.get("id").and_then(Value::as_str) else {
+        let Some(id) = record.get("id") else {
             continue;
         };
         store
@@ -1418,7 +1474,7 @@ pub async fn apply(
                 &RecordWrite {
                     entity: (*entity).to_owned(),
                     id: id.to_owned(),
-                    data: (**record).clone(),
+                    data: record.value(),
                     source_system: Some(ctx.source.name.clone()),
                     source_time_ms: None,
                     deleted: false,
@@ -1572,7 +1628,8 @@ async fn apply_step(
         .await?;
         resolver.insert(step.entity, tid, &step.canonical_id);
     }
-    let written_hash = echo_hash(mapping, &step.record);
+    let record = step.record.value();
+    let written_hash = echo_hash(mapping, &record);
     match step.action {
         Action::Link => Ok(false),
         Action::Delete => {
@@ -1584,7 +1641,7 @@ async fn apply_step(
         }
         Action::Create => {
             let mapped = mapping
-                .apply(Direction::FromCanonical, &step.record, resolver)
+                .apply(Direction::FromCanonical, &record, resolver)
                 .map_err(|e| StepError::Mapping(e.to_string()))?;
             let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
             // A create whose xref was lost (crash after the vendor write) is caught by
@@ -1607,7 +1664,7 @@ async fn apply_step(
         }
         Action::Update | Action::Move | Action::Disable => {
             // A list emptied in the source is sent as [] (a missing field would leave it as it was).
-            let mut record = (*step.record).clone();
+            let mut record = record;
             if let Some(obj) = record.as_object_mut() {
                 for (field, change) in &step.changes {
                     if change.new.is_null() && change.old.is_array() {

@@ -124,7 +124,7 @@ impl Index {
         for d in &u.fx.departments {
             self.members.remove(d, k);
         }
-        self.rows -= u.fx.departments.len();
+        self.rows = self.rows.saturating_sub(u.fx.departments.len());
         for l in direct_leader_ids(u) {
             self.led_directly.remove(l, k);
         }
