@@ -836,3 +836,75 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// WeCom nests departments at most 15 levels deep: deeper ones (and people only there) are
+/// conflicts in the plan, not failures at apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() {
+    let mut departments =
+        vec![json!({"key": "root", "name": "总部", "parent": null, "order": 0, "leaders": []})];
+    for level in 2..=17 {
+        let parent = if level == 2 {
+            "root".to_owned()
+        } else {
+            format!("l{}", level - 1)
+        };
+        departments.push(
+            json!({"key": format!("l{level}"), "name": format!("第{level}层"),
+            "parent": parent, "order": 0, "leaders": []}),
+        );
+    }
+    let person = |key: &str, dept: &str, no: &str| {
+        json!({"key": key, "name": format!("员工{key}"), "email": format!("{key}@example.cn"),
+            "mobile": format!("1380000{:04}", no.len() * 100 + key.len()), "employee_no": no,
+            "title": "工程师", "departments": [dept], "active": true})
+    };
+    let deep: OrgFixture = serde_json::from_value(json!({
+        "departments": departments,
+        "users": [person("a", "l15", "E1"), person("bb", "l16", "E2"), person("ccc", "l17", "E3")]
+    }))
+    .unwrap();
+    let sb = sandboxes(deep, empty_org("子公司"), empty_org("工厂")).await;
+    let dir = tempfile_dir();
+    let c = config(&sb, &dir, "");
+    let store = open_store(&c).await;
+    let ctx = RouteContext::new(&c, "org").unwrap();
+    let plan = sync::plan(&ctx, &*store).await.unwrap();
+    let wecom = plan.targets.iter().find(|t| t.target == "factory").unwrap();
+    let too_deep: Vec<&sync::Conflict> = wecom
+        .conflicts
+        .iter()
+        .filter(|c| c.kind == "too_deep")
+        .collect();
+    assert_eq!(too_deep.len(), 3, "{:#?}", wecom.conflicts);
+    assert!(
+        too_deep[0]
+            .detail
+            .contains("\"第16层\" would be at level 16"),
+        "{:?}",
+        too_deep[0]
+    );
+    assert!(
+        too_deep[1]
+            .detail
+            .contains("\"第17层\" would be at level 17"),
+        "{:?}",
+        too_deep[1]
+    );
+    assert_eq!(
+        too_deep[2].records.len(),
+        2,
+        "the people in levels 16 and 17"
+    );
+    // DingTalk has no such limit: everything goes there.
+    let dingtalk = plan.targets.iter().find(|t| t.target == "sub").unwrap();
+    assert!(dingtalk.conflicts.is_empty(), "{:#?}", dingtalk.conflicts);
+    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    let org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(org["departments"].as_array().unwrap().len(), 15);
+    assert_eq!(org["users"].as_array().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -30,6 +30,8 @@ pub use config::WecomConfig;
 pub use events::{CallbackConfig, WecomReceiver};
 
 pub const VENDOR: &str = "wecom";
+/// Departments nest at most 15 levels deep, the root being level 1 (errcode 81001 beyond).
+pub const MAX_DEPARTMENT_LEVELS: usize = 15;
 
 /// The WeCom connector: a [`WecomClient`] behind the capability traits.
 ///

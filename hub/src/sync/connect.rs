@@ -23,6 +23,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// How many levels of departments the vendor allows, the root being level 1.
+    pub fn max_department_levels(&self) -> Option<usize> {
+        match self.kind {
+            ConnectorKind::WeCom => Some(huitong_connectors::wecom::MAX_DEPARTMENT_LEVELS),
+            ConnectorKind::Feishu | ConnectorKind::DingTalk => None,
+        }
+    }
+
     /// The vendor's root department id.
     pub fn root_id(&self) -> &'static str {
         match self.kind {

@@ -1105,8 +1105,30 @@ async fn plan_target(
         link_index.insert((s.canonical_id.clone(), s.entity), i);
     }
 
+    // Departments the target cannot hold (deeper than its vendor allows) are left out, with
+    // their people, as conflicts — not attempted and failed at apply.
+    let max_levels = target.max_department_levels();
+    let mut too_deep: HashSet<&str> = HashSet::new();
     for d in &ordered {
         let depth = depth_of(d.id(), &src_parents).unwrap_or(0);
+        if let Some(max) = max_levels
+            && depth >= max
+            && !t_dept_by_id.contains_key(d.id())
+        {
+            too_deep.insert(d.id());
+            conflicts.push(Conflict {
+                entity: DEPARTMENT,
+                kind: "too_deep".into(),
+                detail: format!(
+                    "department {:?} would be at level {} in {}, which allows {max} levels: it is left out with its people",
+                    d.name(),
+                    depth + 1,
+                    target.name
+                ),
+                records: vec![d.external_id.clone()],
+            });
+            continue;
+        }
         match t_dept_by_id.get(d.id()) {
             Some(t) => {
                 if d.parent().is_none() {
@@ -1150,6 +1172,7 @@ async fn plan_target(
         }
     }
     let manager_depth = manager_depths(people);
+    let mut left_out: Vec<String> = Vec::new();
     // A vendor with no disabled state (DingTalk) can only remove a leaver.
     let can_disable = person_fields.iter().any(|f| f == "status");
     let mut removals = 0;
@@ -1196,6 +1219,18 @@ async fn plan_target(
                 );
             }
             None if !owns_people => {} // another system owns people
+            None if !too_deep.is_empty()
+                && p.canonical
+                    .value()
+                    .get("department_ids")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ids| {
+                        ids.iter()
+                            .all(|i| i.as_str().is_some_and(|i| too_deep.contains(i)))
+                    }) =>
+            {
+                left_out.push(p.external_id.clone());
+            }
             None => steps.push(Step {
                 action: Action::Create,
                 entity: PERSON,
@@ -1209,6 +1244,19 @@ async fn plan_target(
                 record: p.canonical.clone(),
             }),
         }
+    }
+
+    if !left_out.is_empty() {
+        conflicts.push(Conflict {
+            entity: PERSON,
+            kind: "too_deep".into(),
+            detail: format!(
+                "{} people only in departments {} cannot hold are left out",
+                left_out.len(),
+                target.name
+            ),
+            records: left_out,
+        });
     }
 
     // ---- removals: linked target records whose canonical record left the source.
