@@ -6,6 +6,8 @@
 //! `SKIPPED: …` and passes — unless `HUITONG_TEST_REQUIRE_SERVICES=1` (set by
 //! `scripts/test` and CI), in which case a missing service fails the test.
 
+pub mod org;
+
 use anyhow::Context;
 use sqlx::Connection;
 

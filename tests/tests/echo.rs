@@ -4,7 +4,6 @@
 //! way back never reconciles, and a fresh handler (as after a restart) drops it too. A change
 //! made in DingTalk itself is not an echo and travels back to Feishu.
 
-use std::path::Path;
 use std::time::Duration;
 
 use huitong::app::App;
@@ -12,52 +11,14 @@ use huitong::config::{self, Sources};
 use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
-use huitong_connectors::fixture::OrgFixture;
-use serde_json::{Value, json};
+use huitong_tests::org::{empty_org, eventually, fixture, get, temp_dir, user};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 const ENCRYPT_KEY: &str = "echo-test-encrypt-key";
 const VTOKEN: &str = "echo-test-verification-token";
 const DT_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const DT_TOKEN: &str = "echo-dingtalk-token";
-
-fn fixture(name: &str) -> OrgFixture {
-    OrgFixture::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn empty_org(root: &str) -> OrgFixture {
-    serde_json::from_value(json!({
-        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
-        "users": []
-    }))
-    .unwrap()
-}
-
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
-    org["users"]
-        .as_array()?
-        .iter()
-        .find(|u| u["employee_no"].as_str() == Some(employee_no))
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 30 s: {what}");
-}
 
 /// Write calls a sandbox served (POST/PATCH/PUT/DELETE, token fetches aside).
 async fn writes(base: &str) -> u64 {
@@ -129,8 +90,7 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         until(rx.clone()),
     ));
 
-    let dir = std::env::temp_dir().join(format!("huitong-echo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("huitong-echo");
     let file = dir.join("huitong.toml");
     std::fs::write(
         &file,

@@ -2,55 +2,17 @@
 //! sandbox), Feishu calls huitong back (encrypted, signed), the event goes
 //! through the ingress queue, and DingTalk and WeCom follow within seconds.
 
-use std::path::Path;
 use std::time::Duration;
 
 use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
-use huitong_connectors::fixture::OrgFixture;
-use serde_json::{Value, json};
+use huitong_tests::org::{empty_org, eventually, fixture, get, temp_dir, user};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 const ENCRYPT_KEY: &str = "live-test-encrypt-key";
 const VTOKEN: &str = "live-test-verification-token";
-
-fn fixture(name: &str) -> OrgFixture {
-    OrgFixture::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn empty_org(root: &str) -> OrgFixture {
-    serde_json::from_value(json!({
-        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
-        "users": []
-    }))
-    .unwrap()
-}
-
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
-    org["users"].as_array()?.iter().find(|u| {
-        u["employee_no"].as_str() == Some(employee_no) || u["key"].as_str() == Some(employee_no)
-    })
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within 30 s: {what}");
-}
 
 async fn write_calls(base: &str) -> u64 {
     let calls = get(&format!("{base}/_sandbox/calls")).await;
@@ -123,8 +85,7 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         until(rx.clone()),
     ));
 
-    let dir = std::env::temp_dir().join(format!("huitong-live-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("huitong-live");
     let file = dir.join("huitong.toml");
     std::fs::write(
         &file,

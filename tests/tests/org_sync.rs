@@ -9,23 +9,9 @@ use huitong::config::{self, Config, Sources};
 use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
+use huitong_tests::org::{empty_org, fixture, get, temp_dir};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-
-fn fixture(name: &str) -> OrgFixture {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
-        .join(name);
-    OrgFixture::load(&p).unwrap()
-}
-
-fn empty_org(root_name: &str) -> OrgFixture {
-    serde_json::from_value(json!({
-        "departments": [{"key": "root", "name": root_name, "parent": null, "order": 0, "leaders": []}],
-        "users": []
-    }))
-    .unwrap()
-}
 
 struct Sandboxes {
     feishu: String,
@@ -137,10 +123,6 @@ targets = ["sub", "factory"]
     .unwrap()
 }
 
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
 /// Write calls (anything but GET) the sandbox has served.
 async fn writes(base: &str) -> u64 {
     let calls = get(&format!("{base}/_sandbox/calls")).await;
@@ -189,7 +171,7 @@ struct Setup {
 impl Setup {
     async fn new(source: &str, extra_route: &str) -> Setup {
         let sb = sandboxes(fixture(source), empty_org("子公司"), empty_org("工厂")).await;
-        let dir = tempfile_dir();
+        let dir = temp_dir("huitong-sync");
         let c = config(&sb, &dir, extra_route);
         let store = open_store(&c).await;
         let ctx = RouteContext::new(&c, "org").unwrap();
@@ -266,12 +248,6 @@ async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
         (writes(&sb.dingtalk).await, writes(&sb.wecom).await),
         before
     );
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("huitong-sync-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A vendor-neutral view of a sandbox's org: departments by name with their
@@ -480,7 +456,7 @@ async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
         empty_org("工厂"),
     )
     .await;
-    let dir = tempfile_dir();
+    let dir = temp_dir("huitong-sync");
     let sched = dir.join("schedules");
     std::fs::create_dir_all(&sched).unwrap();
     std::fs::write(
@@ -522,7 +498,7 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
         empty_org("工厂"),
     )
     .await;
-    let dir = tempfile_dir();
+    let dir = temp_dir("huitong-sync");
     let c = config(
         &sb,
         &dir,
@@ -678,7 +654,7 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
         empty_org("工厂"),
     )
     .await;
-    let dir = tempfile_dir();
+    let dir = temp_dir("huitong-sync");
     let sor =
         "system_of_record = { person = \"hq\", department = \"hq\", \"person.title\" = \"sub\" }";
     let c = config(
@@ -806,7 +782,7 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
         empty_org("工厂"),
     )
     .await;
-    let dir = tempfile_dir();
+    let dir = temp_dir("huitong-sync");
     let c = config(
         &sb,
         &dir,
@@ -865,7 +841,7 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
     }))
     .unwrap();
     let sb = sandboxes(deep, empty_org("子公司"), empty_org("工厂")).await;
-    let dir = tempfile_dir();
+    let dir = temp_dir("huitong-sync");
     let c = config(&sb, &dir, "");
     let store = open_store(&c).await;
     let ctx = RouteContext::new(&c, "org").unwrap();

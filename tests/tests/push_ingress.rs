@@ -5,7 +5,7 @@
 //! answered with a failure and the vendor's redelivery is queued; a redelivery of an event that
 //! was already queued is acknowledged but not queued again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,47 +21,10 @@ use huitong::queue::{
 use huitong::sync::{self, RouteContext};
 use huitong_connectors::capability::RawEvent;
 use huitong_connectors::fixture::OrgFixture;
+use huitong_tests::org::{empty_org, fixture, get, user, within};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-
-fn fixture(name: &str) -> OrgFixture {
-    OrgFixture::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
-
-fn empty_org(root: &str) -> OrgFixture {
-    serde_json::from_value(json!({
-        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
-        "users": []
-    }))
-    .unwrap()
-}
-
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
-    org["users"].as_array()?.iter().find(|u| {
-        u["employee_no"].as_str() == Some(employee_no) || u["key"].as_str() == Some(employee_no)
-    })
-}
-
-/// Polls `check` every 100 ms for at most `secs` seconds.
-async fn within(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within {secs} s: {what}");
-}
 
 async fn until(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;

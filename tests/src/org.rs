@@ -1,0 +1,68 @@
+//! What the org-sync, live, echo and push tests share: the shared fixtures, an empty org, a
+//! sandbox's JSON, people by employee number, polling, a temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use huitong_connectors::fixture::OrgFixture;
+use serde_json::{Value, json};
+
+/// A fixture of `../shared/fixtures` (small-org.json, medium-org.json).
+pub fn fixture(name: &str) -> OrgFixture {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(name);
+    match OrgFixture::load(&path) {
+        Ok(f) => f,
+        Err(e) => panic!("fixture {}: {e}", path.display()),
+    }
+}
+
+/// An org with only its root department, named `root`.
+pub fn empty_org(root: &str) -> OrgFixture {
+    serde_json::from_value(json!({
+        "departments": [{"key": "root", "name": root, "parent": null, "order": 0, "leaders": []}],
+        "users": []
+    }))
+    .unwrap_or_else(|e| panic!("empty org: {e}"))
+}
+
+/// GET `url` as JSON (a sandbox's `/_sandbox/*`).
+pub async fn get(url: &str) -> Value {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// The person of a `/_sandbox/org` snapshot with this employee number (or fixture key).
+pub fn user<'a>(org: &'a Value, employee_no: &str) -> Option<&'a Value> {
+    org["users"].as_array()?.iter().find(|u| {
+        u["employee_no"].as_str() == Some(employee_no) || u["key"].as_str() == Some(employee_no)
+    })
+}
+
+/// Polls `check` every 100 ms for at most `secs` seconds; panics naming `what` otherwise.
+pub async fn within(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within {secs} s: {what}");
+}
+
+/// [`within`] 30 seconds.
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    within(30, what, check).await
+}
+
+/// A fresh folder under the system's temporary one.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    d
+}
