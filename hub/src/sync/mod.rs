@@ -83,8 +83,8 @@ pub fn derived_id(system: &str, entity: &str, external_id: &str) -> String {
 pub struct SideResolver {
     system: String,
     source: bool,
-    to_canonical: RwLock<HashMap<(String, String), String>>,
-    to_external: RwLock<HashMap<(String, String), String>>,
+    to_canonical: RwLock<HashMap<(&'static str, Box<str>), Box<str>>>,
+    to_external: RwLock<HashMap<(&'static str, Box<str>), Box<str>>>,
 }
 
 fn placeholder(entity: &str, external: &str) -> String {
@@ -95,49 +95,64 @@ fn is_placeholder(id: &str) -> bool {
     id.starts_with('?')
 }
 
+/// The entity names the resolver knows, as static strings (map keys without an allocation).
+fn entity_name(entity: &str) -> Option<&'static str> {
+    match entity {
+        PERSON => Some(PERSON),
+        DEPARTMENT => Some(DEPARTMENT),
+        _ => None,
+    }
+}
+
 impl SideResolver {
-    fn new(system: &str, source: bool, links: &[Xref]) -> Self {
-        let r = SideResolver {
+    fn new(system: &str, source: bool) -> Self {
+        SideResolver {
             system: system.to_owned(),
             source,
             to_canonical: RwLock::new(HashMap::new()),
             to_external: RwLock::new(HashMap::new()),
-        };
-        for x in links {
-            r.insert(&x.entity, &x.external_id, &x.canonical_id);
         }
-        r
+    }
+
+    /// The resolver of `system` with every department and person link the store holds.
+    async fn load(store: &dyn Store, system: &str, source: bool) -> Result<Self, SyncError> {
+        let r = SideResolver::new(system, source);
+        for entity in [DEPARTMENT, PERSON] {
+            for x in store.xrefs_in_system(entity, system).await? {
+                r.insert(entity, &x.external_id, &x.canonical_id);
+            }
+        }
+        Ok(r)
     }
 
     fn insert(&self, entity: &str, external: &str, canonical: &str) {
+        let Some(entity) = entity_name(entity) else {
+            return;
+        };
         if let Ok(mut m) = self.to_canonical.write() {
-            m.insert(
-                (entity.to_owned(), external.to_owned()),
-                canonical.to_owned(),
-            );
+            m.insert((entity, external.into()), canonical.into());
         }
         if let Ok(mut m) = self.to_external.write() {
-            m.insert(
-                (entity.to_owned(), canonical.to_owned()),
-                external.to_owned(),
-            );
+            m.insert((entity, canonical.into()), external.into());
         }
     }
 
     fn linked(&self, entity: &str, external: &str) -> Option<String> {
+        let entity = entity_name(entity)?;
         self.to_canonical
             .read()
             .ok()?
-            .get(&(entity.to_owned(), external.to_owned()))
-            .cloned()
+            .get(&(entity, external.into()))
+            .map(|c| c.to_string())
     }
 
     fn external(&self, entity: &str, canonical: &str) -> Option<String> {
+        let entity = entity_name(entity)?;
         self.to_external
             .read()
             .ok()?
-            .get(&(entity.to_owned(), canonical.to_owned()))
-            .cloned()
+            .get(&(entity, canonical.into()))
+            .map(|c| c.to_string())
     }
 }
 
@@ -707,12 +722,7 @@ pub async fn is_echo(
     let Some(raw) = raw else {
         return Ok(false);
     };
-    let links = [
-        store.xrefs_in_system(DEPARTMENT, &endpoint.name).await?,
-        store.xrefs_in_system(PERSON, &endpoint.name).await?,
-    ]
-    .concat();
-    let resolver = SideResolver::new(&endpoint.name, false, &links);
+    let resolver = SideResolver::load(store, &endpoint.name, false).await?;
     let mapped = mapping
         .apply(Direction::ToCanonical, &raw, &resolver)
         .map_err(|e| SyncError::Mapping {
@@ -725,14 +735,7 @@ pub async fn is_echo(
 
 /// Read everything and compute the plan. Changes nothing.
 pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncError> {
-    let src_resolver = {
-        let links = [
-            store.xrefs_in_system(DEPARTMENT, &ctx.source.name).await?,
-            store.xrefs_in_system(PERSON, &ctx.source.name).await?,
-        ]
-        .concat();
-        SideResolver::new(&ctx.source.name, true, &links)
-    };
+    let src_resolver = SideResolver::load(store, &ctx.source.name, true).await?;
     let source = read_side(&ctx.source, &src_resolver, false).await?;
     let (departments, people, mut scope_conflicts) =
         scope(&ctx.route, source.departments, source.people);
@@ -866,14 +869,7 @@ async fn plan_target(
     departments: &[Rec],
     people: &[Rec],
 ) -> Result<TargetPlan, SyncError> {
-    let resolver = {
-        let links = [
-            store.xrefs_in_system(DEPARTMENT, &target.name).await?,
-            store.xrefs_in_system(PERSON, &target.name).await?,
-        ]
-        .concat();
-        SideResolver::new(&target.name, false, &links)
-    };
+    let resolver = SideResolver::load(store, &target.name, false).await?;
     let side = read_side(target, &resolver, true).await?;
     let mut conflicts = side.failures.clone();
     let mut steps = Vec::new();
@@ -963,7 +959,15 @@ async fn plan_target(
     let mut blocked: HashSet<String> = HashSet::new();
     // The external ids in `blocked` (on any field).
     let mut blocked_ids: HashSet<String> = HashSet::new();
-    for rule in &ctx.route.match_rules {
+    // Match rules only matter while some source person is not linked yet (in a steady state
+    // every one is, and the per-rule value indexes of a large org are not built at all).
+    let all_linked = people.iter().all(|p| person_pairs.contains_key(p.id()));
+    let rules: &[crate::config::MatchRule] = if all_linked {
+        &[]
+    } else {
+        &ctx.route.match_rules
+    };
+    for rule in rules {
         let field = rule.field();
         let key = |r: &Rec| -> Option<String> {
             r.canonical
@@ -1058,32 +1062,31 @@ async fn plan_target(
 
     // Re-map the target with the pairs known, so its references use canonical ids.
     let records_read = side.records_read;
-    let reparse = |r: Rec| -> Value {
-        r.raw
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null)
-    };
-    let dept_raw: Vec<Value> = side.departments.into_iter().map(reparse).collect();
-    let people_raw: Vec<Value> = side.people.into_iter().map(reparse).collect();
+    // One record at a time: the parsed vendor JSON of a large org never sits in memory at once.
     let mut remap_failures = Vec::new();
-    let t_depts = map_all(
-        target,
+    let remap = |recs: Vec<Rec>,
+                 mapping: &Mapping,
+                 entity: &'static str,
+                 failures: &mut Vec<Conflict>|
+     -> Result<Vec<Rec>, SyncError> {
+        let mut m = Mapper::new(target, mapping, entity, &resolver, false);
+        m.out.reserve(recs.len());
+        for r in recs {
+            let raw = r
+                .raw
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            m.push(raw, failures)?;
+        }
+        Ok(m.out)
+    };
+    let t_depts = remap(
+        side.departments,
         &target.department,
         DEPARTMENT,
-        dept_raw,
-        &resolver,
-        false,
         &mut remap_failures,
     )?;
-    let t_people = map_all(
-        target,
-        &target.person,
-        PERSON,
-        people_raw,
-        &resolver,
-        false,
-        &mut remap_failures,
-    )?;
+    let t_people = remap(side.people, &target.person, PERSON, &mut remap_failures)?;
     let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
     let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
 
@@ -1538,12 +1541,7 @@ pub async fn apply(
         let Some(target) = ctx.targets.iter().find(|t| t.name == tp.target) else {
             continue;
         };
-        let links = [
-            store.xrefs_in_system(DEPARTMENT, &target.name).await?,
-            store.xrefs_in_system(PERSON, &target.name).await?,
-        ]
-        .concat();
-        let resolver = SideResolver::new(&target.name, false, &links);
+        let resolver = SideResolver::load(store, &target.name, false).await?;
         let mut revisit: Vec<&Step> = Vec::new();
         for step in &tp.steps {
             match apply_step(target, &resolver, store, step).await {
