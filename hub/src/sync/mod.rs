@@ -83,9 +83,12 @@ pub fn derived_id(system: &str, entity: &str, external_id: &str) -> String {
 pub struct SideResolver {
     system: String,
     source: bool,
-    to_canonical: RwLock<HashMap<(&'static str, Box<str>), Box<str>>>,
-    to_external: RwLock<HashMap<(&'static str, Box<str>), Box<str>>>,
+    to_canonical: RwLock<IdMap>,
+    to_external: RwLock<IdMap>,
 }
+
+/// (entity, one id) -> the other id.
+type IdMap = HashMap<(&'static str, Box<str>), Box<str>>;
 
 fn placeholder(entity: &str, external: &str) -> String {
     format!("?{entity}:{external}")
