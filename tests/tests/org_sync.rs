@@ -884,3 +884,73 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
     assert_eq!(org["users"].as_array().unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A person whose email changed stays the same person everywhere (linked by xref, not by the
+/// old email) and the new address reaches both targets; a renamed department is renamed, not
+/// recreated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_email_and_a_renamed_department_update_in_place() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
+    let client = reqwest::Client::new();
+    let r = client
+        .patch(format!("{}/_sandbox/org/users/u4", sb.feishu))
+        .json(&json!({"email": "renamed.person@example.cn"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = client
+        .patch(format!("{}/_sandbox/org/departments/d2", sb.feishu))
+        .json(&json!({"name": "售后服务部"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let plan = setup.sync_once().await;
+    for t in &plan.targets {
+        let kinds: Vec<(sync::Action, &str)> =
+            t.steps.iter().map(|s| (s.action, s.entity)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Action::Update, sync::DEPARTMENT),
+                (Action::Update, sync::PERSON)
+            ],
+            "{}",
+            sync::render_plan(&plan)
+        );
+        let person = &t.steps[1];
+        assert_eq!(
+            person.changes["email"].new,
+            json!("renamed.person@example.cn")
+        );
+        assert!(person.target_id.is_some());
+    }
+    let no = fixture("small-org.json")
+        .users
+        .iter()
+        .find(|u| u.key == "u4")
+        .unwrap()
+        .employee_no
+        .clone();
+    for base in [&sb.dingtalk, &sb.wecom] {
+        let org = get(&format!("{base}/_sandbox/org")).await;
+        let same: Vec<&Value> = org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["employee_no"] == no.as_str() || u["key"] == no.as_str())
+            .collect();
+        assert_eq!(same.len(), 1, "one person, not a second one: {base}");
+        assert_eq!(same[0]["email"], "renamed.person@example.cn");
+        assert_eq!(org["users"].as_array().unwrap().len(), 20);
+        let depts = names(&org, "departments");
+        assert!(depts.contains(&"售后服务部".to_owned()), "{depts:?}");
+        assert!(!depts.contains(&"售后部".to_owned()), "{depts:?}");
+        assert_eq!(depts.len(), 3);
+    }
+    let again = sync::plan(ctx, store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+}
