@@ -44,6 +44,9 @@ impl Entity {
 pub struct ListQuery {
     pub parent: Option<String>,
     pub recursive: bool,
+    /// Records as complete as `get` returns them, even where the vendor's listing is terse and
+    /// that costs a call per record (DingTalk's `department/listsub` omits order and managers).
+    pub complete: bool,
     pub page_size: Option<u32>,
     pub params: BTreeMap<String, String>,
 }

@@ -879,3 +879,46 @@ async fn enforced_limit_answers_90018_and_403_over_20_per_second_then_lets_calls
         "{calls}"
     );
 }
+
+/// `department/listsub` is terse (no order, no managers); `complete: true` reads each
+/// department in full, one `department/get` per department.
+#[tokio::test]
+async fn complete_department_listing_reads_each_department() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = DingTalkConnector::new(sb.config()).unwrap();
+    let terse: Vec<Value> = conn
+        .list(
+            Entity::Department,
+            ListQuery {
+                recursive: true,
+                ..Default::default()
+            },
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!terse.is_empty());
+    assert!(terse.iter().all(|d| d.get("order").is_none()), "{terse:?}");
+    let full: Vec<Value> = conn
+        .list(
+            Entity::Department,
+            ListQuery {
+                recursive: true,
+                complete: true,
+                ..Default::default()
+            },
+        )
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(full.len(), terse.len());
+    assert!(full.iter().all(|d| d.get("order").is_some()), "{full:?}");
+    let ids =
+        |v: &[Value]| -> Vec<i64> { v.iter().map(|d| d["dept_id"].as_i64().unwrap()).collect() };
+    assert_eq!(ids(&full), ids(&terse), "same departments, same order");
+    let calls = sb.get("/_sandbox/calls").await;
+    assert_eq!(
+        calls["calls"]["POST /topapi/v2/department/get"].as_u64(),
+        Some(full.len() as u64)
+    );
+}

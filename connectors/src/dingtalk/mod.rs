@@ -19,7 +19,7 @@ pub mod todo;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::capability::{
@@ -156,7 +156,20 @@ impl ReadEntities for DingTalkConnector {
                     Some(Ok(id)) => id,
                     Some(Err(e)) => return fail_stream(e),
                 };
-                c.department_children(parent, query.recursive)
+                let listed = c.department_children(parent, query.recursive);
+                if !query.complete {
+                    return listed;
+                }
+                // listsub omits order and managers: read each department (4 at a time).
+                listed
+                    .map_ok(move |d| async move {
+                        match d.get("dept_id").and_then(Value::as_i64) {
+                            Some(id) => Ok(c.get_department(id).await?.unwrap_or(d)),
+                            None => Ok(d),
+                        }
+                    })
+                    .try_buffered(4)
+                    .boxed()
             }
             Entity::User => match query.parent.as_deref().map(contact::dept_id) {
                 Some(Ok(d)) => c.users_in_department(d),

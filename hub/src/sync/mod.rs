@@ -257,6 +257,7 @@ struct Side {
 async fn read_raw(endpoint: &Endpoint, entity: Entity) -> Result<Vec<Value>, SyncError> {
     let query = ListQuery {
         recursive: true,
+        complete: true,
         ..ListQuery::default()
     };
     endpoint
@@ -358,35 +359,6 @@ fn map_all(
     Ok(m.out)
 }
 
-async fn department_details(
-    endpoint: &Endpoint,
-    listed: Vec<Value>,
-) -> Result<Vec<Value>, SyncError> {
-    use futures_util::StreamExt;
-    let fetches = listed.into_iter().map(|d| async move {
-        let id = d
-            .get("dept_id")
-            .map(|v| v.to_string().trim_matches('"').to_owned());
-        match id {
-            Some(id) => match endpoint.directory.get(Entity::Department, &id).await {
-                Ok(Some(full)) => Ok(full),
-                Ok(None) => Ok(d),
-                Err(source) => Err(SyncError::Read {
-                    connector: endpoint.name.clone(),
-                    source,
-                }),
-            },
-            None => Ok(d),
-        }
-    });
-    futures_util::stream::iter(fetches)
-        .buffered(4)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
 async fn read_side(
     endpoint: &Endpoint,
     resolver: &SideResolver,
@@ -416,10 +388,6 @@ async fn read_side(
         if let Some(r) = got {
             departments.insert(0, r);
         }
-    }
-    if endpoint.kind == crate::config::ConnectorKind::DingTalk {
-        // DingTalk's department/listsub omits order and managers: read each department.
-        departments = department_details(endpoint, departments).await?;
     }
     let mut failures = Vec::new();
     let mut records_read = departments.len();
