@@ -835,9 +835,11 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
             "mobile": format!("1380000{:04}", no.len() * 100 + key.len()), "employee_no": no,
             "title": "工程师", "departments": [dept], "active": true})
     };
+    let mut both = person("dddd", "l15", "E4");
+    both["departments"] = json!(["l16", "l15"]);
     let deep: OrgFixture = serde_json::from_value(json!({
         "departments": departments,
-        "users": [person("a", "l15", "E1"), person("bb", "l16", "E2"), person("ccc", "l17", "E3")]
+        "users": [person("a", "l15", "E1"), person("bb", "l16", "E2"), person("ccc", "l17", "E3"), both]
     }))
     .unwrap();
     let sb = sandboxes(deep, empty_org("子公司"), empty_org("工厂")).await;
@@ -881,7 +883,20 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
     let org = get(&format!("{}/_sandbox/org", sb.wecom)).await;
     assert_eq!(org["departments"].as_array().unwrap().len(), 15);
-    assert_eq!(org["users"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        org["users"].as_array().unwrap().len(),
+        2,
+        "the one at level 15, and the one in levels 15 and 16 (in 15 only)"
+    );
+    // Nothing left to do but the same conflicts: the deep department is not wanted again.
+    let again = sync::plan(&ctx, &*store).await.unwrap();
+    let wecom = again
+        .targets
+        .iter()
+        .find(|t| t.target == "factory")
+        .unwrap();
+    assert!(wecom.steps.is_empty(), "{}", sync::render_plan(&again));
+    assert_eq!(wecom.conflicts.len(), 3);
     let _ = std::fs::remove_dir_all(dir);
 }
 

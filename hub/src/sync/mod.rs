@@ -1154,6 +1154,15 @@ async fn plan_target(
         if conflicted.contains(&p.external_id) {
             continue;
         }
+        // A person also in a department this target cannot hold is synced without it.
+        let (fitted, only_too_deep) = without_departments(p, &too_deep);
+        if only_too_deep {
+            if !t_person_by_id.contains_key(p.id()) && owns_people {
+                left_out.push(p.external_id.clone());
+            }
+            continue;
+        }
+        let p = fitted.as_ref().unwrap_or(p);
         let inactive = p.canonical.get("status").is_some_and(|s| s != "active");
         if inactive && !can_disable {
             // Not created; removed if it was there.
@@ -1193,18 +1202,6 @@ async fn plan_target(
                 );
             }
             None if !owns_people => {} // another system owns people
-            None if !too_deep.is_empty()
-                && p.canonical
-                    .value()
-                    .get("department_ids")
-                    .and_then(Value::as_array)
-                    .is_some_and(|ids| {
-                        ids.iter()
-                            .all(|i| i.as_str().is_some_and(|i| too_deep.contains(i)))
-                    }) =>
-            {
-                left_out.push(p.external_id.clone());
-            }
             None => steps.push(Step {
                 action: Action::Create,
                 entity: PERSON,
@@ -1304,6 +1301,46 @@ async fn plan_target(
         steps,
         conflicts,
     })
+}
+
+/// `p` without the departments in `drop` (and its main department moved to one it keeps):
+/// `(Some(fitted), false)` when some were dropped, `(None, true)` when all of them would be,
+/// `(None, false)` when none is in `drop`.
+fn without_departments(p: &Rec, drop: &HashSet<&str>) -> (Option<Rec>, bool) {
+    if drop.is_empty() {
+        return (None, false);
+    }
+    let mut record = p.canonical.value();
+    let Some(ids) = record.get("department_ids").and_then(Value::as_array) else {
+        return (None, false);
+    };
+    let kept: Vec<Value> = ids
+        .iter()
+        .filter(|i| !i.as_str().is_some_and(|i| drop.contains(i)))
+        .cloned()
+        .collect();
+    if kept.len() == ids.len() {
+        return (None, false);
+    }
+    if kept.is_empty() {
+        return (None, true);
+    }
+    if let Some(o) = record.as_object_mut() {
+        let main_kept = o
+            .get("main_department")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !drop.contains(m));
+        if !main_kept {
+            o.insert("main_department".into(), kept[0].clone());
+        }
+        o.insert("department_ids".into(), Value::Array(kept));
+    }
+    let fitted = Rec {
+        external_id: p.external_id.clone(),
+        raw: None,
+        canonical: Arc::new(Canon::new(&record)),
+    };
+    (Some(fitted), false)
 }
 
 /// Each person's depth in the manager chain (a loop or a missing manager ends the chain).
