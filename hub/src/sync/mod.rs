@@ -98,6 +98,33 @@ fn is_placeholder(id: &str) -> bool {
     id.starts_with('?')
 }
 
+/// Replaces every `?entity:external` placeholder in `v` that `resolver` can now resolve with
+/// its canonical id; whether anything changed.
+fn resolve_placeholders(v: &mut Value, resolver: &SideResolver) -> bool {
+    match v {
+        Value::String(s) => {
+            let linked = s
+                .strip_prefix('?')
+                .and_then(|rest| rest.split_once(':'))
+                .and_then(|(entity, external)| resolver.linked(entity, external));
+            match linked {
+                Some(c) => {
+                    *s = c;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |acc, i| resolve_placeholders(i, resolver) | acc),
+        Value::Object(o) => o
+            .values_mut()
+            .fold(false, |acc, i| resolve_placeholders(i, resolver) | acc),
+        _ => false,
+    }
+}
+
 /// The entity names the resolver knows, as static strings (map keys without an allocation).
 fn entity_name(entity: &str) -> Option<&'static str> {
     match entity {
@@ -224,13 +251,11 @@ impl Canon {
     }
 }
 
-/// One record of one side: its external id, raw vendor JSON text (kept for a target only, to
-/// map it again once pairs are known) and canonical form (shared with the plan's steps, never
-/// copied).
+/// One record of one side: its external id and canonical form (shared with the plan's steps,
+/// never copied).
 #[derive(Debug, Clone)]
 struct Rec {
     external_id: String,
-    raw: Option<Box<str>>,
     canonical: Arc<Canon>,
 }
 
@@ -272,13 +297,12 @@ async fn read_raw(endpoint: &Endpoint, entity: Entity) -> Result<Vec<Value>, Syn
 }
 
 /// Maps records one by one as they arrive; one that fails to map is reported (never guessed)
-/// and left out. The raw record is kept only when `keep_raw` (a target's).
+/// and left out.
 struct Mapper<'a> {
     endpoint: &'a Endpoint,
     mapping: &'a Mapping,
     entity: &'static str,
     resolver: &'a SideResolver,
-    keep_raw: bool,
     seen: HashSet<String>,
     out: Vec<Rec>,
 }
@@ -289,14 +313,12 @@ impl<'a> Mapper<'a> {
         mapping: &'a Mapping,
         entity: &'static str,
         resolver: &'a SideResolver,
-        keep_raw: bool,
     ) -> Self {
         Mapper {
             endpoint,
             mapping,
             entity,
             resolver,
-            keep_raw,
             seen: HashSet::new(),
             out: Vec::new(),
         }
@@ -334,7 +356,6 @@ impl<'a> Mapper<'a> {
         }
         self.out.push(Rec {
             external_id,
-            raw: self.keep_raw.then(|| raw.to_string().into_boxed_str()),
             canonical: Arc::new(Canon::new(&mapped.record)),
         });
         Ok(())
@@ -348,10 +369,9 @@ fn map_all(
     entity: &'static str,
     raws: Vec<Value>,
     resolver: &SideResolver,
-    keep_raw: bool,
     failures: &mut Vec<Conflict>,
 ) -> Result<Vec<Rec>, SyncError> {
-    let mut m = Mapper::new(endpoint, mapping, entity, resolver, keep_raw);
+    let mut m = Mapper::new(endpoint, mapping, entity, resolver);
     m.out.reserve(raws.len());
     for raw in raws {
         m.push(raw, failures)?;
@@ -359,11 +379,7 @@ fn map_all(
     Ok(m.out)
 }
 
-async fn read_side(
-    endpoint: &Endpoint,
-    resolver: &SideResolver,
-    keep_raw: bool,
-) -> Result<Side, SyncError> {
+async fn read_side(endpoint: &Endpoint, resolver: &SideResolver) -> Result<Side, SyncError> {
     let mut departments = read_raw(endpoint, Entity::Department).await?;
     let root = endpoint.root_id();
     let dept_key = |d: &Value| -> Option<String> {
@@ -397,12 +413,11 @@ async fn read_side(
         DEPARTMENT,
         departments,
         resolver,
-        keep_raw,
         &mut failures,
     )?;
     // People are mapped as they stream in: the raw records of a large org never sit in memory
     // all at once.
-    let mut people = Mapper::new(endpoint, &endpoint.person, PERSON, resolver, keep_raw);
+    let mut people = Mapper::new(endpoint, &endpoint.person, PERSON, resolver);
     let query = ListQuery {
         recursive: true,
         ..ListQuery::default()
@@ -707,7 +722,7 @@ pub async fn is_echo(
 /// Read everything and compute the plan. Changes nothing.
 pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncError> {
     let src_resolver = SideResolver::load(store, &ctx.source.name, true).await?;
-    let source = read_side(&ctx.source, &src_resolver, false).await?;
+    let source = read_side(&ctx.source, &src_resolver).await?;
     let (departments, people, mut scope_conflicts) =
         scope(&ctx.route, source.departments, source.people);
     scope_conflicts.extend(source.failures);
@@ -841,7 +856,7 @@ async fn plan_target(
     people: &[Rec],
 ) -> Result<TargetPlan, SyncError> {
     let resolver = SideResolver::load(store, &target.name, false).await?;
-    let side = read_side(target, &resolver, true).await?;
+    let side = read_side(target, &resolver).await?;
     let mut conflicts = side.failures.clone();
     let mut steps = Vec::new();
 
@@ -1033,31 +1048,23 @@ async fn plan_target(
 
     // Re-map the target with the pairs known, so its references use canonical ids.
     let records_read = side.records_read;
-    // One record at a time: the parsed vendor JSON of a large org never sits in memory at once.
-    let mut remap_failures = Vec::new();
-    let remap = |recs: Vec<Rec>,
-                 mapping: &Mapping,
-                 entity: &'static str,
-                 failures: &mut Vec<Conflict>|
-     -> Result<Vec<Rec>, SyncError> {
-        let mut m = Mapper::new(target, mapping, entity, &resolver, false);
-        m.out.reserve(recs.len());
-        for r in recs {
-            let raw = r
-                .raw
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or(Value::Null);
-            m.push(raw, failures)?;
-        }
-        Ok(m.out)
+    // The target's references to records paired just now still read `?entity:external`:
+    // resolve them (what mapping the vendor records again would give, without keeping them).
+    let relink = |recs: Vec<Rec>| -> Vec<Rec> {
+        recs.into_iter()
+            .map(|mut r| {
+                if r.canonical.json.contains("\"?") {
+                    let mut v = r.canonical.value();
+                    if resolve_placeholders(&mut v, &resolver) {
+                        r.canonical = Arc::new(Canon::new(&v));
+                    }
+                }
+                r
+            })
+            .collect()
     };
-    let t_depts = remap(
-        side.departments,
-        &target.department,
-        DEPARTMENT,
-        &mut remap_failures,
-    )?;
-    let t_people = remap(side.people, &target.person, PERSON, &mut remap_failures)?;
+    let t_depts = relink(side.departments);
+    let t_people = relink(side.people);
     let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
     let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
 
@@ -1337,7 +1344,6 @@ fn without_departments(p: &Rec, drop: &HashSet<&str>) -> (Option<Rec>, bool) {
     }
     let fitted = Rec {
         external_id: p.external_id.clone(),
-        raw: None,
         canonical: Arc::new(Canon::new(&record)),
     };
     (Some(fitted), false)
@@ -1839,6 +1845,26 @@ pub fn render_plan(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_paired_since_mapping_are_resolved_and_others_kept() {
+        let r = SideResolver::new("sub", false);
+        r.insert(DEPARTMENT, "7", "d-seven");
+        r.insert(PERSON, "u1", "p-one");
+        let mut v = json!({"id": "?person:u1", "department_ids": ["?department:7", "?department:8"],
+            "manager": "?person:u9", "name": "?odd:name", "leader_of": []});
+        assert!(resolve_placeholders(&mut v, &r));
+        assert_eq!(
+            v,
+            json!({"id": "p-one", "department_ids": ["d-seven", "?department:8"],
+                "manager": "?person:u9", "name": "?odd:name", "leader_of": []})
+        );
+        assert!(!resolve_placeholders(&mut v, &r), "nothing left to resolve");
+        let c = Canon::new(&v);
+        assert_eq!(c.get("id"), Some("p-one"));
+        assert_eq!(c.get("department_ids"), None, "only string hot fields");
+        assert_eq!(c.value(), v);
+    }
 
     #[test]
     fn derived_ids_are_stable_and_distinct() {
