@@ -182,6 +182,22 @@ async fn story(store: Arc<dyn Store>) {
     let all = store.xrefs_of("person", "p-1").await.unwrap();
     let systems: Vec<&str> = all.iter().map(|x| x.system.as_str()).collect();
     assert_eq!(systems, ["dingtalk-sub", "feishu-hq"]);
+    let in_system = store.xrefs_in_system("person", "feishu-hq").await.unwrap();
+    assert_eq!(in_system.len(), 1);
+    assert_eq!(
+        store
+            .xref_ids_in_system("person", "feishu-hq")
+            .await
+            .unwrap(),
+        vec![(feishu.external_id.clone(), "p-1".to_owned())]
+    );
+    assert!(
+        store
+            .xref_ids_in_system("department", "feishu-hq")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .unlink("person", "feishu-hq", &feishu.external_id)

@@ -225,6 +225,10 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     async fn xrefs_of(&self, entity: &str, canonical_id: &str) -> Result<Vec<Xref>>;
     /// Every link of one entity in one system (to load a sync's identity map at once).
     async fn xrefs_in_system(&self, entity: &str, system: &str) -> Result<Vec<Xref>>;
+    /// The same links as (external id, canonical id) only: what a sync's identity map needs,
+    /// read row by row (a large org's full rows are not held twice).
+    async fn xref_ids_in_system(&self, entity: &str, system: &str)
+    -> Result<Vec<(String, String)>>;
     async fn set_written_hash(
         &self,
         entity: &str,

@@ -338,6 +338,28 @@ macro_rules! impl_store {
                 rows.iter().map(Self::xref).collect()
             }
 
+            async fn xref_ids_in_system(
+                &self,
+                entity: &str,
+                system: &str,
+            ) -> Result<Vec<(String, String)>> {
+                use futures_util::TryStreamExt;
+                let mut rows = sqlx::query(
+                    "SELECT external_id, canonical_id FROM xrefs WHERE entity = $1 AND system = $2",
+                )
+                .bind(entity)
+                .bind(system)
+                .fetch(&self.pool);
+                let mut out = Vec::new();
+                while let Some(row) = rows.try_next().await.map_err(q("list xrefs of a system"))? {
+                    out.push((
+                        row.try_get::<String, _>(0).map_err(q("read an xref"))?,
+                        row.try_get::<String, _>(1).map_err(q("read an xref"))?,
+                    ));
+                }
+                Ok(out)
+            }
+
             async fn set_written_hash(
                 &self,
                 entity: &str,

@@ -148,8 +148,8 @@ impl SideResolver {
     async fn load(store: &dyn Store, system: &str, source: bool) -> Result<Self, SyncError> {
         let r = SideResolver::new(system, source);
         for entity in [DEPARTMENT, PERSON] {
-            for x in store.xrefs_in_system(entity, system).await? {
-                r.insert(entity, &x.external_id, &x.canonical_id);
+            for (external, canonical) in store.xref_ids_in_system(entity, system).await? {
+                r.insert(entity, &external, &canonical);
             }
         }
         Ok(r)
