@@ -263,3 +263,79 @@ mod tests {
         assert_eq!(g, Groups::default());
     }
 }
+
+/// A sandbox record addressed by its fixture key (a department or a user).
+pub(crate) trait Keyed {
+    fn key(&self) -> &str;
+}
+
+/// The lookups a vendor's sandbox org keeps beside its records.
+pub(crate) trait OrgIndex<D, U> {
+    fn add_dept(&mut self, d: &D);
+    fn remove_dept(&mut self, d: &D);
+    fn add_user(&mut self, u: &U);
+    fn remove_user(&mut self, u: &U);
+}
+
+/// A sandbox org's departments and users by fixture key, with the vendor's index kept in step:
+/// `put_*` / `take_*` are the only writers, so no lookup can go stale.
+#[derive(Debug)]
+pub(crate) struct Records<D, U, I> {
+    depts: std::collections::BTreeMap<String, D>,
+    users: std::collections::BTreeMap<String, U>,
+    idx: I,
+}
+
+impl<D, U, I: Default> Default for Records<D, U, I> {
+    fn default() -> Self {
+        Records {
+            depts: Default::default(),
+            users: Default::default(),
+            idx: I::default(),
+        }
+    }
+}
+
+impl<D: Keyed, U: Keyed, I: OrgIndex<D, U>> Records<D, U, I> {
+    /// Inserts or replaces a department.
+    pub fn put_dept(&mut self, d: D) {
+        if let Some(old) = self.depts.remove(d.key()) {
+            self.idx.remove_dept(&old);
+        }
+        self.idx.add_dept(&d);
+        self.depts.insert(d.key().to_owned(), d);
+    }
+
+    pub fn take_dept(&mut self, key: &str) -> Option<D> {
+        let d = self.depts.remove(key)?;
+        self.idx.remove_dept(&d);
+        Some(d)
+    }
+
+    /// Inserts or replaces a user.
+    pub fn put_user(&mut self, u: U) {
+        if let Some(old) = self.users.remove(u.key()) {
+            self.idx.remove_user(&old);
+        }
+        self.idx.add_user(&u);
+        self.users.insert(u.key().to_owned(), u);
+    }
+
+    pub fn take_user(&mut self, key: &str) -> Option<U> {
+        let u = self.users.remove(key)?;
+        self.idx.remove_user(&u);
+        Some(u)
+    }
+
+    pub fn depts(&self) -> &std::collections::BTreeMap<String, D> {
+        &self.depts
+    }
+
+    pub fn users(&self) -> &std::collections::BTreeMap<String, U> {
+        &self.users
+    }
+
+    pub fn idx(&self) -> &I {
+        &self.idx
+    }
+}

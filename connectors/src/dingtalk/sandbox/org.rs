@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::Groups;
+use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records};
 
 /// A DingTalk-coded failure: (errcode, errmsg).
 #[derive(Debug)]
@@ -32,11 +32,9 @@ pub(crate) struct User {
 /// Events to emit: (EventType, body fields such as `userId` / `deptId`).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
-/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
+/// The org: its records (kept in step with their index by [`Records`]) and id counters.
 pub(crate) struct Org {
-    depts: BTreeMap<String, Dept>,
-    users: BTreeMap<String, User>,
-    idx: Index,
+    r: Records<Dept, User, Index>,
     next_dept: i64,
     seq: u64,
 }
@@ -55,7 +53,19 @@ struct Index {
     led: Groups<String>,
 }
 
-impl Index {
+impl Keyed for Dept {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
+impl Keyed for User {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
+impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.add(d.id, k);
@@ -176,9 +186,7 @@ const USER_EXTRA: &[&str] = &[
 impl Org {
     pub fn new(fx: &OrgFixture) -> Self {
         let mut org = Self {
-            depts: BTreeMap::new(),
-            users: BTreeMap::new(),
-            idx: Index::default(),
+            r: Records::default(),
             next_dept: 2,
             seq: 0,
         };
@@ -188,10 +196,10 @@ impl Org {
             } else {
                 org.alloc_dept_id()
             };
-            org.put_dept(Dept { fx: d.clone(), id });
+            org.r.put_dept(Dept { fx: d.clone(), id });
         }
         for u in &fx.users {
-            org.put_user(User {
+            org.r.put_user(User {
                 unionid: unionid_of(&u.key),
                 fx: u.clone(),
                 extra: Map::new(),
@@ -202,42 +210,12 @@ impl Org {
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
 
-    /// Inserts or replaces a department record.
-    fn put_dept(&mut self, d: Dept) {
-        if let Some(old) = self.depts.remove(&d.fx.key) {
-            self.idx.remove_dept(&old);
-        }
-        self.idx.add_dept(&d);
-        self.depts.insert(d.fx.key.clone(), d);
-    }
-
-    fn take_dept(&mut self, key: &str) -> Option<Dept> {
-        let d = self.depts.remove(key)?;
-        self.idx.remove_dept(&d);
-        Some(d)
-    }
-
-    /// Inserts or replaces a user record.
-    fn put_user(&mut self, u: User) {
-        if let Some(old) = self.users.remove(&u.fx.key) {
-            self.idx.remove_user(&old);
-        }
-        self.idx.add_user(&u);
-        self.users.insert(u.fx.key.clone(), u);
-    }
-
-    fn take_user(&mut self, key: &str) -> Option<User> {
-        let u = self.users.remove(key)?;
-        self.idx.remove_user(&u);
-        Some(u)
-    }
-
     pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        &self.depts
+        self.r.depts()
     }
 
     pub fn users(&self) -> &BTreeMap<String, User> {
-        &self.users
+        self.r.users()
     }
 
     fn alloc_dept_id(&mut self) -> i64 {
@@ -250,25 +228,26 @@ impl Org {
         loop {
             self.seq += 1;
             let k = format!("{prefix}{}", self.seq);
-            if !self.depts.contains_key(&k) && !self.users.contains_key(&k) {
+            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
                 return k;
             }
         }
     }
 
     pub fn dept_key(&self, id: i64) -> Option<String> {
-        self.idx.dept_by_id.first(&id).cloned()
+        self.r.idx().dept_by_id.first(&id).cloned()
     }
 
     pub fn dept_id(&self, key: &str) -> i64 {
-        self.depts.get(key).map(|d| d.id).unwrap_or_default()
+        self.r.depts().get(key).map(|d| d.id).unwrap_or_default()
     }
 
     pub fn user_by_unionid(&self, unionid: &str) -> Option<&User> {
-        self.idx
+        self.r
+            .idx()
             .user_by_unionid
             .first(unionid)
-            .and_then(|k| self.users.get(k))
+            .and_then(|k| self.r.users().get(k))
     }
 
     // ---- rendering ----
@@ -318,14 +297,15 @@ impl Org {
     }
 
     fn is_leader(&self, user: &str, dept: &str) -> bool {
-        self.depts
+        self.r
+            .depts()
             .get(dept)
             .is_some_and(|d| d.fx.leaders.iter().any(|l| l == user))
     }
 
     /// `user/get` shape.
     pub fn render_user(&self, key: &str) -> Value {
-        let Some(u) = self.users.get(key) else {
+        let Some(u) = self.r.users().get(key) else {
             return Value::Null;
         };
         let mut m = self.user_base(u);
@@ -354,7 +334,7 @@ impl Org {
 
     /// `user/list` row shape (per department).
     pub fn render_user_row(&self, key: &str, dept: &str) -> Value {
-        let Some(u) = self.users.get(key) else {
+        let Some(u) = self.r.users().get(key) else {
             return Value::Null;
         };
         let mut m = self.user_base(u);
@@ -369,7 +349,7 @@ impl Org {
 
     /// `department/get` shape.
     pub fn render_dept(&self, key: &str) -> Value {
-        let Some(d) = self.depts.get(key) else {
+        let Some(d) = self.r.depts().get(key) else {
             return Value::Null;
         };
         let members = self.member_count(key);
@@ -388,7 +368,7 @@ impl Org {
 
     /// `department/listsub` row shape.
     pub fn render_dept_row(&self, key: &str) -> Value {
-        let Some(d) = self.depts.get(key) else {
+        let Some(d) = self.r.depts().get(key) else {
             return Value::Null;
         };
         json!({"dept_id": d.id, "name": d.fx.name, "parent_id": self.parent_id(d).unwrap_or(0),
@@ -398,10 +378,11 @@ impl Org {
     /// Direct sub-departments (by order, then id).
     pub fn children(&self, key: &str) -> Vec<String> {
         let mut v: Vec<&Dept> = self
-            .idx
+            .r
+            .idx()
             .children
             .keys(key)
-            .filter_map(|c| self.depts.get(c))
+            .filter_map(|c| self.r.depts().get(c))
             .collect();
         v.sort_by_key(|d| (d.fx.order, d.id));
         v.into_iter().map(|d| d.fx.key.clone()).collect()
@@ -414,7 +395,8 @@ impl Org {
 
     /// The direct members at positions `start..end` (by user key).
     pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
-        self.idx
+        self.r
+            .idx()
             .members
             .get(key)
             .map(|m| m.range(start, end).cloned().collect())
@@ -422,12 +404,13 @@ impl Org {
     }
 
     pub fn member_count(&self, key: &str) -> usize {
-        self.idx.members.count(key)
+        self.r.idx().members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
         let depts: Vec<Value> = self
-            .depts
+            .r
+            .depts()
             .values()
             .map(|d| {
                 let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
@@ -436,7 +419,8 @@ impl Org {
             })
             .collect();
         let users: Vec<Value> = self
-            .users
+            .r
+            .users()
             .values()
             .map(|u| {
                 let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
@@ -470,7 +454,7 @@ impl Org {
         if mobile.len() != 11 || !mobile.bytes().all(|b| b.is_ascii_digit()) {
             return err(60103, "手机号码不合法");
         }
-        if self.idx.user_by_mobile.taken_by_other(mobile, except) {
+        if self.r.idx().user_by_mobile.taken_by_other(mobile, except) {
             return err(60104, "手机号码在公司中已存在");
         }
         Ok(())
@@ -536,7 +520,7 @@ impl Org {
                 if k.len() > 64 {
                     return err(33012, "无效的USERID");
                 }
-                if self.users.contains_key(&k) {
+                if self.r.users().contains_key(&k) {
                     return err(60102, "UserID在公司中已存在");
                 }
                 k
@@ -559,7 +543,7 @@ impl Org {
         let mut extra = Map::new();
         self.apply_user_fields(&mut fx, &mut extra, m)?;
         self.check_mobile(&fx.mobile, None)?;
-        self.put_user(User {
+        self.r.put_user(User {
             unionid: unionid_of(&key),
             fx,
             extra,
@@ -572,7 +556,7 @@ impl Org {
 
     pub fn api_update_user(&mut self, m: &Map<String, Value>) -> Result<Emitted, OrgError> {
         let key = string(m.get("userid")).unwrap_or_default();
-        let Some(u) = self.users.get(&key) else {
+        let Some(u) = self.r.users().get(&key) else {
             return err(60121, "找不到该用户");
         };
         let mut fx = u.fx.clone();
@@ -590,7 +574,7 @@ impl Org {
         extra: Map<String, Value>,
     ) -> Result<Emitted, OrgError> {
         for d in &fx.departments {
-            if !self.depts.contains_key(d) {
+            if !self.r.depts().contains_key(d) {
                 return err(60003, format!("部门不存在: {d}"));
             }
         }
@@ -598,12 +582,12 @@ impl Org {
             return err(40035, "不合法的参数: dept_id_list");
         }
         let prev = self.render_user(key);
-        let Some(mut u) = self.take_user(key) else {
+        let Some(mut u) = self.r.take_user(key) else {
             return err(60121, "找不到该用户");
         };
         u.fx = fx;
         u.extra = extra;
-        self.put_user(u);
+        self.r.put_user(u);
         let curr = self.render_user(key);
         if prev == curr {
             return Ok(Vec::new());
@@ -625,28 +609,28 @@ impl Org {
     }
 
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        if self.take_user(key).is_none() {
+        if self.r.take_user(key).is_none() {
             return err(60121, "找不到该用户");
         }
-        let led: Vec<String> = self.idx.led.keys(key).cloned().collect();
+        let led: Vec<String> = self.r.idx().led.keys(key).cloned().collect();
         for dk in led {
-            if let Some(mut d) = self.take_dept(&dk) {
+            if let Some(mut d) = self.r.take_dept(&dk) {
                 d.fx.leaders.retain(|l| l != key);
-                self.put_dept(d);
+                self.r.put_dept(d);
             }
         }
         Ok(vec![("user_leave_org", json!({"userId": [key]}))])
     }
 
     pub fn insert_user(&mut self, fx: FixtureUser) -> Result<Emitted, OrgError> {
-        if self.users.contains_key(&fx.key) || self.depts.contains_key(&fx.key) {
+        if self.r.users().contains_key(&fx.key) || self.r.depts().contains_key(&fx.key) {
             return err(60102, "UserID在公司中已存在");
         }
         if fx.name.trim().is_empty() {
             return err(40035, "缺少参数 name");
         }
         for d in &fx.departments {
-            if !self.depts.contains_key(d) {
+            if !self.r.depts().contains_key(d) {
                 return err(60003, format!("部门不存在: {d}"));
             }
         }
@@ -655,7 +639,7 @@ impl Org {
         }
         self.check_mobile(&fx.mobile, None)?;
         let key = fx.key.clone();
-        self.put_user(User {
+        self.r.put_user(User {
             unionid: unionid_of(&key),
             fx,
             extra: Map::new(),
@@ -669,8 +653,8 @@ impl Org {
         name: &str,
         except: Option<&str>,
     ) -> Result<(), OrgError> {
-        if self.idx.children.keys(parent).any(|k| {
-            Some(k.as_str()) != except && self.depts.get(k).is_some_and(|d| d.fx.name == name)
+        if self.r.idx().children.keys(parent).any(|k| {
+            Some(k.as_str()) != except && self.r.depts().get(k).is_some_and(|d| d.fx.name == name)
         }) {
             return err(60008, "父部门下该部门名称已存在");
         }
@@ -686,23 +670,23 @@ impl Org {
         let Some(parent) = fx.parent.clone() else {
             return err(40035, "缺少参数 parent_id");
         };
-        if !self.depts.contains_key(&parent) {
+        if !self.r.depts().contains_key(&parent) {
             return err(60004, "父部门不存在");
         }
         self.check_sibling_name(&parent, &fx.name, None)?;
         if fx.key.is_empty() {
             fx.key = self.next_key("dept");
-        } else if self.depts.contains_key(&fx.key) || self.users.contains_key(&fx.key) {
+        } else if self.r.depts().contains_key(&fx.key) || self.r.users().contains_key(&fx.key) {
             return err(60008, "部门已存在");
         }
         for l in &fx.leaders {
-            if !self.users.contains_key(l) {
+            if !self.r.users().contains_key(l) {
                 return err(60121, format!("找不到该用户: {l}"));
             }
         }
         let id = self.alloc_dept_id();
         let key = fx.key.clone();
-        self.put_dept(Dept { fx, id });
+        self.r.put_dept(Dept { fx, id });
         Ok((key, id, vec![("org_dept_create", json!({"deptId": [id]}))]))
     }
 
@@ -725,7 +709,7 @@ impl Org {
 
     /// Replaces a department record (checks name, parent, cycles).
     pub fn replace_dept(&mut self, key: &str, fx: FixtureDepartment) -> Result<Emitted, OrgError> {
-        let Some(cur) = self.depts.get(key) else {
+        let Some(cur) = self.r.depts().get(key) else {
             return err(60003, "部门不存在");
         };
         let id = cur.id;
@@ -738,7 +722,7 @@ impl Org {
             let Some(p) = fx.parent.clone() else {
                 return err(60018, "不能设置为根部门");
             };
-            if !self.depts.contains_key(&p) {
+            if !self.r.depts().contains_key(&p) {
                 return err(60004, "父部门不存在");
             }
             // No cycles: walk up from the new parent.
@@ -747,21 +731,21 @@ impl Org {
                 if a == key {
                     return err(60010, "部门层级不合法: 循环");
                 }
-                at = self.depts.get(&a).and_then(|d| d.fx.parent.clone());
+                at = self.r.depts().get(&a).and_then(|d| d.fx.parent.clone());
             }
             self.check_sibling_name(&p, &fx.name, Some(key))?;
         }
         for l in &fx.leaders {
-            if !self.users.contains_key(l) {
+            if !self.r.users().contains_key(l) {
                 return err(60121, format!("找不到该用户: {l}"));
             }
         }
         if cur.fx == fx {
             return Ok(Vec::new());
         }
-        if let Some(mut d) = self.take_dept(key) {
+        if let Some(mut d) = self.r.take_dept(key) {
             d.fx = fx;
-            self.put_dept(d);
+            self.r.put_dept(d);
         }
         Ok(vec![("org_dept_modify", json!({"deptId": [id]}))])
     }
@@ -772,7 +756,8 @@ impl Org {
             return err(60003, "部门不存在");
         };
         let mut fx = self
-            .depts
+            .r
+            .depts()
             .get(&key)
             .map(|d| d.fx.clone())
             .ok_or(OrgError(60003, "部门不存在".into()))?;
@@ -795,20 +780,20 @@ impl Org {
     }
 
     pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        let Some(d) = self.depts.get(key) else {
+        let Some(d) = self.r.depts().get(key) else {
             return err(60003, "部门不存在");
         };
         if d.fx.parent.is_none() {
             return err(60007, "根部门不能删除");
         }
         let id = d.id;
-        if self.idx.children.count(key) > 0 {
+        if self.r.idx().children.count(key) > 0 {
             return err(60006, "该部门下存在子部门");
         }
         if self.member_count(key) > 0 {
             return err(60005, "该部门下存在员工");
         }
-        self.take_dept(key);
+        self.r.take_dept(key);
         Ok(vec![("org_dept_remove", json!({"deptId": [id]}))])
     }
 }
@@ -840,13 +825,13 @@ mod tests {
         /// The maintained index equals one built from scratch.
         fn assert_indexed(&self) {
             let mut idx = Index::default();
-            for d in self.depts.values() {
+            for d in self.r.depts().values() {
                 idx.add_dept(d);
             }
-            for u in self.users.values() {
+            for u in self.r.users().values() {
                 idx.add_user(u);
             }
-            assert_eq!(self.idx, idx);
+            assert_eq!(self.r.idx(), &idx);
         }
     }
 
@@ -943,7 +928,7 @@ mod tests {
                 .map(|u| u.fx.key.as_str()),
             Some("u1")
         );
-        assert_eq!(org.idx.led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.idx().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
     }
 
     #[test]

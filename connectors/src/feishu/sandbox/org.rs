@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::{Groups, SortedKeys};
+use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records, SortedKeys};
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -30,14 +30,24 @@ pub(crate) struct User {
     pub extra: Map<String, Value>,
 }
 
+impl Keyed for Dept {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
+impl Keyed for User {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
 /// An event to emit: (event_type, event body).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
-/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
+/// The org: its records (kept in step with their index by [`Records`]) and id counters.
 pub(crate) struct Org {
-    depts: BTreeMap<String, Dept>,
-    users: BTreeMap<String, User>,
-    idx: Index,
+    r: Records<Dept, User, Index>,
     seq: u64,
 }
 
@@ -58,7 +68,7 @@ struct Index {
     led: Groups<String>,
 }
 
-impl Index {
+impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         match &d.fx.parent {
@@ -158,9 +168,7 @@ fn diff(old: &Value, new: &Value) -> Value {
 impl Org {
     pub fn new(fx: &OrgFixture, app_id: &str) -> Self {
         let mut org = Self {
-            depts: BTreeMap::new(),
-            users: BTreeMap::new(),
-            idx: Index::default(),
+            r: Records::default(),
             seq: 0,
         };
         for d in &fx.departments {
@@ -181,7 +189,7 @@ impl Org {
                 custom.unwrap_or_else(|| fx.key.clone()),
             )
         };
-        self.put_dept(Dept {
+        self.r.put_dept(Dept {
             fx,
             open_id,
             custom_id,
@@ -196,61 +204,31 @@ impl Org {
             fx,
             extra,
         };
-        self.put_user(u);
+        self.r.put_user(u);
     }
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
 
-    /// Inserts or replaces a department record.
-    fn put_dept(&mut self, d: Dept) {
-        if let Some(old) = self.depts.remove(&d.fx.key) {
-            self.idx.remove_dept(&old);
-        }
-        self.idx.add_dept(&d);
-        self.depts.insert(d.fx.key.clone(), d);
-    }
-
-    fn take_dept(&mut self, key: &str) -> Option<Dept> {
-        let d = self.depts.remove(key)?;
-        self.idx.remove_dept(&d);
-        Some(d)
-    }
-
-    /// Inserts or replaces a user record.
-    fn put_user(&mut self, u: User) {
-        if let Some(old) = self.users.remove(&u.fx.key) {
-            self.idx.remove_user(&old);
-        }
-        self.idx.add_user(&u);
-        self.users.insert(u.fx.key.clone(), u);
-    }
-
-    fn take_user(&mut self, key: &str) -> Option<User> {
-        let u = self.users.remove(key)?;
-        self.idx.remove_user(&u);
-        Some(u)
-    }
-
     pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        &self.depts
+        self.r.depts()
     }
 
     pub fn users(&self) -> &BTreeMap<String, User> {
-        &self.users
+        self.r.users()
     }
 
     pub fn next_key(&mut self, prefix: &str) -> String {
         loop {
             self.seq += 1;
             let k = format!("{prefix}{}", self.seq);
-            if !self.depts.contains_key(&k) && !self.users.contains_key(&k) {
+            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
                 return k;
             }
         }
     }
 
     pub fn root_key(&self) -> Option<String> {
-        self.idx.roots.first().cloned()
+        self.r.idx().roots.first().cloned()
     }
 
     pub fn dept_key(&self, id: &str, id_type: &str) -> Option<String> {
@@ -258,27 +236,28 @@ impl Org {
             return self.root_key();
         }
         if id_type == "department_id" {
-            self.idx.dept_by_custom.first(id).cloned()
+            self.r.idx().dept_by_custom.first(id).cloned()
         } else {
-            self.idx.dept_by_open.first(id).cloned()
+            self.r.idx().dept_by_open.first(id).cloned()
         }
     }
 
     pub fn user_key(&self, id: &str, id_type: &str) -> Option<String> {
         match id_type {
-            "union_id" => self.idx.user_by_union.first(id).cloned(),
+            "union_id" => self.r.idx().user_by_union.first(id).cloned(),
             // user_id is the key
-            "user_id" => self.users.get(id).map(|u| u.fx.key.clone()),
-            _ => self.idx.user_by_open.first(id).cloned(),
+            "user_id" => self.r.users().get(id).map(|u| u.fx.key.clone()),
+            _ => self.r.idx().user_by_open.first(id).cloned(),
         }
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<String> {
-        self.idx.user_by_email.first(email).cloned()
+        self.r.idx().user_by_email.first(email).cloned()
     }
 
     pub fn dept_ext(&self, key: &str, id_type: &str) -> String {
-        self.depts
+        self.r
+            .depts()
             .get(key)
             .map(|d| {
                 if id_type == "department_id" {
@@ -291,7 +270,8 @@ impl Org {
     }
 
     pub fn user_ext(&self, key: &str, id_type: &str) -> String {
-        self.users
+        self.r
+            .users()
             .get(key)
             .map(|u| match id_type {
                 "union_id" => u.union_id.clone(),
@@ -302,7 +282,7 @@ impl Org {
     }
 
     pub fn render_user(&self, key: &str, did_type: &str) -> Value {
-        let Some(u) = self.users.get(key) else {
+        let Some(u) = self.r.users().get(key) else {
             return Value::Null;
         };
         let f = &u.fx;
@@ -342,7 +322,7 @@ impl Org {
     }
 
     pub fn render_dept(&self, key: &str, uid_type: &str, did_type: &str) -> Value {
-        let Some(d) = self.depts.get(key) else {
+        let Some(d) = self.r.depts().get(key) else {
             return Value::Null;
         };
         let parent =
@@ -380,10 +360,11 @@ impl Org {
     pub fn children(&self, key: &str, recursive: bool) -> Vec<String> {
         let direct = |k: &str| {
             let mut c: Vec<&Dept> = self
-                .idx
+                .r
+                .idx()
                 .children
                 .keys(k)
-                .filter_map(|c| self.depts.get(c))
+                .filter_map(|c| self.r.depts().get(c))
                 .collect();
             c.sort_by(|a, b| (a.fx.order, &a.fx.key).cmp(&(b.fx.order, &b.fx.key)));
             c.into_iter().map(|d| d.fx.key.clone()).collect::<Vec<_>>()
@@ -408,7 +389,8 @@ impl Org {
 
     /// The direct members at positions `start..end` (key order).
     pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
-        self.idx
+        self.r
+            .idx()
             .members
             .get(key)
             .map(|m| m.range(start, end).cloned().collect())
@@ -416,12 +398,13 @@ impl Org {
     }
 
     pub fn member_count(&self, key: &str) -> usize {
-        self.idx.members.count(key)
+        self.r.idx().members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
         let depts: Vec<Value> = self
-            .depts
+            .r
+            .depts()
             .values()
             .map(|d| {
                 let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
@@ -431,7 +414,8 @@ impl Org {
             })
             .collect();
         let users: Vec<Value> = self
-            .users
+            .r
+            .users()
             .values()
             .map(|u| {
                 let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
@@ -455,7 +439,7 @@ impl Org {
             ));
         }
         for d in &fx.departments {
-            if !self.depts.contains_key(d) {
+            if !self.r.depts().contains_key(d) {
                 return Err(OrgError::NotFound(format!("department {d}")));
             }
         }
@@ -468,7 +452,7 @@ impl Org {
         extra: Map<String, Value>,
         app_id: &str,
     ) -> Result<(String, Emitted), OrgError> {
-        if self.users.contains_key(&fx.key) || self.depts.contains_key(&fx.key) {
+        if self.r.users().contains_key(&fx.key) || self.r.depts().contains_key(&fx.key) {
             return Err(OrgError::Conflict(format!("key {} exists", fx.key)));
         }
         self.check_user(&fx)?;
@@ -490,11 +474,12 @@ impl Org {
         self.check_user(&fx)?;
         let old = self.render_user(key, "open_department_id");
         let mut u = self
+            .r
             .take_user(key)
             .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
         u.fx = fx;
         u.extra.extend(extra);
-        self.put_user(u);
+        self.r.put_user(u);
         let new = self.render_user(key, "open_department_id");
         let changed = diff(&old, &new);
         if changed.as_object().is_some_and(Map::is_empty) {
@@ -509,13 +494,14 @@ impl Org {
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let obj = self.render_user(key, "open_department_id");
         let u = self
+            .r
             .take_user(key)
             .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
         let mut events = Vec::new();
         // A deleted user stops leading departments.
-        let led: Vec<String> = self.idx.led.keys(&u.fx.key).cloned().collect();
+        let led: Vec<String> = self.r.idx().led.keys(&u.fx.key).cloned().collect();
         for dk in led {
-            let mut fx = self.depts[&dk].fx.clone();
+            let mut fx = self.r.depts()[&dk].fx.clone();
             fx.leaders.retain(|l| l != &u.fx.key);
             events.extend(self.update_dept(&dk, fx)?);
         }
@@ -536,12 +522,17 @@ impl Org {
         }
         match &fx.parent {
             None => {
-                if self.depts.get(key).is_none_or(|d| d.fx.parent.is_some()) {
+                if self
+                    .r
+                    .depts()
+                    .get(key)
+                    .is_none_or(|d| d.fx.parent.is_some())
+                {
                     return Err(OrgError::Invalid("parent is required".into()));
                 }
             }
             Some(p) => {
-                if !self.depts.contains_key(p) {
+                if !self.r.depts().contains_key(p) {
                     return Err(OrgError::NotFound(format!("parent department {p}")));
                 }
                 // No cycles: walking up from the parent must not reach this department.
@@ -552,12 +543,12 @@ impl Org {
                             "a department cannot move under itself".into(),
                         ));
                     }
-                    cur = self.depts.get(&c).and_then(|d| d.fx.parent.clone());
+                    cur = self.r.depts().get(&c).and_then(|d| d.fx.parent.clone());
                 }
             }
         }
         for l in &fx.leaders {
-            if !self.users.contains_key(l) {
+            if !self.r.users().contains_key(l) {
                 return Err(OrgError::NotFound(format!("leader {l}")));
             }
         }
@@ -570,11 +561,11 @@ impl Org {
         custom: Option<String>,
         app_id: &str,
     ) -> Result<(String, Emitted), OrgError> {
-        if self.users.contains_key(&fx.key) || self.depts.contains_key(&fx.key) {
+        if self.r.users().contains_key(&fx.key) || self.r.depts().contains_key(&fx.key) {
             return Err(OrgError::Conflict(format!("key {} exists", fx.key)));
         }
         if let Some(c) = &custom
-            && (self.idx.dept_by_custom.get(c.as_str()).is_some() || c == "0")
+            && (self.r.idx().dept_by_custom.get(c.as_str()).is_some() || c == "0")
         {
             return Err(OrgError::Conflict(format!("department_id {c} exists")));
         }
@@ -589,14 +580,14 @@ impl Org {
     }
 
     pub fn update_dept(&mut self, key: &str, fx: FixtureDepartment) -> Result<Emitted, OrgError> {
-        if !self.depts.contains_key(key) {
+        if !self.r.depts().contains_key(key) {
             return Err(OrgError::NotFound(format!("department {key}")));
         }
         self.check_dept(&fx, key)?;
         let old = self.render_dept(key, "open_id", "open_department_id");
-        if let Some(mut d) = self.take_dept(key) {
+        if let Some(mut d) = self.r.take_dept(key) {
             d.fx = fx;
-            self.put_dept(d);
+            self.r.put_dept(d);
         }
         let new = self.render_dept(key, "open_id", "open_department_id");
         let changed = diff(&old, &new);
@@ -611,7 +602,8 @@ impl Org {
 
     pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let d = self
-            .depts
+            .r
+            .depts()
             .get(key)
             .ok_or_else(|| OrgError::NotFound(format!("department {key}")))?;
         if d.fx.parent.is_none() {
@@ -619,14 +611,14 @@ impl Org {
                 "the root department cannot be deleted".into(),
             ));
         }
-        if self.idx.children.count(key) > 0 || self.member_count(key) > 0 {
+        if self.r.idx().children.count(key) > 0 || self.member_count(key) > 0 {
             return Err(OrgError::Invalid(
                 "department still has members or sub-departments".into(),
             ));
         }
         let obj = self.render_dept(key, "open_id", "open_department_id");
         let open_id = d.open_id.clone();
-        self.take_dept(key);
+        self.r.take_dept(key);
         let mut obj = obj;
         obj["status"] = json!({"is_deleted": true});
         Ok(vec![(
@@ -791,13 +783,13 @@ mod tests {
         /// The maintained index equals one built from scratch.
         fn assert_indexed(&self) {
             let mut idx = Index::default();
-            for d in self.depts.values() {
+            for d in self.r.depts().values() {
                 idx.add_dept(d);
             }
-            for u in self.users.values() {
+            for u in self.r.users().values() {
                 idx.add_user(u);
             }
-            assert_eq!(self.idx, idx);
+            assert_eq!(self.r.idx(), &idx);
         }
     }
 
@@ -892,7 +884,7 @@ mod tests {
         assert_eq!(org.children("d1", false), ["d3"]);
         assert_eq!(org.members("d3"), ["u1"]);
         assert_eq!(org.user_by_email("a@x.cn").as_deref(), Some("u1"));
-        assert_eq!(org.idx.led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.idx().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::crypto::sha256;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::Groups;
+use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records};
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -38,11 +38,9 @@ pub(crate) struct User {
 /// A `change_contact` event body (XML fields), emitted after the change.
 pub(crate) type Emitted = Vec<Map<String, Value>>;
 
-/// The org. `depts` and `users` change only through `put_*` / `take_*`, which keep `idx` in step.
+/// The org: its records (kept in step with their index by [`Records`]) and id counters.
 pub(crate) struct Org {
-    depts: BTreeMap<String, Dept>,
-    users: BTreeMap<String, User>,
-    idx: Index,
+    r: Records<Dept, User, Index>,
     next_id: i64,
     seq: u64,
 }
@@ -78,7 +76,19 @@ fn direct_leader_ids(u: &User) -> impl Iterator<Item = &str> {
         .filter_map(Value::as_str)
 }
 
-impl Index {
+impl Keyed for Dept {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
+impl Keyed for User {
+    fn key(&self) -> &str {
+        &self.fx.key
+    }
+}
+
+impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.add(d.id, k);
@@ -174,9 +184,7 @@ fn join_ints(v: &[i64]) -> String {
 impl Org {
     pub fn new(fx: &OrgFixture) -> Self {
         let mut org = Self {
-            depts: BTreeMap::new(),
-            users: BTreeMap::new(),
-            idx: Index::default(),
+            r: Records::default(),
             next_id: ROOT_ID + 1,
             seq: 0,
         };
@@ -188,14 +196,14 @@ impl Org {
                 org.next_id += 1;
                 id
             };
-            org.put_dept(Dept {
+            org.r.put_dept(Dept {
                 fx: d.clone(),
                 id,
                 name_en: String::new(),
             });
         }
         for u in &fx.users {
-            org.put_user(User {
+            org.r.put_user(User {
                 status: if u.active { 1 } else { 2 },
                 fx: u.clone(),
                 extra: Map::new(),
@@ -206,80 +214,51 @@ impl Org {
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
 
-    /// Inserts or replaces a department record.
-    fn put_dept(&mut self, d: Dept) {
-        if let Some(old) = self.depts.remove(&d.fx.key) {
-            self.idx.remove_dept(&old);
-        }
-        self.idx.add_dept(&d);
-        self.depts.insert(d.fx.key.clone(), d);
-    }
-
-    fn take_dept(&mut self, key: &str) -> Option<Dept> {
-        let d = self.depts.remove(key)?;
-        self.idx.remove_dept(&d);
-        Some(d)
-    }
-
-    /// Inserts or replaces a user record.
-    fn put_user(&mut self, u: User) {
-        if let Some(old) = self.users.remove(&u.fx.key) {
-            self.idx.remove_user(&old);
-        }
-        self.idx.add_user(&u);
-        self.users.insert(u.fx.key.clone(), u);
-    }
-
-    fn take_user(&mut self, key: &str) -> Option<User> {
-        let u = self.users.remove(key)?;
-        self.idx.remove_user(&u);
-        Some(u)
-    }
-
     pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        &self.depts
+        self.r.depts()
     }
 
     pub fn users(&self) -> &BTreeMap<String, User> {
-        &self.users
+        self.r.users()
     }
 
     /// The number of (member, department) pairs.
     pub fn membership_rows(&self) -> usize {
-        self.idx.rows
+        self.r.idx().rows
     }
 
     pub fn next_key(&mut self, prefix: &str) -> String {
         loop {
             self.seq += 1;
             let k = format!("{prefix}{}", self.seq);
-            if !self.depts.contains_key(&k) && !self.users.contains_key(&k) {
+            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
                 return k;
             }
         }
     }
 
     pub fn alloc_dept_id(&mut self) -> i64 {
-        while self.idx.dept_by_id.get(&self.next_id).is_some() {
+        while self.r.idx().dept_by_id.get(&self.next_id).is_some() {
             self.next_id += 1;
         }
         self.next_id
     }
 
     pub fn dept_key(&self, id: i64) -> Option<String> {
-        self.idx.dept_by_id.first(&id).cloned()
+        self.r.idx().dept_by_id.first(&id).cloned()
     }
 
     pub fn dept_id(&self, key: &str) -> i64 {
-        self.depts.get(key).map_or(0, |d| d.id)
+        self.r.depts().get(key).map_or(0, |d| d.id)
     }
 
     /// userids are case-insensitive.
     pub fn user_key(&self, userid: &str) -> Option<String> {
-        if let Some(u) = self.users.get(userid) {
+        if let Some(u) = self.r.users().get(userid) {
             return Some(u.fx.key.clone());
         }
-        self.idx
+        self.r
+            .idx()
             .user_by_lower
             .first(userid.to_ascii_lowercase().as_str())
             .cloned()
@@ -295,7 +274,7 @@ impl Org {
     /// The members's direct leaders: given through the API, or else the first leader of the
     /// main department (of its parent when the member leads it).
     pub fn direct_leaders(&self, key: &str) -> Vec<String> {
-        let Some(u) = self.users.get(key) else {
+        let Some(u) = self.r.users().get(key) else {
             return Vec::new();
         };
         if let Some(Value::Array(a)) = u.extra.get("direct_leader") {
@@ -307,7 +286,9 @@ impl Org {
         }
         let mut dept = u.fx.departments.first().cloned();
         while let Some(dk) = dept {
-            let Some(d) = self.depts.get(&dk) else { break };
+            let Some(d) = self.r.depts().get(&dk) else {
+                break;
+            };
             if let Some(l) = d.fx.leaders.iter().find(|l| *l != key) {
                 return vec![l.clone()];
             }
@@ -317,7 +298,7 @@ impl Org {
     }
 
     pub fn render_user(&self, key: &str, trim: bool) -> Value {
-        let Some(u) = self.users.get(key) else {
+        let Some(u) = self.r.users().get(key) else {
             return Value::Null;
         };
         let f = &u.fx;
@@ -327,7 +308,8 @@ impl Org {
             .iter()
             .map(|d| {
                 i64::from(
-                    self.depts
+                    self.r
+                        .depts()
                         .get(d)
                         .is_some_and(|d| d.fx.leaders.contains(&f.key)),
                 )
@@ -374,7 +356,7 @@ impl Org {
     }
 
     pub fn render_dept(&self, key: &str) -> Value {
-        let Some(d) = self.depts.get(key) else {
+        let Some(d) = self.r.depts().get(key) else {
             return Value::Null;
         };
         let parent = d.fx.parent.as_deref().map_or(0, |p| self.dept_id(p));
@@ -385,10 +367,11 @@ impl Org {
     /// Direct sub-departments, larger `order` first.
     fn direct(&self, key: &str) -> Vec<String> {
         let mut c: Vec<&Dept> = self
-            .idx
+            .r
+            .idx()
             .children
             .keys(key)
-            .filter_map(|c| self.depts.get(c))
+            .filter_map(|c| self.r.depts().get(c))
             .collect();
         c.sort_by(|a, b| b.fx.order.cmp(&a.fx.order).then(a.id.cmp(&b.id)));
         c.into_iter().map(|d| d.fx.key.clone()).collect()
@@ -410,12 +393,13 @@ impl Org {
 
     /// Direct members of a department, in key order.
     pub fn members(&self, key: &str) -> Vec<String> {
-        self.idx.members.keys(key).cloned().collect()
+        self.r.idx().members.keys(key).cloned().collect()
     }
 
     pub fn snapshot(&self) -> Value {
         let depts: Vec<Value> = self
-            .depts
+            .r
+            .depts()
             .values()
             .map(|d| {
                 let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
@@ -425,7 +409,7 @@ impl Org {
             })
             .collect();
         let users: Vec<Value> = self
-            .users
+            .r.users()
             .values()
             .map(|u| {
                 let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
@@ -491,7 +475,7 @@ impl Org {
 
     fn party_event(&self, change_type: &str, key: &str) -> Map<String, Value> {
         let mut m = change(change_type);
-        if let Some(d) = self.depts.get(key) {
+        if let Some(d) = self.r.depts().get(key) {
             let parent = d.fx.parent.as_deref().map_or(0, |p| self.dept_id(p));
             m.insert("Id".into(), json!(d.id.to_string()));
             m.insert("Name".into(), json!(d.fx.name));
@@ -516,7 +500,7 @@ impl Org {
             return oe(60128, "too many departments");
         }
         for d in &fx.departments {
-            if !self.depts.contains_key(d) {
+            if !self.r.depts().contains_key(d) {
                 return oe(60123, format!("invalid department {d}"));
             }
         }
@@ -541,13 +525,14 @@ impl Org {
         let by_mobile = if fx.mobile.is_empty() {
             None
         } else {
-            other(self.idx.user_by_mobile.get(fx.mobile.as_str()))
+            other(self.r.idx().user_by_mobile.get(fx.mobile.as_str()))
         };
         let by_email = if fx.email.is_empty() {
             None
         } else {
             other(
-                self.idx
+                self.r
+                    .idx()
                     .user_by_email
                     .get(fx.email.to_ascii_lowercase().as_str()),
             )
@@ -575,7 +560,7 @@ impl Org {
         self.check_user(&fx)?;
         let key = fx.key.clone();
         let leads = extra.remove("__leads");
-        self.put_user(User { fx, status, extra });
+        self.r.put_user(User { fx, status, extra });
         self.apply_leads(&key, leads);
         Ok(vec![self.user_event("create_user", &key)])
     }
@@ -591,6 +576,7 @@ impl Org {
         let before = self.render_user(key, false);
         let leads = extra.remove("__leads");
         let mut u = self
+            .r
             .take_user(key)
             .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
         u.fx = fx;
@@ -598,7 +584,7 @@ impl Org {
             u.status = s;
         }
         u.extra.extend(extra);
-        self.put_user(u);
+        self.r.put_user(u);
         self.apply_leads(key, leads);
         if self.render_user(key, false) == before {
             return Ok(Vec::new());
@@ -608,26 +594,27 @@ impl Org {
 
     pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let u = self
+            .r
             .take_user(key)
             .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
         let mut m = change("delete_user");
         m.insert("UserID".into(), json!(u.fx.key));
         // A deleted member stops leading departments (WeCom reports no party change for it).
-        let led: Vec<String> = self.idx.led.keys(&u.fx.key).cloned().collect();
+        let led: Vec<String> = self.r.idx().led.keys(&u.fx.key).cloned().collect();
         for dk in led {
-            if let Some(mut d) = self.take_dept(&dk) {
+            if let Some(mut d) = self.r.take_dept(&dk) {
                 d.fx.leaders.retain(|l| l != &u.fx.key);
-                self.put_dept(d);
+                self.r.put_dept(d);
             }
         }
         // Members whose direct leader was this member lose it.
-        let followers: Vec<String> = self.idx.led_directly.keys(&u.fx.key).cloned().collect();
+        let followers: Vec<String> = self.r.idx().led_directly.keys(&u.fx.key).cloned().collect();
         for ok in followers {
-            if let Some(mut other) = self.take_user(&ok) {
+            if let Some(mut other) = self.r.take_user(&ok) {
                 if let Some(Value::Array(a)) = other.extra.get_mut("direct_leader") {
                     a.retain(|x| x.as_str() != Some(u.fx.key.as_str()));
                 }
-                self.put_user(other);
+                self.r.put_user(other);
             }
         }
         Ok(vec![m])
@@ -643,12 +630,12 @@ impl Org {
         }
         match &fx.parent {
             None => {
-                if self.depts.get(key).is_none_or(|d| d.id != ROOT_ID) {
+                if self.r.depts().get(key).is_none_or(|d| d.id != ROOT_ID) {
                     return oe(60004, "parent department not found");
                 }
             }
             Some(p) => {
-                if !self.depts.contains_key(p) {
+                if !self.r.depts().contains_key(p) {
                     return oe(60004, "parent department not found");
                 }
                 let mut cur = Some(p.clone());
@@ -658,23 +645,20 @@ impl Org {
                         return oe(60010, "department cycle");
                     }
                     depth += 1;
-                    cur = self.depts.get(&c).and_then(|d| d.fx.parent.clone());
+                    cur = self.r.depts().get(&c).and_then(|d| d.fx.parent.clone());
                 }
                 if depth > 15 {
                     return oe(81001, "department level too deep");
                 }
-                if self
-                    .idx
-                    .children
-                    .keys(p.as_str())
-                    .any(|k| k != key && self.depts.get(k).is_some_and(|d| d.fx.name == fx.name))
-                {
+                if self.r.idx().children.keys(p.as_str()).any(|k| {
+                    k != key && self.r.depts().get(k).is_some_and(|d| d.fx.name == fx.name)
+                }) {
                     return oe(60008, "department existed");
                 }
             }
         }
         for l in &fx.leaders {
-            if !self.users.contains_key(l) {
+            if !self.r.users().contains_key(l) {
                 return oe(60111, format!("leader {l} not found"));
             }
         }
@@ -687,7 +671,7 @@ impl Org {
         id: i64,
         name_en: String,
     ) -> Result<Emitted, OrgError> {
-        if self.depts.contains_key(&fx.key) || self.users.contains_key(&fx.key) {
+        if self.r.depts().contains_key(&fx.key) || self.r.users().contains_key(&fx.key) {
             return oe(60008, format!("key {} exists", fx.key));
         }
         if id <= ROOT_ID || self.dept_key(id).is_some() {
@@ -697,11 +681,11 @@ impl Org {
             return oe(60004, "parent department not found");
         }
         self.check_dept(&fx, &fx.key)?;
-        if self.depts.len() >= 30_000 {
+        if self.r.depts().len() >= 30_000 {
             return oe(81002, "department count over limit");
         }
         let key = fx.key.clone();
-        self.put_dept(Dept { fx, id, name_en });
+        self.r.put_dept(Dept { fx, id, name_en });
         Ok(vec![self.party_event("create_party", &key)])
     }
 
@@ -712,7 +696,8 @@ impl Org {
         name_en: Option<String>,
     ) -> Result<Emitted, OrgError> {
         let cur = self
-            .depts
+            .r
+            .depts()
             .get(key)
             .ok_or_else(|| OrgError::Code(60003, "department not found".into()))?;
         if cur.id == ROOT_ID && fx.parent.is_some() {
@@ -720,12 +705,12 @@ impl Org {
         }
         self.check_dept(&fx, key)?;
         let before = self.render_dept(key);
-        if let Some(mut d) = self.take_dept(key) {
+        if let Some(mut d) = self.r.take_dept(key) {
             d.fx = fx;
             if let Some(n) = name_en {
                 d.name_en = n;
             }
-            self.put_dept(d);
+            self.r.put_dept(d);
         }
         if self.render_dept(key) == before {
             return Ok(Vec::new());
@@ -735,20 +720,21 @@ impl Org {
 
     pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let d = self
-            .depts
+            .r
+            .depts()
             .get(key)
             .ok_or_else(|| OrgError::Code(60003, "department not found".into()))?;
         if d.id == ROOT_ID {
             return oe(60007, "not allow to delete root department");
         }
-        if self.idx.children.count(key) > 0 {
+        if self.r.idx().children.count(key) > 0 {
             return oe(60006, "department contains sub-department");
         }
-        if self.idx.members.count(key) > 0 {
+        if self.r.idx().members.count(key) > 0 {
             return oe(60005, "department contains user");
         }
         let id = d.id;
-        self.take_dept(key);
+        self.r.take_dept(key);
         let mut m = change("delete_party");
         m.insert("Id".into(), json!(id.to_string()));
         Ok(vec![m])
@@ -876,14 +862,14 @@ impl Org {
             let Some(dk) = self.dept_key(id) else {
                 continue;
             };
-            if let Some(mut d) = self.take_dept(&dk) {
+            if let Some(mut d) = self.r.take_dept(&dk) {
                 let has = d.fx.leaders.iter().any(|l| l == key);
                 if flag == 1 && !has {
                     d.fx.leaders.push(key.to_string());
                 } else if flag != 1 && has {
                     d.fx.leaders.retain(|l| l != key);
                 }
-                self.put_dept(d);
+                self.r.put_dept(d);
             }
         }
     }
@@ -983,13 +969,13 @@ mod tests {
         /// The maintained index equals one built from scratch.
         fn assert_indexed(&self) {
             let mut idx = Index::default();
-            for d in self.depts.values() {
+            for d in self.r.depts().values() {
                 idx.add_dept(d);
             }
-            for u in self.users.values() {
+            for u in self.r.users().values() {
                 idx.add_user(u);
             }
-            assert_eq!(self.idx, idx);
+            assert_eq!(self.r.idx(), &idx);
         }
     }
 
@@ -1087,7 +1073,7 @@ mod tests {
         assert_eq!(org.dept_key(id).as_deref(), Some("d3"));
         assert_eq!(org.members("d3"), ["u1"]);
         assert_eq!(org.depts()["d3"].fx.leaders, ["u1"]);
-        assert_eq!(org.idx.led.keys("u1").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.idx().led.keys("u1").collect::<Vec<_>>(), ["d3"]);
         assert_eq!(org.alloc_dept_id(), id + 1);
     }
 }
