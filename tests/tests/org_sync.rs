@@ -825,9 +825,16 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
         } else {
             format!("l{}", level - 1)
         };
+        // Level 15 is led by someone only in level 16, whom WeCom cannot hold: a reference
+        // that can never be written must not be planned again and again.
+        let leaders = if level == 15 {
+            json!(["bb"])
+        } else {
+            json!([])
+        };
         departments.push(
             json!({"key": format!("l{level}"), "name": format!("第{level}层"),
-            "parent": parent, "order": 0, "leaders": []}),
+            "parent": parent, "order": 0, "leaders": leaders}),
         );
     }
     let person = |key: &str, dept: &str, no: &str| {

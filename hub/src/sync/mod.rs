@@ -1108,14 +1108,30 @@ async fn plan_target(
                 ),
                 records: vec![d.external_id.clone()],
             });
+        }
+    }
+    // People the target will not hold (in conflict, or only in departments it cannot hold):
+    // a reference to one (a manager, a leader) cannot be written, so it is not a change.
+    let unreachable: HashSet<&str> = people
+        .iter()
+        .filter(|p| {
+            !t_person_by_id.contains_key(p.id())
+                && (conflicted.contains(&p.external_id) || without_departments(p, &too_deep).1)
+        })
+        .map(Rec::id)
+        .collect();
+    for d in &ordered {
+        if too_deep.contains(d.id()) {
             continue;
         }
+        let depth = depth_of(d.id(), &src_parents).unwrap_or(0);
         match t_dept_by_id.get(d.id()) {
             Some(t) => {
                 if d.parent().is_none() {
                     continue; // roots are paired, never rewritten
                 }
-                let changes = diff(&dept_fields, &d.canonical.value(), &t.canonical.value());
+                let mut changes = diff(&dept_fields, &d.canonical.value(), &t.canonical.value());
+                drop_unreachable(&mut changes, &unreachable);
                 let record = owned_record(route, DEPARTMENT, d, t);
                 upsert_step(
                     &mut steps,
@@ -1194,7 +1210,8 @@ async fn plan_target(
         }
         match t_person_by_id.get(p.id()) {
             Some(t) => {
-                let changes = diff(&person_fields, &p.canonical.value(), &t.canonical.value());
+                let mut changes = diff(&person_fields, &p.canonical.value(), &t.canonical.value());
+                drop_unreachable(&mut changes, &unreachable);
                 let depth = manager_depth.get(p.id()).copied().unwrap_or(0);
                 let record = owned_record(route, PERSON, p, t);
                 upsert_step(
@@ -1308,6 +1325,31 @@ async fn plan_target(
         steps,
         conflicts,
     })
+}
+
+/// Takes references to `unreachable` records out of the new side of `changes` (they cannot be
+/// written), and drops a change that is then no change at all.
+fn drop_unreachable(changes: &mut BTreeMap<String, Change>, unreachable: &HashSet<&str>) {
+    if unreachable.is_empty() {
+        return;
+    }
+    let reachable = |v: &Value| !v.as_str().is_some_and(|id| unreachable.contains(id));
+    changes.retain(|_, c| {
+        let new = match &c.new {
+            Value::String(_) if !reachable(&c.new) => Value::Null,
+            Value::Array(items) => {
+                let kept: Vec<Value> = items.iter().filter(|v| reachable(v)).cloned().collect();
+                if kept.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Array(kept)
+                }
+            }
+            other => other.clone(),
+        };
+        c.new = new;
+        c.new != c.old
+    });
 }
 
 /// `p` without the departments in `drop` (and its main department moved to one it keeps):
