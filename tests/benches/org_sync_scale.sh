@@ -16,7 +16,7 @@ here="$(cd "$(dirname "$0")/../.." && pwd)"
 B="${HUITONG_BIN:-${CARGO_TARGET_DIR:-/var/tmp/huitong-target}/release/huitong}"
 USERS="${1:-100000}"; DEPTS="${2:-5000}"
 D="${BENCH_DIR:-/var/tmp/huitong-scale}"
-SRC_PORT="${SRC_PORT:-19111}"; DST_PORT="${DST_PORT:-19112}"
+export SRC_PORT="${SRC_PORT:-19111}" DST_PORT="${DST_PORT:-19112}"
 mkdir -p "$D" && cd "$D" && rm -rf data
 [ -f "org-$USERS.json" ] || python3 "$here/../shared/fixtures/gen_org.py" --users "$USERS" --depts "$DEPTS" --out "org-$USERS.json"
 echo '{"departments":[{"key":"root","name":"工厂","parent":null,"order":0,"leaders":[]}],"users":[]}' > empty.json
@@ -99,6 +99,19 @@ for k, w in sorted(c.get("windows", {}).items()):
 print(f"target rate-limited replies: {c.get('rate_limited', c.get('faults'))}")
 PY
 
+calls "$SRC_PORT" > source-before-again.json; calls "$DST_PORT" > target-before-again.json
 run again "$B" --config huitong.toml sync plan org --output json > again.json 2> again.err || { tail -5 again.err; exit 1; }
 cat again.time
-python3 -c "import json;t=json.load(open('again.json'))['targets'][0];print('second plan:',len(t['steps']),'steps,',len(t['conflicts']),'conflicts')"
+calls "$SRC_PORT" > source-after-again.json; calls "$DST_PORT" > target-after-again.json
+python3 - <<'PY'
+import json
+t = json.load(open("again.json"))["targets"][0]
+print(f"second plan: {len(t['steps'])} steps, {len(t['conflicts'])} conflicts")
+import os, urllib.request
+for side, port in (("source", os.environ["SRC_PORT"]), ("target", os.environ["DST_PORT"])):
+    a = json.load(open(f"{side}-before-again.json"))["calls"]; b = json.load(open(f"{side}-after-again.json"))["calls"]
+    d = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
+    org = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/org"))
+    depts = len(org["departments"])
+    print(f"second plan {side} read calls: {sum(d.values())} (minimum {depts + 2}: 1 gettoken + 1 department/list + 1 user/list for each of {depts} departments): {d}")
+PY
