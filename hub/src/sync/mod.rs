@@ -675,6 +675,24 @@ pub fn echo_hash(m: &Mapping, record: &Value) -> String {
     content_hash(&Value::Object(projected))
 }
 
+/// A resolver that notes which links a mapping asks for, answering like a target side that
+/// knows none yet (placeholders), so the mapping runs the same course.
+#[derive(Default)]
+struct Requested(std::sync::Mutex<BTreeSet<(String, String)>>);
+
+impl XrefResolver for Requested {
+    fn to_canonical(&self, entity: &str, _system: &str, external_id: &str) -> Option<String> {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((entity.to_owned(), external_id.to_owned()));
+        }
+        Some(placeholder(entity, external_id))
+    }
+
+    fn to_external(&self, _entity: &str, _system: &str, _canonical_id: &str) -> Option<String> {
+        None
+    }
+}
+
 /// Whether `external_id` of `entity` in `endpoint` holds exactly what huitong last wrote there
 /// (the hash recorded in its xref, so this survives a restart): the event it emitted about the
 /// record is the echo of that write, and nothing needs to flow back.
@@ -708,7 +726,19 @@ pub async fn is_echo(
     let Some(raw) = raw else {
         return Ok(false);
     };
-    let resolver = SideResolver::load(store, &endpoint.name, false).await?;
+    // Only the links this record refers to: map it once to learn which, fetch those, map again.
+    let wanted = Requested::default();
+    let _ = mapping.apply(Direction::ToCanonical, &raw, &wanted);
+    let resolver = SideResolver::new(&endpoint.name, false);
+    let requested = wanted.0.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (entity, external) in requested {
+        if let Some(x) = store
+            .find_by_external(&entity, &endpoint.name, &external)
+            .await?
+        {
+            resolver.insert(&entity, &external, &x.canonical_id);
+        }
+    }
     let mapped = mapping
         .apply(Direction::ToCanonical, &raw, &resolver)
         .map_err(|e| SyncError::Mapping {
