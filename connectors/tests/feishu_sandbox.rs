@@ -45,6 +45,23 @@ impl Sandbox {
         Self { base, _stop: tx }
     }
 
+    /// A tenant access token for the test app (JSON body, as the Go SDK sends it).
+    async fn tenant_token(&self) -> String {
+        let v: Value = reqwest::Client::new()
+            .post(format!(
+                "{}/open-apis/auth/v3/tenant_access_token/internal",
+                self.base
+            ))
+            .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["tenant_access_token"].as_str().unwrap().to_string()
+    }
+
     async fn get(&self, path: &str) -> Value {
         reqwest::get(format!("{}{path}", self.base))
             .await
@@ -516,19 +533,7 @@ async fn sandbox_speaks_feishu_on_the_wire() {
     let token = v["tenant_access_token"].as_str().unwrap().to_string();
     assert!(token.starts_with("t-"));
     // Asking again while > 30 min remain returns the same token.
-    let v2: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            sb.base
-        ))
-        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v2["tenant_access_token"], token.as_str());
+    assert_eq!(sb.tenant_token().await, token);
 
     let get = |path: String, tok: Option<String>| {
         let http = http.clone();
@@ -646,19 +651,7 @@ async fn sandbox_speaks_feishu_on_the_wire() {
 async fn published_rate_limits_answer_429_with_reset_headers() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let http = reqwest::Client::new();
-    let v: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            sb.base
-        ))
-        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = v["tenant_access_token"].as_str().unwrap().to_string();
+    let token = sb.tenant_token().await;
     // Task create is limited to 10/s (a burst of 10): 30 calls fired at once trip it.
     let mut tasks = Vec::new();
     for i in 0..30 {
@@ -1054,19 +1047,7 @@ async fn enforced_limits_answer_429_over_the_quota_then_let_calls_through() {
     };
     let sb = Sandbox::start(o).await;
     let http = reqwest::Client::new();
-    let v: Value = http
-        .post(format!(
-            "{}/open-apis/auth/v3/tenant_access_token/internal",
-            sb.base
-        ))
-        .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = v["tenant_access_token"].as_str().unwrap().to_string();
+    let token = sb.tenant_token().await;
     let call = |path: &'static str| {
         let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
         async move {
