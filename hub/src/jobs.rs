@@ -1,5 +1,7 @@
 //! What `huitong serve` runs in the background besides HTTP: the scheduler,
-//! whose `reconcile <route>` jobs run the org sync.
+//! whose `reconcile <route>` jobs run the org sync, the consumer of the
+//! `ingress` queue (live changes) and the consumers of each route's
+//! `deliver.<route>` queue (the steps every apply publishes).
 
 use std::sync::Arc;
 
@@ -10,21 +12,29 @@ use huitong_schedules::{
 };
 
 use crate::config::Config;
+use crate::queue::{ConsumeOptions, ConsumerHandle, Queue, QueueError};
 use crate::store::Store;
-use crate::sync::{self, Action, RouteContext};
+use crate::sync::{self, Action, RouteContext, SyncError};
 
 /// Runs scheduled jobs against this process's configuration and store.
 pub struct Runner {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
 }
 
 /// Reconcile one route: plan, then apply (never forced; a plan above the safety
 /// threshold fails the fire, visible in `huitong schedule list`).
-pub async fn reconcile(config: &Config, store: &dyn Store, route: &str) -> Result<String, String> {
+/// The steps go through `deliver.<route>`, whose consumer must run (`start_deliveries`).
+pub async fn reconcile(
+    config: &Config,
+    store: &dyn Store,
+    queue: &dyn Queue,
+    route: &str,
+) -> Result<String, String> {
     let ctx = RouteContext::new(config, route).map_err(|e| e.to_string())?;
     let plan = sync::plan(&ctx, store).await.map_err(|e| e.to_string())?;
-    let report = sync::apply(&ctx, &plan, store, false, &|_, _| {})
+    let report = sync::apply(&ctx, &plan, store, queue, false, &|_, _| {})
         .await
         .map_err(|e| e.to_string())?;
     let summary = format!(
@@ -60,7 +70,7 @@ impl JobRunner for Runner {
             return Err(format!("job {job} is not supported by this huitong"));
         };
         tracing::info!(schedule, route, fire_time = %fire_time, "scheduled reconcile");
-        let summary = reconcile(&self.config, &*self.store, route).await?;
+        let summary = reconcile(&self.config, &*self.store, &*self.queue, route).await?;
         Ok(JobOutcome {
             summary: Some(summary),
         })
@@ -69,7 +79,11 @@ impl JobRunner for Runner {
 
 /// Start the scheduler with the configured schedules whose routes exist.
 /// Returns `None` when there is nothing to schedule.
-pub fn start_scheduler(config: &Config, store: Arc<dyn Store>) -> Option<SchedulerHandle> {
+pub fn start_scheduler(
+    config: &Config,
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+) -> Option<SchedulerHandle> {
     let dir = &config.schedules.dir;
     if !dir.exists() {
         return None;
@@ -105,6 +119,7 @@ pub fn start_scheduler(config: &Config, store: Arc<dyn Store>) -> Option<Schedul
     let runner = Arc::new(Runner {
         config: config.clone(),
         store: store.clone(),
+        queue,
     });
     let fires: Arc<dyn huitong_schedules::FireStore> = store;
     tracing::info!(count = schedules.len(), "schedules started");
@@ -124,19 +139,63 @@ pub fn start_scheduler(config: &Config, store: Arc<dyn Store>) -> Option<Schedul
 pub async fn start_ingress(
     config: &Config,
     store: Arc<dyn Store>,
-    queue: &dyn crate::queue::Queue,
-) -> Result<crate::queue::ConsumerHandle, crate::queue::QueueError> {
-    let handler = Arc::new(crate::live::IngressHandler::new(config.clone(), store));
+    queue: Arc<dyn Queue>,
+) -> Result<ConsumerHandle, QueueError> {
+    let handler = Arc::new(crate::live::IngressHandler::new(
+        config.clone(),
+        store,
+        queue.clone(),
+    ));
     queue
         .consume(
             crate::queue::INGRESS,
             handler,
-            crate::queue::ConsumeOptions {
+            ConsumeOptions {
                 lanes: 4,
                 prefetch: 16,
             },
         )
         .await
+}
+
+/// Start a consumer of `deliver.<route>` for every configured route: they write the steps
+/// of every apply, whichever process published them.
+pub async fn start_deliveries(
+    config: &Config,
+    store: Arc<dyn Store>,
+    queue: &dyn Queue,
+) -> Result<Vec<ConsumerHandle>, SyncError> {
+    let mut out = Vec::new();
+    for route in config.routes.keys() {
+        out.push(start_delivery(config, route, store.clone(), queue).await?);
+    }
+    Ok(out)
+}
+
+/// Start the consumer of one route's `deliver.<route>` queue.
+pub async fn start_delivery(
+    config: &Config,
+    route: &str,
+    store: Arc<dyn Store>,
+    queue: &dyn Queue,
+) -> Result<ConsumerHandle, SyncError> {
+    let ctx = Arc::new(RouteContext::new(config, route)?);
+    let handler = Arc::new(sync::StepHandler::new(
+        ctx,
+        store,
+        config.queue.retry_tiers.len(),
+    ));
+    queue
+        .consume(
+            &crate::queue::deliver_queue(route),
+            handler,
+            ConsumeOptions {
+                lanes: 4,
+                prefetch: 64,
+            },
+        )
+        .await
+        .map_err(SyncError::Queue)
 }
 
 /// Hourly housekeeping: forget processed event ids past their expiry.

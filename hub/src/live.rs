@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use serde_json::Value;
 
 use crate::config::{Config, ConnectorKind};
-use crate::queue::{Envelope, Handler, Outcome, Task};
+use crate::queue::{Envelope, Handler, Outcome, Queue, Task};
 use crate::store::{Store, now_ms};
 use crate::sync::{self, DEPARTMENT, Endpoint, PERSON};
 
@@ -69,6 +69,7 @@ pub fn changed_records(
 pub struct IngressHandler {
     config: Config,
     store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
     /// Per route: when its last reconcile started (ms).
     started: Mutex<HashMap<String, Arc<Mutex<i64>>>>,
     /// Connectors built so far (their tokens and rate limits are kept between events).
@@ -78,10 +79,11 @@ pub struct IngressHandler {
 }
 
 impl IngressHandler {
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+    pub fn new(config: Config, store: Arc<dyn Store>, queue: Arc<dyn Queue>) -> Self {
         IngressHandler {
             config,
             store,
+            queue,
             started: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
             echoes: std::sync::atomic::AtomicU64::new(0),
@@ -186,7 +188,9 @@ impl Handler for IngressHandler {
             *last_start = now_ms();
             tracing::info!(route = %route, connector = %connector, event_type = %event_type, event_id = ?event_id,
                 "org change: reconciling the route");
-            if let Err(e) = crate::jobs::reconcile(&self.config, &*self.store, &route).await {
+            if let Err(e) =
+                crate::jobs::reconcile(&self.config, &*self.store, &*self.queue, &route).await
+            {
                 // Let the next try run again.
                 *last_start = 0;
                 return Outcome::Retry(format!("route {route}: {e}"));

@@ -359,8 +359,12 @@ async fn dlq(config: Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.server.listen;
     let app = App::start(config).await?;
-    let scheduler = huitong::jobs::start_scheduler(&app.config, app.store.clone());
-    let ingress = huitong::jobs::start_ingress(&app.config, app.store.clone(), &*app.queue).await?;
+    let scheduler =
+        huitong::jobs::start_scheduler(&app.config, app.store.clone(), app.queue.clone());
+    let ingress =
+        huitong::jobs::start_ingress(&app.config, app.store.clone(), app.queue.clone()).await?;
+    let deliveries =
+        huitong::jobs::start_deliveries(&app.config, app.store.clone(), &*app.queue).await?;
     let housekeeping = huitong::jobs::start_housekeeping(app.store.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -372,6 +376,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.serve(listener, shutdown_signal()).await?;
     housekeeping.abort();
     ingress.shutdown().await;
+    for d in deliveries {
+        d.shutdown().await;
+    }
     if let Some(s) = scheduler {
         s.shutdown().await;
     }

@@ -66,3 +66,42 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
     d
 }
+
+/// The configuration's queue with a consumer of every route's `deliver.<route>` running, as in
+/// `huitong serve`: `sync::apply` publishes its steps there.
+pub struct Delivering {
+    pub queue: std::sync::Arc<dyn huitong::queue::Queue>,
+    _consumers: Vec<huitong::queue::ConsumerHandle>,
+}
+
+pub async fn delivering(
+    config: &huitong::config::Config,
+    store: std::sync::Arc<dyn huitong::store::Store>,
+) -> Delivering {
+    let queue = huitong::queue::open(config, store.clone())
+        .await
+        .unwrap_or_else(|e| panic!("queue: {e}"));
+    delivering_on(queue, config, store, 1).await
+}
+
+/// [`delivering`] on a given queue, with `consumers` consumers per route (as several
+/// huitong processes sharing one queue).
+pub async fn delivering_on(
+    queue: std::sync::Arc<dyn huitong::queue::Queue>,
+    config: &huitong::config::Config,
+    store: std::sync::Arc<dyn huitong::store::Store>,
+    consumers: usize,
+) -> Delivering {
+    let mut all = Vec::new();
+    for _ in 0..consumers {
+        all.extend(
+            huitong::jobs::start_deliveries(config, store.clone(), &*queue)
+                .await
+                .unwrap_or_else(|e| panic!("deliver consumers: {e}")),
+        );
+    }
+    Delivering {
+        queue,
+        _consumers: all,
+    }
+}

@@ -126,13 +126,17 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
 
     let app = App::start(config.clone()).await.unwrap();
     let store = app.store.clone();
+    let queue = app.queue.clone();
+    let _deliveries = huitong::jobs::start_deliveries(&config, store.clone(), &*app.queue)
+        .await
+        .unwrap();
     let ctx = RouteContext::new(&config, "org").unwrap();
     let plan = sync::plan(&ctx, &*store).await.unwrap();
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(&ctx, &plan, &*store, &*app.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
-    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue)
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), app.queue.clone())
         .await
         .unwrap();
     tokio::spawn(app.serve(hub_listener, until(rx.clone())));
@@ -203,7 +207,7 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
             received_at_ms: huitong::store::now_ms(),
         },
     );
-    let fresh = IngressHandler::new(config.clone(), store.clone());
+    let fresh = IngressHandler::new(config.clone(), store.clone(), queue.clone());
     assert!(matches!(fresh.handle(&envelope).await, Outcome::Ok));
     assert_eq!(fresh.echoes.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(runs_of(&*store, "back").await, back_runs);

@@ -119,13 +119,16 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
 
     let app = App::start(config.clone()).await.unwrap();
     let store = app.store.clone();
+    let _deliveries = huitong::jobs::start_deliveries(&config, store.clone(), &*app.queue)
+        .await
+        .unwrap();
     // The first full sync, as an admin would run it.
     let ctx = RouteContext::new(&config, "org").unwrap();
     let plan = sync::plan(&ctx, &*store).await.unwrap();
-    sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    sync::apply(&ctx, &plan, &*store, &*app.queue, false, &|_, _| {})
         .await
         .unwrap();
-    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue)
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), app.queue.clone())
         .await
         .unwrap();
     tokio::spawn(app.serve(hub_listener, until(rx.clone())));

@@ -6,10 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use huitong::config::{self, Config, Sources};
+use huitong::queue::amqp::{AmqpOptions, AmqpQueue};
 use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
-use huitong_tests::org::{empty_org, fixture, get, temp_dir};
+use huitong_tests::org::{
+    Delivering, delivering, delivering_on, empty_org, fixture, get, temp_dir,
+};
+use huitong_tests::service_url;
+
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -72,13 +77,19 @@ async fn sandboxes(source: OrgFixture, dingtalk: OrgFixture, wecom: OrgFixture) 
 }
 
 fn config(s: &Sandboxes, dir: &Path, extra_route: &str) -> Config {
+    let db = format!("sqlite://{}", dir.join("huitong.db").display());
+    config_on(s, dir, extra_route, &db)
+}
+
+/// [`config`] with the store at `db` (a sqlite:// or postgres:// URL).
+fn config_on(s: &Sandboxes, dir: &Path, extra_route: &str, db: &str) -> Config {
     let file = dir.join("huitong.toml");
     std::fs::write(
         &file,
         format!(
             r#"
 [database]
-url = "sqlite://{db}"
+url = "{db}"
 
 [connectors.hq]
 kind = "feishu"
@@ -104,7 +115,6 @@ source = "hq"
 targets = ["sub", "factory"]
 {extra_route}
 "#,
-            db = dir.join("huitong.db").display(),
             feishu = s.feishu,
             dingtalk = s.dingtalk,
             wecom = s.wecom,
@@ -166,6 +176,8 @@ struct Setup {
     dir: std::path::PathBuf,
     store: Arc<dyn Store>,
     ctx: RouteContext,
+    dl: Delivering,
+    _pg: Option<huitong_tests::PgDatabase>,
 }
 
 impl Setup {
@@ -175,20 +187,67 @@ impl Setup {
         let c = config(&sb, &dir, extra_route);
         let store = open_store(&c).await;
         let ctx = RouteContext::new(&c, "org").unwrap();
+        let dl = delivering(&c, store.clone()).await;
         Setup {
             sb,
             dir,
             store,
             ctx,
+            dl,
+            _pg: None,
         }
+    }
+
+    /// The same on PostgreSQL and RabbitMQ (a queue prefix of its own), with two consumers
+    /// per route sharing the steps as two huitong processes would; `None` when the services
+    /// are not configured (and not required).
+    async fn on_services(source: &str, test: &str) -> Option<Setup> {
+        let pg_url = service_url("HUITONG_TEST_PG_URL", test)?;
+        let amqp_url = service_url("HUITONG_TEST_AMQP_URL", test)?;
+        let pg = huitong_tests::PgDatabase::create(&pg_url).await.unwrap();
+        let sb = sandboxes(fixture(source), empty_org("子公司"), empty_org("工厂")).await;
+        let dir = temp_dir("huitong-sync");
+        let c = config_on(&sb, &dir, "", &pg.url);
+        let store = open_store(&c).await;
+        assert_eq!(store.backend(), "postgres");
+        let ctx = RouteContext::new(&c, "org").unwrap();
+        let queue: Arc<dyn huitong::queue::Queue> = Arc::new(
+            AmqpQueue::connect(
+                amqp_url.into(),
+                AmqpOptions {
+                    prefix: format!("test-{}.", uuid::Uuid::new_v4().simple()),
+                    exchange: "huitong-test".into(),
+                    ..AmqpOptions::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        queue.declare("deliver.org").await.unwrap();
+        let dl = delivering_on(queue, &c, store.clone(), 2).await;
+        Some(Setup {
+            sb,
+            dir,
+            store,
+            ctx,
+            dl,
+            _pg: Some(pg),
+        })
     }
 
     /// Plan and apply once; every step must succeed.
     async fn sync_once(&self) -> sync::Plan {
         let plan = sync::plan(&self.ctx, &*self.store).await.unwrap();
-        let report = sync::apply(&self.ctx, &plan, &*self.store, false, &|_, _| {})
-            .await
-            .unwrap();
+        let report = sync::apply(
+            &self.ctx,
+            &plan,
+            &*self.store,
+            &*self.dl.queue,
+            false,
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
         assert!(report.errors.is_empty(), "{:#?}", report.errors);
         plan
     }
@@ -221,7 +280,7 @@ async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
             t.target
         );
     }
-    let report = sync::apply(ctx, &plan, store, false, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -241,7 +300,7 @@ async fn feishu_to_dingtalk_and_wecom_then_nothing_left_to_do() {
     let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let before = (writes(&sb.dingtalk).await, writes(&sb.wecom).await);
-    sync::apply(ctx, &again, store, false, &|_, _| {})
+    sync::apply(ctx, &again, store, &*setup.dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert_eq!(
@@ -335,9 +394,48 @@ fn view(org: &Value, root_name: &str) -> OrgView {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_people_arrive_with_departments_membership_and_leaders() {
-    let setup = Setup::new("medium-org.json", "").await;
+    three_hundred_people(&Setup::new("medium-org.json", "").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_people_over_rabbitmq_and_postgres_with_two_consumers() {
+    let test = "org sync over rabbitmq and postgres";
+    let Some(setup) = Setup::on_services("medium-org.json", test).await else {
+        return;
+    };
+    three_hundred_people(&setup).await;
+}
+
+/// Feishu's 300 people -> DingTalk + WeCom: everything arrives (dependency order held across
+/// consumers), every step went through the queue, and nothing is left to do.
+async fn three_hundred_people(setup: &Setup) {
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
-    setup.sync_once().await;
+    let plan = setup.sync_once().await;
+    let steps: usize = plan.targets.iter().map(|t| t.steps.len()).sum();
+    let run = &store.list_runs(Some("org"), 1).await.unwrap()[0];
+    let rows = store.run_steps(&run.id).await.unwrap();
+    use huitong::store::StepStatus;
+    let (first, second): (Vec<_>, Vec<_>) = rows.iter().partition(|r| (r.seq as usize) < steps);
+    assert_eq!(first.len(), steps, "every step has its row");
+    let unresolved = first
+        .iter()
+        .filter(|r| r.status == StepStatus::Unresolved)
+        .count();
+    assert!(
+        first
+            .iter()
+            .all(|r| matches!(r.status, StepStatus::Done | StepStatus::Unresolved)),
+        "{:?}",
+        first.iter().find(|r| r.status != StepStatus::Done)
+    );
+    // Leaders and managers created later in the run: written once more, in a last wave.
+    assert!(unresolved > 0);
+    assert_eq!(second.len(), unresolved);
+    assert!(
+        second
+            .iter()
+            .all(|r| r.status == StepStatus::Done && r.action == "update")
+    );
 
     let source = view(&get(&format!("{}/_sandbox/org", sb.feishu)).await, "");
     assert_eq!(source.people.len(), 300);
@@ -407,7 +505,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
         "DingTalk cannot disable"
     );
 
-    let err = sync::apply(ctx, &plan, store, false, &|_, _| {})
+    let err = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
         .await
         .unwrap_err();
     assert!(
@@ -433,7 +531,7 @@ async fn safety_threshold_blocks_a_plan_disabling_half_the_people_until_forced()
         "nothing applied"
     );
 
-    let report = sync::apply(ctx, &plan, store, true, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, true, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -467,7 +565,9 @@ async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
     let mut c = config(&sb, &dir, "");
     c.schedules.dir = sched;
     let store = open_store(&c).await;
-    let handle = huitong::jobs::start_scheduler(&c, store.clone()).expect("one schedule");
+    let dl = delivering(&c, store.clone()).await;
+    let handle =
+        huitong::jobs::start_scheduler(&c, store.clone(), dl.queue.clone()).expect("one schedule");
     let mut done = None;
     for _ in 0..200 {
         let fires = store.recent_fires("org-every-second", 10).await.unwrap();
@@ -505,10 +605,11 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
         "\n[routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
     );
     let store = open_store(&c).await;
+    let dl = delivering(&c, store.clone()).await;
     let there = RouteContext::new(&c, "org").unwrap();
     let back = RouteContext::new(&c, "back").unwrap();
     let plan = sync::plan(&there, &*store).await.unwrap();
-    sync::apply(&there, &plan, &*store, false, &|_, _| {})
+    sync::apply(&there, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     // The way back finds the same people (through the xrefs) and nothing to change.
@@ -537,7 +638,7 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
         "{}",
         sync::render_plan(&plan)
     );
-    sync::apply(&back, &plan, &*store, false, &|_, _| {})
+    sync::apply(&back, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     let feishu = get(&format!("{}/_sandbox/org", sb.feishu)).await;
@@ -579,7 +680,7 @@ async fn scope_deny_leaves_a_department_and_its_people_out() {
             "the 6 people only in 销售部 are out of scope"
         );
     }
-    let report = sync::apply(ctx, &plan, store, false, &|_, _| {})
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -665,10 +766,11 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
     assert_eq!(c.routes["org"].owner("person", Some("title")), Some("sub"));
     assert_eq!(c.routes["org"].owner("person", Some("name")), Some("hq"));
     let store = open_store(&c).await;
+    let dl = delivering(&c, store.clone()).await;
     let there = RouteContext::new(&c, "org").unwrap();
     let back = RouteContext::new(&c, "back").unwrap();
     let plan = sync::plan(&there, &*store).await.unwrap();
-    let report = sync::apply(&there, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(&there, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -716,7 +818,7 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
         vec!["title"],
         "only the field DingTalk owns"
     );
-    sync::apply(&back, &p, &*store, false, &|_, _| {})
+    sync::apply(&back, &p, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     let f = person(&sb.feishu, "E000001").await;
@@ -730,7 +832,7 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
         sub.steps[0].changes.keys().collect::<Vec<_>>(),
         vec!["name"]
     );
-    sync::apply(&there, &p, &*store, false, &|_, _| {})
+    sync::apply(&there, &p, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     let d = person(&sb.dingtalk, "E000001").await;
@@ -789,6 +891,7 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
         "\n[routes.up]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
     );
     let store = open_store(&c).await;
+    let dl = delivering(&c, store.clone()).await;
     let up = RouteContext::new(&c, "up").unwrap();
     let plan = sync::plan(&up, &*store).await.unwrap();
     assert!(
@@ -796,7 +899,7 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
         "{:?}",
         plan.targets[0].conflicts
     );
-    let report = sync::apply(&up, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(&up, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
@@ -853,6 +956,7 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
     let dir = temp_dir("huitong-sync");
     let c = config(&sb, &dir, "");
     let store = open_store(&c).await;
+    let dl = delivering(&c, store.clone()).await;
     let ctx = RouteContext::new(&c, "org").unwrap();
     let plan = sync::plan(&ctx, &*store).await.unwrap();
     let wecom = plan.targets.iter().find(|t| t.target == "factory").unwrap();
@@ -884,7 +988,7 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
     // DingTalk has no such limit: everything goes there.
     let dingtalk = plan.targets.iter().find(|t| t.target == "sub").unwrap();
     assert!(dingtalk.conflicts.is_empty(), "{:#?}", dingtalk.conflicts);
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {})
+    let report = sync::apply(&ctx, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);

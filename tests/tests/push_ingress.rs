@@ -95,12 +95,16 @@ async fn calls(base: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn full_sync(config: &Config, store: &dyn huitong::store::Store) {
-    let ctx = RouteContext::new(config, "org").unwrap();
-    let plan = sync::plan(&ctx, store).await.unwrap();
-    sync::apply(&ctx, &plan, store, false, &|_, _| {})
+async fn full_sync(config: &Config, app: &App) -> Vec<huitong::queue::ConsumerHandle> {
+    let deliveries = huitong::jobs::start_deliveries(config, app.store.clone(), &*app.queue)
         .await
         .unwrap();
+    let ctx = RouteContext::new(config, "org").unwrap();
+    let plan = sync::plan(&ctx, &*app.store).await.unwrap();
+    sync::apply(&ctx, &plan, &*app.store, &*app.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    deliveries
 }
 
 fn new_user(key: &str, n: u32) -> Value {
@@ -157,8 +161,8 @@ async fn a_user_created_and_renamed_in_feishu_reaches_dingtalk_over_the_long_con
         &[("HQ", "fs-secret"), ("SUB", "dt-secret")],
     );
     let app = App::start(config.clone()).await.unwrap();
-    full_sync(&config, &*app.store).await;
-    let ingress = huitong::jobs::start_ingress(&config, app.store.clone(), &*app.queue)
+    let _deliveries = full_sync(&config, &app).await;
+    let ingress = huitong::jobs::start_ingress(&config, app.store.clone(), app.queue.clone())
         .await
         .unwrap();
     let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -220,8 +224,8 @@ async fn a_user_created_and_renamed_in_dingtalk_reaches_wecom_over_stream_mode()
         &[("SUB", "dt-secret"), ("FACTORY", "wc-secret")],
     );
     let app = App::start(config.clone()).await.unwrap();
-    full_sync(&config, &*app.store).await;
-    let ingress = huitong::jobs::start_ingress(&config, app.store.clone(), &*app.queue)
+    let _deliveries = full_sync(&config, &app).await;
+    let ingress = huitong::jobs::start_ingress(&config, app.store.clone(), app.queue.clone())
         .await
         .unwrap();
     let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use huitong::config::DatabaseConfig;
 use huitong::store::{
-    self, LinkOutcome, NewAudit, RecordWrite, RunStatus, Store, UpsertOutcome, Xref, content_hash,
+    self, LinkOutcome, NewAudit, RecordWrite, RunStatus, StepStatus, Store, UpsertOutcome, Xref,
+    content_hash,
 };
 use huitong_tests::{PgDatabase, service_url};
 use serde_json::json;
@@ -296,6 +297,75 @@ async fn story(store: Arc<dyn Store>) {
             .error
             .as_deref(),
         Some("token expired")
+    );
+
+    // --- the steps of a queued run: claimed, finished, counted by range.
+    let first = store
+        .begin_step(&run.id, 0, "sub", "create", 300)
+        .await
+        .unwrap();
+    assert_eq!((first.status, first.attempts), (StepStatus::Started, 1));
+    for seq in 1..4 {
+        store
+            .begin_step(&run.id, seq, "sub", "update", 300)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count_finished_steps(&run.id, 0, 4).await.unwrap(), 0);
+    // A redelivery before the step finished: still started, claimed twice.
+    let again = store
+        .begin_step(&run.id, 0, "sub", "create", 310)
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.attempts), (StepStatus::Started, 2));
+    assert!(
+        store
+            .finish_step(&run.id, 0, StepStatus::Done, None, 320)
+            .await
+            .unwrap()
+    );
+    store
+        .finish_step(&run.id, 1, StepStatus::Retrying, Some("busy"), 320)
+        .await
+        .unwrap();
+    store
+        .finish_step(&run.id, 2, StepStatus::Failed, Some("no such dept"), 320)
+        .await
+        .unwrap();
+    // Retrying is not finished; done and failed are.
+    assert_eq!(store.count_finished_steps(&run.id, 0, 4).await.unwrap(), 2);
+    assert_eq!(store.count_finished_steps(&run.id, 1, 3).await.unwrap(), 1);
+    assert_eq!(
+        store.count_finished_steps(&later.id, 0, 4).await.unwrap(),
+        0
+    );
+    let done_again = store
+        .begin_step(&run.id, 0, "sub", "create", 330)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done_again.status, done_again.attempts),
+        (StepStatus::Done, 3)
+    );
+    let steps = store.run_steps(&run.id).await.unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.seq, s.action.as_str(), s.status, s.error.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (0, "create", StepStatus::Done, None),
+            (1, "update", StepStatus::Retrying, Some("busy")),
+            (2, "update", StepStatus::Failed, Some("no such dept")),
+            (3, "update", StepStatus::Started, None),
+        ]
+    );
+    assert!(
+        !store
+            .finish_step(&later.id, 9, StepStatus::Done, None, 340)
+            .await
+            .unwrap(),
+        "no such step"
     );
 
     // --- audit log.

@@ -212,7 +212,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = App::start(config.clone()).await?;
     let store = app.store.clone();
-    let ingress = huitong::jobs::start_ingress(&config, store.clone(), &*app.queue).await?;
+    let ingress = huitong::jobs::start_ingress(&config, store.clone(), app.queue.clone()).await?;
+    let deliveries = huitong::jobs::start_deliveries(&config, store.clone(), &*app.queue).await?;
+    let queue = app.queue.clone();
     tokio::spawn(app.serve(hub_listener, until(stop_rx.clone())));
     println!(
         "\n2. huitong running on {hub} (SQLite {}, embedded queue)",
@@ -235,7 +237,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 5. Apply.
     let started = Instant::now();
-    let report = sync::apply(&ctx, &plan, &*store, false, &|_, _| {}).await?;
+    let report = sync::apply(&ctx, &plan, &*store, &*queue, false, &|_, _| {}).await?;
     println!(
         "\n4. huitong sync apply org: {} created, {} linked, {} updated in {:.1} s ({} failed)",
         plan.count(Action::Create),
@@ -315,6 +317,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let ok = problems.is_empty();
     if args.once || !ok {
         ingress.shutdown().await;
+        for d in deliveries {
+            d.shutdown().await;
+        }
         let _ = stop.send(true);
         for p in &problems {
             eprintln!("problem: {p}");
@@ -334,6 +339,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nRunning; edit the Feishu org and watch the others follow. Ctrl-C to stop.");
     crate::shutdown_signal().await;
     ingress.shutdown().await;
+    for d in deliveries {
+        d.shutdown().await;
+    }
     let _ = stop.send(true);
     Ok(ExitCode::SUCCESS)
 }

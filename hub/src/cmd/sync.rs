@@ -64,6 +64,7 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
                 print!("{}", sync::render_plan(&plan));
             }
             let tty = std::io::stderr().is_terminal();
+            let last_line = std::sync::Mutex::new(None::<std::time::Instant>);
             let progress = move |done: usize, total: usize| {
                 if tty {
                     let width = 30;
@@ -79,15 +80,40 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
                     if done == total {
                         eprintln!();
                     }
-                } else if done == total || done.is_multiple_of(100) {
-                    eprintln!("applied {done}/{total} steps");
+                } else if let Ok(mut last) = last_line.lock() {
+                    // Without a terminal: a line every two seconds and at the end.
+                    if done == total || last.is_none_or(|t| t.elapsed().as_secs() >= 2) {
+                        *last = Some(std::time::Instant::now());
+                        eprintln!("applied {done}/{total} steps");
+                    }
                 }
             };
-            let report = match sync::apply(&ctx, &plan, &*store, *force, &progress).await {
+            // The steps go through deliver.<route>; this process consumes them too (a running
+            // `huitong serve` on the same queue shares the work).
+            let queue = huitong::queue::open(&config, store.clone()).await?;
+            let consumer =
+                huitong::jobs::start_delivery(&config, route, store.clone(), &*queue).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let on_ctrl_c = cancel.clone();
+            let ctrl_c = tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\ninterrupted: stopping; run `sync apply` again to finish the work");
+                    on_ctrl_c.cancel();
+                }
+            });
+            let applied =
+                sync::apply_until(&ctx, &plan, &*store, &*queue, *force, &progress, &cancel).await;
+            ctrl_c.abort();
+            consumer.shutdown().await;
+            let report = match applied {
                 Ok(r) => r,
                 Err(e @ SyncError::SafetyThreshold { .. }) => {
                     eprintln!("refused: {e}");
                     return Ok(ExitCode::from(3));
+                }
+                Err(e @ SyncError::Interrupted(_)) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(130));
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -69,6 +69,16 @@ pub enum Task {
         source: String,
         deleted: bool,
     },
+    /// One step of a `sync apply` run: write one record to one target of a route
+    /// (`step` is a `sync::WireStep`; `seq` numbers it within the run).
+    #[serde(rename = "apply_step.v1")]
+    ApplyStepV1 {
+        route: String,
+        run_id: String,
+        target: String,
+        seq: i64,
+        step: Value,
+    },
     /// Bring one target of a route up to a canonical version.
     #[serde(rename = "deliver.v1")]
     DeliverV1 {

@@ -127,6 +127,61 @@ pub enum LinkOutcome {
     },
 }
 
+/// Where one step of a queued sync run stands (`run_steps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Claimed by a handler; the vendor write may or may not have happened.
+    Started,
+    /// Failed transiently and waiting in a retry tier; known not written.
+    Retrying,
+    /// Written.
+    Done,
+    /// Written, but a reference (leader, manager, parent) had no id yet: written again at the end.
+    Unresolved,
+    /// Not written; `error` says why.
+    Failed,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Started => "started",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Done => "done",
+            StepStatus::Unresolved => "unresolved",
+            StepStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "started" => StepStatus::Started,
+            "retrying" => StepStatus::Retrying,
+            "done" => StepStatus::Done,
+            "unresolved" => StepStatus::Unresolved,
+            "failed" => StepStatus::Failed,
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "unknown step status {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// One step of a sync run delivered through the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub seq: i64,
+    pub target: String,
+    pub action: String,
+    pub status: StepStatus,
+    /// How many times a handler claimed it (1 = first delivery).
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -270,6 +325,30 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     ) -> Result<bool>;
     async fn get_run(&self, id: &str) -> Result<Option<SyncRun>>;
     async fn list_runs(&self, route: Option<&str>, limit: i64) -> Result<Vec<SyncRun>>;
+
+    // Steps of a run delivered through the queue.
+    /// Claim a step before carrying it out: inserted as `started` (attempts 1), or, when a
+    /// handler claimed it before, returned as it stands with its attempts counted up.
+    async fn begin_step(
+        &self,
+        run_id: &str,
+        seq: i64,
+        target: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<RunStep>;
+    async fn finish_step(
+        &self,
+        run_id: &str,
+        seq: i64,
+        status: StepStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// How many steps with `from <= seq < to` are finished (neither `started` nor `retrying`).
+    async fn count_finished_steps(&self, run_id: &str, from: i64, to: i64) -> Result<i64>;
+    /// Every step row of a run, by seq.
+    async fn run_steps(&self, run_id: &str) -> Result<Vec<RunStep>>;
 
     // Audit log.
     async fn audit(&self, entry: &NewAudit, now_ms: i64) -> Result<i64>;

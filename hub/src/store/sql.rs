@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 
 use super::{
-    AuditEntry, CanonicalRecord, LinkOutcome, NewAudit, RecordWrite, Result, RunStatus, Store,
-    StoreError, SyncRun, UpsertOutcome, Xref, content_hash,
+    AuditEntry, CanonicalRecord, LinkOutcome, NewAudit, RecordWrite, Result, RunStatus, RunStep,
+    StepStatus, Store, StoreError, SyncRun, UpsertOutcome, Xref, content_hash,
 };
 use crate::config::redact_url;
 
@@ -121,6 +121,12 @@ macro_rules! run_columns {
     };
 }
 
+macro_rules! step_columns {
+    () => {
+        "seq, target, action, status, attempts, error"
+    };
+}
+
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $migrator:expr) => {
         impl $store {
@@ -146,6 +152,18 @@ macro_rules! impl_store {
                     external_id: row.try_get("external_id").map_err(q("decode xref"))?,
                     last_written_hash: row.try_get("last_written_hash").map_err(q("decode xref"))?,
                     last_seen_hash: row.try_get("last_seen_hash").map_err(q("decode xref"))?,
+                })
+            }
+
+            fn step(row: &<<$store as HasDb>::Db as sqlx::Database>::Row) -> Result<RunStep> {
+                let status: String = row.try_get("status").map_err(q("decode step"))?;
+                Ok(RunStep {
+                    seq: row.try_get("seq").map_err(q("decode step"))?,
+                    target: row.try_get("target").map_err(q("decode step"))?,
+                    action: row.try_get("action").map_err(q("decode step"))?,
+                    status: StepStatus::parse(&status)?,
+                    attempts: row.try_get("attempts").map_err(q("decode step"))?,
+                    error: row.try_get("error").map_err(q("decode step"))?,
                 })
             }
 
@@ -514,6 +532,75 @@ macro_rules! impl_store {
                 .await
                 .map_err(q("list runs"))?;
                 rows.iter().map(Self::run).collect()
+            }
+
+            async fn begin_step(
+                &self,
+                run_id: &str,
+                seq: i64,
+                target: &str,
+                action: &str,
+                now_ms: i64,
+            ) -> Result<RunStep> {
+                let row = sqlx::query(concat!(
+                    "INSERT INTO run_steps (run_id, seq, target, action, status, attempts, updated_ms) \
+                     VALUES ($1, $2, $3, $4, 'started', 1, $5) \
+                     ON CONFLICT (run_id, seq) DO UPDATE SET attempts = run_steps.attempts + 1, updated_ms = $5 \
+                     RETURNING ", step_columns!()))
+                .bind(run_id)
+                .bind(seq)
+                .bind(target)
+                .bind(action)
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("begin step"))?;
+                Self::step(&row)
+            }
+
+            async fn finish_step(
+                &self,
+                run_id: &str,
+                seq: i64,
+                status: StepStatus,
+                error: Option<&str>,
+                now_ms: i64,
+            ) -> Result<bool> {
+                let n = sqlx::query(
+                    "UPDATE run_steps SET status = $1, error = $2, updated_ms = $3 WHERE run_id = $4 AND seq = $5",
+                )
+                .bind(status.as_str())
+                .bind(error)
+                .bind(now_ms)
+                .bind(run_id)
+                .bind(seq)
+                .execute(&self.pool)
+                .await
+                .map_err(q("finish step"))?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn count_finished_steps(&self, run_id: &str, from: i64, to: i64) -> Result<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM run_steps WHERE run_id = $1 AND seq >= $2 AND seq < $3 AND status NOT IN ('started', 'retrying')",
+                )
+                .bind(run_id)
+                .bind(from)
+                .bind(to)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("count steps"))?;
+                Ok(n)
+            }
+
+            async fn run_steps(&self, run_id: &str) -> Result<Vec<RunStep>> {
+                let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM run_steps WHERE run_id = $1 ORDER BY seq"))
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(q("list steps"))?;
+                rows.iter().map(Self::step).collect()
             }
 
             async fn audit(&self, e: &NewAudit, now_ms: i64) -> Result<i64> {

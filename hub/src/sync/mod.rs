@@ -9,6 +9,7 @@
 //! derived from (source connector, entity, external id) — the same on every run,
 //! so a crash between a vendor write and its xref cannot fork identities.
 
+pub mod apply;
 pub mod connect;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -18,14 +19,13 @@ use futures_util::TryStreamExt;
 use huitong_connectors::ConnectorError;
 use huitong_connectors::capability::{Entity, ListQuery};
 use huitong_mappings::{Direction, Mapping, XrefResolver};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Deletion, RouteConfig};
-use crate::store::{
-    LinkOutcome, RecordWrite, RunStatus, Store, StoreError, Xref, content_hash, now_ms,
-};
+use crate::store::{Store, StoreError, content_hash};
+pub use apply::{ApplyReport, Progress, StepHandler, WireStep, apply, apply_until};
 pub use connect::{Directory, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,10 @@ pub enum SyncError {
         percent: f64,
         threshold: f64,
     },
+    #[error("queue: {0}")]
+    Queue(#[source] crate::queue::QueueError),
+    #[error("apply stopped: {0}")]
+    Interrupted(String),
 }
 
 pub const DEPARTMENT: &str = "department";
@@ -438,7 +442,7 @@ async fn read_side(endpoint: &Endpoint, resolver: &SideResolver) -> Result<Side,
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Record an existing target record as the same entity (matched by rules).
@@ -1550,306 +1554,10 @@ fn upsert_step(
 }
 
 /// Dependency order: departments top-down, then people, then removals of
-/// people, then departments bottom-up.
+/// people, then departments bottom-up (the waves of [`apply`]).
 fn order_key(s: &Step) -> (u8, i64, String) {
-    let removal = matches!(s.action, Action::Disable | Action::Delete);
-    match (s.entity, removal) {
-        (DEPARTMENT, false) => (0, s.depth as i64, s.canonical_id.clone()),
-        (PERSON, false) => (1, s.depth as i64, s.canonical_id.clone()),
-        (PERSON, true) => (2, 0, s.canonical_id.clone()),
-        _ => (3, -(s.depth as i64), s.canonical_id.clone()),
-    }
-}
-
-/// Counts of one apply.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub counts: BTreeMap<String, i64>,
-    pub errors: Vec<String>,
-    pub run_id: String,
-}
-
-/// Called after each step (for a progress bar): (done, total).
-pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
-
-/// Apply a plan in dependency order. Refuses plans above the safety threshold unless `force`.
-pub async fn apply(
-    ctx: &RouteContext,
-    plan: &Plan,
-    store: &dyn Store,
-    force: bool,
-    progress: Progress<'_>,
-) -> Result<ApplyReport, SyncError> {
-    for t in &plan.targets {
-        if t.people_in_target > 0 {
-            let percent = 100.0 * t.removals as f64 / t.people_in_target as f64;
-            if percent > ctx.route.safety_threshold_percent && !force {
-                return Err(SyncError::SafetyThreshold {
-                    target: t.target.clone(),
-                    removals: t.removals,
-                    people: t.people_in_target,
-                    percent,
-                    threshold: ctx.route.safety_threshold_percent,
-                });
-            }
-        }
-    }
-    let run = store
-        .start_run(&ctx.route.name, "reconcile", now_ms())
-        .await?;
-    let mut report = ApplyReport {
-        run_id: run.id.clone(),
-        ..ApplyReport::default()
-    };
-    // The canonical store and the source's links first: they make the ids stable.
-    for (entity, external, record) in &plan.source_records {
-        let Some(id) = record.get("id") else {
-            continue;
-        };
-        store
-            .upsert_record(
-                &RecordWrite {
-                    entity: (*entity).to_owned(),
-                    id: id.to_owned(),
-                    data: record.value(),
-                    source_system: Some(ctx.source.name.clone()),
-                    source_time_ms: None,
-                    deleted: false,
-                },
-                now_ms(),
-            )
-            .await?;
-        link(store, entity, id, &ctx.source.name, external, None).await?;
-    }
-    let total: usize = plan.targets.iter().map(|t| t.steps.len()).sum();
-    let mut done = 0;
-    for tp in &plan.targets {
-        let Some(target) = ctx.targets.iter().find(|t| t.name == tp.target) else {
-            continue;
-        };
-        let resolver = SideResolver::load(store, &target.name, false).await?;
-        let mut revisit: Vec<&Step> = Vec::new();
-        for step in &tp.steps {
-            match apply_step(target, &resolver, store, step).await {
-                Ok(unresolved) => {
-                    *report
-                        .counts
-                        .entry(format!("{:?}", step.action).to_lowercase())
-                        .or_default() += 1;
-                    if unresolved && !matches!(step.action, Action::Disable | Action::Delete) {
-                        revisit.push(step);
-                    }
-                }
-                Err(e) => {
-                    *report.counts.entry("failed".into()).or_default() += 1;
-                    let msg = format!(
-                        "{} {} {:?} ({}): {e}",
-                        tp.target, step.entity, step.name, step.canonical_id
-                    );
-                    tracing::warn!(route = %ctx.route.name, target = %tp.target, error = %msg, "step failed");
-                    report.errors.push(msg);
-                }
-            }
-            done += 1;
-            progress(done, total);
-        }
-        tracing::debug!(target = %tp.target, revisit = revisit.len(), "second pass");
-        // References to records created later in this run (leaders, managers): write once more.
-        for step in revisit {
-            let mut again = step.clone();
-            again.action = Action::Update;
-            again.link_first = false;
-            if let Err(e) = apply_step(target, &resolver, store, &again).await {
-                report.errors.push(format!(
-                    "{} {} {:?}: second pass: {e}",
-                    tp.target, step.entity, step.name
-                ));
-            }
-        }
-    }
-    let status = if report.errors.is_empty() {
-        RunStatus::Succeeded
-    } else {
-        RunStatus::Failed
-    };
-    let error = report.errors.first().cloned();
-    store
-        .finish_run(&run.id, status, &report.counts, error.as_deref(), now_ms())
-        .await?;
-    Ok(report)
-}
-
-async fn link(
-    store: &dyn Store,
-    entity: &str,
-    canonical: &str,
-    system: &str,
-    external: &str,
-    written_hash: Option<String>,
-) -> Result<(), SyncError> {
-    let outcome = store
-        .link(
-            &Xref {
-                entity: entity.to_owned(),
-                canonical_id: canonical.to_owned(),
-                system: system.to_owned(),
-                external_id: external.to_owned(),
-                last_written_hash: written_hash.clone(),
-                last_seen_hash: None,
-            },
-            now_ms(),
-        )
-        .await?;
-    match outcome {
-        LinkOutcome::Linked => Ok(()),
-        LinkOutcome::AlreadyLinked => {
-            if let Some(h) = written_hash {
-                store
-                    .set_written_hash(entity, system, external, &h, now_ms())
-                    .await?;
-            }
-            Ok(())
-        }
-        LinkOutcome::ExternalTaken { canonical_id } => Err(SyncError::Config(format!(
-            "{system} {entity} {external} is already linked to {canonical_id}, not {canonical}"
-        ))),
-        LinkOutcome::CanonicalTaken { external_id } => Err(SyncError::Config(format!(
-            "{canonical} is already linked to {system} {entity} {external_id}, not {external}"
-        ))),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    #[error(transparent)]
-    Connector(#[from] ConnectorError),
-    #[error(transparent)]
-    Sync(#[from] SyncError),
-    #[error("mapping: {0}")]
-    Mapping(String),
-}
-
-impl From<StoreError> for StepError {
-    fn from(e: StoreError) -> Self {
-        StepError::Sync(SyncError::Store(e))
-    }
-}
-
-/// Write one step; returns whether some reference could not be resolved yet.
-async fn apply_step(
-    target: &Endpoint,
-    resolver: &SideResolver,
-    store: &dyn Store,
-    step: &Step,
-) -> Result<bool, StepError> {
-    let (mapping, entity) = match step.entity {
-        DEPARTMENT => (&target.department, Entity::Department),
-        _ => (&target.person, Entity::User),
-    };
-    if step.link_first
-        && let Some(tid) = &step.target_id
-    {
-        link(
-            store,
-            step.entity,
-            &step.canonical_id,
-            &target.name,
-            tid,
-            None,
-        )
-        .await?;
-        resolver.insert(step.entity, tid, &step.canonical_id);
-    }
-    let record = step.record.value();
-    let written_hash = echo_hash(mapping, &record);
-    match step.action {
-        Action::Link => Ok(false),
-        Action::Delete => {
-            if let Some(tid) = &step.target_id {
-                target.directory.delete(entity, tid).await?;
-                store.unlink(step.entity, &target.name, tid).await?;
-            }
-            Ok(false)
-        }
-        Action::Create => {
-            let mapped = mapping
-                .apply(Direction::FromCanonical, &record, resolver)
-                .map_err(|e| StepError::Mapping(e.to_string()))?;
-            let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
-            // A create whose xref was lost (crash after the vendor write) is caught by
-            // the match rules on the next plan; creating is never retried blindly here.
-            let tid = target
-                .directory
-                .create(entity, without_nulls(mapped.record))
-                .await?;
-            link(
-                store,
-                step.entity,
-                &step.canonical_id,
-                &target.name,
-                &tid,
-                Some(written_hash),
-            )
-            .await?;
-            resolver.insert(step.entity, &tid, &step.canonical_id);
-            Ok(unresolved)
-        }
-        Action::Update | Action::Move | Action::Disable => {
-            // A list emptied in the source is sent as [] (a missing field would leave it as it was).
-            let mut record = record;
-            if let Some(obj) = record.as_object_mut() {
-                for (field, change) in &step.changes {
-                    if change.new.is_null() && change.old.is_array() {
-                        obj.insert(field.clone(), json!([]));
-                    }
-                }
-            }
-            let Some(tid) = step
-                .target_id
-                .clone()
-                .or_else(|| resolver.external(step.entity, &step.canonical_id))
-            else {
-                return Err(StepError::Mapping(format!(
-                    "{} has no id in {}",
-                    step.canonical_id, target.name
-                )));
-            };
-            let mapped = mapping
-                .apply(Direction::FromCanonical, &record, resolver)
-                .map_err(|e| StepError::Mapping(e.to_string()))?;
-            let unresolved = mapped.unresolved.iter().any(|u| u.id != step.canonical_id);
-            // Recorded before the write: the vendor's event about it may arrive before the
-            // write call returns, and must already be recognised as our echo.
-            store
-                .set_written_hash(step.entity, &target.name, &tid, &written_hash, now_ms())
-                .await?;
-            target
-                .directory
-                .update(entity, &tid, without_nulls(mapped.record))
-                .await?;
-            Ok(unresolved)
-        }
-    }
-}
-
-/// Drop nulls (unset fields, ids not resolved yet) from what is sent to a vendor.
-fn without_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect::<Map<String, Value>>(),
-        ),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .filter(|v| !v.is_null())
-                .map(without_nulls)
-                .collect(),
-        ),
-        other => other,
-    }
+    let (class, depth) = apply::wave_of(s);
+    (class, depth, s.canonical_id.clone())
 }
 
 /// The plan as a human table.
