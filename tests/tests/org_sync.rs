@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use huitong::config::{self, Config, Sources};
 use huitong::queue::amqp::{AmqpOptions, AmqpQueue};
+use huitong::queue::{Envelope, Handler, Outcome, Task};
+use huitong::store::StepStatus;
 use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
@@ -176,6 +178,7 @@ struct Setup {
     dir: std::path::PathBuf,
     store: Arc<dyn Store>,
     ctx: RouteContext,
+    config: Config,
     dl: Delivering,
     _pg: Option<huitong_tests::PgDatabase>,
 }
@@ -193,6 +196,7 @@ impl Setup {
             dir,
             store,
             ctx,
+            config: c,
             dl,
             _pg: None,
         }
@@ -230,6 +234,7 @@ impl Setup {
             dir,
             store,
             ctx,
+            config: c,
             dl,
             _pg: Some(pg),
         })
@@ -414,7 +419,6 @@ async fn three_hundred_people(setup: &Setup) {
     let steps: usize = plan.targets.iter().map(|t| t.steps.len()).sum();
     let run = &store.list_runs(Some("org"), 1).await.unwrap()[0];
     let rows = store.run_steps(&run.id).await.unwrap();
-    use huitong::store::StepStatus;
     let (first, second): (Vec<_>, Vec<_>) = rows.iter().partition(|r| (r.seq as usize) < steps);
     assert_eq!(first.len(), steps, "every step has its row");
     let unresolved = first
@@ -1079,4 +1083,115 @@ async fn a_changed_email_and_a_renamed_department_update_in_place() {
     }
     let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
+}
+
+/// One step delivered by hand to a fresh handler, as the queue would (again).
+async fn deliver(setup: &Setup, run_id: &str, seq: i64, step: &sync::Step) -> Outcome {
+    let handler = sync::StepHandler::new(
+        Arc::new(RouteContext::new(&setup.config, "org").unwrap()),
+        setup.store.clone(),
+        0,
+    );
+    let envelope = Envelope::new(
+        "sub",
+        Task::ApplyStepV1 {
+            route: "org".into(),
+            run_id: run_id.to_owned(),
+            target: "sub".into(),
+            seq,
+            step: serde_json::to_value(sync::WireStep::of(step)).unwrap(),
+        },
+    );
+    handler.handle(&envelope).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_step_is_never_written_twice() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
+    // One new hire in Feishu: the next plan creates one person in DingTalk.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sandbox/org/users", sb.feishu))
+        .json(&json!({"key": "u901", "name": "新同事", "email": "u901@example.cn",
+            "mobile": "13900000901", "employee_no": "E000901", "departments": ["d1"], "active": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let plan = sync::plan(ctx, store).await.unwrap();
+    let sub = plan.targets.iter().find(|t| t.target == "sub").unwrap();
+    assert_eq!(sub.steps.len(), 1, "{}", sync::render_plan(&plan));
+    let create = &sub.steps[0];
+    assert_eq!(create.action, Action::Create);
+    let run = store.start_run("org", "reconcile", 1).await.unwrap();
+    let count = async || user_count_with(&sb.dingtalk, "E000901").await;
+
+    assert_eq!(deliver(&setup, &run.id, 0, create).await, Outcome::Ok);
+    assert_eq!(count().await, 1, "the first delivery creates");
+    let before = writes(&sb.dingtalk).await;
+    assert_eq!(deliver(&setup, &run.id, 0, create).await, Outcome::Ok);
+    assert_eq!(
+        writes(&sb.dingtalk).await,
+        before,
+        "a finished step is skipped"
+    );
+
+    // The handler died after the vendor's create, before it recorded the link and the step:
+    // the redelivery must not create again.
+    let tid = store
+        .find_by_canonical("person", "sub", &create.canonical_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .external_id;
+    store.unlink("person", "sub", &tid).await.unwrap();
+    store
+        .finish_step(&run.id, 0, StepStatus::Started, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(deliver(&setup, &run.id, 0, create).await, Outcome::Ok);
+    assert_eq!(count().await, 1, "never created twice");
+    assert_eq!(writes(&sb.dingtalk).await, before);
+    let row = &store.run_steps(&run.id).await.unwrap()[0];
+    assert_eq!(row.status, StepStatus::Failed);
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted while creating")),
+        "{row:?}"
+    );
+    // The next plan finds the person by the match rules: a link, not a second create.
+    let next = sync::plan(ctx, store).await.unwrap();
+    let steps = &next
+        .targets
+        .iter()
+        .find(|t| t.target == "sub")
+        .unwrap()
+        .steps;
+    assert_eq!(steps.len(), 1, "{}", sync::render_plan(&next));
+    assert!(steps[0].link_first && steps[0].action != Action::Create);
+
+    // A step of a run that is no longer running (superseded, interrupted) is dropped.
+    store
+        .finish_run(
+            &run.id,
+            huitong::store::RunStatus::Interrupted,
+            &Default::default(),
+            None,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deliver(&setup, &run.id, 1, &steps[0]).await, Outcome::Ok);
+    assert_eq!(store.run_steps(&run.id).await.unwrap().len(), 1);
+    assert_eq!(writes(&sb.dingtalk).await, before);
+}
+
+/// How many people of a sandbox have this employee number.
+async fn user_count_with(base: &str, employee_no: &str) -> usize {
+    get(&format!("{base}/_sandbox/org")).await["users"]
+        .as_array()
+        .map(|a| a.iter().filter(|u| u["employee_no"] == employee_no).count())
+        .unwrap_or(0)
 }

@@ -71,7 +71,7 @@ pub struct WireStep {
 }
 
 impl WireStep {
-    fn of(step: &Step) -> Self {
+    pub fn of(step: &Step) -> Self {
         WireStep {
             action: step.action,
             entity: step.entity.to_owned(),
