@@ -7,9 +7,15 @@
 //! wrote there (the hash is kept in the xref, so this survives a restart); when
 //! every named record holds exactly what huitong wrote, the event is our own
 //! write coming back and is dropped. A two-way pair therefore settles after one
-//! hop. Anything else reconciles the whole route, coalescing bursts: a reconcile
-//! that started after an event was received already covers it, so that event is
-//! acknowledged without another run.
+//! hop.
+//!
+//! Anything else is **normalised record by record** where that suffices
+//! (`sync::plan_records`: people already linked everywhere, changed in place):
+//! only the named records are read on each side, and their steps are delivered
+//! through `deliver.<route>` as a small `live` run. Otherwise — a new person, a
+//! leaver, a department event, a scoped route — the whole route is reconciled,
+//! coalescing bursts: a reconcile that started after an event was received
+//! already covers it, so that event is acknowledged without another run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +28,7 @@ use serde_json::Value;
 use crate::config::{Config, ConnectorKind};
 use crate::queue::{Envelope, Handler, Outcome, Queue, Task};
 use crate::store::{Store, now_ms};
-use crate::sync::{self, DEPARTMENT, Endpoint, PERSON};
+use crate::sync::{self, DEPARTMENT, Endpoint, PERSON, RouteContext};
 
 /// Whether a vendor event type is an org-chart (contact) change.
 pub fn is_contact_event(event_type: &str) -> bool {
@@ -74,8 +80,12 @@ pub struct IngressHandler {
     started: Mutex<HashMap<String, Arc<Mutex<i64>>>>,
     /// Connectors built so far (their tokens and rate limits are kept between events).
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    /// Routes built so far (per-record plans reuse their connectors).
+    contexts: Mutex<HashMap<String, Arc<RouteContext>>>,
     /// Events dropped as echoes of huitong's own writes.
     pub echoes: std::sync::atomic::AtomicU64,
+    /// Route updates done record by record (no full reconcile).
+    pub per_record: std::sync::atomic::AtomicU64,
 }
 
 impl IngressHandler {
@@ -86,7 +96,9 @@ impl IngressHandler {
             queue,
             started: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
             echoes: std::sync::atomic::AtomicU64::new(0),
+            per_record: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -109,25 +121,82 @@ impl IngressHandler {
         }
     }
 
+    /// The records a contact event names, read with the connector's own event shapes.
+    async fn named(
+        &self,
+        connector: &str,
+        event_type: &str,
+        payload: &Value,
+    ) -> Option<(Arc<Endpoint>, Vec<(&'static str, String)>)> {
+        let endpoint = self.endpoint(connector).await?;
+        let records = changed_records(endpoint.kind, event_type, payload)?;
+        Some((endpoint, records))
+    }
+
     /// Whether every record the event names holds exactly what huitong last wrote there.
-    async fn is_echo(&self, connector: &str, event_type: &str, payload: &Value) -> bool {
-        let Some(endpoint) = self.endpoint(connector).await else {
-            return false;
-        };
-        let Some(records) = changed_records(endpoint.kind, event_type, payload) else {
-            return false;
-        };
-        for (entity, id) in &records {
-            match sync::is_echo(&*self.store, &endpoint, entity, id).await {
+    async fn is_echo(&self, endpoint: &Endpoint, records: &[(&'static str, String)]) -> bool {
+        for (entity, id) in records {
+            match sync::is_echo(&*self.store, endpoint, entity, id).await {
                 Ok(true) => {}
                 Ok(false) => return false,
                 Err(e) => {
-                    tracing::warn!(connector = %connector, entity, id = %id, error = %e, "echo check failed; treating the event as a change");
+                    tracing::warn!(connector = %endpoint.name, entity, id = %id, error = %e, "echo check failed; treating the event as a change");
                     return false;
                 }
             }
         }
-        true
+        !records.is_empty()
+    }
+
+    async fn route_context(&self, route: &str) -> Result<Arc<RouteContext>, sync::SyncError> {
+        let mut map = self.contexts.lock().await;
+        if let Some(c) = map.get(route) {
+            return Ok(c.clone());
+        }
+        let ctx = Arc::new(RouteContext::new(&self.config, route)?);
+        map.insert(route.to_owned(), ctx.clone());
+        Ok(ctx)
+    }
+
+    /// The live fast path: plan and apply only the records the event names. `false` when the
+    /// route must be reconciled as a whole instead.
+    async fn deliver_records(&self, route: &str, records: &[(&'static str, String)]) -> bool {
+        let ctx = match self.route_context(route).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(route = %route, error = %e, "cannot build the route");
+                return false;
+            }
+        };
+        let plan = match sync::plan_records(&ctx, &*self.store, records).await {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(route = %route, error = %e, "per-record plan failed; reconciling the route");
+                return false;
+            }
+        };
+        if plan.is_empty() {
+            tracing::debug!(route = %route, records = records.len(), "the named records are in sync");
+            return true;
+        }
+        match sync::apply(&ctx, &plan, &*self.store, &*self.queue, false, &|_, _| {}).await {
+            Ok(report) if report.errors.is_empty() => {
+                self.per_record
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(route = %route, run = %report.run_id, records = records.len(), counts = ?report.counts,
+                    "org change delivered record by record");
+                true
+            }
+            Ok(report) => {
+                tracing::warn!(route = %route, run = %report.run_id, errors = ?report.errors, "per-record apply failed; reconciling the route");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(route = %route, error = %e, "per-record apply failed; reconciling the route");
+                false
+            }
+        }
     }
 
     async fn route_lock(&self, route: &str) -> Arc<Mutex<i64>> {
@@ -170,7 +239,10 @@ impl Handler for IngressHandler {
         if routes.is_empty() {
             return Outcome::Ok;
         }
-        if self.is_echo(connector, event_type, payload).await {
+        let named = self.named(connector, event_type, payload).await;
+        if let Some((endpoint, records)) = &named
+            && self.is_echo(endpoint, records).await
+        {
             self.echoes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::telemetry::echo_suppressed(connector);
@@ -183,6 +255,11 @@ impl Handler for IngressHandler {
             let mut last_start = lock.lock().await;
             if *last_start > *received_at_ms {
                 tracing::debug!(route = %route, event_id = ?event_id, "covered by a reconcile that started after the event");
+                continue;
+            }
+            if let Some((_, records)) = &named
+                && self.deliver_records(&route, records).await
+            {
                 continue;
             }
             *last_start = now_ms();

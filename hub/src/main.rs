@@ -375,12 +375,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %local, "huitong listening on http://{local}");
     app.serve(listener, shutdown_signal()).await?;
     housekeeping.abort();
+    // Runs in flight (scheduled or live) wait on their steps: the deliver consumers stop last.
+    if let Some(s) = scheduler {
+        s.shutdown().await;
+    }
     ingress.shutdown().await;
     for d in deliveries {
         d.shutdown().await;
-    }
-    if let Some(s) = scheduler {
-        s.shutdown().await;
     }
     tracing::info!("huitong stopped");
     Ok(())

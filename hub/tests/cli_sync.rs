@@ -1,5 +1,5 @@
 //! `huitong sync plan|apply` as an admin runs them, against vendor sandboxes —
-//! including `kill -9` in the middle of an apply.
+//! including `kill -9` and Ctrl-C in the middle of an apply.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -72,9 +72,11 @@ fn setup(slow: &str) -> Env {
     std::fs::write(
         &config,
         format!(
-            "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\
+            "[database]\nurl = \"sqlite://{db}\"\n\
+             [connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\
              [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingsub\"\napp_secret_env = \"SUB_SECRET\"\nbase_url = \"{dingtalk}\"\n\
-             [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n"
+             [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n",
+            db = dir.path().join("data/huitong.db").display()
         ),
     )
     .unwrap();
@@ -176,4 +178,66 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
         Some(0),
         "{last:#}"
     );
+}
+
+/// The sync runs in the CLI's database, newest first.
+fn runs(env: &Env) -> Vec<huitong::store::SyncRun> {
+    env._rt.block_on(async {
+        let config = huitong::config::load(&huitong::config::Sources {
+            file: Some(env.config.clone()),
+            env: vec![
+                ("HQ_SECRET".into(), "s1".into()),
+                ("SUB_SECRET".into(), "s2".into()),
+            ],
+            overrides: vec![],
+        })
+        .unwrap();
+        let store = huitong::store::open(&config.database).await.unwrap();
+        store.list_runs(Some("org"), 10).await.unwrap()
+    })
+}
+
+#[test]
+fn ctrl_c_stops_an_apply_and_the_next_apply_finishes_it() {
+    let env = setup("slow=100%@15ms");
+    let child = huitong(&env, &["sync", "apply", "org"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while user_count(&env).0 < 20 {
+        assert!(Instant::now() < deadline, "apply made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let int = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(int.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let (partial, _) = user_count(&env);
+    assert!(partial < 250, "stopped early ({partial} users written)");
+    let stopped = runs(&env);
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0].status, huitong::store::RunStatus::Interrupted);
+
+    let again = huitong(&env, &["sync", "apply", "org"]).output().unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let active = fixture("medium-org.json")
+        .users
+        .iter()
+        .filter(|u| u.active)
+        .count();
+    assert_eq!(user_count(&env), (active, active), "every person once");
+    let after = runs(&env);
+    assert_eq!(after[0].status, huitong::store::RunStatus::Succeeded);
+    assert_eq!(after[1].status, huitong::store::RunStatus::Interrupted);
 }

@@ -32,6 +32,25 @@ async fn write_calls(base: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Calls that list a whole department or org (a full read), as opposed to reading one record.
+async fn list_calls(base: &str) -> u64 {
+    let calls = get(&format!("{base}/_sandbox/calls")).await;
+    calls["calls"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    k.contains("find_by_department")
+                        || k.contains("/children")
+                        || k.contains("/list")
+                        || k.contains("listsub")
+                })
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_and_wecom() {
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -156,7 +175,23 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         .await;
     }
 
-    // Renamed and moved to another department.
+    let kind_of_last_run = async || {
+        store.list_runs(Some("org"), 1).await.unwrap()[0]
+            .kind
+            .clone()
+    };
+    assert_eq!(
+        kind_of_last_run().await,
+        "reconcile",
+        "a new person: the whole route is reconciled (match rules)"
+    );
+
+    // Renamed and moved to another department: delivered record by record.
+    let lists_before = (
+        list_calls(&feishu).await,
+        list_calls(&dingtalk).await,
+        list_calls(&wecom).await,
+    );
     let r = client
         .patch(format!("{feishu}/_sandbox/org/users/u900"))
         .json(&json!({"name": "新同事改名", "departments": ["d2"]}))
@@ -188,6 +223,16 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         })
         .await;
     }
+    assert_eq!(kind_of_last_run().await, "live");
+    assert_eq!(
+        (
+            list_calls(&feishu).await,
+            list_calls(&dingtalk).await,
+            list_calls(&wecom).await
+        ),
+        lists_before,
+        "no side was read completely for an in-place change"
+    );
 
     // Resigned: disabled in WeCom, removed from DingTalk (no disabled state there).
     let r = client
@@ -210,6 +255,11 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         user(&get(&format!("{dingtalk}/_sandbox/org")).await, "E000900").is_none()
     })
     .await;
+    assert_eq!(
+        kind_of_last_run().await,
+        "reconcile",
+        "a leaver: the whole route, under its safety threshold"
+    );
 
     // Settled: no further writes.
     tokio::time::sleep(Duration::from_secs(2)).await;

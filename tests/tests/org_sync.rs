@@ -1195,3 +1195,139 @@ async fn user_count_with(base: &str, employee_no: &str) -> usize {
         .map(|a| a.iter().filter(|u| u["employee_no"] == employee_no).count())
         .unwrap_or(0)
 }
+
+/// The source (Feishu) id of the fixture person with this key, through the links huitong keeps.
+async fn source_id(store: &dyn Store, key: &str) -> String {
+    let no = fixture("small-org.json")
+        .users
+        .iter()
+        .find(|u| u.key == key)
+        .unwrap()
+        .employee_no
+        .clone();
+    let records = store.list_records("person", None, 1000).await.unwrap();
+    let person = records
+        .iter()
+        .find(|r| r.data["employee_no"] == no.as_str())
+        .unwrap();
+    store
+        .find_by_canonical("person", "hq", &person.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .external_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
+    let u5 = source_id(store, "u5").await;
+    let client = reqwest::Client::new();
+    let patch = async |key: &str, body: Value| {
+        let r = client
+            .patch(format!("{}/_sandbox/org/users/{key}", sb.feishu))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    };
+    let named = |ids: &[&str]| -> Vec<(&'static str, String)> {
+        ids.iter()
+            .map(|i| (sync::PERSON, (*i).to_owned()))
+            .collect()
+    };
+
+    // Unchanged: a plan with nothing to do (not a full reconcile).
+    let p = sync::plan_records(ctx, store, &named(&[&u5]))
+        .await
+        .unwrap();
+    assert!(p.as_ref().is_some_and(|p| p.is_empty() && p.kind == "live"));
+
+    // Renamed and moved to another existing department: one update per target, the only
+    // records read being that person on each side.
+    patch("u5", json!({"name": "改名", "departments": ["d1"]})).await;
+    let p = sync::plan_records(ctx, store, &named(&[&u5]))
+        .await
+        .unwrap()
+        .expect("planned record by record");
+    assert_eq!(p.records_read, 3);
+    for t in &p.targets {
+        assert_eq!(t.steps.len(), 1, "{}", sync::render_plan(&p));
+        assert_eq!(t.steps[0].action, Action::Move);
+        assert_eq!(t.steps[0].changes["name"].new, json!("改名"));
+    }
+    // The same steps the full plan makes.
+    let full = sync::plan(ctx, store).await.unwrap();
+    for (a, b) in p.targets.iter().zip(&full.targets) {
+        let key = |s: &sync::Step| (s.action, s.canonical_id.clone(), s.target_id.clone());
+        assert_eq!(
+            a.steps.iter().map(key).collect::<Vec<_>>(),
+            b.steps.iter().map(key).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            serde_json::to_value(&a.steps[0].changes).unwrap(),
+            serde_json::to_value(&b.steps[0].changes).unwrap()
+        );
+    }
+    let report = sync::apply(ctx, &p, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(sync::plan(ctx, store).await.unwrap().is_empty());
+
+    // What needs the whole route: a leaver, a department, a person not linked yet, a person
+    // moved into a department the targets do not have yet.
+    let u6 = source_id(store, "u6").await;
+    patch("u6", json!({"active": false})).await;
+    assert!(
+        sync::plan_records(ctx, store, &named(&[&u6]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dept = [(sync::DEPARTMENT, "od-anything".to_owned())];
+    assert!(
+        sync::plan_records(ctx, store, &dept)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        sync::plan_records(ctx, store, &named(&["ou_unknown"]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let r = client
+        .post(format!("{}/_sandbox/org/departments", sb.feishu))
+        .json(&json!({"key": "d9", "name": "新部门", "parent": "d0", "order": 9, "leaders": []}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    patch("u5", json!({"departments": ["d9"]})).await;
+    assert!(
+        sync::plan_records(ctx, store, &named(&[&u5]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_route_is_never_planned_record_by_record() {
+    let setup = Setup::new("small-org.json", "scope_deny = [\"销售*\"]\n").await;
+    let store = &*setup.store;
+    setup.sync_once().await;
+    let u5 = source_id(store, "u5").await; // in scope (售后部)
+    let named = [(sync::PERSON, u5)];
+    assert!(
+        sync::plan_records(&setup.ctx, store, &named)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

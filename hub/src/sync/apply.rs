@@ -162,11 +162,17 @@ pub async fn apply_until(
         }
     }
     let route = &ctx.route.name;
-    let run = store.start_run(route, "reconcile", now_ms()).await?;
-    // An older run of this route still marked running (its coordinator died or is still
-    // waiting): this plan was made from the state that run left, so it takes over.
+    let run = store.start_run(route, plan.kind, now_ms()).await?;
+    // An older full run of this route still marked running (its coordinator died or is still
+    // waiting): this plan was made from the state that run left, so it takes over. (A live
+    // run — the few records of one event — supersedes nothing and is superseded by nothing.)
+    let superseding = plan.kind == "reconcile";
     for old in store.list_runs(Some(route), 20).await? {
-        if old.status == RunStatus::Running && old.id != run.id {
+        if superseding
+            && old.kind == "reconcile"
+            && old.status == RunStatus::Running
+            && old.id != run.id
+        {
             store
                 .finish_run(
                     &old.id,
@@ -465,7 +471,7 @@ impl Waiter<'_> {
             if !warned && last_change.elapsed() >= Duration::from_secs(30) {
                 warned = true;
                 tracing::warn!(route = %self.route, run = %self.run_id, queue = %queue::deliver_queue(self.route),
-                    waiting = want - n, "no step finished for 30 s: is a consumer of the queue running (huitong serve, or sync apply)?");
+                    waiting = want - n, "no step finished for 30 s: a vendor's rate limit may be holding them back, or no consumer of the queue is running (huitong serve, or sync apply)");
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => {
@@ -531,7 +537,9 @@ impl StepHandler {
         if let Some(r) = map.get(&key) {
             return Ok(r.clone());
         }
-        let r = Arc::new(SideResolver::load(&*self.store, target, false).await?);
+        // Empty at first: filled from the store as steps need links (`map_for`), so a run of
+        // a few records does not load every link of a large org.
+        let r = Arc::new(SideResolver::new(target, false));
         if map.len() >= 8 {
             map.clear();
         }

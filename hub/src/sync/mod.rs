@@ -504,6 +504,8 @@ pub struct TargetPlan {
 pub struct Plan {
     pub route: String,
     pub source: String,
+    /// `reconcile` (both sides read completely) or `live` (only the records an event named).
+    pub kind: &'static str,
     pub records_read: usize,
     pub targets: Vec<TargetPlan>,
     /// Source records, canonical (to store them on apply).
@@ -697,6 +699,60 @@ impl XrefResolver for Requested {
     }
 }
 
+/// Read one record from a vendor and map it to canonical, resolving only the links it refers
+/// to (map once to learn which, fetch those from the store, map again). `source`: references
+/// not linked yet get derived ids, as in a plan's source side (else `?entity:ext`
+/// placeholders). `None` when the vendor no longer has the record.
+async fn read_canonical(
+    store: &dyn Store,
+    endpoint: &Endpoint,
+    entity: &'static str,
+    external_id: &str,
+    source: bool,
+) -> Result<Option<Rec>, SyncError> {
+    let (vendor_entity, mapping) = match entity {
+        PERSON => (Entity::User, &endpoint.person),
+        _ => (Entity::Department, &endpoint.department),
+    };
+    let raw = endpoint
+        .directory
+        .get(vendor_entity, external_id)
+        .await
+        .map_err(|source| SyncError::Read {
+            connector: endpoint.name.clone(),
+            source,
+        })?;
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let wanted = Requested::default();
+    let _ = mapping.apply(Direction::ToCanonical, &raw, &wanted);
+    let resolver = SideResolver::new(&endpoint.name, source);
+    let requested = wanted.0.into_inner().unwrap_or_else(|p| p.into_inner());
+    for (entity, external) in requested {
+        if let Some(x) = store
+            .find_by_external(&entity, &endpoint.name, &external)
+            .await?
+        {
+            resolver.insert(&entity, &external, &x.canonical_id);
+        }
+    }
+    let mapped = mapping
+        .apply(Direction::ToCanonical, &raw, &resolver)
+        .map_err(|e| SyncError::Mapping {
+            connector: endpoint.name.clone(),
+            entity,
+            message: e.to_string(),
+        })?;
+    if mapped.skipped {
+        return Ok(None);
+    }
+    Ok(Some(Rec {
+        external_id: mapped.key.unwrap_or_else(|| external_id.to_owned()),
+        canonical: Arc::new(Canon::new(&mapped.record)),
+    }))
+}
+
 /// Whether `external_id` of `entity` in `endpoint` holds exactly what huitong last wrote there
 /// (the hash recorded in its xref, so this survives a restart): the event it emitted about the
 /// record is the echo of that write, and nothing needs to flow back.
@@ -715,42 +771,122 @@ pub async fn is_echo(
     let Some(written) = xref.last_written_hash else {
         return Ok(false);
     };
-    let (vendor_entity, mapping) = match entity {
-        PERSON => (Entity::User, &endpoint.person),
-        _ => (Entity::Department, &endpoint.department),
+    let mapping = match entity {
+        PERSON => &endpoint.person,
+        _ => &endpoint.department,
     };
-    let raw = endpoint
-        .directory
-        .get(vendor_entity, external_id)
-        .await
-        .map_err(|source| SyncError::Read {
-            connector: endpoint.name.clone(),
-            source,
-        })?;
-    let Some(raw) = raw else {
-        return Ok(false);
-    };
-    // Only the links this record refers to: map it once to learn which, fetch those, map again.
-    let wanted = Requested::default();
-    let _ = mapping.apply(Direction::ToCanonical, &raw, &wanted);
-    let resolver = SideResolver::new(&endpoint.name, false);
-    let requested = wanted.0.into_inner().unwrap_or_else(|p| p.into_inner());
-    for (entity, external) in requested {
-        if let Some(x) = store
-            .find_by_external(&entity, &endpoint.name, &external)
+    Ok(read_canonical(store, endpoint, entity, external_id, false)
+        .await?
+        .is_some_and(|r| echo_hash(mapping, &r.canonical.value()) == written))
+}
+
+/// Canonical person fields that refer to other records, with the entity they refer to.
+const PERSON_REFERENCES: &[(&str, &str)] = &[
+    ("department_ids", DEPARTMENT),
+    ("main_department", DEPARTMENT),
+    ("leader_of", DEPARTMENT),
+    ("manager", PERSON),
+];
+
+/// A plan for just the records a contact event names — the live path's fast way — or `None`
+/// when that is not enough and the whole route must be reconciled. It covers the common
+/// change: people already linked in every target, whose departments and manager are linked
+/// there too, changed in place (renamed, moved, new title, email or mobile). Anything else —
+/// a new or removed person, a leaver, a department event, a route with a department scope, a
+/// conflict — returns `None`: the full plan handles it, with its match rules, safety threshold
+/// and scope. Reads one record per side instead of both orgs.
+pub async fn plan_records(
+    ctx: &RouteContext,
+    store: &dyn Store,
+    named: &[(&'static str, String)],
+) -> Result<Option<Plan>, SyncError> {
+    let route = &ctx.route;
+    if route.scope_root.is_some() || !route.scope_deny.is_empty() || named.is_empty() {
+        return Ok(None);
+    }
+    let mut people: Vec<Rec> = Vec::new();
+    for (entity, external) in named {
+        if *entity != PERSON {
+            return Ok(None);
+        }
+        if store
+            .find_by_external(PERSON, &ctx.source.name, external)
             .await?
+            .is_none()
         {
-            resolver.insert(&entity, &external, &x.canonical_id);
+            return Ok(None); // new: the match rules need the whole target
+        }
+        let Some(p) = read_canonical(store, &ctx.source, PERSON, external, true).await? else {
+            return Ok(None); // deleted: removals go through the safety threshold
+        };
+        if p.canonical.get("status") != Some("active") {
+            return Ok(None); // a leaver: likewise
+        }
+        if !people.iter().any(|q| q.id() == p.id()) {
+            people.push(p);
         }
     }
-    let mapped = mapping
-        .apply(Direction::ToCanonical, &raw, &resolver)
-        .map_err(|e| SyncError::Mapping {
-            connector: endpoint.name.clone(),
-            entity,
-            message: e.to_string(),
-        })?;
-    Ok(echo_hash(mapping, &mapped.record) == written)
+    let mut plan = Plan {
+        route: route.name.clone(),
+        source: ctx.source.name.clone(),
+        kind: "live",
+        records_read: people.len(),
+        targets: Vec::new(),
+        source_records: people
+            .iter()
+            .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone()))
+            .collect(),
+    };
+    for target in &ctx.targets {
+        let mut t_people = Vec::new();
+        for p in &people {
+            let Some(x) = store
+                .find_by_canonical(PERSON, &target.name, p.id())
+                .await?
+            else {
+                return Ok(None); // not in this target yet
+            };
+            let record = p.canonical.value();
+            for (field, entity) in PERSON_REFERENCES {
+                let ids: Vec<&str> = match record.get(*field) {
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                for id in ids {
+                    if store
+                        .find_by_canonical(entity, &target.name, id)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(None); // refers to a record the target lacks
+                    }
+                }
+            }
+            let Some(t) = read_canonical(store, target, PERSON, &x.external_id, false).await?
+            else {
+                return Ok(None); // gone from the target
+            };
+            t_people.push(t);
+        }
+        let side = Side {
+            departments: Vec::new(),
+            records_read: t_people.len(),
+            people: t_people,
+            failures: Vec::new(),
+        };
+        let resolver = SideResolver::new(&target.name, false);
+        let tp = pair_and_diff(ctx, target, &resolver, side, &[], &people)?;
+        let in_place = tp.steps.iter().all(|s| {
+            s.entity == PERSON && matches!(s.action, Action::Update | Action::Move) && !s.link_first
+        });
+        if !tp.conflicts.is_empty() || !in_place || tp.removals > 0 {
+            return Ok(None);
+        }
+        plan.records_read += tp.records_read;
+        plan.targets.push(tp);
+    }
+    Ok(Some(plan))
 }
 
 /// Read everything and compute the plan. Changes nothing.
@@ -764,6 +900,7 @@ pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncErr
     let mut plan = Plan {
         route: ctx.route.name.clone(),
         source: ctx.source.name.clone(),
+        kind: "reconcile",
         records_read: source.records_read,
         targets: Vec::new(),
         source_records: departments
@@ -891,6 +1028,20 @@ async fn plan_target(
 ) -> Result<TargetPlan, SyncError> {
     let resolver = SideResolver::load(store, &target.name, false).await?;
     let side = read_side(target, &resolver).await?;
+    pair_and_diff(ctx, target, &resolver, side, departments, people)
+}
+
+/// Pair the source's records with the target side's (xrefs, then the root, department names
+/// and match rules) and turn the differences into steps. `resolver` is the target's identity
+/// map, which `side` was mapped with; pairs found here are added to it.
+fn pair_and_diff(
+    ctx: &RouteContext,
+    target: &Endpoint,
+    resolver: &SideResolver,
+    side: Side,
+    departments: &[Rec],
+    people: &[Rec],
+) -> Result<TargetPlan, SyncError> {
     let mut conflicts = side.failures.clone();
     let mut steps = Vec::new();
 
@@ -1089,7 +1240,7 @@ async fn plan_target(
             .map(|mut r| {
                 if r.canonical.json.contains("\"?") {
                     let mut v = r.canonical.value();
-                    if resolve_placeholders(&mut v, &resolver) {
+                    if resolve_placeholders(&mut v, resolver) {
                         r.canonical = Arc::new(Canon::new(&v));
                     }
                 }
