@@ -418,7 +418,7 @@ async fn three_hundred_people(setup: &Setup) {
     let plan = setup.sync_once().await;
     let steps: usize = plan.targets.iter().map(|t| t.steps.len()).sum();
     let run = &store.list_runs(Some("org"), 1).await.unwrap()[0];
-    let rows = store.run_steps(&run.id).await.unwrap();
+    let rows = store.run_steps(&run.id, None).await.unwrap();
     let (first, second): (Vec<_>, Vec<_>) = rows.iter().partition(|r| (r.seq as usize) < steps);
     assert_eq!(first.len(), steps, "every step has its row");
     let unresolved = first
@@ -1153,7 +1153,7 @@ async fn a_redelivered_step_is_never_written_twice() {
     assert_eq!(deliver(&setup, &run.id, 0, create).await, Outcome::Ok);
     assert_eq!(count().await, 1, "never created twice");
     assert_eq!(writes(&sb.dingtalk).await, before);
-    let row = &store.run_steps(&run.id).await.unwrap()[0];
+    let row = &store.run_steps(&run.id, None).await.unwrap()[0];
     assert_eq!(row.status, StepStatus::Failed);
     assert!(
         row.error
@@ -1184,7 +1184,7 @@ async fn a_redelivered_step_is_never_written_twice() {
         .await
         .unwrap();
     assert_eq!(deliver(&setup, &run.id, 1, &steps[0]).await, Outcome::Ok);
-    assert_eq!(store.run_steps(&run.id).await.unwrap().len(), 1);
+    assert_eq!(store.run_steps(&run.id, None).await.unwrap().len(), 1);
     assert_eq!(writes(&sb.dingtalk).await, before);
 }
 
@@ -1330,4 +1330,46 @@ async fn a_scoped_route_is_never_planned_record_by_record() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_vendor_refuses_fails_alone_and_the_run_says_which() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    // Two people in Feishu share a mobile: WeCom refuses the second (60104 mobile existed).
+    let mobile = fixture("small-org.json")
+        .users
+        .iter()
+        .find(|u| u.key == "u8")
+        .unwrap()
+        .mobile
+        .clone();
+    let r = reqwest::Client::new()
+        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
+        .json(&json!({"mobile": mobile}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let plan = sync::plan(ctx, store).await.unwrap();
+    let creates = plan.count(Action::Create) as i64;
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    let refused: Vec<&String> = report
+        .errors
+        .iter()
+        .filter(|e| e.starts_with("factory person"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:#?}", report.errors);
+    assert!(refused[0].contains("60104"), "{}", refused[0]);
+    let failed = report.errors.len() as i64;
+    assert_eq!(report.counts.get("failed"), Some(&failed));
+    assert_eq!(report.counts.get("create"), Some(&(creates - failed)));
+    let run = store.get_run(&report.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, huitong::store::RunStatus::Failed);
+    assert_eq!(run.error.as_ref(), report.errors.first());
+    // Everyone else arrived.
+    let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(wecom["users"].as_array().unwrap().len(), 19);
 }

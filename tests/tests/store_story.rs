@@ -347,7 +347,7 @@ async fn story(store: Arc<dyn Store>) {
         (done_again.status, done_again.attempts),
         (StepStatus::Done, 3)
     );
-    let steps = store.run_steps(&run.id).await.unwrap();
+    let steps = store.run_steps(&run.id, None).await.unwrap();
     assert_eq!(
         steps
             .iter()
@@ -360,6 +360,11 @@ async fn story(store: Arc<dyn Store>) {
             (3, "update", StepStatus::Started, None),
         ]
     );
+    let failed = store
+        .run_steps(&run.id, Some(StepStatus::Failed))
+        .await
+        .unwrap();
+    assert_eq!(failed.iter().map(|s| s.seq).collect::<Vec<_>>(), [2]);
     assert!(
         !store
             .finish_step(&later.id, 9, StepStatus::Done, None, 340)

@@ -347,8 +347,8 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     ) -> Result<bool>;
     /// How many steps with `from <= seq < to` are finished (neither `started` nor `retrying`).
     async fn count_finished_steps(&self, run_id: &str, from: i64, to: i64) -> Result<i64>;
-    /// Every step row of a run, by seq.
-    async fn run_steps(&self, run_id: &str) -> Result<Vec<RunStep>>;
+    /// The step rows of a run (only those with `status`, if given), by seq.
+    async fn run_steps(&self, run_id: &str, status: Option<StepStatus>) -> Result<Vec<RunStep>>;
 
     // Audit log.
     async fn audit(&self, entry: &NewAudit, now_ms: i64) -> Result<i64>;

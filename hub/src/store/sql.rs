@@ -594,9 +594,11 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
-            async fn run_steps(&self, run_id: &str) -> Result<Vec<RunStep>> {
-                let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM run_steps WHERE run_id = $1 ORDER BY seq"))
+            async fn run_steps(&self, run_id: &str, status: Option<StepStatus>) -> Result<Vec<RunStep>> {
+                let rows = sqlx::query(concat!("SELECT ", step_columns!(), " FROM run_steps WHERE run_id = $1 \
+                     AND ($2 IS NULL OR status = $2) ORDER BY seq"))
                     .bind(run_id)
+                    .bind(status.map(StepStatus::as_str))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(q("list steps"))?;

@@ -297,12 +297,12 @@ async fn carry_out(
     }
 
     // References to records created later in this run (leaders, managers): write once more.
-    let rows = store.run_steps(run_id).await?;
+    // Only the rows asked for: a large org's run has a row per record.
+    let rows = store
+        .run_steps(run_id, Some(StepStatus::Unresolved))
+        .await?;
     let mut unresolved: Vec<(i64, String, WireStep)> = Vec::new();
     for r in &rows {
-        if r.status != StepStatus::Unresolved {
-            continue;
-        }
         let Some((_, target, step)) = usize::try_from(r.seq).ok().and_then(|i| numbered.get(i))
         else {
             continue;
@@ -324,33 +324,36 @@ async fn carry_out(
         waiter.wait(from, to).await?;
     }
 
-    // The report, from the step rows (whichever process handled them).
+    // The report: every step finished (the waits saw to it), so what did not fail was written —
+    // by whichever process handled it. Only the failed rows are read back.
     let mut report = ApplyReport {
         run_id: run_id.to_owned(),
         ..ApplyReport::default()
     };
-    for r in store.run_steps(run_id).await? {
-        let name = numbered
-            .get(usize::try_from(r.seq).unwrap_or(usize::MAX))
+    for (_, _, s) in &numbered {
+        *report
+            .counts
+            .entry(format!("{:?}", s.action).to_lowercase())
+            .or_default() += 1;
+    }
+    for r in store.run_steps(run_id, Some(StepStatus::Failed)).await? {
+        let second = r.seq >= total as i64;
+        let step = usize::try_from(r.seq).ok().and_then(|i| numbered.get(i));
+        let name = step
             .map(|(_, _, s)| format!("{} {:?} ({})", s.entity, s.name, s.canonical_id))
             .unwrap_or_else(|| format!("step {}", r.seq));
-        let second = r.seq >= total as i64;
-        match r.status {
-            StepStatus::Done | StepStatus::Unresolved if !second => {
-                *report.counts.entry(r.action.clone()).or_default() += 1;
-            }
-            StepStatus::Failed => {
-                *report.counts.entry("failed".into()).or_default() += 1;
-                let pass = if second { "second pass: " } else { "" };
-                report.errors.push(format!(
-                    "{} {name}: {pass}{}",
-                    r.target,
-                    r.error.as_deref().unwrap_or("failed")
-                ));
-            }
-            _ => {}
+        if !second && let Some(n) = report.counts.get_mut(&r.action) {
+            *n -= 1;
         }
+        *report.counts.entry("failed".into()).or_default() += 1;
+        let pass = if second { "second pass: " } else { "" };
+        report.errors.push(format!(
+            "{} {name}: {pass}{}",
+            r.target,
+            r.error.as_deref().unwrap_or("failed")
+        ));
     }
+    report.counts.retain(|_, n| *n > 0);
     for e in &report.errors {
         tracing::warn!(route = %route, error = %e, "step failed");
     }
