@@ -105,3 +105,17 @@ pub async fn delivering_on(
         _consumers: all,
     }
 }
+
+/// The calls a sandbox served (`/_sandbox/calls`) whose "METHOD /path" key `counts`.
+pub async fn calls_where(base: &str, counts: impl Fn(&str) -> bool) -> u64 {
+    let calls = get(&format!("{base}/_sandbox/calls")).await;
+    calls["calls"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| counts(k))
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}

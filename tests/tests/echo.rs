@@ -11,7 +11,7 @@ use huitong::config::{self, Sources};
 use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{empty_org, eventually, fixture, get, temp_dir, user};
+use huitong_tests::org::{calls_where, empty_org, eventually, fixture, get, temp_dir, user};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -22,25 +22,16 @@ const DT_TOKEN: &str = "echo-dingtalk-token";
 
 /// Write calls a sandbox served (POST/PATCH/PUT/DELETE, token fetches aside).
 async fn writes(base: &str) -> u64 {
-    let calls = get(&format!("{base}/_sandbox/calls")).await;
-    calls["calls"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    let write = ["POST ", "PATCH ", "PUT ", "DELETE "]
-                        .iter()
-                        .any(|p| k.starts_with(p));
-                    write
-                        && !k.contains("token")
-                        && !k.contains("/get")
-                        && !k.contains("/list")
-                        && !k.contains("find_by")
-                })
-                .map(|(_, v)| v.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    calls_where(base, |k| {
+        ["POST ", "PATCH ", "PUT ", "DELETE "]
+            .iter()
+            .any(|p| k.starts_with(p))
+            && !k.contains("token")
+            && !k.contains("/get")
+            && !k.contains("/list")
+            && !k.contains("find_by")
+    })
+    .await
 }
 
 async fn runs_of(store: &dyn huitong::store::Store, route: &str) -> usize {

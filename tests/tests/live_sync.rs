@@ -7,7 +7,7 @@ use std::time::Duration;
 use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{empty_org, eventually, fixture, get, temp_dir, user};
+use huitong_tests::org::{calls_where, empty_org, eventually, fixture, get, temp_dir, user};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -15,40 +15,24 @@ const ENCRYPT_KEY: &str = "live-test-encrypt-key";
 const VTOKEN: &str = "live-test-verification-token";
 
 async fn write_calls(base: &str) -> u64 {
-    let calls = get(&format!("{base}/_sandbox/calls")).await;
-    calls["calls"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    k.starts_with("POST ")
-                        && !k.contains("token")
-                        && !k.contains("/get")
-                        && !k.contains("/list")
-                })
-                .map(|(_, v)| v.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    calls_where(base, |k| {
+        k.starts_with("POST ")
+            && !k.contains("token")
+            && !k.contains("/get")
+            && !k.contains("/list")
+    })
+    .await
 }
 
 /// Calls that list a whole department or org (a full read), as opposed to reading one record.
 async fn list_calls(base: &str) -> u64 {
-    let calls = get(&format!("{base}/_sandbox/calls")).await;
-    calls["calls"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    k.contains("find_by_department")
-                        || k.contains("/children")
-                        || k.contains("/list")
-                        || k.contains("listsub")
-                })
-                .map(|(_, v)| v.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    calls_where(base, |k| {
+        k.contains("find_by_department")
+            || k.contains("/children")
+            || k.contains("/list")
+            || k.contains("listsub")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
 use huitong_tests::org::{
-    Delivering, delivering, delivering_on, empty_org, fixture, get, temp_dir,
+    Delivering, calls_where, delivering, delivering_on, empty_org, fixture, get, temp_dir,
 };
 use huitong_tests::service_url;
 
@@ -137,21 +137,14 @@ targets = ["sub", "factory"]
 
 /// Write calls (anything but GET) the sandbox has served.
 async fn writes(base: &str) -> u64 {
-    let calls = get(&format!("{base}/_sandbox/calls")).await;
-    calls["calls"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| {
-                    !k.starts_with("GET ") && !k.contains("token") && !k.contains("gettoken")
-                })
-                .filter(|(k, _)| {
-                    !k.contains("/list") && !k.contains("/get") && !k.contains("listsub")
-                })
-                .map(|(_, v)| v.as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
+    calls_where(base, |k| {
+        !k.starts_with("GET ")
+            && !k.contains("token")
+            && !k.contains("/list")
+            && !k.contains("/get")
+            && !k.contains("listsub")
+    })
+    .await
 }
 
 fn names(org: &Value, kind: &str) -> Vec<String> {
@@ -1196,6 +1189,18 @@ async fn user_count_with(base: &str, employee_no: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether an event naming `named` needs the whole route reconciled (no per-record plan).
+async fn whole_route(
+    ctx: &RouteContext,
+    store: &dyn Store,
+    named: &[(&'static str, String)],
+) -> bool {
+    sync::plan_records(ctx, store, named)
+        .await
+        .unwrap()
+        .is_none()
+}
+
 /// The source (Feishu) id of the fixture person with this key, through the links huitong keeps.
 async fn source_id(store: &dyn Store, key: &str) -> String {
     let no = fixture("small-org.json")
@@ -1282,25 +1287,10 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
     // moved into a department the targets do not have yet.
     let u6 = source_id(store, "u6").await;
     patch("u6", json!({"active": false})).await;
-    assert!(
-        sync::plan_records(ctx, store, &named(&[&u6]))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(whole_route(ctx, store, &named(&[&u6])).await);
     let dept = [(sync::DEPARTMENT, "od-anything".to_owned())];
-    assert!(
-        sync::plan_records(ctx, store, &dept)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        sync::plan_records(ctx, store, &named(&["ou_unknown"]))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(whole_route(ctx, store, &dept).await);
+    assert!(whole_route(ctx, store, &named(&["ou_unknown"])).await);
     let r = client
         .post(format!("{}/_sandbox/org/departments", sb.feishu))
         .json(&json!({"key": "d9", "name": "新部门", "parent": "d0", "order": 9, "leaders": []}))
@@ -1309,12 +1299,7 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     patch("u5", json!({"departments": ["d9"]})).await;
-    assert!(
-        sync::plan_records(ctx, store, &named(&[&u5]))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(whole_route(ctx, store, &named(&[&u5])).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1324,12 +1309,7 @@ async fn a_scoped_route_is_never_planned_record_by_record() {
     setup.sync_once().await;
     let u5 = source_id(store, "u5").await; // in scope (售后部)
     let named = [(sync::PERSON, u5)];
-    assert!(
-        sync::plan_records(&setup.ctx, store, &named)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(whole_route(&setup.ctx, store, &named).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
