@@ -1283,13 +1283,78 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(sync::plan(ctx, store).await.unwrap().is_empty());
 
-    // What needs the whole route: a leaver, a department, a person not linked yet, a person
-    // moved into a department the targets do not have yet.
+    // A department renamed in place.
+    let d2 = store
+        .find_by_canonical("department", "hq", &{
+            let records = store.list_records("department", None, 100).await.unwrap();
+            records
+                .iter()
+                .find(|r| r.data["name"] == "售后部")
+                .unwrap()
+                .id
+                .clone()
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .external_id;
+    let r = client
+        .patch(format!("{}/_sandbox/org/departments/d2", sb.feishu))
+        .json(&json!({"name": "售后服务部"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let p = sync::plan_records(ctx, store, &[(sync::DEPARTMENT, d2)])
+        .await
+        .unwrap()
+        .expect("a department renamed in place");
+    for t in &p.targets {
+        let steps: Vec<_> = t.steps.iter().map(|s| (s.action, s.entity)).collect();
+        assert_eq!(steps, [(Action::Update, sync::DEPARTMENT)]);
+        assert_eq!(t.steps[0].changes["name"].new, json!("售后服务部"));
+    }
+    sync::apply(ctx, &p, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+
+    // A leaver: disabled in WeCom, deleted in DingTalk (no disabled state there) — a removal,
+    // under the route's safety threshold (5 %: one of the 20 people).
     let u6 = source_id(store, "u6").await;
     patch("u6", json!({"active": false})).await;
-    assert!(whole_route(ctx, store, &named(&[&u6])).await);
-    let dept = [(sync::DEPARTMENT, "od-anything".to_owned())];
-    assert!(whole_route(ctx, store, &dept).await);
+    let p = sync::plan_records(ctx, store, &named(&[&u6]))
+        .await
+        .unwrap()
+        .expect("one leaver is planned record by record");
+    let actions: Vec<_> = p
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.target.as_str(),
+                t.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("sub", vec![Action::Delete]),
+            ("factory", vec![Action::Disable])
+        ]
+    );
+    let report = sync::apply(ctx, &p, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(sync::plan(ctx, store).await.unwrap().is_empty());
+    // A second leaver within the hour would make 10 % of the people: the whole route decides.
+    let u7 = source_id(store, "u7").await;
+    patch("u7", json!({"active": false})).await;
+    assert!(whole_route(ctx, store, &named(&[&u7])).await);
+
+    // What needs the whole route: a person not linked yet, a person moved into a department
+    // the targets do not have yet.
     assert!(whole_route(ctx, store, &named(&["ou_unknown"])).await);
     let r = client
         .post(format!("{}/_sandbox/org/departments", sb.feishu))

@@ -199,6 +199,11 @@ async fn story(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+    assert_eq!(store.count_xrefs("person", "feishu-hq").await.unwrap(), 1);
+    assert_eq!(
+        store.count_xrefs("department", "feishu-hq").await.unwrap(),
+        0
+    );
     assert!(
         store
             .unlink("person", "feishu-hq", &feishu.external_id)

@@ -284,6 +284,8 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     /// read row by row (a large org's full rows are not held twice).
     async fn xref_ids_in_system(&self, entity: &str, system: &str)
     -> Result<Vec<(String, String)>>;
+    /// How many records of one entity one system has linked.
+    async fn count_xrefs(&self, entity: &str, system: &str) -> Result<i64>;
     async fn set_written_hash(
         &self,
         entity: &str,

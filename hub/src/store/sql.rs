@@ -378,6 +378,16 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
+            async fn count_xrefs(&self, entity: &str, system: &str) -> Result<i64> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM xrefs WHERE entity = $1 AND system = $2")
+                    .bind(entity)
+                    .bind(system)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(q("count xrefs"))?;
+                Ok(n)
+            }
+
             async fn set_written_hash(
                 &self,
                 entity: &str,

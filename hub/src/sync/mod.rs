@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Deletion, RouteConfig};
-use crate::store::{Store, StoreError, content_hash};
+use crate::store::{Store, StoreError, content_hash, now_ms};
 pub use apply::{ApplyReport, Progress, StepHandler, WireStep, apply, apply_until};
 pub use connect::{Directory, Endpoint};
 
@@ -780,21 +780,51 @@ pub async fn is_echo(
         .is_some_and(|r| echo_hash(mapping, &r.canonical.value()) == written))
 }
 
-/// Canonical person fields that refer to other records, with the entity they refer to.
-const PERSON_REFERENCES: &[(&str, &str)] = &[
+/// Canonical fields that refer to other records, with the entity they refer to.
+const REFERENCES: &[(&str, &str)] = &[
     ("department_ids", DEPARTMENT),
     ("main_department", DEPARTMENT),
     ("leader_of", DEPARTMENT),
     ("manager", PERSON),
+    ("parent_id", DEPARTMENT),
+    ("leader_ids", PERSON),
 ];
 
+/// Whether every record `record` refers to is linked in `system`.
+async fn references_linked(
+    store: &dyn Store,
+    system: &str,
+    record: &Value,
+) -> Result<bool, SyncError> {
+    for (field, entity) in REFERENCES {
+        let ids: Vec<&str> = match record.get(*field) {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for id in ids {
+            if store.find_by_canonical(entity, system, id).await?.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// How far back the live path counts its own removals against a route's safety threshold.
+const LIVE_REMOVAL_WINDOW_MS: i64 = 3_600_000;
+
 /// A plan for just the records a contact event names — the live path's fast way — or `None`
-/// when that is not enough and the whole route must be reconciled. It covers the common
-/// change: people already linked in every target, whose departments and manager are linked
-/// there too, changed in place (renamed, moved, new title, email or mobile). Anything else —
-/// a new or removed person, a leaver, a department event, a route with a department scope, a
-/// conflict — returns `None`: the full plan handles it, with its match rules, safety threshold
-/// and scope. Reads one record per side instead of both orgs.
+/// when that is not enough and the whole route must be reconciled. It covers records already
+/// linked in the source and in every target, whose references (departments, parent, manager,
+/// leaders) are linked there too: people and departments changed in place (renamed, moved,
+/// new title, email or mobile), people who left (disabled, or deleted where the vendor cannot
+/// disable) and people deleted in the source (removed per the deletion policy). Removals count
+/// against the route's safety threshold together with the live path's removals of the last
+/// hour; past it, or for anything else — a new person or department, a deleted department, a
+/// route with a department scope, a conflict — it returns `None`: the full plan handles it,
+/// with its match rules, safety threshold and scope. Reads one record per side instead of both
+/// orgs.
 pub async fn plan_records(
     ctx: &RouteContext,
     store: &dyn Store,
@@ -805,83 +835,132 @@ pub async fn plan_records(
         return Ok(None);
     }
     let mut people: Vec<Rec> = Vec::new();
+    let mut departments: Vec<Rec> = Vec::new();
+    // People deleted in the source: their canonical ids.
+    let mut gone: Vec<String> = Vec::new();
     for (entity, external) in named {
-        if *entity != PERSON {
-            return Ok(None);
-        }
-        if store
-            .find_by_external(PERSON, &ctx.source.name, external)
+        let Some(link) = store
+            .find_by_external(entity, &ctx.source.name, external)
             .await?
-            .is_none()
-        {
-            return Ok(None); // new: the match rules need the whole target
-        }
-        let Some(p) = read_canonical(store, &ctx.source, PERSON, external, true).await? else {
-            return Ok(None); // deleted: removals go through the safety threshold
+        else {
+            return Ok(None); // new: first links need the whole target
         };
-        if p.canonical.get("status") != Some("active") {
-            return Ok(None); // a leaver: likewise
-        }
-        if !people.iter().any(|q| q.id() == p.id()) {
-            people.push(p);
+        let read = read_canonical(store, &ctx.source, entity, external, true).await?;
+        match (*entity, read) {
+            (PERSON, Some(p)) => {
+                if !people.iter().any(|q| q.id() == p.id()) {
+                    people.push(p);
+                }
+            }
+            (PERSON, None) => gone.push(link.canonical_id),
+            (_, Some(d)) if d.parent().is_some() => {
+                if !departments.iter().any(|q| q.id() == d.id()) {
+                    departments.push(d);
+                }
+            }
+            _ => return Ok(None), // a root, or a department deleted
         }
     }
     let mut plan = Plan {
         route: route.name.clone(),
         source: ctx.source.name.clone(),
         kind: "live",
-        records_read: people.len(),
+        records_read: people.len() + departments.len(),
         targets: Vec::new(),
-        source_records: people
+        source_records: departments
             .iter()
-            .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone()))
+            .map(|r| (DEPARTMENT, r.external_id.clone(), r.canonical.clone()))
+            .chain(
+                people
+                    .iter()
+                    .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone())),
+            )
             .collect(),
     };
     for target in &ctx.targets {
-        let mut t_people = Vec::new();
-        for p in &people {
+        let mut side = Side {
+            departments: Vec::new(),
+            people: Vec::new(),
+            failures: Vec::new(),
+            records_read: 0,
+        };
+        for (entity, src) in departments
+            .iter()
+            .map(|d| (DEPARTMENT, d))
+            .chain(people.iter().map(|p| (PERSON, p)))
+        {
             let Some(x) = store
-                .find_by_canonical(PERSON, &target.name, p.id())
+                .find_by_canonical(entity, &target.name, src.id())
                 .await?
             else {
                 return Ok(None); // not in this target yet
             };
-            let record = p.canonical.value();
-            for (field, entity) in PERSON_REFERENCES {
-                let ids: Vec<&str> = match record.get(*field) {
-                    Some(Value::String(s)) => vec![s.as_str()],
-                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-                    _ => Vec::new(),
-                };
-                for id in ids {
-                    if store
-                        .find_by_canonical(entity, &target.name, id)
-                        .await?
-                        .is_none()
-                    {
-                        return Ok(None); // refers to a record the target lacks
-                    }
-                }
+            if !references_linked(store, &target.name, &src.canonical.value()).await? {
+                return Ok(None); // refers to a record the target lacks
             }
-            let Some(t) = read_canonical(store, target, PERSON, &x.external_id, false).await?
+            let Some(t) = read_canonical(store, target, entity, &x.external_id, false).await?
             else {
                 return Ok(None); // gone from the target
             };
-            t_people.push(t);
+            side.records_read += 1;
+            if entity == PERSON {
+                side.people.push(t);
+            } else {
+                side.departments.push(t);
+            }
         }
-        let side = Side {
-            departments: Vec::new(),
-            records_read: t_people.len(),
-            people: t_people,
-            failures: Vec::new(),
-        };
+        for id in &gone {
+            if let Some(x) = store.find_by_canonical(PERSON, &target.name, id).await?
+                && let Some(t) =
+                    read_canonical(store, target, PERSON, &x.external_id, false).await?
+            {
+                side.records_read += 1;
+                side.people.push(t);
+            }
+        }
         let resolver = SideResolver::new(&target.name, false);
-        let tp = pair_and_diff(ctx, target, &resolver, side, &[], &people)?;
+        let mut tp = pair_and_diff(ctx, target, &resolver, side, &departments, &people)?;
         let in_place = tp.steps.iter().all(|s| {
-            s.entity == PERSON && matches!(s.action, Action::Update | Action::Move) && !s.link_first
+            !s.link_first
+                && match s.entity {
+                    PERSON => s.action != Action::Create && s.action != Action::Link,
+                    _ => matches!(s.action, Action::Update | Action::Move),
+                }
         });
-        if !tp.conflicts.is_empty() || !in_place || tp.removals > 0 {
+        if !tp.conflicts.is_empty() || !in_place {
             return Ok(None);
+        }
+        // A leaver the target can disable is an update of the status in a full plan; here it
+        // counts as the removal it is.
+        for s in &mut tp.steps {
+            let leaving = s.entity == PERSON
+                && s.changes
+                    .get("status")
+                    .is_some_and(|c| c.new.as_str().is_some_and(|v| v != "active"));
+            if leaving && matches!(s.action, Action::Update | Action::Move) {
+                s.action = Action::Disable;
+                tp.removals += 1;
+            }
+        }
+        if tp.removals > 0 {
+            // The threshold holds across events: a mass removal arriving one event at a time
+            // goes to the full plan, which refuses it unless forced.
+            let linked = store.count_xrefs(PERSON, &target.name).await?;
+            let since = now_ms() - LIVE_REMOVAL_WINDOW_MS;
+            let recent: i64 = store
+                .list_runs(Some(&route.name), 1000)
+                .await?
+                .iter()
+                .filter(|r| r.kind == "live" && r.started_at_ms >= since)
+                .flat_map(|r| ["disable", "delete"].map(|k| r.counts.get(k).copied().unwrap_or(0)))
+                .sum();
+            let percent = 100.0 * (recent + tp.removals as i64) as f64 / linked.max(1) as f64;
+            if percent > route.safety_threshold_percent {
+                tracing::info!(route = %route.name, target = %target.name, recent, removals = tp.removals,
+                    linked, "live removals past the safety threshold: reconciling the route");
+                return Ok(None);
+            }
+            tp.people_in_target = linked as usize;
         }
         plan.records_read += tp.records_read;
         plan.targets.push(tp);
