@@ -10,10 +10,11 @@
 //! hop.
 //!
 //! Anything else is **normalised record by record** where that suffices
-//! (`sync::plan_records`: people already linked everywhere, changed in place):
-//! only the named records are read on each side, and their steps are delivered
-//! through `deliver.<route>` as a small `live` run. Otherwise — a new person, a
-//! leaver, a department event, a scoped route — the whole route is reconciled,
+//! (`sync::plan_records`: records already linked everywhere — changed in place,
+//! left, or deleted — within the safety threshold): only the named records are
+//! read on each side, and their steps are delivered through `deliver.<route>` as
+//! a small `live` run. Otherwise — a new person or department, a deleted
+//! department, a scoped route — the whole route is reconciled,
 //! coalescing bursts: a reconcile that started after an event was received
 //! already covers it, so that event is acknowledged without another run.
 
