@@ -1381,17 +1381,10 @@ async fn a_scoped_route_is_never_planned_record_by_record() {
 async fn a_step_the_vendor_refuses_fails_alone_and_the_run_says_which() {
     let setup = Setup::new("small-org.json", "").await;
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
-    // Two people in Feishu share a mobile: WeCom refuses the second (60104 mobile existed).
-    let mobile = fixture("small-org.json")
-        .users
-        .iter()
-        .find(|u| u.key == "u8")
-        .unwrap()
-        .mobile
-        .clone();
+    // Feishu takes a name longer than WeCom's 64 characters (60112 invalid name).
     let r = reqwest::Client::new()
         .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
-        .json(&json!({"mobile": mobile}))
+        .json(&json!({"name": "长".repeat(70)}))
         .send()
         .await
         .unwrap();
@@ -1407,7 +1400,7 @@ async fn a_step_the_vendor_refuses_fails_alone_and_the_run_says_which() {
         .filter(|e| e.starts_with("factory person"))
         .collect();
     assert_eq!(refused.len(), 1, "{:#?}", report.errors);
-    assert!(refused[0].contains("60104"), "{}", refused[0]);
+    assert!(refused[0].contains("60112"), "{}", refused[0]);
     let failed = report.errors.len() as i64;
     assert_eq!(report.counts.get("failed"), Some(&failed));
     assert_eq!(report.counts.get("create"), Some(&(creates - failed)));
@@ -1417,4 +1410,56 @@ async fn a_step_the_vendor_refuses_fails_alone_and_the_run_says_which() {
     // Everyone else arrived.
     let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;
     assert_eq!(wecom["users"].as_array().unwrap().len(), 19);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_new_people_sharing_a_mobile_are_a_conflict_not_a_refused_create() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    let people = fixture("small-org.json").users;
+    let mobile = people
+        .iter()
+        .find(|u| u.key == "u8")
+        .unwrap()
+        .mobile
+        .clone();
+    let r = reqwest::Client::new()
+        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
+        .json(&json!({"mobile": mobile}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let plan = sync::plan(ctx, store).await.unwrap();
+    for t in &plan.targets {
+        let dup: Vec<&sync::Conflict> = t
+            .conflicts
+            .iter()
+            .filter(|c| c.kind == "duplicate_mobile")
+            .collect();
+        assert_eq!(dup.len(), 1, "{}: {:?}", t.target, t.conflicts);
+        assert_eq!(dup[0].records.len(), 2, "both claimants: {:?}", dup[0]);
+        let creates = t
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Create && s.entity == sync::PERSON)
+            .count();
+        assert_eq!(creates, 18, "{}", t.target);
+    }
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    // Fixed in the source: the next plan creates them both.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
+        .json(&json!({"mobile": "13900000777"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let plan = setup.sync_once().await;
+    assert!(plan.targets.iter().all(|t| t.conflicts.is_empty()));
+    let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    assert_eq!(wecom["users"].as_array().unwrap().len(), 20);
 }

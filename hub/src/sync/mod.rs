@@ -780,6 +780,10 @@ pub async fn is_echo(
         .is_some_and(|r| echo_hash(mapping, &r.canonical.value()) == written))
 }
 
+/// Person fields the vendors keep unique (WeCom and Feishu refuse a second person with the
+/// same mobile or email; DingTalk the same mobile).
+const UNIQUE_PERSON_FIELDS: [&str; 2] = ["mobile", "email"];
+
 /// Canonical fields that refer to other records, with the entity they refer to.
 const REFERENCES: &[(&str, &str)] = &[
     ("department_ids", DEPARTMENT),
@@ -1433,9 +1437,31 @@ fn pair_and_diff(
         }
     }
     let manager_depth = manager_depths(people);
-    let mut left_out: Vec<String> = Vec::new();
     // A vendor with no disabled state (DingTalk) can only remove a leaver.
     let can_disable = person_fields.iter().any(|f| f == "status");
+    // Values vendors keep unique among their people: a create repeating one that another
+    // source person or a target person already holds would be refused — a conflict instead.
+    let unique_value = |r: &Rec, field: &str| -> Option<String> {
+        r.canonical
+            .get(field)
+            .filter(|v| !v.is_empty())
+            .map(str::to_lowercase)
+    };
+    let mut holders: HashMap<(&str, String), usize> = HashMap::new();
+    // (Inactive source people hold nothing in a target that cannot disable: never created.)
+    let held = people
+        .iter()
+        .filter(|r| can_disable || r.canonical.get("status") == Some("active"))
+        .chain(t_people.iter());
+    for field in UNIQUE_PERSON_FIELDS {
+        for r in held.clone() {
+            if let Some(v) = unique_value(r, field) {
+                *holders.entry((field, v)).or_default() += 1;
+            }
+        }
+    }
+    let mut clashes: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
+    let mut left_out: Vec<String> = Vec::new();
     let mut removals = 0;
     for p in people {
         if conflicted.contains(&p.external_id) {
@@ -1490,19 +1516,41 @@ fn pair_and_diff(
                 );
             }
             None if !owns_people => {} // another system owns people
-            None => steps.push(Step {
-                action: Action::Create,
-                entity: PERSON,
-                canonical_id: p.id().to_owned(),
-                name: p.name(),
-                target_id: None,
-                source_id: Some(p.external_id.clone()),
-                depth: manager_depth.get(p.id()).copied().unwrap_or(0),
-                link_first: false,
-                changes: BTreeMap::new(),
-                record: p.canonical.clone(),
-            }),
+            None => {
+                let clash = UNIQUE_PERSON_FIELDS.iter().find_map(|field| {
+                    let v = unique_value(p, field)?;
+                    (holders.get(&(*field, v.clone())).copied().unwrap_or(0) > 1)
+                        .then_some((*field, v))
+                });
+                if let Some(key) = clash {
+                    clashes.entry(key).or_default().push(p.external_id.clone());
+                    continue;
+                }
+                steps.push(Step {
+                    action: Action::Create,
+                    entity: PERSON,
+                    canonical_id: p.id().to_owned(),
+                    name: p.name(),
+                    target_id: None,
+                    source_id: Some(p.external_id.clone()),
+                    depth: manager_depth.get(p.id()).copied().unwrap_or(0),
+                    link_first: false,
+                    changes: BTreeMap::new(),
+                    record: p.canonical.clone(),
+                })
+            }
         }
+    }
+    for ((field, value), records) in clashes {
+        conflicts.push(Conflict {
+            entity: PERSON,
+            kind: format!("duplicate_{field}"),
+            detail: format!(
+                "the {field} {value:?} is held by someone else in {} or {}: not created (the vendor would refuse it)",
+                ctx.source.name, target.name
+            ),
+            records,
+        });
     }
 
     if !left_out.is_empty() {
