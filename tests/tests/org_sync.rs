@@ -139,7 +139,7 @@ targets = ["sub", "factory"]
 async fn writes(base: &str) -> u64 {
     calls_where(base, |k| {
         !k.starts_with("GET ")
-            && !k.contains("token")
+            && !k.to_ascii_lowercase().contains("token")
             && !k.contains("/list")
             && !k.contains("/get")
             && !k.contains("listsub")
@@ -1462,4 +1462,109 @@ async fn two_new_people_sharing_a_mobile_are_a_conflict_not_a_refused_create() {
     assert!(plan.targets.iter().all(|t| t.conflicts.is_empty()));
     let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;
     assert_eq!(wecom["users"].as_array().unwrap().len(), 20);
+}
+
+/// WeCom people say which departments they lead, and WeCom's user API sets leadership from the
+/// person: from one WeCom corp to another, the departments' leaders arrive with their people,
+/// with no second write of the departments — and the result is the same org.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_set_by_their_own_people_need_no_second_write_of_the_department() {
+    let sb = sandboxes(
+        empty_org("总部"),
+        empty_org("子公司"),
+        fixture("medium-org.json"),
+    )
+    .await;
+    // A second WeCom corp, empty.
+    let (l, plant) = bind().await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        empty_org("二厂"),
+        "wwplant",
+        "factory-secret",
+        1000002,
+    );
+    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
+        l,
+        o,
+        async move {
+            let mut rx = rx;
+            let _ = rx.changed().await;
+        },
+    ));
+    let dir = temp_dir("huitong-sync");
+    let c = config(
+        &sb,
+        &dir,
+        &format!(
+            "\n[connectors.plant]\nkind = \"wecom\"\ncorp_id = \"wwplant\"\nagent_id = 1000002\n\
+             corp_secret_env = \"FACTORY_SECRET\"\nbase_url = \"{plant}\"\n\
+             [routes.across]\nsource = \"factory\"\ntargets = [\"plant\"]\n"
+        ),
+    );
+    let store = open_store(&c).await;
+    let dl = delivering(&c, store.clone()).await;
+    let across = RouteContext::new(&c, "across").unwrap();
+    let plan = sync::plan(&across, &*store).await.unwrap();
+    assert!(
+        plan.targets[0].conflicts.is_empty(),
+        "{:?}",
+        plan.targets[0].conflicts
+    );
+    let changes = plan.targets[0]
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Link)
+        .count() as u64;
+    let before = writes(&plant).await;
+    let report = sync::apply(&across, &plan, &*store, &*dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert_eq!(
+        writes(&plant).await - before,
+        changes,
+        "one write per change, no department written twice: {}",
+        get(&format!("{plant}/_sandbox/calls")).await["calls"]
+    );
+    // WeCom keeps no employee number (new members get derived userids): leaders by name.
+    let leaders = |org: Value| -> std::collections::BTreeMap<String, Vec<String>> {
+        let name_of: std::collections::HashMap<String, String> = org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["key"].as_str().unwrap().to_owned(),
+                    u["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        org["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| !d["parent"].is_null())
+            .map(|d| {
+                let mut ls: Vec<String> = d["leaders"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| name_of[l.as_str().unwrap()].clone())
+                    .collect();
+                ls.sort();
+                (d["name"].as_str().unwrap().to_owned(), ls)
+            })
+            .collect()
+    };
+    let source = leaders(get(&format!("{}/_sandbox/org", sb.wecom)).await);
+    assert_eq!(source.len(), 24);
+    assert!(
+        source.values().all(|l| !l.is_empty()),
+        "every department has a leader"
+    );
+    assert_eq!(leaders(get(&format!("{plant}/_sandbox/org")).await), source);
+    let again = sync::plan(&across, &*store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -301,12 +301,45 @@ async fn carry_out(
     let rows = store
         .run_steps(run_id, Some(StepStatus::Unresolved))
         .await?;
+    // A department's leaders the target sets from the people's own records (created in the
+    // waves since) need no second write — when each leader's record says they lead it.
+    let people: HashMap<&str, &super::Canon> = plan
+        .source_records
+        .iter()
+        .filter(|(e, _, _)| *e == super::PERSON)
+        .filter_map(|(_, _, c)| Some((c.get("id")?, &**c)))
+        .collect();
+    let led_by_people = |target: &str, step: &Step| -> bool {
+        let carries = ctx
+            .targets
+            .iter()
+            .any(|t| t.name == target && t.person_carries_leadership());
+        let record = step.record.value();
+        let leaders = record.get("leader_ids").and_then(Value::as_array);
+        carries
+            && step.entity == DEPARTMENT
+            && leaders.is_some_and(|ls| {
+                ls.iter().all(|l| {
+                    l.as_str().and_then(|l| people.get(l)).is_some_and(|p| {
+                        p.value()
+                            .get("leader_of")
+                            .and_then(Value::as_array)
+                            .is_some_and(|of| {
+                                of.iter().any(|d| d.as_str() == Some(&step.canonical_id))
+                            })
+                    })
+                })
+            })
+    };
     let mut unresolved: Vec<(i64, String, WireStep)> = Vec::new();
     for r in &rows {
         let Some((_, target, step)) = usize::try_from(r.seq).ok().and_then(|i| numbered.get(i))
         else {
             continue;
         };
+        if led_by_people(target, step) {
+            continue;
+        }
         let mut again = WireStep::of(step);
         again.action = Action::Update;
         again.link_first = false;

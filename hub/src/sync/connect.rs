@@ -31,6 +31,17 @@ impl Endpoint {
         }
     }
 
+    /// Whether the vendor's user create/update sets department leadership from the person's
+    /// record (WeCom `is_leader_in_dept`; DingTalk reports `leader_in_dept` but does not take
+    /// it on write, Feishu keeps leaders on the department): a department's leaders then
+    /// arrive with their own people, and need no second write of the department.
+    pub fn person_carries_leadership(&self) -> bool {
+        match self.kind {
+            ConnectorKind::WeCom => true,
+            ConnectorKind::Feishu | ConnectorKind::DingTalk => false,
+        }
+    }
+
     /// The vendor's root department id.
     pub fn root_id(&self) -> &'static str {
         match self.kind {
