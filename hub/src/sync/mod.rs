@@ -514,6 +514,30 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan with no targets yet, keeping the source's records (stored on apply).
+    fn new(
+        ctx: &RouteContext,
+        kind: &'static str,
+        records_read: usize,
+        departments: &[Rec],
+        people: &[Rec],
+    ) -> Self {
+        let keep =
+            |entity: &'static str, r: &Rec| (entity, r.external_id.clone(), r.canonical.clone());
+        Plan {
+            route: ctx.route.name.clone(),
+            source: ctx.source.name.clone(),
+            kind,
+            records_read,
+            targets: Vec::new(),
+            source_records: departments
+                .iter()
+                .map(|r| keep(DEPARTMENT, r))
+                .chain(people.iter().map(|r| keep(PERSON, r)))
+                .collect(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.targets.iter().all(|t| t.steps.is_empty())
     }
@@ -865,22 +889,8 @@ pub async fn plan_records(
             _ => return Ok(None), // a root, or a department deleted
         }
     }
-    let mut plan = Plan {
-        route: route.name.clone(),
-        source: ctx.source.name.clone(),
-        kind: "live",
-        records_read: people.len() + departments.len(),
-        targets: Vec::new(),
-        source_records: departments
-            .iter()
-            .map(|r| (DEPARTMENT, r.external_id.clone(), r.canonical.clone()))
-            .chain(
-                people
-                    .iter()
-                    .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone())),
-            )
-            .collect(),
-    };
+    let read = people.len() + departments.len();
+    let mut plan = Plan::new(ctx, "live", read, &departments, &people);
     for target in &ctx.targets {
         let mut side = Side {
             departments: Vec::new(),
@@ -980,22 +990,7 @@ pub async fn plan(ctx: &RouteContext, store: &dyn Store) -> Result<Plan, SyncErr
         scope(&ctx.route, source.departments, source.people);
     scope_conflicts.extend(source.failures);
 
-    let mut plan = Plan {
-        route: ctx.route.name.clone(),
-        source: ctx.source.name.clone(),
-        kind: "reconcile",
-        records_read: source.records_read,
-        targets: Vec::new(),
-        source_records: departments
-            .iter()
-            .map(|r| (DEPARTMENT, r.external_id.clone(), r.canonical.clone()))
-            .chain(
-                people
-                    .iter()
-                    .map(|r| (PERSON, r.external_id.clone(), r.canonical.clone())),
-            )
-            .collect(),
-    };
+    let mut plan = Plan::new(ctx, "reconcile", source.records_read, &departments, &people);
     for target in &ctx.targets {
         let mut tp = plan_target(ctx, target, store, &departments, &people).await?;
         tp.conflicts.extend(scope_conflicts.iter().cloned());
