@@ -240,4 +240,40 @@ fn ctrl_c_stops_an_apply_and_the_next_apply_finishes_it() {
     let after = runs(&env);
     assert_eq!(after[0].status, huitong::store::RunStatus::Succeeded);
     assert_eq!(after[1].status, huitong::store::RunStatus::Interrupted);
+
+    // Both runs, as an admin sees them.
+    let listed = huitong(&env, &["sync", "runs", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let statuses: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["succeeded", "interrupted"]);
+    let table = huitong(&env, &["sync", "runs", "--route", "org"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&after[0].id) && table.contains(&after[1].id),
+        "{table}"
+    );
+    let one = huitong(&env, &["sync", "run", &after[0].id])
+        .output()
+        .unwrap();
+    let one = String::from_utf8_lossy(&one.stdout);
+    assert!(one.contains("status   succeeded"), "{one}");
+    assert!(
+        one.contains(&format!("create {}", after[0].counts["create"])),
+        "{one}"
+    );
+    let missing = huitong(&env, &["sync", "run", "no-such-run"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no sync run"));
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use huitong::config::Config;
-use huitong::store::{NewAudit, now_ms};
+use huitong::store::{NewAudit, StepStatus, SyncRun, now_ms};
 use huitong::sync::{self, Action, RouteContext, SyncError};
 
 use super::OutputFormat;
@@ -30,11 +30,127 @@ pub enum SyncCommand {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// The latest sync runs (applies, scheduled and live): kind, status, duration, counts.
+    Runs {
+        /// Only this route's runs.
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// One run in full, with the steps that failed and why (and any still in flight).
+    Run {
+        id: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn took(run: &SyncRun) -> String {
+    match run.finished_at_ms {
+        Some(end) => format!("{:.1} s", (end - run.started_at_ms) as f64 / 1000.0),
+        None => "-".to_owned(),
+    }
+}
+
+fn counts(run: &SyncRun) -> String {
+    if run.counts.is_empty() {
+        return "-".to_owned();
+    }
+    run.counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCode> {
     let store = huitong::store::open(&config.database).await?;
     match command {
+        SyncCommand::Runs {
+            route,
+            limit,
+            output,
+        } => {
+            let runs = store.list_runs(route.as_deref(), *limit).await?;
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+                OutputFormat::Table => {
+                    if runs.is_empty() {
+                        println!("no sync runs yet");
+                    }
+                    println!(
+                        "{:<36}  {:<23}  {:<10}  {:<9}  {:<11}  {:>9}  counts",
+                        "run", "started", "route", "kind", "status", "took"
+                    );
+                    for r in &runs {
+                        println!(
+                            "{:<36}  {:<23}  {:<10}  {:<9}  {:<11}  {:>9}  {}",
+                            r.id,
+                            when(r.started_at_ms),
+                            r.route,
+                            r.kind,
+                            r.status.as_str(),
+                            took(r),
+                            counts(r)
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCommand::Run { id, output } => {
+            let Some(run) = store.get_run(id).await? else {
+                eprintln!("no sync run {id:?} (see `huitong sync runs`)");
+                return Ok(ExitCode::from(2));
+            };
+            let failed = store.run_steps(id, Some(StepStatus::Failed)).await?;
+            let mut open = store.run_steps(id, Some(StepStatus::Started)).await?;
+            open.extend(store.run_steps(id, Some(StepStatus::Retrying)).await?);
+            match output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"run": run, "failed_steps": failed, "open_steps": open})
+                    )?
+                ),
+                OutputFormat::Table => {
+                    println!("run      {}", run.id);
+                    println!("route    {} ({})", run.route, run.kind);
+                    println!("status   {}", run.status.as_str());
+                    println!("started  {}", when(run.started_at_ms));
+                    println!("took     {}", took(&run));
+                    println!("counts   {}", counts(&run));
+                    if let Some(e) = &run.error {
+                        println!("error    {e}");
+                    }
+                    if !open.is_empty() {
+                        println!("\n{} step(s) in flight or waiting for a retry", open.len());
+                    }
+                    if !failed.is_empty() {
+                        println!("\nfailed steps:");
+                        for s in &failed {
+                            println!(
+                                "  #{:<6} {:<10} {:<7} {}",
+                                s.seq,
+                                s.target,
+                                s.action,
+                                s.error.as_deref().unwrap_or("")
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         SyncCommand::Plan { route, output } => {
             let ctx = RouteContext::new(&config, route)?;
             let plan = sync::plan(&ctx, &*store).await?;
