@@ -311,6 +311,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     println!("   {dingtalk}/_sandbox/org   {wecom}/_sandbox/org");
     println!("   huitong --config {} sync plan org", file.display());
     println!(
+        "   huitong --config {} sync runs   (the apply and the live run, with their counts)",
+        file.display()
+    );
+    println!(
         "   (the demo's secrets are in its environment only: DEMO_* variables; export them to use that config)"
     );
 

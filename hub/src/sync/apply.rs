@@ -167,7 +167,7 @@ pub async fn apply_until(
     // waiting): this plan was made from the state that run left, so it takes over. (A live
     // run — the few records of one event — supersedes nothing and is superseded by nothing.)
     let superseding = plan.kind == "reconcile";
-    for old in store.list_runs(Some(route), 20).await? {
+    for old in store.list_runs(Some(route), 200).await? {
         if superseding
             && old.kind == "reconcile"
             && old.status == RunStatus::Running
