@@ -67,6 +67,24 @@ pub trait ReadEntities: Send + Sync {
 #[async_trait]
 pub trait WriteEntities: Send + Sync {
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError>;
+    /// `create` with an idempotency key — the same key creates at most one record — where the
+    /// vendor allows one ([`keyed_creates`](Self::keyed_creates)): a create retried after a
+    /// lost reply, or repeated after a crash, then returns the record made the first time.
+    /// The default ignores the key.
+    async fn create_keyed(
+        &self,
+        entity: Entity,
+        record: Value,
+        key: &str,
+    ) -> Result<String, ConnectorError> {
+        let _ = key;
+        self.create(entity, record).await
+    }
+    /// Whether [`create_keyed`](Self::create_keyed) is idempotent for `entity`.
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        let _ = entity;
+        false
+    }
     async fn update(
         &self,
         entity: Entity,

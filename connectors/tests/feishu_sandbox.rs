@@ -398,6 +398,50 @@ async fn client_token_makes_a_retried_create_idempotent() {
 }
 
 #[tokio::test]
+async fn keyed_creates_through_the_connector_are_idempotent() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = FeishuConnector::new(sb.config()).unwrap();
+    assert!(conn.keyed_creates(Entity::User) && conn.keyed_creates(Entity::Department));
+    let dept = json!({"name": "一次", "parent_department_id": "0", "order": "8"});
+    let d1 = conn
+        .create_keyed(Entity::Department, dept.clone(), "d-key-1")
+        .await
+        .unwrap();
+    let d2 = conn
+        .create_keyed(Entity::Department, dept, "d-key-1")
+        .await
+        .unwrap();
+    assert_eq!(d1, d2);
+    let body = json!({"name": "Once", "mobile": "13900000001", "department_ids": ["0"]});
+    let u1 = conn
+        .create_keyed(Entity::User, body.clone(), "p-key-1")
+        .await
+        .unwrap();
+    let u2 = conn
+        .create_keyed(Entity::User, body.clone(), "p-key-1")
+        .await
+        .unwrap();
+    assert_eq!(u1, u2);
+    let org = sb.get("/_sandbox/org").await;
+    assert_eq!(org["users"].as_array().unwrap().len(), 21);
+    assert_eq!(org["departments"].as_array().unwrap().len(), 4);
+    // Another key is another record.
+    let other = json!({"name": "Twice", "mobile": "13900000002", "department_ids": ["0"]});
+    let u3 = conn
+        .create_keyed(Entity::User, other, "p-key-2")
+        .await
+        .unwrap();
+    assert_ne!(u3, u1);
+    assert_eq!(
+        sb.get("/_sandbox/org").await["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        22
+    );
+}
+
+#[tokio::test]
 async fn survives_token_expiry_mid_run() {
     let sb = Sandbox::start(opts("medium-org.json")).await;
     let c = sb.client();

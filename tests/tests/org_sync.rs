@@ -1080,17 +1080,27 @@ async fn a_changed_email_and_a_renamed_department_update_in_place() {
 
 /// One step delivered by hand to a fresh handler, as the queue would (again).
 async fn deliver(setup: &Setup, run_id: &str, seq: i64, step: &sync::Step) -> Outcome {
+    deliver_to(setup, "sub", run_id, seq, step).await
+}
+
+async fn deliver_to(
+    setup: &Setup,
+    target: &str,
+    run_id: &str,
+    seq: i64,
+    step: &sync::Step,
+) -> Outcome {
     let handler = sync::StepHandler::new(
         Arc::new(RouteContext::new(&setup.config, "org").unwrap()),
         setup.store.clone(),
         0,
     );
     let envelope = Envelope::new(
-        "sub",
+        target,
         Task::ApplyStepV1 {
             route: "org".into(),
             run_id: run_id.to_owned(),
-            target: "sub".into(),
+            target: target.into(),
             seq,
             step: serde_json::to_value(sync::WireStep::of(step)).unwrap(),
         },
@@ -1130,23 +1140,63 @@ async fn a_redelivered_step_is_never_written_twice() {
         "a finished step is skipped"
     );
 
-    // The handler died after the vendor's create, before it recorded the link and the step:
-    // the redelivery must not create again.
-    let tid = store
-        .find_by_canonical("person", "sub", &create.canonical_id)
-        .await
-        .unwrap()
-        .unwrap()
-        .external_id;
-    store.unlink("person", "sub", &tid).await.unwrap();
-    store
-        .finish_step(&run.id, 0, StepStatus::Started, None, 2)
-        .await
-        .unwrap();
+    // The handler died after the vendor's create, before it recorded the link and the step.
+    // DingTalk takes the create's key as the userid: repeating the create finds the first one.
+    let linked = async |target: &str| {
+        store
+            .find_by_canonical("person", target, &create.canonical_id)
+            .await
+            .unwrap()
+            .map(|x| x.external_id)
+    };
+    let crash = async |target: &str, seq: i64| {
+        let tid = linked(target).await.unwrap();
+        store.unlink("person", target, &tid).await.unwrap();
+        store
+            .finish_step(&run.id, seq, StepStatus::Started, None, 2)
+            .await
+            .unwrap();
+        tid
+    };
+    let tid = crash("sub", 0).await;
     assert_eq!(deliver(&setup, &run.id, 0, create).await, Outcome::Ok);
     assert_eq!(count().await, 1, "never created twice");
-    assert_eq!(writes(&sb.dingtalk).await, before);
-    let row = &store.run_steps(&run.id, None).await.unwrap()[0];
+    assert_eq!(
+        linked("sub").await,
+        Some(tid),
+        "the first record, linked again"
+    );
+    let rows = store.run_steps(&run.id, None).await.unwrap();
+    assert_eq!(rows[0].status, StepStatus::Done);
+
+    // WeCom's userid is the employee number, not the key: the create is not repeated; the next
+    // plan finds the person by the match rules — a link, not a second create.
+    let create_wc = &plan
+        .targets
+        .iter()
+        .find(|t| t.target == "factory")
+        .unwrap()
+        .steps[0];
+    assert_eq!(create_wc.action, Action::Create);
+    let wecom_count = async || {
+        user_count_with(&sb.wecom, "E000901").await
+            + get(&format!("{}/_sandbox/org", sb.wecom)).await["users"]
+                .as_array()
+                .map(|a| a.iter().filter(|u| u["key"] == "E000901").count())
+                .unwrap_or(0)
+    };
+    assert_eq!(
+        deliver_to(&setup, "factory", &run.id, 1, create_wc).await,
+        Outcome::Ok
+    );
+    assert_eq!(wecom_count().await, 1);
+    crash("factory", 1).await;
+    assert_eq!(
+        deliver_to(&setup, "factory", &run.id, 1, create_wc).await,
+        Outcome::Ok
+    );
+    assert_eq!(wecom_count().await, 1, "never created twice");
+    let row = &store.run_steps(&run.id, None).await.unwrap()[1];
     assert_eq!(row.status, StepStatus::Failed);
     assert!(
         row.error
@@ -1154,16 +1204,23 @@ async fn a_redelivered_step_is_never_written_twice() {
             .is_some_and(|e| e.contains("interrupted while creating")),
         "{row:?}"
     );
-    // The next plan finds the person by the match rules: a link, not a second create.
     let next = sync::plan(ctx, store).await.unwrap();
     let steps = &next
         .targets
         .iter()
-        .find(|t| t.target == "sub")
+        .find(|t| t.target == "factory")
         .unwrap()
         .steps;
     assert_eq!(steps.len(), 1, "{}", sync::render_plan(&next));
     assert!(steps[0].link_first && steps[0].action != Action::Create);
+    assert!(
+        next.targets
+            .iter()
+            .find(|t| t.target == "sub")
+            .unwrap()
+            .steps
+            .is_empty()
+    );
 
     // A step of a run that is no longer running (superseded, interrupted) is dropped.
     store
@@ -1176,9 +1233,13 @@ async fn a_redelivered_step_is_never_written_twice() {
         )
         .await
         .unwrap();
-    assert_eq!(deliver(&setup, &run.id, 1, &steps[0]).await, Outcome::Ok);
-    assert_eq!(store.run_steps(&run.id, None).await.unwrap().len(), 1);
-    assert_eq!(writes(&sb.dingtalk).await, before);
+    let wecom_writes = writes(&sb.wecom).await;
+    assert_eq!(
+        deliver_to(&setup, "factory", &run.id, 2, &steps[0]).await,
+        Outcome::Ok
+    );
+    assert_eq!(store.run_steps(&run.id, None).await.unwrap().len(), 2);
+    assert_eq!(writes(&sb.wecom).await, wecom_writes);
 }
 
 /// How many people of a sandbox have this employee number.

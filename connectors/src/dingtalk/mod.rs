@@ -207,6 +207,38 @@ impl ReadEntities for DingTalkConnector {
 
 #[async_trait]
 impl WriteEntities for DingTalkConnector {
+    /// A user without a `userid` gets the key as its userid: a second create with the key is
+    /// refused as "userid exists" (60102), which then means the first one went through.
+    async fn create_keyed(
+        &self,
+        entity: Entity,
+        mut record: Value,
+        key: &str,
+    ) -> Result<String, ConnectorError> {
+        let chosen = match (&entity, record.as_object_mut()) {
+            (Entity::User, Some(m)) if !m.contains_key("userid") && key.len() <= 64 => {
+                m.insert("userid".into(), Value::from(key));
+                true
+            }
+            _ => false,
+        };
+        match self.create(entity, record).await {
+            // Ours if it is there to be read (a userid may stay reserved after a deletion).
+            Err(e) if chosen && e.code() == Some(60102) => match self.get(entity, key).await {
+                Ok(Some(_)) => {
+                    tracing::info!(userid = key, "user already created with this key");
+                    Ok(key.to_owned())
+                }
+                _ => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        entity == Entity::User
+    }
+
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
         let c = &self.client;
         match entity {

@@ -93,6 +93,32 @@ impl ReadEntities for FeishuConnector {
 
 #[async_trait]
 impl WriteEntities for FeishuConnector {
+    /// Departments and users take the key as `client_token`: Feishu returns the record created
+    /// with that token the first time.
+    async fn create_keyed(
+        &self,
+        entity: Entity,
+        record: Value,
+        key: &str,
+    ) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::Department => {
+                let d = c.create_department(record, Some(key)).await?;
+                id_field(&d, &c.cfg.department_id_type)
+            }
+            Entity::User => {
+                let u = c.create_user(record, Some(key)).await?;
+                id_field(&u, &c.cfg.user_id_type)
+            }
+            _ => self.create(entity, record).await,
+        }
+    }
+
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        matches!(entity, Entity::Department | Entity::User)
+    }
+
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
         let c = &self.client;
         match entity {

@@ -638,6 +638,12 @@ impl StepHandler {
                     .await
                 {
                     Ok(Some(_)) => finish(StepStatus::Done, None).await,
+                    // Keyed creates are idempotent: repeating one cannot make a second record.
+                    Ok(None) if endpoint.directory.keyed_creates(step_entity(&step)) => {
+                        tracing::info!(run = %run_id, seq, target, name = %step.name, "create interrupted earlier; repeated with its key");
+                        self.write(endpoint, envelope, run_id, target, seq, &step)
+                            .await
+                    }
                     Ok(None) => {
                         tracing::warn!(run = %run_id, seq, target, name = %step.name, "create interrupted earlier; not repeated");
                         finish(
@@ -660,11 +666,33 @@ impl StepHandler {
             }
             StepStatus::Started => {}
         }
+        self.write(endpoint, envelope, run_id, target, seq, &step)
+            .await
+    }
+
+    /// Write a claimed step and finish its row.
+    async fn write(
+        &self,
+        endpoint: &Endpoint,
+        envelope: &Envelope,
+        run_id: &str,
+        target: &str,
+        seq: i64,
+        step: &WireStep,
+    ) -> Outcome {
+        let store = &*self.store;
+        let finish = async |status: StepStatus, error: Option<&str>| match store
+            .finish_step(run_id, seq, status, error, now_ms())
+            .await
+        {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Retry(format!("recording step {seq}: {e}")),
+        };
         let resolver = match self.resolver(run_id, target).await {
             Ok(r) => r,
             Err(e) => return Outcome::Retry(format!("loading {target}'s links: {e}")),
         };
-        match apply_step(endpoint, &resolver, store, &step).await {
+        match apply_step(endpoint, &resolver, store, step).await {
             Ok(false) => finish(StepStatus::Done, None).await,
             Ok(true) => finish(StepStatus::Unresolved, None).await,
             Err(e) if e.is_transient() && envelope.attempt < self.retries => {
@@ -811,6 +839,14 @@ async fn map_for(
     }
 }
 
+/// The vendor entity a step writes.
+fn step_entity(step: &WireStep) -> Entity {
+    match step.entity.as_str() {
+        DEPARTMENT => Entity::Department,
+        _ => Entity::User,
+    }
+}
+
 /// Write one step; returns whether some reference could not be resolved yet.
 async fn apply_step(
     target: &Endpoint,
@@ -849,9 +885,11 @@ async fn apply_step(
         Action::Create => {
             let (mapped, unresolved) =
                 map_for(mapping, &step.record, resolver, store, &step.canonical_id).await?;
+            // Keyed by the canonical id where the vendor allows it: a retried or repeated
+            // create returns the first record instead of making a second one.
             let tid = target
                 .directory
-                .create(entity, without_nulls(mapped))
+                .create_keyed(entity, without_nulls(mapped), &step.canonical_id)
                 .await?;
             link(
                 store,
