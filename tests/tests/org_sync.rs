@@ -178,7 +178,24 @@ struct Setup {
 
 impl Setup {
     async fn new(source: &str, extra_route: &str) -> Setup {
-        let sb = sandboxes(fixture(source), empty_org("子公司"), empty_org("工厂")).await;
+        Setup::orgs(
+            fixture(source),
+            empty_org("子公司"),
+            empty_org("工厂"),
+            extra_route,
+        )
+        .await
+    }
+
+    /// Sandboxes seeded with these orgs (Feishu, DingTalk, WeCom), the `org` route plus
+    /// `extra_route` lines, on SQLite and the embedded queue.
+    async fn orgs(
+        feishu: OrgFixture,
+        dingtalk: OrgFixture,
+        wecom: OrgFixture,
+        extra_route: &str,
+    ) -> Setup {
+        let sb = sandboxes(feishu, dingtalk, wecom).await;
         let dir = temp_dir("huitong-sync");
         let c = config(&sb, &dir, extra_route);
         let store = open_store(&c).await;
@@ -589,22 +606,14 @@ async fn a_scheduled_reconcile_fires_syncs_the_route_and_records_its_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
-    let sb = sandboxes(
-        fixture("small-org.json"),
-        empty_org("子公司"),
-        empty_org("工厂"),
+    let setup = Setup::new(
+        "small-org.json",
+        "\n[routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
     )
     .await;
-    let dir = temp_dir("huitong-sync");
-    let c = config(
-        &sb,
-        &dir,
-        "\n[routes.back]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
-    );
-    let store = open_store(&c).await;
-    let dl = delivering(&c, store.clone()).await;
-    let there = RouteContext::new(&c, "org").unwrap();
-    let back = RouteContext::new(&c, "back").unwrap();
+    let (sb, c, store, dl) = (&setup.sb, &setup.config, setup.store.clone(), &setup.dl);
+    let there = RouteContext::new(c, "org").unwrap();
+    let back = RouteContext::new(c, "back").unwrap();
     let plan = sync::plan(&there, &*store).await.unwrap();
     sync::apply(&there, &plan, &*store, &*dl.queue, false, &|_, _| {})
         .await
@@ -656,7 +665,6 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
             .sum();
         assert_eq!(steps, 0, "{}", sync::render_plan(&p));
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -875,21 +883,15 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
 /// on create, which DingTalk does not carry: the connector sends "regular").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
-    let sb = sandboxes(
+    let setup = Setup::orgs(
         empty_org("总部"),
         fixture("small-org.json"),
         empty_org("工厂"),
+        "\n[routes.up]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
     )
     .await;
-    let dir = temp_dir("huitong-sync");
-    let c = config(
-        &sb,
-        &dir,
-        "\n[routes.up]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
-    );
-    let store = open_store(&c).await;
-    let dl = delivering(&c, store.clone()).await;
-    let up = RouteContext::new(&c, "up").unwrap();
+    let (sb, c, store, dl) = (&setup.sb, &setup.config, setup.store.clone(), &setup.dl);
+    let up = RouteContext::new(c, "up").unwrap();
     let plan = sync::plan(&up, &*store).await.unwrap();
     assert!(
         plan.targets[0].conflicts.is_empty(),
@@ -910,7 +912,6 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
     );
     let again = sync::plan(&up, &*store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// WeCom nests departments at most 15 levels deep: deeper ones (and people only there) are
@@ -949,12 +950,9 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
         "users": [person("a", "l15", "E1"), person("bb", "l16", "E2"), person("ccc", "l17", "E3"), both]
     }))
     .unwrap();
-    let sb = sandboxes(deep, empty_org("子公司"), empty_org("工厂")).await;
-    let dir = temp_dir("huitong-sync");
-    let c = config(&sb, &dir, "");
-    let store = open_store(&c).await;
-    let dl = delivering(&c, store.clone()).await;
-    let ctx = RouteContext::new(&c, "org").unwrap();
+    let setup = Setup::orgs(deep, empty_org("子公司"), empty_org("工厂"), "").await;
+    let (sb, c, store, dl) = (&setup.sb, &setup.config, setup.store.clone(), &setup.dl);
+    let ctx = RouteContext::new(c, "org").unwrap();
     let plan = sync::plan(&ctx, &*store).await.unwrap();
     let wecom = plan.targets.iter().find(|t| t.target == "factory").unwrap();
     let too_deep: Vec<&sync::Conflict> = wecom
@@ -1005,7 +1003,6 @@ async fn departments_deeper_than_the_target_allows_are_conflicts_not_failures() 
         .unwrap();
     assert!(wecom.steps.is_empty(), "{}", sync::render_plan(&again));
     assert_eq!(wecom.conflicts.len(), 3);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A person whose email changed stays the same person everywhere (linked by xref, not by the
