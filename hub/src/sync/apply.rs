@@ -526,9 +526,8 @@ pub struct StepHandler {
     /// Retry tiers a step that failed transiently may go through before it is recorded as
     /// failed (the run waits for it meanwhile).
     retries: u32,
-    /// Identity maps per (run, target), loaded at a run's first step and kept up to date
-    /// by this handler's own writes; a miss falls back to the store (another process may
-    /// have written the record).
+    /// Identity maps per (run, target): filled from the store as steps need links (another
+    /// process may have written the record) and by this handler's own writes.
     resolvers: Mutex<HashMap<(String, String), Arc<SideResolver>>>,
     /// Whether a run is still running, looked up at most once a second.
     runs: Mutex<HashMap<String, (bool, Instant)>>,
