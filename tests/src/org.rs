@@ -119,3 +119,20 @@ pub async fn calls_where(base: &str, counts: impl Fn(&str) -> bool) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// An edit through a sandbox's console (`POST`/`PATCH`/`DELETE /_sandbox/org/...`), which must
+/// succeed.
+pub async fn console(method: reqwest::Method, url: &str, body: Value) {
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{url}: {status} {}",
+        r.text().await.unwrap_or_default()
+    );
+}

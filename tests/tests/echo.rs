@@ -11,7 +11,10 @@ use huitong::config::{self, Sources};
 use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{calls_where, empty_org, eventually, fixture, get, temp_dir, user};
+use huitong_tests::org::{
+    calls_where, console, empty_org, eventually, fixture, get, temp_dir, user,
+};
+use reqwest::Method;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -140,14 +143,12 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         .len();
 
     // Renamed in Feishu: reaches DingTalk, whose event about it is an echo.
-    let client = reqwest::Client::new();
-    let r = client
-        .patch(format!("{feishu}/_sandbox/org/users/u3"))
-        .json(&json!({"name": "改名的同事"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::PATCH,
+        &format!("{feishu}/_sandbox/org/users/u3"),
+        json!({"name": "改名的同事"}),
+    )
+    .await;
     let no = fixture("small-org.json")
         .users
         .iter()
@@ -208,13 +209,12 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         .as_str()
         .unwrap()
         .to_owned();
-    let r = client
-        .patch(format!("{dingtalk}/_sandbox/org/users/{dt_key}"))
-        .json(&json!({"title": "钉钉里改的职位"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::PATCH,
+        &format!("{dingtalk}/_sandbox/org/users/{dt_key}"),
+        json!({"title": "钉钉里改的职位"}),
+    )
+    .await;
     eventually("the DingTalk edit reaches Feishu", async || {
         user(&get(&format!("{feishu}/_sandbox/org")).await, &no)
             .is_some_and(|u| u["title"] == "钉钉里改的职位")

@@ -7,7 +7,10 @@ use std::time::Duration;
 use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{calls_where, empty_org, eventually, fixture, get, temp_dir, user};
+use huitong_tests::org::{
+    calls_where, console, empty_org, eventually, fixture, get, temp_dir, user,
+};
+use reqwest::Method;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -137,20 +140,9 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
     tokio::spawn(app.serve(hub_listener, until(rx.clone())));
 
     // Created in Feishu's console.
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{feishu}/_sandbox/org/users"))
-        .json(&json!({"key": "u900", "name": "新同事", "en_name": "New Colleague", "email": "new.colleague@example.cn",
+    console(Method::POST, &format!("{feishu}/_sandbox/org/users"), json!({"key": "u900", "name": "新同事", "en_name": "New Colleague", "email": "new.colleague@example.cn",
             "mobile": "13900000900", "employee_no": "E000900", "title": "工程师", "departments": ["d1"],
-            "active": true, "gender": "female", "hired_at": "2026-11-30"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+            "active": true, "gender": "female", "hired_at": "2026-11-30"})).await;
     for base in [&dingtalk, &wecom] {
         eventually("the new user arrives", async || {
             user(&get(&format!("{base}/_sandbox/org")).await, "E000900")
@@ -176,17 +168,12 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         list_calls(&dingtalk).await,
         list_calls(&wecom).await,
     );
-    let r = client
-        .patch(format!("{feishu}/_sandbox/org/users/u900"))
-        .json(&json!({"name": "新同事改名", "departments": ["d2"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    console(
+        Method::PATCH,
+        &format!("{feishu}/_sandbox/org/users/u900"),
+        json!({"name": "新同事改名", "departments": ["d2"]}),
+    )
+    .await;
     for base in [&dingtalk, &wecom] {
         eventually("rename and move arrive", async || {
             let org = get(&format!("{base}/_sandbox/org")).await;
@@ -219,17 +206,12 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
     );
 
     // Resigned: disabled in WeCom, removed from DingTalk (no disabled state there).
-    let r = client
-        .patch(format!("{feishu}/_sandbox/org/users/u900"))
-        .json(&json!({"active": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    console(
+        Method::PATCH,
+        &format!("{feishu}/_sandbox/org/users/u900"),
+        json!({"active": false}),
+    )
+    .await;
     eventually("disabled in WeCom", async || {
         user(&get(&format!("{wecom}/_sandbox/org")).await, "E000900")
             .is_some_and(|u| u["active"] == false)

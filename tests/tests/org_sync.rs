@@ -13,9 +13,10 @@ use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
 use huitong_tests::org::{
-    Delivering, calls_where, delivering, delivering_on, empty_org, fixture, get, temp_dir,
+    Delivering, calls_where, console, delivering, delivering_on, empty_org, fixture, get, temp_dir,
 };
 use huitong_tests::service_url;
+use reqwest::Method;
 
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -627,16 +628,14 @@ async fn a_two_way_feishu_dingtalk_pair_settles_after_one_hop() {
     );
     assert!(plan.is_empty(), "{}", sync::render_plan(&plan));
     // A change made in DingTalk travels back to Feishu once, and then both ways are quiet.
-    let client = reqwest::Client::new();
     let org = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
     let key = org["users"][0]["key"].as_str().unwrap().to_owned();
-    let r = client
-        .patch(format!("{}/_sandbox/org/users/{key}", sb.dingtalk))
-        .json(&json!({"title": "新职位"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/users/{key}", sb.dingtalk),
+        json!({"title": "新职位"}),
+    )
+    .await;
     let plan = sync::plan(&back, &*store).await.unwrap();
     assert_eq!(
         plan.targets[0].steps.len(),
@@ -699,15 +698,13 @@ async fn a_rehired_person_comes_back_active_without_a_duplicate() {
     let setup = Setup::new("small-org.json", "").await;
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
     setup.sync_once().await;
-    let client = reqwest::Client::new();
     let set_active = async |active: bool| {
-        let r = client
-            .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
-            .json(&json!({"active": active}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        console(
+            Method::PATCH,
+            &format!("{}/_sandbox/org/users/u7", sb.feishu),
+            json!({"active": active}),
+        )
+        .await;
     };
     let no = fixture("small-org.json")
         .users
@@ -779,7 +776,6 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
-    let client = reqwest::Client::new();
     let person = async |base: &str, no: &str| -> Value {
         let org = get(&format!("{base}/_sandbox/org")).await;
         org["users"]
@@ -791,13 +787,12 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
             .unwrap_or(Value::Null)
     };
     let patch = async |base: &str, key: &str, body: Value| {
-        let r = client
-            .patch(format!("{base}/_sandbox/org/users/{key}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        console(
+            Method::PATCH,
+            &format!("{base}/_sandbox/org/users/{key}"),
+            body,
+        )
+        .await;
     };
     // A title changed in Feishu is not Feishu's to spread.
     patch(&sb.feishu, "u1", json!({"title": "飞书改的职位"})).await;
@@ -847,15 +842,9 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
         "the owner's title survives the write"
     );
     // A person created in DingTalk is not created in Feishu: Feishu owns people.
-    let r = client
-        .post(format!("{}/_sandbox/org/users", sb.dingtalk))
-        .json(&json!({"key": "dt-new", "name": "钉钉新人", "email": "new@sub.example.cn",
+    console(Method::POST, &format!("{}/_sandbox/org/users", sb.dingtalk), json!({"key": "dt-new", "name": "钉钉新人", "email": "new@sub.example.cn",
             "mobile": "13900000000", "employee_no": "S000001", "title": "临时工",
-            "departments": [person(&sb.dingtalk, "E000001").await["departments"][0]], "active": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            "departments": [person(&sb.dingtalk, "E000001").await["departments"][0]], "active": true})).await;
     let p = sync::plan(&back, &*store).await.unwrap();
     assert!(
         !p.targets[0]
@@ -1013,21 +1002,18 @@ async fn a_changed_email_and_a_renamed_department_update_in_place() {
     let setup = Setup::new("small-org.json", "").await;
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
     setup.sync_once().await;
-    let client = reqwest::Client::new();
-    let r = client
-        .patch(format!("{}/_sandbox/org/users/u4", sb.feishu))
-        .json(&json!({"email": "renamed.person@example.cn"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let r = client
-        .patch(format!("{}/_sandbox/org/departments/d2", sb.feishu))
-        .json(&json!({"name": "售后服务部"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/users/u4", sb.feishu),
+        json!({"email": "renamed.person@example.cn"}),
+    )
+    .await;
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/departments/d2", sb.feishu),
+        json!({"name": "售后服务部"}),
+    )
+    .await;
     let plan = setup.sync_once().await;
     for t in &plan.targets {
         let kinds: Vec<(sync::Action, &str)> =
@@ -1111,14 +1097,8 @@ async fn a_redelivered_step_is_never_written_twice() {
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
     setup.sync_once().await;
     // One new hire in Feishu: the next plan creates one person in DingTalk.
-    let r = reqwest::Client::new()
-        .post(format!("{}/_sandbox/org/users", sb.feishu))
-        .json(&json!({"key": "u901", "name": "新同事", "email": "u901@example.cn",
-            "mobile": "13900000901", "employee_no": "E000901", "departments": ["d1"], "active": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    console(Method::POST, &format!("{}/_sandbox/org/users", sb.feishu), json!({"key": "u901", "name": "新同事", "email": "u901@example.cn",
+            "mobile": "13900000901", "employee_no": "E000901", "departments": ["d1"], "active": true})).await;
     let plan = sync::plan(ctx, store).await.unwrap();
     let sub = plan.targets.iter().find(|t| t.target == "sub").unwrap();
     assert_eq!(sub.steps.len(), 1, "{}", sync::render_plan(&plan));
@@ -1287,15 +1267,13 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
     setup.sync_once().await;
     let u5 = source_id(store, "u5").await;
-    let client = reqwest::Client::new();
     let patch = async |key: &str, body: Value| {
-        let r = client
-            .patch(format!("{}/_sandbox/org/users/{key}", sb.feishu))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        console(
+            Method::PATCH,
+            &format!("{}/_sandbox/org/users/{key}", sb.feishu),
+            body,
+        )
+        .await;
     };
     let named = |ids: &[&str]| -> Vec<(&'static str, String)> {
         ids.iter()
@@ -1356,13 +1334,12 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
         .unwrap()
         .unwrap()
         .external_id;
-    let r = client
-        .patch(format!("{}/_sandbox/org/departments/d2", sb.feishu))
-        .json(&json!({"name": "售后服务部"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/departments/d2", sb.feishu),
+        json!({"name": "售后服务部"}),
+    )
+    .await;
     let p = sync::plan_records(ctx, store, &[(sync::DEPARTMENT, d2)])
         .await
         .unwrap()
@@ -1414,13 +1391,12 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
     // What needs the whole route: a person not linked yet, a person moved into a department
     // the targets do not have yet.
     assert!(whole_route(ctx, store, &named(&["ou_unknown"])).await);
-    let r = client
-        .post(format!("{}/_sandbox/org/departments", sb.feishu))
-        .json(&json!({"key": "d9", "name": "新部门", "parent": "d0", "order": 9, "leaders": []}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::POST,
+        &format!("{}/_sandbox/org/departments", sb.feishu),
+        json!({"key": "d9", "name": "新部门", "parent": "d0", "order": 9, "leaders": []}),
+    )
+    .await;
     patch("u5", json!({"departments": ["d9"]})).await;
     assert!(whole_route(ctx, store, &named(&[&u5])).await);
 }
@@ -1440,13 +1416,12 @@ async fn a_step_the_vendor_refuses_fails_alone_and_the_run_says_which() {
     let setup = Setup::new("small-org.json", "").await;
     let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
     // Feishu takes a name longer than WeCom's 64 characters (60112 invalid name).
-    let r = reqwest::Client::new()
-        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
-        .json(&json!({"name": "长".repeat(70)}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/users/u7", sb.feishu),
+        json!({"name": "长".repeat(70)}),
+    )
+    .await;
     let plan = sync::plan(ctx, store).await.unwrap();
     let creates = plan.count(Action::Create) as i64;
     let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
@@ -1481,13 +1456,12 @@ async fn two_new_people_sharing_a_mobile_are_a_conflict_not_a_refused_create() {
         .unwrap()
         .mobile
         .clone();
-    let r = reqwest::Client::new()
-        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
-        .json(&json!({"mobile": mobile}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/users/u7", sb.feishu),
+        json!({"mobile": mobile}),
+    )
+    .await;
     let plan = sync::plan(ctx, store).await.unwrap();
     for t in &plan.targets {
         let dup: Vec<&sync::Conflict> = t
@@ -1509,13 +1483,12 @@ async fn two_new_people_sharing_a_mobile_are_a_conflict_not_a_refused_create() {
         .unwrap();
     assert!(report.errors.is_empty(), "{:#?}", report.errors);
     // Fixed in the source: the next plan creates them both.
-    let r = reqwest::Client::new()
-        .patch(format!("{}/_sandbox/org/users/u7", sb.feishu))
-        .json(&json!({"mobile": "13900000777"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    console(
+        Method::PATCH,
+        &format!("{}/_sandbox/org/users/u7", sb.feishu),
+        json!({"mobile": "13900000777"}),
+    )
+    .await;
     let plan = setup.sync_once().await;
     assert!(plan.targets.iter().all(|t| t.conflicts.is_empty()));
     let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;

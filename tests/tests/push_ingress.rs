@@ -21,7 +21,8 @@ use huitong::queue::{
 use huitong::sync::{self, RouteContext};
 use huitong_connectors::capability::RawEvent;
 use huitong_connectors::fixture::OrgFixture;
-use huitong_tests::org::{empty_org, fixture, get, user, within};
+use huitong_tests::org::{console, empty_org, fixture, get, user, within};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -117,28 +118,25 @@ fn new_user(key: &str, n: u32) -> Value {
 /// Creates a user in `sandbox`'s console, waits until it is in `target`, renames it, and waits
 /// until the new name is there too.
 async fn create_and_rename(sandbox: &str, target: &str, n: u32) {
-    let client = reqwest::Client::new();
     let key = format!("u{n}");
     let employee_no = format!("E{n:06}");
-    let r = client
-        .post(format!("{sandbox}/_sandbox/org/users"))
-        .json(&new_user(&key, n))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::POST,
+        &format!("{sandbox}/_sandbox/org/users"),
+        new_user(&key, n),
+    )
+    .await;
     within(10, "the new user reaches the target", async || {
         user(&get(&format!("{target}/_sandbox/org")).await, &employee_no)
             .is_some_and(|u| u["name"] == "推送新人")
     })
     .await;
-    let r = client
-        .patch(format!("{sandbox}/_sandbox/org/users/{key}"))
-        .json(&json!({"name": "推送新人改名"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    console(
+        Method::PATCH,
+        &format!("{sandbox}/_sandbox/org/users/{key}"),
+        json!({"name": "推送新人改名"}),
+    )
+    .await;
     within(10, "the rename reaches the target", async || {
         user(&get(&format!("{target}/_sandbox/org")).await, &employee_no)
             .is_some_and(|u| u["name"] == "推送新人改名")
@@ -393,13 +391,12 @@ impl StreamHub {
     }
 
     async fn add_user(&self, n: u32) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/_sandbox/org/users", self.dingtalk))
-            .json(&new_user(&format!("u{n}"), n))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        console(
+            Method::POST,
+            &format!("{}/_sandbox/org/users", self.dingtalk),
+            new_user(&format!("u{n}"), n),
+        )
+        .await;
     }
 
     async fn disconnect(&self) {
