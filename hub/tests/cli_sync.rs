@@ -101,6 +101,22 @@ fn huitong(env: &Env, args: &[&str]) -> Command {
     c
 }
 
+/// The ends of a command's stderr and stdout (a plan's table can be hundreds of lines long;
+/// the error is at the end).
+fn tails(o: &std::process::Output) -> String {
+    let tail = |b: &[u8]| {
+        let text = String::from_utf8_lossy(b);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    format!(
+        "{}\n--- stderr (end):\n{}\n--- stdout (end):\n{}",
+        o.status,
+        tail(&o.stderr),
+        tail(&o.stdout)
+    )
+}
+
 fn user_count(env: &Env) -> (usize, usize) {
     let org = http_get(&env.dingtalk, "/_sandbox/org");
     let users = org["users"].as_array().cloned().unwrap_or_default();
@@ -149,12 +165,7 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
     );
 
     let again = huitong(&env, &["sync", "apply", "org"]).output().unwrap();
-    assert!(
-        again.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&again.stdout),
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert!(again.status.success(), "{}", tails(&again));
     let (total, distinct) = user_count(&env);
     // DingTalk has no disabled state: only the fixture's active people are created there.
     let active = fixture("medium-org.json")

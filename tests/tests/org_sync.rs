@@ -1219,6 +1219,80 @@ async fn a_redelivered_step_is_never_written_twice() {
     assert_eq!(writes(&sb.wecom).await, wecom_writes);
 }
 
+/// A run planned before another run's step made the record (a step of an older, killed apply
+/// still queued when the new plan read the target): its create updates that record instead of
+/// making a second one — on DingTalk (keyed creates) and on WeCom (no key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_create_updates_the_record_another_run_made() {
+    let setup = Setup::new("small-org.json", "").await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
+    console(Method::POST, &format!("{}/_sandbox/org/users", sb.feishu), json!({"key": "u902", "name": "新同事", "email": "u902@example.cn",
+            "mobile": "13900000902", "employee_no": "E000902", "departments": ["d1"], "active": true})).await;
+    let plan = sync::plan(ctx, store).await.unwrap();
+    let create_of = |target: &str| {
+        let steps = &plan
+            .targets
+            .iter()
+            .find(|t| t.target == target)
+            .unwrap()
+            .steps;
+        assert_eq!(steps.len(), 1, "{}", sync::render_plan(&plan));
+        assert_eq!(steps[0].action, Action::Create);
+        steps[0].clone()
+    };
+    let (create_dt, create_wc) = (create_of("sub"), create_of("factory"));
+    let older = store.start_run("org", "reconcile", 1).await.unwrap();
+    assert_eq!(deliver(&setup, &older.id, 0, &create_dt).await, Outcome::Ok);
+    assert_eq!(
+        deliver_to(&setup, "factory", &older.id, 1, &create_wc).await,
+        Outcome::Ok
+    );
+
+    let newer = store.start_run("org", "reconcile", 2).await.unwrap();
+    let creates = async |base: &str| calls_where(base, |k| k.contains("user/create")).await;
+    let updates = async |base: &str| calls_where(base, |k| k.contains("user/update")).await;
+    let before = (
+        creates(&sb.dingtalk).await,
+        updates(&sb.dingtalk).await,
+        creates(&sb.wecom).await,
+        updates(&sb.wecom).await,
+    );
+    assert_eq!(deliver(&setup, &newer.id, 0, &create_dt).await, Outcome::Ok);
+    assert_eq!(
+        deliver_to(&setup, "factory", &newer.id, 1, &create_wc).await,
+        Outcome::Ok
+    );
+    assert_eq!(
+        (
+            creates(&sb.dingtalk).await,
+            updates(&sb.dingtalk).await,
+            creates(&sb.wecom).await,
+            updates(&sb.wecom).await
+        ),
+        (before.0, before.1 + 1, before.2, before.3 + 1),
+        "one update each, no create"
+    );
+    assert_eq!(user_count_with(&sb.dingtalk, "E000902").await, 1);
+    let wecom = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    let in_wecom = wecom["users"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|u| u["key"] == "E000902" || u["employee_no"] == "E000902")
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(in_wecom, 1);
+    let rows = store.run_steps(&newer.id, None).await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.status == StepStatus::Done),
+        "{rows:?}"
+    );
+    let again = sync::plan(ctx, store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
+}
+
 /// How many people of a sandbox have this employee number.
 async fn user_count_with(base: &str, employee_no: &str) -> usize {
     get(&format!("{base}/_sandbox/org")).await["users"]

@@ -14,10 +14,13 @@
 //! has a row in `run_steps`, claimed (`started`) before the vendor write and
 //! finished after it, so a redelivered step is recognised: a finished one is
 //! skipped, and a **create** found still `started` (its handler died between
-//! the vendor write and the row) is never repeated — it is recorded as failed
-//! and the next plan links the record by the match rules or creates it. Steps
-//! of a run that is no longer running (superseded by a newer apply of the
-//! route, or interrupted) are dropped.
+//! the vendor write and the row) is repeated only where the vendor takes an
+//! idempotency key (`keyed_creates`); otherwise it is recorded as failed and
+//! the next plan links the record by the match rules or creates it. A create
+//! whose record is already linked in the target (made since the plan by a step
+//! of an older run still queued) becomes an update of that record. Steps of a
+//! run that is no longer running (superseded by a newer apply of the route, or
+//! interrupted) are dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -167,6 +170,7 @@ pub async fn apply_until(
     // waiting): this plan was made from the state that run left, so it takes over. (A live
     // run — the few records of one event — supersedes nothing and is superseded by nothing.)
     let superseding = plan.kind == "reconcile";
+    let mut superseded = false;
     for old in store.list_runs(Some(route), 200).await? {
         if superseding
             && old.kind == "reconcile"
@@ -183,7 +187,14 @@ pub async fn apply_until(
                 )
                 .await?;
             tracing::info!(route = %route, run = %old.id, by = %run.id, "older run superseded");
+            superseded = true;
         }
+    }
+    if superseded {
+        // Handlers drop a superseded run's queued steps once they see its status, which they
+        // cache for RUN_STATUS_TTL: let that pass before this run writes the same records.
+        // (A create that still slips through is turned into an update: see `apply_step`.)
+        tokio::time::sleep(RUN_STATUS_TTL + Duration::from_millis(100)).await;
     }
     let outcome = carry_out(ctx, plan, store, queue, progress, cancel, &run.id).await;
     let (status, report) = match outcome {
@@ -533,6 +544,9 @@ pub struct StepHandler {
     runs: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
+/// How long a handler trusts a run's status it looked up.
+const RUN_STATUS_TTL: Duration = Duration::from_secs(1);
+
 /// A step that failed transiently goes through at most this many retry tiers.
 const STEP_RETRY_TIERS: u32 = 2;
 
@@ -550,7 +564,7 @@ impl StepHandler {
     async fn running(&self, run_id: &str) -> Result<bool, StoreError> {
         let mut runs = self.runs.lock().await;
         if let Some((running, at)) = runs.get(run_id)
-            && at.elapsed() < Duration::from_secs(1)
+            && at.elapsed() < RUN_STATUS_TTL
         {
             return Ok(*running);
         }
@@ -697,6 +711,7 @@ impl StepHandler {
             Err(e) if e.is_transient() && envelope.attempt < self.retries => {
                 // Known not written: the retry may write (even create) again.
                 let msg = e.to_string();
+                tracing::warn!(run = %run_id, seq, target, name = %step.name, error = %msg, "step failed transiently; retried");
                 match store
                     .finish_step(run_id, seq, StepStatus::Retrying, Some(&msg), now_ms())
                     .await
@@ -882,6 +897,21 @@ async fn apply_step(
             Ok(false)
         }
         Action::Create => {
+            // Already linked in the target: another step created it since the plan was made
+            // (a step of an older run still queued, or one of a concurrent run). Write the
+            // plan's record to it instead of creating a second one.
+            let existing = match resolver.external(&step.entity, &step.canonical_id) {
+                Some(t) => Some(t),
+                None => store
+                    .find_by_canonical(&step.entity, &target.name, &step.canonical_id)
+                    .await?
+                    .map(|x| x.external_id),
+            };
+            if let Some(tid) = existing {
+                tracing::info!(entity = %step.entity, canonical = %step.canonical_id, target = %target.name, id = %tid, "created meanwhile by another step; updated instead");
+                resolver.insert(&step.entity, &tid, &step.canonical_id);
+                return update(target, resolver, store, step, &tid, written_hash).await;
+            }
             let (mapped, unresolved) =
                 map_for(mapping, &step.record, resolver, store, &step.canonical_id).await?;
             // Keyed by the canonical id where the vendor allows it: a retried or repeated
@@ -903,12 +933,6 @@ async fn apply_step(
             Ok(unresolved)
         }
         Action::Update | Action::Move | Action::Disable => {
-            let mut record = step.record.clone();
-            if let Some(obj) = record.as_object_mut() {
-                for field in &step.emptied {
-                    obj.insert(field.clone(), json!([]));
-                }
-            }
             let tid = match step
                 .target_id
                 .clone()
@@ -926,20 +950,43 @@ async fn apply_step(
                         ))
                     })?,
             };
-            let (mapped, unresolved) =
-                map_for(mapping, &record, resolver, store, &step.canonical_id).await?;
-            // Recorded before the write: the vendor's event about it may arrive before the
-            // write call returns, and must already be recognised as our echo.
-            store
-                .set_written_hash(&step.entity, &target.name, &tid, &written_hash, now_ms())
-                .await?;
-            target
-                .directory
-                .update(entity, &tid, without_nulls(mapped))
-                .await?;
-            Ok(unresolved)
+            update(target, resolver, store, step, &tid, written_hash).await
         }
     }
+}
+
+/// Write a step's record over the target's record `tid`; returns whether some reference could
+/// not be resolved yet.
+async fn update(
+    target: &Endpoint,
+    resolver: &SideResolver,
+    store: &dyn Store,
+    step: &WireStep,
+    tid: &str,
+    written_hash: String,
+) -> Result<bool, StepError> {
+    let (mapping, entity) = match step.entity.as_str() {
+        DEPARTMENT => (&target.department, Entity::Department),
+        _ => (&target.person, Entity::User),
+    };
+    let mut record = step.record.clone();
+    if let Some(obj) = record.as_object_mut() {
+        for field in &step.emptied {
+            obj.insert(field.clone(), json!([]));
+        }
+    }
+    let (mapped, unresolved) =
+        map_for(mapping, &record, resolver, store, &step.canonical_id).await?;
+    // Recorded before the write: the vendor's event about it may arrive before the write call
+    // returns, and must already be recognised as our echo.
+    store
+        .set_written_hash(&step.entity, &target.name, tid, &written_hash, now_ms())
+        .await?;
+    target
+        .directory
+        .update(entity, tid, without_nulls(mapped))
+        .await?;
+    Ok(unresolved)
 }
 
 /// Drop nulls (unset fields, ids not resolved yet) from what is sent to a vendor.
