@@ -80,7 +80,8 @@ pub trait WriteEntities: Send + Sync {
         let _ = key;
         self.create(entity, record).await
     }
-    /// Whether [`create_keyed`](Self::create_keyed) is idempotent for `entity`.
+    /// Whether [`create_keyed`](Self::create_keyed) is idempotent for `entity` (by the key, or
+    /// by what the vendor keeps unique: a chosen userid, a department's name under its parent).
     fn keyed_creates(&self, entity: Entity) -> bool {
         let _ = entity;
         false
@@ -345,6 +346,27 @@ pub trait Files: Send + Sync {
     async fn download(&self, key: &str) -> Result<Bytes, ConnectorError>;
 }
 
+/// Whether a vendor record found under the id a create chose is the person that create wrote:
+/// its mobile and email (where the create set them) are the same, and at least one was set.
+pub fn same_contact(created: &Value, found: &Value) -> bool {
+    let field = |v: &Value, f: &str| {
+        v.get(f)
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+    };
+    let mut compared = false;
+    for f in ["mobile", "email"] {
+        if let Some(want) = field(created, f) {
+            if field(found, f).as_deref() != Some(want.as_str()) {
+                return false;
+            }
+            compared = true;
+        }
+    }
+    compared
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +385,28 @@ mod tests {
         assert!(d.first_seen("v", "e").await.unwrap());
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(d.first_seen("v", "e").await.unwrap());
+    }
+
+    #[test]
+    fn same_contact_needs_every_set_field_equal_and_one_set() {
+        use serde_json::json;
+        let created = json!({"userid": "E1", "mobile": "13800000001", "email": "A@x.cn"});
+        assert!(super::same_contact(
+            &created,
+            &json!({"mobile": "13800000001", "email": "a@x.cn"})
+        ));
+        assert!(!super::same_contact(
+            &created,
+            &json!({"mobile": "13800000002", "email": "a@x.cn"})
+        ));
+        // a vendor that hides the contact fields: not recognised
+        assert!(!super::same_contact(
+            &created,
+            &json!({"mobile": "", "email": ""})
+        ));
+        assert!(!super::same_contact(
+            &json!({"userid": "E1"}),
+            &json!({"mobile": "1"})
+        ));
     }
 }

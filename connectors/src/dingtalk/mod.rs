@@ -208,13 +208,48 @@ impl ReadEntities for DingTalkConnector {
 #[async_trait]
 impl WriteEntities for DingTalkConnector {
     /// A user without a `userid` gets the key as its userid: a second create with the key is
-    /// refused as "userid exists" (60102), which then means the first one went through.
+    /// refused as "userid exists" (60102), which then means the first one went through. A
+    /// department is recognised by its name under its parent, which DingTalk keeps unique
+    /// (60008 on a second create).
     async fn create_keyed(
         &self,
         entity: Entity,
         mut record: Value,
         key: &str,
     ) -> Result<String, ConnectorError> {
+        if entity == Entity::Department {
+            let parent = record.get("parent_id").and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            });
+            let name = record
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            return match (self.create(entity, record).await, parent, name) {
+                (Err(e), Some(parent), Some(name)) if e.code() == Some(60008) => {
+                    let found = self
+                        .client
+                        .list_sub_departments(parent)
+                        .await?
+                        .into_iter()
+                        .find(|d| d.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                        .and_then(|d| d.get("dept_id").and_then(Value::as_i64));
+                    match found {
+                        Some(id) => {
+                            tracing::info!(
+                                vendor = VENDOR,
+                                dept_id = id,
+                                "department already created"
+                            );
+                            Ok(id.to_string())
+                        }
+                        None => Err(e),
+                    }
+                }
+                (other, _, _) => other,
+            };
+        }
         let chosen = match (&entity, record.as_object_mut()) {
             (Entity::User, Some(m)) if !m.contains_key("userid") && key.len() <= 64 => {
                 m.insert("userid".into(), Value::from(key));
@@ -236,7 +271,7 @@ impl WriteEntities for DingTalkConnector {
     }
 
     fn keyed_creates(&self, entity: Entity) -> bool {
-        entity == Entity::User
+        matches!(entity, Entity::User | Entity::Department)
     }
 
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {

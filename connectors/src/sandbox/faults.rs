@@ -7,6 +7,9 @@
 //!       | "token=" RATE                the presented access token expires early (vendor's
 //!                                      token-invalid code; the caller must refetch)
 //!       | "slow=" RATE ["@" DURATION]  delay the reply (default 2s); DURATION like 300ms, 2s
+//!       | "lost=" RATE                 the call is carried out but its reply is lost: the
+//!                                      caller gets a server error (as from a gateway that
+//!                                      timed out after the write committed) and may retry
 //!       | "seed=" N                    PRNG seed, for reproducible runs (default 1)
 //! RATE := a fraction 0..1 ("0.1") or a percentage ("10%")
 //! ```
@@ -24,6 +27,8 @@ pub struct FaultSpec {
     pub token_expiry: f64,
     pub slow: f64,
     pub slow_delay: Duration,
+    /// Calls carried out whose reply is replaced by a server error.
+    pub lost_reply: f64,
     pub seed: u64,
 }
 
@@ -36,6 +41,7 @@ impl Default for FaultSpec {
             token_expiry: 0.0,
             slow: 0.0,
             slow_delay: Duration::from_secs(2),
+            lost_reply: 0.0,
             seed: 1,
         }
     }
@@ -119,6 +125,7 @@ impl FaultSpec {
                     out.rate_limit_burst = burst;
                 }
                 "token" => out.token_expiry = parse_rate(item, v)?,
+                "lost" => out.lost_reply = parse_rate(item, v)?,
                 "slow" => {
                     let (rate, delay) = match v.split_once('@') {
                         Some((r, d)) => (
@@ -137,7 +144,11 @@ impl FaultSpec {
                         .parse()
                         .map_err(|_| err("seed must be an integer"))?;
                 }
-                _ => return Err(err("unknown fault (expected 5xx, 429, token, slow, seed)")),
+                _ => {
+                    return Err(err(
+                        "unknown fault (expected 5xx, 429, token, slow, lost, seed)",
+                    ));
+                }
             }
         }
         Ok(out)
@@ -148,6 +159,7 @@ impl FaultSpec {
             && self.rate_limit == 0.0
             && self.token_expiry == 0.0
             && self.slow == 0.0
+            && self.lost_reply == 0.0
     }
 }
 
@@ -170,6 +182,8 @@ pub enum Fault {
 pub struct FaultPlan {
     pub delay: Option<Duration>,
     pub fault: Option<Fault>,
+    /// Carry the call out, then answer with a server error instead of its reply.
+    pub lose_reply: bool,
 }
 
 struct InjectorState {
@@ -214,6 +228,12 @@ impl FaultInjector {
         let r_5xx = draw();
         let r_429 = draw();
         let r_tok = draw();
+        // Drawn only when asked for: the other faults' sequences stay what they were.
+        let r_lost = if self.spec.lost_reply > 0.0 {
+            draw()
+        } else {
+            1.0
+        };
         let fault = if st.burst_left > 0 {
             st.burst_left -= 1;
             Some(Fault::RateLimited)
@@ -227,7 +247,12 @@ impl FaultInjector {
         } else {
             None
         };
-        FaultPlan { delay, fault }
+        let lose_reply = fault.is_none() && r_lost < self.spec.lost_reply;
+        FaultPlan {
+            delay,
+            fault,
+            lose_reply,
+        }
     }
 }
 
@@ -237,7 +262,9 @@ mod tests {
 
     #[test]
     fn parses_full_spec() {
-        let s = FaultSpec::parse("5xx=0.05, 429=2%x5,token=0.01,slow=0.1@300ms,seed=9").unwrap();
+        let s = FaultSpec::parse("5xx=0.05, 429=2%x5,token=0.01,slow=0.1@300ms,lost=3%,seed=9")
+            .unwrap();
+        assert_eq!(s.lost_reply, 0.03);
         assert_eq!(s.server_error, 0.05);
         assert!((s.rate_limit - 0.02).abs() < 1e-12);
         assert_eq!(s.rate_limit_burst, 5);

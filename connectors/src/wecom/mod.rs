@@ -97,6 +97,72 @@ impl ReadEntities for WecomConnector {
 
 #[async_trait]
 impl WriteEntities for WecomConnector {
+    /// WeCom has no idempotency key, but a create is still recognised when repeated (a retry
+    /// after a lost reply, or after a crash): a member by the `userid` the mapping chose for it
+    /// (refused as existing, 60102 — or its mobile or email as taken, 60104/60106 — and found
+    /// under that userid with the same mobile and email); a department by its name under its
+    /// parent, which WeCom keeps unique (60008). The key itself is not sent.
+    async fn create_keyed(
+        &self,
+        entity: Entity,
+        record: Value,
+        _key: &str,
+    ) -> Result<String, ConnectorError> {
+        let c = &self.client;
+        match entity {
+            Entity::User => {
+                let userid = record
+                    .get("userid")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                match (c.create_user(record.clone()).await, userid) {
+                    (Err(e), Some(userid)) if matches!(e.code(), Some(60102 | 60104 | 60106)) => {
+                        match c.get_user(&userid).await? {
+                            Some(found) if crate::capability::same_contact(&record, &found) => {
+                                tracing::info!(vendor = VENDOR, userid = %userid, "member already created");
+                                Ok(userid)
+                            }
+                            _ => Err(e),
+                        }
+                    }
+                    (other, _) => other,
+                }
+            }
+            Entity::Department => {
+                let parent = record.get("parentid").and_then(contact::as_int);
+                let name = record
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                match (c.create_department(record).await, parent, name) {
+                    (Err(e), Some(parent), Some(name)) if e.code() == Some(60008) => {
+                        let found = c
+                            .list_departments(Some(parent))
+                            .await?
+                            .into_iter()
+                            .find(|d| {
+                                d.get("parentid").and_then(contact::as_int) == Some(parent)
+                                    && d.get("name").and_then(Value::as_str) == Some(name.as_str())
+                            });
+                        match found.and_then(|d| d.get("id").and_then(contact::as_int)) {
+                            Some(id) => {
+                                tracing::info!(vendor = VENDOR, id, "department already created");
+                                Ok(id.to_string())
+                            }
+                            None => Err(e),
+                        }
+                    }
+                    (other, _, _) => other.map(|id| id.to_string()),
+                }
+            }
+            _ => self.create(entity, record).await,
+        }
+    }
+
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        matches!(entity, Entity::User | Entity::Department)
+    }
+
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
         let c = &self.client;
         match entity {

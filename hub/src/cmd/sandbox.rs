@@ -63,7 +63,8 @@ pub struct Common {
     /// Where the sandbox POSTs the vendor's events.
     #[arg(long, value_name = "URL")]
     event_url: Option<String>,
-    /// Fault injection, e.g. "5xx=5%,429=2%x10,token=1%,slow=10%@300ms,seed=7".
+    /// Fault injection, e.g. "5xx=5%,429=2%x10,token=1%,slow=10%@300ms,lost=1%,seed=7"
+    /// (`lost`: the call is carried out but answered with a server error).
     #[arg(long, value_name = "SPEC")]
     faults: Option<String>,
     /// Refuse a call that would exceed the vendor's published limit for its API in a sliding

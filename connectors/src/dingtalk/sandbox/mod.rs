@@ -480,7 +480,17 @@ async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
     if !app.rate_check(&endpoint) {
         return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
     }
-    next.run(req).await
+    let reply = next.run(req).await;
+    if plan.lose_reply {
+        // Carried out; the reply is lost on the way back.
+        app.core.count_fault("lost");
+        return (
+            StatusCode::BAD_GATEWAY,
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+    }
+    reply
 }
 
 /// v1.0: counts the call, checks `x-acs-dingtalk-access-token`, injects faults, limits.
@@ -547,7 +557,17 @@ async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
             "调用该接口触发了限流",
         );
     }
-    next.run(req).await
+    let reply = next.run(req).await;
+    if plan.lose_reply {
+        // Carried out; the reply is lost on the way back.
+        app.core.count_fault("lost");
+        return new_err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unknownError",
+            "系统错误",
+        );
+    }
+    reply
 }
 
 /// `GET /gettoken?appkey&appsecret` (old).

@@ -513,7 +513,13 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         app.core.count_fault("rate-limit");
         return rate_limited(limit, reset);
     }
-    next.run(req).await
+    let reply = next.run(req).await;
+    if plan.lose_reply {
+        // Carried out; the reply is lost on the way back.
+        app.core.count_fault("lost");
+        return fs_err(StatusCode::INTERNAL_SERVER_ERROR, 1500, "internal error");
+    }
+    reply
 }
 
 /// Issues (or re-issues) a tenant token. The Python SDK posts without Content-Type.

@@ -422,7 +422,17 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         app.core.count_fault("rate-limit");
         return wc_err(45009, "api freq out of limit");
     }
-    next.run(req).await
+    let reply = next.run(req).await;
+    if plan.lose_reply {
+        // Carried out; the reply is lost on the way back.
+        app.core.count_fault("lost");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"errcode": -1, "errmsg": "system busy"})),
+        )
+            .into_response();
+    }
+    reply
 }
 
 /// `GET /cgi-bin/gettoken?corpid=&corpsecret=`.
