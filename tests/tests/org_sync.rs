@@ -39,7 +39,7 @@ async fn sandboxes(source: OrgFixture, dingtalk: OrgFixture, wecom: OrgFixture) 
     sandboxes_with(source, dingtalk, wecom, FaultSpec::none()).await
 }
 
-/// [`sandboxes`] whose DingTalk and WeCom inject `faults`.
+/// [`sandboxes`] that inject `faults`.
 async fn sandboxes_with(
     source: OrgFixture,
     dingtalk: OrgFixture,
@@ -54,6 +54,7 @@ async fn sandboxes_with(
     let mut o =
         huitong_connectors::feishu::sandbox::SandboxOptions::new(source, "cli_hq", "hq-secret");
     o.rate_limits = false;
+    o.faults = faults.clone();
     tokio::spawn(huitong_connectors::feishu::sandbox::serve(
         l,
         o,
@@ -212,7 +213,7 @@ impl Setup {
         Setup::orgs_with(feishu, dingtalk, wecom, extra_route, FaultSpec::none()).await
     }
 
-    /// [`Setup::orgs`] whose DingTalk and WeCom inject `faults`.
+    /// [`Setup::orgs`] whose sandboxes inject `faults`.
     async fn orgs_with(
         feishu: OrgFixture,
         dingtalk: OrgFixture,
@@ -896,11 +897,30 @@ async fn the_system_of_record_decides_which_side_writes_each_field() {
 /// on create, which DingTalk does not carry: the connector sends "regular").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
-    let setup = Setup::orgs(
+    dingtalk_org_into_empty_feishu(FaultSpec::none()).await;
+}
+
+/// Feishu carries out a fifth of the calls and loses the reply: its `client_token` (the
+/// canonical id) makes every retried create return the first record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_org_arrives_in_a_feishu_that_loses_replies() {
+    let calls = dingtalk_org_into_empty_feishu(FaultSpec::parse("lost=20%,seed=5").unwrap()).await;
+    assert!(
+        calls["faults"]["lost"].as_u64().unwrap_or(0) >= 3,
+        "{calls}"
+    );
+}
+
+/// Applies the small org from DingTalk to an empty Feishu (all sandboxes injecting `faults`)
+/// and checks Feishu ends up the same, with nothing left to do; returns Feishu's
+/// `/_sandbox/calls`.
+async fn dingtalk_org_into_empty_feishu(faults: FaultSpec) -> Value {
+    let setup = Setup::orgs_with(
         empty_org("总部"),
         fixture("small-org.json"),
         empty_org("工厂"),
         "\n[routes.up]\nsource = \"sub\"\ntargets = [\"hq\"]\n",
+        faults,
     )
     .await;
     let (sb, c, store, dl) = (&setup.sb, &setup.config, setup.store.clone(), &setup.dl);
@@ -925,6 +945,7 @@ async fn a_dingtalk_org_arrives_in_an_empty_feishu() {
     );
     let again = sync::plan(&up, &*store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
+    get(&format!("{}/_sandbox/calls", sb.feishu)).await
 }
 
 /// WeCom nests departments at most 15 levels deep: deeper ones (and people only there) are
