@@ -154,6 +154,22 @@ impl ConnectorError {
     }
 }
 
+/// A delete's outcome with "not found" (one of the vendor's `not_found` codes) counted as done:
+/// the record is gone either way — a retry after a lost reply, or someone deleted it first.
+pub fn gone_is_done<T>(
+    r: Result<T, ConnectorError>,
+    not_found: &[i64],
+) -> Result<(), ConnectorError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code().is_some_and(|c| not_found.contains(&c)) => {
+            tracing::info!(code = ?e.code(), "deleting a record already gone");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

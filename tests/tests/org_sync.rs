@@ -1375,6 +1375,38 @@ async fn targets_losing_replies_still_get_every_record_once() {
     }
     let again = sync::plan(ctx, store).await.unwrap();
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
+
+    // Leavers: deleted in DingTalk, disabled in WeCom — a delete whose reply was lost finds the
+    // record gone when retried, and that is done, not a failure.
+    let leavers: Vec<&str> = source
+        .users
+        .iter()
+        .filter(|u| u.active)
+        .take(8)
+        .map(|u| u.key.as_str())
+        .collect();
+    for key in &leavers {
+        console(
+            Method::PATCH,
+            &format!("{}/_sandbox/org/users/{key}", sb.feishu),
+            json!({"active": false}),
+        )
+        .await;
+    }
+    setup.sync_once().await;
+    let dt = get(&format!("{}/_sandbox/org", sb.dingtalk)).await;
+    let left = active - leavers.len();
+    assert_eq!(once(&dt, "users", "employee_no"), (left, left));
+    let wc = get(&format!("{}/_sandbox/org", sb.wecom)).await;
+    let still_active = wc["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["active"] == true)
+        .count();
+    assert_eq!(still_active, left);
+    let again = sync::plan(ctx, store).await.unwrap();
+    assert!(again.is_empty(), "{}", sync::render_plan(&again));
 }
 
 /// How many people of a sandbox have this employee number.

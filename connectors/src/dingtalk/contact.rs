@@ -31,6 +31,8 @@ pub const ROOT_DEPT: i64 = 1;
 const DEPT_NOT_FOUND: &[i64] = &[60003];
 const USER_NOT_FOUND: &[i64] = &[60121, 33012];
 
+use crate::error::gone_is_done;
+
 /// Fields that DingTalk takes as comma strings on create/update.
 const COMMA_FIELDS: &[&str] = &["dept_id_list", "dept_manager_userid_list"];
 
@@ -233,10 +235,14 @@ impl DingTalkClient {
         Ok(())
     }
 
+    /// `department/delete`; a department already gone counts as deleted (a retry after a lost
+    /// reply, or an admin was first).
     pub async fn delete_department(&self, dept_id: i64) -> Result<(), ConnectorError> {
-        self.call(&self.contact_call(DEPT_DELETE, json!({"dept_id": dept_id})))
-            .await?;
-        Ok(())
+        gone_is_done(
+            self.call(&self.contact_call(DEPT_DELETE, json!({"dept_id": dept_id})))
+                .await,
+            DEPT_NOT_FOUND,
+        )
     }
 
     pub async fn get_user(&self, userid: &str) -> Result<Option<Value>, ConnectorError> {
@@ -264,10 +270,13 @@ impl DingTalkClient {
         Ok(())
     }
 
+    /// `user/delete`; a user already gone counts as deleted.
     pub async fn delete_user(&self, userid: &str) -> Result<(), ConnectorError> {
-        self.call(&self.contact_call(USER_DELETE, json!({"userid": userid})))
-            .await?;
-        Ok(())
+        gone_is_done(
+            self.call(&self.contact_call(USER_DELETE, json!({"userid": userid})))
+                .await,
+            USER_NOT_FOUND,
+        )
     }
 }
 

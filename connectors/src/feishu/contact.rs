@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::capability::RecordStream;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, gone_is_done};
 use crate::feishu::VENDOR;
 use crate::feishu::client::{ApiCall, FeishuClient, seg};
 
@@ -179,16 +179,20 @@ impl FeishuClient {
         .await
     }
 
+    /// `DELETE /departments/:id`; a department already gone counts as deleted (a retry after a
+    /// lost reply, or an admin was first).
     pub async fn delete_department(&self, id: &str) -> Result<(), ConnectorError> {
-        self.write_entity(
-            Method::DELETE,
-            format!("{BASE}/departments/{}", seg(id)),
-            None,
-            None,
-            "department",
+        gone_is_done(
+            self.write_entity(
+                Method::DELETE,
+                format!("{BASE}/departments/{}", seg(id)),
+                None,
+                None,
+                "department",
+            )
+            .await,
+            NOT_FOUND_CODES,
         )
-        .await?;
-        Ok(())
     }
 
     /// `POST /users`. Feishu requires `employee_type` on create; a body without one gets
@@ -222,20 +226,23 @@ impl FeishuClient {
         .await
     }
 
-    /// `DELETE /users/:id`; `handover` is the optional body of acceptor ids.
+    /// `DELETE /users/:id`; `handover` is the optional body of acceptor ids. A user already
+    /// gone counts as deleted.
     pub async fn delete_user(
         &self,
         id: &str,
         handover: Option<Value>,
     ) -> Result<(), ConnectorError> {
-        self.write_entity(
-            Method::DELETE,
-            format!("{BASE}/users/{}", seg(id)),
-            Some(handover.unwrap_or_else(|| json!({}))),
-            None,
-            "user",
+        gone_is_done(
+            self.write_entity(
+                Method::DELETE,
+                format!("{BASE}/users/{}", seg(id)),
+                Some(handover.unwrap_or_else(|| json!({}))),
+                None,
+                "user",
+            )
+            .await,
+            NOT_FOUND_CODES,
         )
-        .await?;
-        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
 use crate::capability::RecordStream;
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, gone_is_done};
 use crate::wecom::VENDOR;
 use crate::wecom::client::{ApiCall, NOT_FOUND_CODES, WecomClient};
 use crate::wecom::config::UserListing;
@@ -261,14 +261,18 @@ impl WecomClient {
     }
 
     /// `department/delete?id=` (not the root, not with members or sub-departments).
+    /// `department/delete`; a department already gone counts as deleted (a retry after a lost
+    /// reply, or an admin was first).
     pub async fn delete_department(&self, id: i64) -> Result<(), ConnectorError> {
-        self.call(
-            &self
-                .contact_get("department/delete")
-                .query("id", id.to_string()),
+        gone_is_done(
+            self.call(
+                &self
+                    .contact_get("department/delete")
+                    .query("id", id.to_string()),
+            )
+            .await,
+            NOT_FOUND_CODES,
         )
-        .await
-        .map(drop)
     }
 
     /// `user/list_id`, cursor by cursor: one `{userid, department}` row per (member, department).
@@ -410,10 +414,13 @@ impl WecomClient {
     }
 
     /// `user/delete?userid=`.
+    /// `user/delete`; a member already gone counts as deleted.
     pub async fn delete_user(&self, userid: &str) -> Result<(), ConnectorError> {
-        self.call(&self.contact_get("user/delete").query("userid", userid))
-            .await
-            .map(drop)
+        gone_is_done(
+            self.call(&self.contact_get("user/delete").query("userid", userid))
+                .await,
+            NOT_FOUND_CODES,
+        )
     }
 }
 

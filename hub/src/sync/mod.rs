@@ -1373,13 +1373,18 @@ fn pair_and_diff(
             });
         }
     }
-    // People the target will not hold (in conflict, or only in departments it cannot hold):
-    // a reference to one (a manager, a leader) cannot be written, so it is not a change.
+    // A vendor with no disabled state (DingTalk) can only remove a leaver.
+    let can_disable = person_fields.iter().any(|f| f == "status");
+    // People the target will not hold (in conflict, only in departments it cannot hold, or
+    // leavers where it cannot disable): a reference to one (a manager, a leader still named in
+    // the source) cannot be written, so it is not a change.
     let unreachable: HashSet<&str> = people
         .iter()
         .filter(|p| {
             !t_person_by_id.contains_key(p.id())
-                && (conflicted.contains(&p.external_id) || without_departments(p, &too_deep).1)
+                && (conflicted.contains(&p.external_id)
+                    || without_departments(p, &too_deep).1
+                    || (!can_disable && p.canonical.get("status").is_some_and(|s| s != "active")))
         })
         .map(Rec::id)
         .collect();
@@ -1432,8 +1437,6 @@ fn pair_and_diff(
         }
     }
     let manager_depth = manager_depths(people);
-    // A vendor with no disabled state (DingTalk) can only remove a leaver.
-    let can_disable = person_fields.iter().any(|f| f == "status");
     // Values vendors keep unique among their people: a create repeating one that another
     // source person or a target person already holds would be refused — a conflict instead.
     let unique_value = |r: &Rec, field: &str| -> Option<String> {
