@@ -230,6 +230,48 @@ async fn trait_view_get_and_not_found() {
     assert_eq!(e.class(), ErrorClass::Permanent);
 }
 
+/// A create repeated after a lost reply or a crash finds the first record: a department by its
+/// name under its parent, a user by the key taken as its userid. A delete repeated finds the
+/// record gone, and that is done.
+#[tokio::test]
+async fn repeated_creates_and_deletes_find_the_first_outcome() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = DingTalkConnector::new(sb.config()).unwrap();
+    assert!(conn.keyed_creates(Entity::User) && conn.keyed_creates(Entity::Department));
+    let dept = json!({"name": "一次", "parent_id": 1, "order": 9});
+    let d1 = conn
+        .create_keyed(Entity::Department, dept.clone(), "k1")
+        .await
+        .unwrap();
+    let d2 = conn
+        .create_keyed(Entity::Department, dept, "k1")
+        .await
+        .unwrap();
+    assert_eq!(d1, d2);
+    let d: i64 = d1.parse().unwrap();
+    let user = json!({"name": "一次", "mobile": "13900000011", "dept_id_list": [d]});
+    let u1 = conn
+        .create_keyed(Entity::User, user.clone(), "p-once")
+        .await
+        .unwrap();
+    let u2 = conn
+        .create_keyed(Entity::User, user, "p-once")
+        .await
+        .unwrap();
+    assert_eq!((u1.as_str(), u2.as_str()), ("p-once", "p-once"));
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["departments"].as_array().unwrap().len(), 4);
+    assert_eq!(snap["users"].as_array().unwrap().len(), 21);
+
+    conn.delete(Entity::User, "p-once").await.unwrap();
+    conn.delete(Entity::User, "p-once").await.unwrap();
+    conn.delete(Entity::Department, &d1).await.unwrap();
+    conn.delete(Entity::Department, &d1).await.unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["departments"].as_array().unwrap().len(), 3);
+    assert_eq!(snap["users"].as_array().unwrap().len(), 20);
+}
+
 #[tokio::test]
 async fn create_update_delete_through_the_connector() {
     let sb = Sandbox::start(opts("small-org.json")).await;

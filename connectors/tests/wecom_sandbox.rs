@@ -328,6 +328,54 @@ async fn create_update_delete_through_the_connector() {
     assert_eq!(snap["users"].as_array().unwrap().len(), 20);
 }
 
+/// A create repeated after a lost reply or a crash finds the first record: a department by its
+/// name under its parent, a member by the chosen userid with the same mobile and email. A
+/// delete repeated finds the record gone, and that is done.
+#[tokio::test]
+async fn repeated_creates_and_deletes_find_the_first_outcome() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = WecomConnector::new(sb.config()).unwrap();
+    assert!(conn.keyed_creates(Entity::User) && conn.keyed_creates(Entity::Department));
+    let dept = json!({"name": "一次", "parentid": 1, "order": 9});
+    let d1 = conn
+        .create_keyed(Entity::Department, dept.clone(), "k1")
+        .await
+        .unwrap();
+    let d2 = conn
+        .create_keyed(Entity::Department, dept, "k1")
+        .await
+        .unwrap();
+    assert_eq!(d1, d2);
+    let d: i64 = d1.parse().unwrap();
+    let member = json!({"userid": "once", "name": "一次", "mobile": "13900000011",
+        "email": "once@example.cn", "department": [d]});
+    let u1 = conn
+        .create_keyed(Entity::User, member.clone(), "k2")
+        .await
+        .unwrap();
+    let u2 = conn.create_keyed(Entity::User, member, "k2").await.unwrap();
+    assert_eq!((u1.as_str(), u2.as_str()), ("once", "once"));
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["departments"].as_array().unwrap().len(), 4);
+    assert_eq!(snap["users"].as_array().unwrap().len(), 21);
+    // Someone else under that userid is not ours: the vendor's refusal stands.
+    let other =
+        json!({"userid": "once", "name": "别人", "mobile": "13900000012", "department": [d]});
+    let e = conn
+        .create_keyed(Entity::User, other, "k3")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(60102));
+
+    conn.delete(Entity::User, "once").await.unwrap();
+    conn.delete(Entity::User, "once").await.unwrap();
+    conn.delete(Entity::Department, &d1).await.unwrap();
+    conn.delete(Entity::Department, &d1).await.unwrap();
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["departments"].as_array().unwrap().len(), 3);
+    assert_eq!(snap["users"].as_array().unwrap().len(), 20);
+}
+
 #[tokio::test]
 async fn write_errors_carry_wecom_codes() {
     let sb = Sandbox::start(opts("small-org.json")).await;
