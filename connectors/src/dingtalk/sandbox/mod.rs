@@ -442,6 +442,24 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
     q.get(name).cloned()
 }
 
+/// The old generation's gateway failing (injected 5xx and lost replies): HTML, not JSON.
+fn bad_gateway() -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        "<html><body>502 Bad Gateway</body></html>",
+    )
+        .into_response()
+}
+
+/// v1.0's server error (injected 5xx and lost replies).
+fn unknown_error() -> Response {
+    new_err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "unknownError",
+        "系统错误",
+    )
+}
+
 /// Old generation: counts the call, checks `?access_token=`, injects faults, enforces limits.
 async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
     let endpoint = endpoint_of(&req);
@@ -460,11 +478,7 @@ async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
     match plan.fault {
         Some(Fault::ServerError) => {
             app.core.count_fault("5xx");
-            return (
-                StatusCode::BAD_GATEWAY,
-                "<html><body>502 Bad Gateway</body></html>",
-            )
-                .into_response();
+            return bad_gateway();
         }
         Some(Fault::RateLimited) => {
             app.core.count_fault("429");
@@ -484,11 +498,7 @@ async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
     if plan.lose_reply {
         // Carried out; the reply is lost on the way back.
         app.core.count_fault("lost");
-        return (
-            StatusCode::BAD_GATEWAY,
-            "<html><body>502 Bad Gateway</body></html>",
-        )
-            .into_response();
+        return bad_gateway();
     }
     reply
 }
@@ -525,11 +535,7 @@ async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
     match plan.fault {
         Some(Fault::ServerError) => {
             app.core.count_fault("5xx");
-            return new_err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "unknownError",
-                "系统错误",
-            );
+            return unknown_error();
         }
         Some(Fault::RateLimited) => {
             app.core.count_fault("429");
@@ -561,11 +567,7 @@ async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
     if plan.lose_reply {
         // Carried out; the reply is lost on the way back.
         app.core.count_fault("lost");
-        return new_err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unknownError",
-            "系统错误",
-        );
+        return unknown_error();
     }
     reply
 }

@@ -383,11 +383,7 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
     match plan.fault {
         Some(Fault::ServerError) => {
             app.core.count_fault("5xx");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"errcode": -1, "errmsg": "system busy"})),
-            )
-                .into_response();
+            return system_busy();
         }
         Some(Fault::RateLimited) => {
             app.core.count_fault("429");
@@ -426,13 +422,18 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
     if plan.lose_reply {
         // Carried out; the reply is lost on the way back.
         app.core.count_fault("lost");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"errcode": -1, "errmsg": "system busy"})),
-        )
-            .into_response();
+        return system_busy();
     }
     reply
+}
+
+/// WeCom's answer when its backend is unavailable (injected 5xx and lost replies).
+fn system_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"errcode": -1, "errmsg": "system busy"})),
+    )
+        .into_response()
 }
 
 /// `GET /cgi-bin/gettoken?corpid=&corpsecret=`.
