@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+mod common;
+
 use huitong_connectors::capability::{
     Entity, FileKind, Files, ListQuery, ReadEntities, WriteEntities,
 };
@@ -336,25 +338,18 @@ async fn repeated_creates_and_deletes_find_the_first_outcome() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let conn = WecomConnector::new(sb.config()).unwrap();
     assert!(conn.keyed_creates(Entity::User) && conn.keyed_creates(Entity::Department));
-    let dept = json!({"name": "一次", "parentid": 1, "order": 9});
-    let d1 = conn
-        .create_keyed(Entity::Department, dept.clone(), "k1")
-        .await
-        .unwrap();
-    let d2 = conn
-        .create_keyed(Entity::Department, dept, "k1")
-        .await
-        .unwrap();
-    assert_eq!(d1, d2);
+    let d1 = common::create_twice(
+        &conn,
+        Entity::Department,
+        json!({"name": "一次", "parentid": 1, "order": 9}),
+        "k1",
+    )
+    .await;
     let d: i64 = d1.parse().unwrap();
     let member = json!({"userid": "once", "name": "一次", "mobile": "13900000011",
         "email": "once@example.cn", "department": [d]});
-    let u1 = conn
-        .create_keyed(Entity::User, member.clone(), "k2")
-        .await
-        .unwrap();
-    let u2 = conn.create_keyed(Entity::User, member, "k2").await.unwrap();
-    assert_eq!((u1.as_str(), u2.as_str()), ("once", "once"));
+    let u = common::create_twice(&conn, Entity::User, member, "k2").await;
+    assert_eq!(u, "once");
     let snap = sb.get("/_sandbox/org").await;
     assert_eq!(snap["departments"].as_array().unwrap().len(), 4);
     assert_eq!(snap["users"].as_array().unwrap().len(), 21);
@@ -367,10 +362,8 @@ async fn repeated_creates_and_deletes_find_the_first_outcome() {
         .unwrap_err();
     assert_eq!(e.code(), Some(60102));
 
-    conn.delete(Entity::User, "once").await.unwrap();
-    conn.delete(Entity::User, "once").await.unwrap();
-    conn.delete(Entity::Department, &d1).await.unwrap();
-    conn.delete(Entity::Department, &d1).await.unwrap();
+    common::delete_twice(&conn, Entity::User, "once").await;
+    common::delete_twice(&conn, Entity::Department, &d1).await;
     let snap = sb.get("/_sandbox/org").await;
     assert_eq!(snap["departments"].as_array().unwrap().len(), 3);
     assert_eq!(snap["users"].as_array().unwrap().len(), 20);
