@@ -125,6 +125,117 @@ impl<S: TokenSource> TokenManager<S> {
     }
 }
 
+/// How long a token lives when the vendor's reply does not say (or says 0): the vendors'
+/// documented lifetime. A missing field must not mean "expires now", which would refetch on
+/// every call.
+pub const DEFAULT_TOKEN_LIFE: Duration = Duration::from_secs(7200);
+
+/// What differs between vendors' token endpoints: the request and how its reply reads.
+pub trait TokenWire: Send + Sync + 'static {
+    fn vendor(&self) -> &'static str;
+    /// For logs: e.g. `feishu.tenant_access_token`.
+    fn what(&self) -> &'static str;
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder;
+    /// The token of a reply, or the classified failure (a token-invalid answer here means bad
+    /// credentials and is made permanent by the caller).
+    fn reply(
+        &self,
+        status: u16,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<FetchedToken, ConnectorError>;
+}
+
+/// A token fetched over HTTP, with retries; counted in the connector telemetry.
+pub struct HttpTokenSource<T> {
+    pub(crate) http: reqwest::Client,
+    pub(crate) retry: crate::http::RetryPolicy,
+    pub(crate) wire: T,
+}
+
+impl<T: TokenWire> HttpTokenSource<T> {
+    pub fn new(http: reqwest::Client, retry: crate::http::RetryPolicy, wire: T) -> Self {
+        Self { http, retry, wire }
+    }
+
+    async fn fetch_once(&self) -> Result<FetchedToken, ConnectorError> {
+        let vendor = self.wire.vendor();
+        // Without the URL: WeCom puts the secret in the query.
+        let resp = self
+            .wire
+            .request(&self.http)
+            .send()
+            .await
+            .map_err(|e| ConnectorError::from_transport(vendor, &e.without_url()))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = crate::http::read_limited(vendor, resp, 64 * 1024).await?;
+        self.wire
+            .reply(status, &headers, &body)
+            .map_err(|e| crate::client::credentials_refused(e, status))
+    }
+}
+
+#[async_trait]
+impl<T: TokenWire> TokenSource for HttpTokenSource<T> {
+    async fn fetch(&self) -> Result<FetchedToken, ConnectorError> {
+        crate::telemetry::token_fetch(self.wire.vendor());
+        crate::http::with_retry(&self.retry, self.wire.what(), || self.fetch_once()).await
+    }
+}
+
+/// The token and its lifetime under these keys of a reply object.
+pub fn token_from(
+    vendor: &'static str,
+    v: &serde_json::Value,
+    token_key: &str,
+    life_key: &str,
+) -> Result<FetchedToken, ConnectorError> {
+    let token = v
+        .get(token_key)
+        .and_then(serde_json::Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ConnectorError::permanent(vendor, format!("token reply without {token_key}"))
+        })?;
+    let life = v
+        .get(life_key)
+        .and_then(serde_json::Value::as_u64)
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_TOKEN_LIFE, Duration::from_secs);
+    Ok(FetchedToken {
+        token: SecretString::from(token.to_string()),
+        expires_in: life,
+    })
+}
+
+/// A token reply in a `{code, msg, <token>, <life>}` envelope (Feishu, WeCom).
+pub fn coded_token_reply(
+    table: &crate::client::ErrorTable,
+    status: u16,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    (code_key, msg_key): (&str, &str),
+    (token_key, life_key): (&str, &str),
+) -> Result<FetchedToken, ConnectorError> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(table.from_status(status, headers, "token reply is not JSON".into()));
+    };
+    let code = v
+        .get(code_key)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    if code != 0 {
+        let msg = v
+            .get(msg_key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        return Err(table.classify(code, status, headers, msg));
+    }
+    token_from(table.vendor, &v, token_key, life_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

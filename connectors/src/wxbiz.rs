@@ -1,5 +1,5 @@
 //! The WXBizMsgCrypt callback format shared by DingTalk HTTP push and WeCom callbacks
-//! (shared/vendors/dingtalk.md §6, shared/vendors/wecom.md §5).
+//! (docs/vendors/dingtalk.md, docs/vendors/wecom.md).
 //!
 //! - key = base64decode(EncodingAESKey + "=") (32 bytes), AES-256-CBC, IV = key[0..16];
 //! - plaintext = random(16) ‖ u32 big-endian len(msg) ‖ msg ‖ receive id, PKCS#7 padded to a

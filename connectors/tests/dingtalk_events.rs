@@ -257,7 +257,7 @@ async fn the_sandbox_pushes_every_change_encrypted_and_signed() {
     tokio::spawn(async move { axum::serve(hub_listener, app).await.unwrap() });
 
     let org = OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap();
     let mut o = SandboxOptions::new(org, "dingapp", "s3cret");
@@ -370,7 +370,7 @@ async fn start_hub(owner: &str) -> (String, tokio::sync::mpsc::UnboundedReceiver
 
 fn small_org() -> OrgFixture {
     OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap()
 }

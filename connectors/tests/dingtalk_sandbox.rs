@@ -26,7 +26,7 @@ use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 fn org(name: &str) -> OrgFixture {
@@ -76,7 +76,7 @@ impl Sandbox {
         let mut cfg =
             DingTalkConfig::for_sandbox(self.base.clone(), "dingapp", "s3cret".to_string().into());
         cfg.agent_id = Some(100001);
-        cfg.retry = RetryPolicy {
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(50),
             max_retries: 12,
@@ -535,7 +535,7 @@ async fn the_20_per_second_limit_answers_90018_and_the_client_recovers() {
     // No client-side limiter: the sandbox's 20/s per API must push back.
     let mut cfg = sb.config();
     // Honour the vendor's 1 s wait.
-    cfg.retry.max_delay = Duration::from_secs(2);
+    cfg.transport.retry.max_delay = Duration::from_secs(2);
     cfg.limits = Limits {
         per_api: RateLimit::UNLIMITED,
         robot_webhook: RateLimit::UNLIMITED,
@@ -560,7 +560,7 @@ async fn the_20_per_second_limit_answers_90018_and_the_client_recovers() {
     // Without retries the caller sees the classification: RateLimited, code 90018, wait 1 s.
     let mut cfg = sb.config();
     cfg.limits.per_api = RateLimit::UNLIMITED;
-    cfg.retry.max_retries = 0;
+    cfg.transport.retry.max_retries = 0;
     let c = Arc::new(DingTalkClient::new(cfg).unwrap());
     let mut handles = Vec::new();
     for _ in 0..40 {

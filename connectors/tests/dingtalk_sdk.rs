@@ -21,7 +21,7 @@ async fn official_sdks_against_the_sandbox() {
         return;
     };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let org = OrgFixture::load(&manifest.join("../../shared/fixtures/small-org.json")).unwrap();
+    let org = OrgFixture::load(&manifest.join("../tests/fixtures/small-org.json")).unwrap();
     let opts = SandboxOptions::new(org, "dingsdkapp", "sdk-secret");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

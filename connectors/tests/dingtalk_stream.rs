@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
     let org = OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap();
     let o = SandboxOptions::new(org, "dingapp", "s3cret");

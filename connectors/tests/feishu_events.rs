@@ -23,7 +23,7 @@ const VT: &str = "verify-token-456";
 
 fn org() -> OrgFixture {
     OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap()
 }

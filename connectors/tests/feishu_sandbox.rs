@@ -18,7 +18,7 @@ use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 fn org(name: &str) -> OrgFixture {
@@ -89,7 +89,7 @@ impl Sandbox {
 
     fn config(&self) -> FeishuConfig {
         let mut cfg = FeishuConfig::new(self.base.clone(), "cli_test", "s3cret".to_string().into());
-        cfg.retry = RetryPolicy {
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
             max_retries: 12,
@@ -514,7 +514,7 @@ async fn errors_are_classified_from_the_sandbox_replies() {
     o.faults = FaultSpec::parse("5xx=1").unwrap();
     let sb = Sandbox::start(o).await;
     let mut cfg = sb.config();
-    cfg.retry.max_retries = 2;
+    cfg.transport.retry.max_retries = 2;
     let c = FeishuClient::new(cfg).unwrap();
     let e = c.get_user("ou_x").await.unwrap_err();
     assert_eq!((e.class(), e.code()), (ErrorClass::Retryable, Some(1500)));
@@ -528,7 +528,7 @@ async fn errors_are_classified_from_the_sandbox_replies() {
     o.faults = FaultSpec::parse("429=1").unwrap();
     let sb = Sandbox::start(o).await;
     let mut cfg = sb.config();
-    cfg.retry.max_retries = 1;
+    cfg.transport.retry.max_retries = 1;
     let e = FeishuClient::new(cfg)
         .unwrap()
         .get_user("ou_x")

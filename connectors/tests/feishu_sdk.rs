@@ -52,7 +52,7 @@ async fn lark_oapi_against_the_sandbox() {
         return;
     };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let org = OrgFixture::load(&manifest.join("../../shared/fixtures/medium-org.json")).unwrap();
+    let org = OrgFixture::load(&manifest.join("../tests/fixtures/medium-org.json")).unwrap();
 
     let store: Captured = Arc::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

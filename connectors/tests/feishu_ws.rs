@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
     let org = OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap();
     let opts = SandboxOptions::new(org, "cli_ws", "ws-secret");

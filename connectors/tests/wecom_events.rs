@@ -27,7 +27,7 @@ const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 
 fn org() -> OrgFixture {
     OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
     )
     .unwrap()
 }
@@ -235,7 +235,7 @@ async fn every_change_arrives_encrypted_signed_and_accepted() {
         "s3cret".to_string().into(),
         1000002,
     );
-    cfg.retry.max_retries = 0;
+    cfg.transport.retry.max_retries = 0;
     WecomClient::new(cfg)
         .unwrap()
         .update_user("u1", json!({"position": "总监"}))

@@ -31,7 +31,7 @@ const AGENT: i64 = 1000002;
 fn org(name: &str) -> OrgFixture {
     OrgFixture::load(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
+            .join("../tests/fixtures")
             .join(name),
     )
     .expect("fixture")
@@ -83,7 +83,7 @@ impl Sandbox {
 
     fn config(&self) -> WecomConfig {
         let mut cfg = WecomConfig::new(self.base.clone(), CORP, SECRET.to_string().into(), AGENT);
-        cfg.retry = RetryPolicy {
+        cfg.transport.retry = RetryPolicy {
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(20),
             max_retries: 12,
@@ -507,7 +507,7 @@ async fn per_api_minute_limit_answers_45009_and_is_classified() {
     o.api_per_minute = 3;
     let sb = Sandbox::start(o).await;
     let mut cfg = sb.config();
-    cfg.retry.max_retries = 0;
+    cfg.transport.retry.max_retries = 0;
     let c = WecomClient::new(cfg).unwrap();
     for _ in 0..3 {
         c.get_user("u1").await.unwrap();
@@ -527,7 +527,7 @@ async fn too_many_concurrent_calls_answer_45033() {
     o.faults = FaultSpec::parse("slow=1@300ms").unwrap();
     let sb = Sandbox::start(o).await;
     let mut cfg = sb.config();
-    cfg.retry.max_retries = 0;
+    cfg.transport.retry.max_retries = 0;
     let c = WecomClient::new(cfg).unwrap();
     c.get_user("u1").await.unwrap(); // token first
     let results = futures_util::future::join_all((0..6).map(|_| c.get_user("u1"))).await;

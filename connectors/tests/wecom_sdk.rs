@@ -85,7 +85,7 @@ async fn wechatpy_against_the_sandbox_and_the_receiver() {
         return;
     };
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let org = OrgFixture::load(&manifest.join("../../shared/fixtures/medium-org.json")).unwrap();
+    let org = OrgFixture::load(&manifest.join("../tests/fixtures/medium-org.json")).unwrap();
 
     // Where the sandbox delivers its callbacks (captured for wechatpy to decrypt).
     let store: Captured = Arc::default();

@@ -1,4 +1,4 @@
-//! Ingress for vendor callbacks: `GET|POST /callbacks/{vendor}/{connector}` (DESIGN.md,
+//! Ingress for vendor callbacks: `GET|POST /callbacks/{vendor}/{connector}` (docs/design.md,
 //! Interfaces; "The flow of one change", ingress).
 //!
 //! One receiver per configured connector that has its callback secrets (Feishu: Encrypt Key
@@ -33,8 +33,7 @@ use huitong_connectors::capability::{
     CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
     ReceiveEvents,
 };
-use huitong_connectors::{dingtalk, feishu, wecom};
-use secrecy::SecretString;
+use huitong_connectors::registry::ReceiverSetup;
 use serde_json::json;
 
 use crate::config::{Config, ConnectorConfig, ConnectorKind};
@@ -202,77 +201,12 @@ pub struct Callbacks {
     queue: Arc<dyn Queue>,
 }
 
-fn secret(
-    c: &ConnectorConfig,
-    key: &'static str,
-    missing: &mut Vec<&'static str>,
-) -> Option<SecretString> {
-    let s = c.secrets.get(key).cloned();
-    if s.is_none() {
-        missing.push(key);
-    }
-    s
-}
-
-fn setting(
-    c: &ConnectorConfig,
-    key: &'static str,
-    missing: &mut Vec<&'static str>,
-) -> Option<String> {
-    let s = c.settings.get(key).filter(|s| !s.is_empty()).cloned();
-    if s.is_none() {
-        missing.push(key);
-    }
-    s
-}
-
-fn build(
-    c: &ConnectorConfig,
-    dedup: Arc<DeferredDedup>,
-    body_limit: usize,
-) -> Result<Box<dyn ReceiveEvents>, Receiver> {
-    let as_dedup: Arc<dyn EventDedup> = dedup;
-    let invalid = |e: huitong_connectors::ConnectorError| Receiver::Invalid(e.to_string());
-    let mut missing = Vec::new();
-    match c.kind {
-        ConnectorKind::Feishu => {
-            let encrypt_key = c.secrets.get("encrypt_key").cloned();
-            let token = c.secrets.get("verification_token").cloned();
-            if encrypt_key.is_none() && token.is_none() {
-                return Err(Receiver::Missing(vec!["encrypt_key", "verification_token"]));
-            }
-            let mut cfg = feishu::CallbackConfig::new(encrypt_key, token);
-            cfg.max_body_bytes = body_limit;
-            Ok(Box::new(
-                feishu::FeishuReceiver::new(cfg, as_dedup).map_err(invalid)?,
-            ))
-        }
-        ConnectorKind::DingTalk => {
-            let token = secret(c, "token", &mut missing);
-            let aes_key = secret(c, "aes_key", &mut missing);
-            let app_key = setting(c, "app_key", &mut missing);
-            let (Some(token), Some(aes_key), Some(app_key)) = (token, aes_key, app_key) else {
-                return Err(Receiver::Missing(missing));
-            };
-            let mut cfg = dingtalk::CallbackConfig::new(token, aes_key, app_key);
-            cfg.max_body_bytes = body_limit;
-            Ok(Box::new(
-                dingtalk::DingTalkReceiver::new(cfg, as_dedup).map_err(invalid)?,
-            ))
-        }
-        ConnectorKind::WeCom => {
-            let token = secret(c, "token", &mut missing);
-            let aes_key = secret(c, "encoding_aes_key", &mut missing);
-            let corp_id = setting(c, "corp_id", &mut missing);
-            let (Some(token), Some(aes_key), Some(corp_id)) = (token, aes_key, corp_id) else {
-                return Err(Receiver::Missing(missing));
-            };
-            let mut cfg = wecom::CallbackConfig::new(token, aes_key, corp_id);
-            cfg.max_body_bytes = body_limit;
-            Ok(Box::new(
-                wecom::WecomReceiver::new(cfg, as_dedup).map_err(invalid)?,
-            ))
-        }
+fn build(c: &ConnectorConfig, dedup: Arc<DeferredDedup>, body_limit: usize) -> Receiver {
+    let as_dedup: Arc<dyn EventDedup> = dedup.clone();
+    match c.kind.receiver(&c.vendor_settings(), as_dedup, body_limit) {
+        ReceiverSetup::Ready(receiver) => Receiver::Ready { receiver, dedup },
+        ReceiverSetup::Missing(keys) => Receiver::Missing(keys),
+        ReceiverSetup::Invalid(reason) => Receiver::Invalid(reason),
     }
 }
 
@@ -295,10 +229,7 @@ impl Callbacks {
                 dedup_source(name),
                 DEDUP_TTL,
             )));
-            let receiver = match build(c, dedup.clone(), body_limit) {
-                Ok(receiver) => Receiver::Ready { receiver, dedup },
-                Err(r) => r,
-            };
+            let receiver = build(c, dedup, body_limit);
             match &receiver {
                 Receiver::Ready { .. } => tracing::info!(
                     vendor = c.kind.as_str(),
@@ -339,7 +270,7 @@ impl Callbacks {
 }
 
 fn vendor_matches(kind: ConnectorKind, vendor: &str) -> bool {
-    vendor == kind.as_str() || (kind == ConnectorKind::Feishu && vendor == "lark")
+    kind.answers_to(vendor)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -538,6 +469,7 @@ async fn callback(
 mod tests {
     use super::*;
     use crate::config::DatabaseConfig;
+    use secrecy::SecretString;
 
     async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();

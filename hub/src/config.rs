@@ -118,71 +118,8 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Setting names of a connector kind, each with whether it is required.
-type KeyList = &'static [(&'static str, bool)];
-
-/// The vendors a connector may speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectorKind {
-    Feishu,
-    DingTalk,
-    WeCom,
-}
-
-impl ConnectorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorKind::Feishu => "feishu",
-            ConnectorKind::DingTalk => "dingtalk",
-            ConnectorKind::WeCom => "wecom",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "feishu" | "lark" => Some(ConnectorKind::Feishu),
-            "dingtalk" => Some(ConnectorKind::DingTalk),
-            "wecom" => Some(ConnectorKind::WeCom),
-            _ => None,
-        }
-    }
-
-    /// (plain settings: (name, required)), (secrets: (name, required)).
-    fn keys(self) -> (KeyList, KeyList) {
-        match self {
-            ConnectorKind::Feishu => (
-                &[("app_id", true), ("base_url", false)],
-                &[
-                    ("app_secret", true),
-                    ("encrypt_key", false),
-                    ("verification_token", false),
-                ],
-            ),
-            ConnectorKind::DingTalk => (
-                &[
-                    ("app_key", true),
-                    ("robot_code", false),
-                    ("base_url", false),
-                    ("api_base_url", false),
-                ],
-                &[("app_secret", true), ("aes_key", false), ("token", false)],
-            ),
-            ConnectorKind::WeCom => (
-                &[
-                    ("corp_id", true),
-                    ("agent_id", true),
-                    ("base_url", false),
-                    ("user_listing", false),
-                ],
-                &[
-                    ("corp_secret", true),
-                    ("token", false),
-                    ("encoding_aes_key", false),
-                ],
-            ),
-        }
-    }
-}
+/// The vendors a connector may speak: the connectors crate's registry.
+pub use huitong_connectors::registry::Kind as ConnectorKind;
 
 /// How a connector's vendor events reach huitong (`events = "callback" | "push"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -204,13 +141,6 @@ impl EventSource {
     }
 }
 
-impl ConnectorKind {
-    /// Whether the vendor offers a push channel huitong can dial out to.
-    pub fn has_push_channel(self) -> bool {
-        matches!(self, ConnectorKind::Feishu | ConnectorKind::DingTalk)
-    }
-}
-
 /// One connected system. Plain settings are strings; secrets were read from
 /// the environment or a file and stay wrapped.
 #[derive(Debug, Clone)]
@@ -221,6 +151,37 @@ pub struct ConnectorConfig {
     pub events: EventSource,
     pub settings: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretString>,
+    /// The connector's one live instance in this process, built on first use and shared by
+    /// every clone of the loaded configuration (one limiter, one token cache per vendor app).
+    pub instance: crate::sync::connect::Instance,
+}
+
+impl ConnectorConfig {
+    /// A connector table of this kind (no live instance yet).
+    pub fn new(
+        name: impl Into<String>,
+        kind: ConnectorKind,
+        settings: BTreeMap<String, String>,
+        secrets: BTreeMap<String, SecretString>,
+    ) -> Self {
+        ConnectorConfig {
+            name: name.into(),
+            kind,
+            events: EventSource::Callback,
+            settings,
+            secrets,
+            instance: Default::default(),
+        }
+    }
+
+    /// Its settings as the vendor registry takes them.
+    pub fn vendor_settings(&self) -> huitong_connectors::registry::Settings {
+        huitong_connectors::registry::Settings {
+            name: self.name.clone(),
+            plain: self.settings.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -929,22 +890,33 @@ impl Reader<'_> {
                 );
                 continue;
             };
+            let names = ConnectorKind::names();
             let Some(kind_s) =
-                self.required_string(ct, &prefix, "kind", "one of feishu, dingtalk, wecom")
+                self.required_string(ct, &prefix, "kind", &format!("one of {names}"))
             else {
                 continue;
             };
             let Some(kind) = ConnectorKind::parse(&kind_s) else {
                 self.problem(
                     &format!("{prefix}.kind"),
-                    format!("expected one of feishu, dingtalk, wecom, got {kind_s:?}"),
+                    format!("expected one of {names}, got {kind_s:?}"),
                 );
                 continue;
             };
-            let (plain, secret) = kind.keys();
+            let keys = kind.keys();
+            let plain: Vec<(&str, bool)> = keys
+                .iter()
+                .filter(|k| !k.secret)
+                .map(|k| (k.name, k.required))
+                .collect();
+            let secret: Vec<(&str, bool)> = keys
+                .iter()
+                .filter(|k| k.secret)
+                .map(|k| (k.name, k.required))
+                .collect();
             let mut allowed: Vec<String> = vec!["kind".into(), "events".into()];
             allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
-            for (k, _) in secret {
+            for (k, _) in &secret {
                 allowed.push(format!("{k}_env"));
                 allowed.push(format!("{k}_file"));
             }
@@ -957,7 +929,7 @@ impl Reader<'_> {
                 .collect();
             self.unknown_keys(&unknown, &prefix, &allowed_ref);
             let mut settings = BTreeMap::new();
-            for (k, required) in plain {
+            for (k, required) in &plain {
                 let v = if *required {
                     self.required_string(ct, &prefix, k, "a string")
                 } else {
@@ -968,7 +940,7 @@ impl Reader<'_> {
                 }
             }
             let mut secrets = BTreeMap::new();
-            for (k, required) in secret {
+            for (k, required) in &secret {
                 if let Some(s) = self.secret(ct, &prefix, k, *required) {
                     secrets.insert((*k).to_owned(), s);
                 }
@@ -995,16 +967,14 @@ impl Reader<'_> {
                     EventSource::Callback
                 }
             };
-            out.insert(
-                name.clone(),
-                ConnectorConfig {
-                    name: name.clone(),
-                    kind,
-                    events,
-                    settings,
-                    secrets,
-                },
-            );
+            let mut c = ConnectorConfig::new(name.clone(), kind, settings, secrets);
+            c.events = events;
+            // Values the vendor checks itself (numbers, enums); absent required keys were
+            // reported above.
+            for p in kind.check(&c.vendor_settings()) {
+                self.problem(&format!("{prefix}.{}", p.key), p.message);
+            }
+            out.insert(name.clone(), c);
         }
         out
     }

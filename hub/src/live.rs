@@ -49,12 +49,7 @@ pub fn changed_records(
     payload: &Value,
 ) -> Option<Vec<(&'static str, String)>> {
     use huitong_connectors::capability::Entity;
-    use huitong_connectors::{dingtalk, feishu, wecom};
-    let records = match kind {
-        ConnectorKind::Feishu => feishu::events::contact_records(event_type, payload),
-        ConnectorKind::DingTalk => dingtalk::events::contact_records(event_type, payload),
-        ConnectorKind::WeCom => wecom::events::contact_records(event_type, payload),
-    }?;
+    let records = kind.contact_records(event_type, payload)?;
     Some(
         records
             .into_iter()
@@ -111,7 +106,6 @@ impl IngressHandler {
         let c = self.config.connectors.get(connector)?;
         match sync::connect::endpoint(c) {
             Ok(e) => {
-                let e = Arc::new(e);
                 map.insert(connector.to_owned(), e.clone());
                 Some(e)
             }
@@ -283,30 +277,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn kind(name: &str) -> ConnectorKind {
+        ConnectorKind::parse(name).expect("a registered vendor")
+    }
+
     #[test]
     fn each_vendor_names_the_records_its_contact_events_are_about() {
         let feishu = json!({"schema": "2.0", "header": {"event_type": "contact.user.updated_v3"},
             "event": {"object": {"open_id": "ou_1", "name": "x"}, "old_object": {"name": "y"}}});
         assert_eq!(
-            changed_records(ConnectorKind::Feishu, "contact.user.updated_v3", &feishu),
+            changed_records(kind("feishu"), "contact.user.updated_v3", &feishu),
             Some(vec![(PERSON, "ou_1".to_owned())])
         );
         let dept = json!({"event": {"object": {"open_department_id": "od-9"}}});
         assert_eq!(
-            changed_records(
-                ConnectorKind::Feishu,
-                "contact.department.created_v3",
-                &dept
-            ),
+            changed_records(kind("feishu"), "contact.department.created_v3", &dept),
             Some(vec![(DEPARTMENT, "od-9".to_owned())])
         );
         assert_eq!(
-            changed_records(ConnectorKind::Feishu, "im.message.receive_v1", &feishu),
+            changed_records(kind("feishu"), "im.message.receive_v1", &feishu),
             None
         );
         assert_eq!(
             changed_records(
-                ConnectorKind::WeCom,
+                kind("wecom"),
                 "change_contact.update_user",
                 &json!({"UserID": "zhangsan", "ChangeType": "update_user"})
             ),
@@ -314,7 +308,7 @@ mod tests {
         );
         assert_eq!(
             changed_records(
-                ConnectorKind::WeCom,
+                kind("wecom"),
                 "change_contact.create_party",
                 &json!({"Id": 7})
             ),
@@ -322,7 +316,7 @@ mod tests {
         );
         assert_eq!(
             changed_records(
-                ConnectorKind::DingTalk,
+                kind("dingtalk"),
                 "user_modify_org",
                 &json!({"EventType": "user_modify_org", "UserId": ["u1", "u2"]})
             ),
@@ -330,14 +324,14 @@ mod tests {
         );
         assert_eq!(
             changed_records(
-                ConnectorKind::DingTalk,
+                kind("dingtalk"),
                 "org_dept_modify",
                 &json!({"DeptId": [42]})
             ),
             Some(vec![(DEPARTMENT, "42".to_owned())])
         );
         assert_eq!(
-            changed_records(ConnectorKind::DingTalk, "user_modify_org", &json!({})),
+            changed_records(kind("dingtalk"), "user_modify_org", &json!({})),
             None
         );
     }

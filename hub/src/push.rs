@@ -1,6 +1,6 @@
 //! Ingress over push channels: connectors configured with `events = "push"` (Feishu's long
 //! connection, DingTalk's Stream mode) need no public address: huitong dials out and the vendor
-//! pushes its events down that connection (DESIGN.md, "The flow of one change", ingress).
+//! pushes its events down that connection (docs/design.md, "The flow of one change", ingress).
 //!
 //! Every event takes the path of an HTTP callback (`callbacks.rs`): its id is checked in the
 //! same [`StoreDedup`] (same store source, so an event that arrives both ways is queued once),
@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use huitong_connectors::capability::{PushChannel, PushDelivery, RawEvent};
-use huitong_connectors::{dingtalk, feishu};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::callbacks::{self, DEDUP_TTL, StoreDedup};
-use crate::config::{Config, ConnectorConfig, ConnectorKind, EventSource};
+use crate::config::{Config, ConnectorConfig, EventSource};
 use crate::queue::{Queue, QueueError};
 use crate::store::{Store, StoreError};
 
@@ -171,47 +170,12 @@ mod metric {
 
 /// The vendor's push client for a connector (no network call yet).
 pub fn channel(c: &ConnectorConfig) -> Result<Box<dyn PushChannel>, PushError> {
-    let fail = |message: String| PushError::Channel {
-        connector: c.name.clone(),
-        message,
-    };
-    let setting = |key: &str| {
-        c.settings
-            .get(key)
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .ok_or_else(|| fail(format!("`{key}` is not set")))
-    };
-    let secret = |key: &str| {
-        c.secrets
-            .get(key)
-            .cloned()
-            .ok_or_else(|| fail(format!("secret `{key}` is not set")))
-    };
-    match c.kind {
-        ConnectorKind::Feishu => {
-            let base = c
-                .settings
-                .get("base_url")
-                .map_or("https://open.feishu.cn", String::as_str);
-            let cfg = feishu::FeishuConfig::new(base, setting("app_id")?, secret("app_secret")?);
-            let lc = feishu::ws::LongConnection::new(&cfg).map_err(|e| fail(e.to_string()))?;
-            Ok(Box::new(lc))
-        }
-        ConnectorKind::DingTalk => {
-            let (key, secret) = (setting("app_key")?, secret("app_secret")?);
-            let mut cfg = match c.settings.get("base_url") {
-                Some(base) => dingtalk::DingTalkConfig::for_sandbox(base.as_str(), key, secret),
-                None => dingtalk::DingTalkConfig::new(key, secret),
-            };
-            if let Some(api) = c.settings.get("api_base_url") {
-                cfg.api_base = api.clone();
-            }
-            let client = dingtalk::StreamClient::new(&cfg).map_err(|e| fail(e.to_string()))?;
-            Ok(Box::new(client))
-        }
-        ConnectorKind::WeCom => Err(fail("wecom has no push channel".to_owned())),
-    }
+    c.kind
+        .push_channel(&c.vendor_settings())
+        .map_err(|e| PushError::Channel {
+            connector: c.name.clone(),
+            message: e.message().to_owned(),
+        })
 }
 
 /// The running push tasks; [`PushHandle::shutdown`] closes the connections and waits.
@@ -346,40 +310,45 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatabaseConfig;
+    use crate::config::{ConnectorKind, DatabaseConfig};
     use secrecy::SecretString;
 
+    fn kind(name: &str) -> ConnectorKind {
+        ConnectorKind::parse(name).expect("a registered vendor")
+    }
+
     fn connector(kind: ConnectorKind, settings: &[(&str, &str)]) -> ConnectorConfig {
-        ConnectorConfig {
-            name: "c".into(),
+        let mut c = ConnectorConfig::new(
+            "c",
             kind,
-            events: EventSource::Push,
-            settings: settings
+            settings
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            secrets: [("app_secret".to_owned(), SecretString::from("s"))].into(),
-        }
+            [("app_secret".to_owned(), SecretString::from("s"))].into(),
+        );
+        c.events = EventSource::Push;
+        c
     }
 
     #[test]
     fn channels_exist_for_feishu_and_dingtalk_only() {
-        assert!(channel(&connector(ConnectorKind::Feishu, &[("app_id", "cli_1")])).is_ok());
+        assert!(channel(&connector(kind("feishu"), &[("app_id", "cli_1")])).is_ok());
         assert!(
             channel(&connector(
-                ConnectorKind::DingTalk,
+                kind("dingtalk"),
                 &[("app_key", "ding1"), ("base_url", "http://127.0.0.1:1")]
             ))
             .is_ok()
         );
-        let e = channel(&connector(ConnectorKind::WeCom, &[]))
+        let e = channel(&connector(kind("wecom"), &[]))
             .err()
             .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some("connector c: cannot build its push channel: wecom has no push channel")
         );
-        let e = channel(&connector(ConnectorKind::Feishu, &[]))
+        let e = channel(&connector(kind("feishu"), &[]))
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("`app_id` is not set")));
@@ -396,7 +365,7 @@ mod tests {
         .unwrap();
         // A queue that is not there: every publish fails.
         let queue: Arc<dyn Queue> = Arc::new(Down);
-        let c = connector(ConnectorKind::Feishu, &[("app_id", "cli_1")]);
+        let c = connector(kind("feishu"), &[("app_id", "cli_1")]);
         let ingress = PushIngress::new(&c, store.clone(), queue);
         let ev = RawEvent {
             vendor: "feishu",

@@ -256,7 +256,7 @@ fn serve_on_the_embedded_default_answers_health_ready_metrics_and_stops_on_sigte
 #[test]
 fn sandbox_feishu_serves_the_fixture_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let org = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json");
+    let org = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json");
     let mut child = huitong(dir.path())
         .args([
             "sandbox",
@@ -476,4 +476,46 @@ fn dlq_list_and_replay_on_the_embedded_queue_are_audited() {
         assert_eq!(audit[0].actor, "ops@example.cn");
         assert_eq!(audit[0].action, "dlq.replay");
     });
+}
+
+#[test]
+fn sandbox_fixture_is_deterministic_and_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_stdout = || {
+        let out = huitong(dir.path())
+            .args(["sandbox", "fixture", "--users", "50", "--seed", "3"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = gen_stdout();
+    assert_eq!(first, gen_stdout(), "same arguments, same bytes");
+    let org = huitong_connectors::fixture::OrgFixture::from_json(&first).unwrap();
+    assert_eq!(org.users.len(), 50);
+    assert_eq!(org.departments.len(), 3);
+
+    let file = dir.path().join("org.json");
+    let out = huitong(dir.path())
+        .args(["sandbox", "fixture", "--users", "300", "--depts", "12"])
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        line,
+        format!("wrote {}: 300 users, 12 departments\n", file.display())
+    );
+    let org = huitong_connectors::fixture::OrgFixture::load(&file).unwrap();
+    assert_eq!((org.users.len(), org.departments.len()), (300, 12));
 }

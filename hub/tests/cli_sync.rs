@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_huitong");
 fn fixture(name: &str) -> OrgFixture {
     OrgFixture::load(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures")
+            .join("../tests/fixtures")
             .join(name),
     )
     .unwrap()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput benchmark of the shipped DingTalk person mapping (issue 4), not a timed test.
 #
-# Generates N DingTalk user records (NDJSON, fields as in shared/vendors/dingtalk.md, ~490 bytes
+# Generates N DingTalk user records (NDJSON, fields as in docs/vendors/dingtalk.md, ~490 bytes
 # each) and the id links for xref(), then times, in one run:
 #   - huitong mapping apply (HUITONG_BIN, default $CARGO_TARGET_DIR/release/huitong; falls back to
 #     the `apply` example binary, built if missing), on all cores, on one core, and on one core

@@ -8,17 +8,16 @@
 #          each write API vs its limit, and the peak calls the sandbox saw in any 60-s window,
 #   again: a second plan (reads both sides completely) must be empty.
 # Usage: tests/benches/org_sync_scale.sh [USERS] [DEPTS]
-# Needs ../shared/fixtures/gen_org.py and a release build (cargo build --release -p huitong).
+# Needs a release build only (cargo build --release -p huitong): it generates the org itself.
 # WeCom is the pair whose published limits let a 5,000-department read fit in 30 s: Feishu's
 # find_by_department allows 1,000/min (5,100 calls = 5.1 min minimum) and DingTalk 20/s per API.
 set -u
-here="$(cd "$(dirname "$0")/../.." && pwd)"
 B="${HUITONG_BIN:-${CARGO_TARGET_DIR:-/var/tmp/huitong-target}/release/huitong}"
 USERS="${1:-100000}"; DEPTS="${2:-5000}"
 D="${BENCH_DIR:-/var/tmp/huitong-scale}"
 export SRC_PORT="${SRC_PORT:-19111}" DST_PORT="${DST_PORT:-19112}"
 mkdir -p "$D" && cd "$D" && rm -rf data
-[ -f "org-$USERS.json" ] || python3 "$here/../shared/fixtures/gen_org.py" --users "$USERS" --depts "$DEPTS" --out "org-$USERS.json"
+[ -f "org-$USERS.json" ] || "$B" sandbox fixture --users "$USERS" --depts "$DEPTS" --out "org-$USERS.json"
 echo '{"departments":[{"key":"root","name":"工厂","parent":null,"order":0,"leaders":[]}],"users":[]}' > empty.json
 for port in "$SRC_PORT" "$DST_PORT"; do
   curl -sf "http://127.0.0.1:$port/_sandbox/calls" > /dev/null && { echo "port $port is already serving a sandbox; stop it first" >&2; exit 1; }

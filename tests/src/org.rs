@@ -7,10 +7,10 @@ use std::time::Duration;
 use huitong_connectors::fixture::OrgFixture;
 use serde_json::{Value, json};
 
-/// A fixture of `../shared/fixtures` (small-org.json, medium-org.json).
+/// A fixture of `tests/fixtures` (small-org.json, medium-org.json).
 pub fn fixture(name: &str) -> OrgFixture {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .join("fixtures")
         .join(name);
     match OrgFixture::load(&path) {
         Ok(f) => f,

@@ -31,10 +31,8 @@ const WECOM_CORP: &str = "ww0123456789abcdef";
 const DINGTALK_APP_KEY: &str = "dingsandboxappkey";
 
 fn org() -> OrgFixture {
-    OrgFixture::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/small-org.json"),
-    )
-    .unwrap()
+    OrgFixture::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/small-org.json"))
+        .unwrap()
 }
 
 const CONFIG: &str = r#"

@@ -12,18 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use bytes::Bytes;
 use reqwest::Method;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
+use crate::client::{Client, ErrorTable, Reply, Wire};
 use crate::dingtalk::VENDOR;
-use crate::dingtalk::auth::{DingTalkTokenSource, TOKEN_INVALID_CODES};
+use crate::dingtalk::auth::{AccessToken, TOKEN_INVALID_CODES};
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;
-use crate::http::{build_client, read_limited, retry_after_header, with_retry};
+use crate::http::retry_after_header;
 use crate::limit::{Limiter, RateLimit};
-use crate::token::TokenManager;
+
+pub use crate::client::{FormPart, Payload, seg};
 
 pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
 
@@ -37,6 +37,21 @@ pub const QUOTA_CODE: i64 = 90020;
 /// errcode 88 wraps a sub_code.
 pub const WRAPPER_CODE: i64 = 88;
 
+/// The old generation's error codes (the v1.0 generation answers with string codes:
+/// [`classify_new`]). The docs: after 90018 / 90002 sleep 1 s, then retry with back-off.
+pub static ERRORS: ErrorTable = ErrorTable {
+    vendor: VENDOR,
+    rate_limited: RATE_LIMIT_CODES,
+    token_invalid: TOKEN_INVALID_CODES,
+    transient: &[-1],
+    not_found: &[60003, 60121, 33012],
+    rate_limit_waits: &[
+        (90018, Duration::from_secs(1)),
+        (90002, Duration::from_secs(1)),
+    ],
+    reset_header: None,
+};
+
 /// Classifies a non-zero old-generation `errcode` (with its `sub_code` when errcode is 88).
 pub fn classify_old(errcode: i64, sub_code: Option<&str>, msg: String) -> ConnectorError {
     let code = if errcode == WRAPPER_CODE {
@@ -46,37 +61,7 @@ pub fn classify_old(errcode: i64, sub_code: Option<&str>, msg: String) -> Connec
     } else {
         errcode
     };
-    if TOKEN_INVALID_CODES.contains(&code) {
-        return ConnectorError::AuthExpired {
-            vendor: VENDOR,
-            code: Some(code),
-            message: msg,
-        };
-    }
-    if RATE_LIMIT_CODES.contains(&code) {
-        // The docs: sleep 1 s, then retry with back-off.
-        let retry_after = matches!(code, 90018 | 90002).then_some(Duration::from_secs(1));
-        return ConnectorError::RateLimited {
-            vendor: VENDOR,
-            code: Some(code),
-            retry_after,
-            message: msg,
-        };
-    }
-    if code == -1 {
-        return ConnectorError::Retryable {
-            vendor: VENDOR,
-            code: Some(code),
-            status: Some(200),
-            message: msg,
-        };
-    }
-    ConnectorError::Permanent {
-        vendor: VENDOR,
-        code: Some(code),
-        status: Some(200),
-        message: msg,
-    }
+    ERRORS.classify(code, 200, &HeaderMap::new(), msg)
 }
 
 /// Classifies a v1.0 error reply (`code` is a string such as `InvalidAuthentication`).
@@ -128,40 +113,11 @@ pub enum Gen {
     New,
 }
 
-/// A multipart field.
-#[derive(Clone)]
-pub enum FormPart {
-    Text(&'static str, String),
-    File {
-        name: &'static str,
-        file_name: String,
-        data: Bytes,
-    },
-}
+/// One DingTalk API call: path under the generation's origin, e.g. `/topapi/v2/user/list` or
+/// `/v1.0/todo/…`.
+pub type ApiCall = crate::client::ApiCall<Gen>;
 
-/// The body of a call; rebuilt per attempt.
-#[derive(Clone)]
-pub enum Payload {
-    Empty,
-    Json(Value),
-    Form(Vec<FormPart>),
-}
-
-/// One API call.
-#[derive(Clone)]
-pub struct ApiCall {
-    pub generation: Gen,
-    pub method: Method,
-    /// Path under the generation's origin, e.g. `/topapi/v2/user/list` or `/v1.0/todo/…`.
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub payload: Payload,
-    /// Limiter bucket (one per API) and its limit.
-    pub tier: &'static str,
-    pub limit: RateLimit,
-}
-
-impl ApiCall {
+impl crate::client::ApiCall<Gen> {
     pub fn new(
         generation: Gen,
         method: Method,
@@ -169,51 +125,59 @@ impl ApiCall {
         tier: &'static str,
         limit: RateLimit,
     ) -> Self {
-        Self {
-            generation,
-            method,
-            path: path.into(),
-            query: Vec::new(),
-            payload: Payload::Empty,
-            tier,
-            limit,
-        }
-    }
-    pub fn query(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.query.push((k.to_string(), v.into()));
-        self
-    }
-    pub fn json(mut self, body: Value) -> Self {
-        self.payload = Payload::Json(body);
-        self
-    }
-    pub fn form(mut self, parts: Vec<FormPart>) -> Self {
-        self.payload = Payload::Form(parts);
-        self
+        Self::with_extra(generation, method, path, tier, limit)
     }
 }
 
-/// Percent-encodes a path segment.
-pub fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-pub struct DingTalkClient {
+/// DingTalk's side of the client: its settings.
+pub struct DingTalkWire {
     pub(crate) cfg: DingTalkConfig,
-    pub(crate) http: reqwest::Client,
-    tokens: TokenManager<DingTalkTokenSource>,
-    pub(crate) limiter: Arc<Limiter>,
 }
 
-impl DingTalkClient {
+impl Wire for DingTalkWire {
+    type Extra = Gen;
+    type Token = AccessToken;
+
+    fn table(&self) -> &'static ErrorTable {
+        &ERRORS
+    }
+    fn bucket(&self, call: &ApiCall) -> (String, String) {
+        (self.cfg.app_key.clone(), call.tier.to_owned())
+    }
+    fn url(&self, call: &ApiCall) -> String {
+        let origin = match call.extra {
+            Gen::Old => self.cfg.oapi(),
+            Gen::New => self.cfg.api(),
+        };
+        format!("{origin}{}", call.path)
+    }
+    fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+        call: &ApiCall,
+        token: &str,
+        query: &mut Vec<(String, String)>,
+    ) -> reqwest::RequestBuilder {
+        match call.extra {
+            Gen::Old => {
+                query.push(("access_token".into(), token.to_owned()));
+                req
+            }
+            Gen::New => req.header(TOKEN_HEADER, token),
+        }
+    }
+    fn decode(&self, call: &ApiCall, status: u16, headers: &HeaderMap, body: Vec<u8>) -> Reply {
+        Reply::Json(match call.extra {
+            Gen::Old => old_reply(status, headers, &body),
+            Gen::New => new_reply(status, headers, &body),
+        })
+    }
+}
+
+/// The client of one DingTalk app, for both generations.
+pub type DingTalkClient = Client<DingTalkWire>;
+
+impl Client<DingTalkWire> {
     pub fn new(cfg: DingTalkConfig) -> Result<Self, ConnectorError> {
         Self::with_limiter(cfg, Arc::new(Limiter::new()))
     }
@@ -224,36 +188,17 @@ impl DingTalkClient {
         limiter: Arc<Limiter>,
     ) -> Result<Self, ConnectorError> {
         cfg.validate()?;
-        let http = build_client(cfg.timeout)?;
-        let source = DingTalkTokenSource {
-            http: http.clone(),
+        let token = AccessToken {
             api: cfg.api().to_string(),
             app_key: cfg.app_key.clone(),
             app_secret: cfg.app_secret.clone(),
-            retry: cfg.retry.clone(),
         };
-        let tokens = TokenManager::new(source, cfg.token_refresh_ahead);
-        Ok(Self {
-            cfg,
-            http,
-            tokens,
-            limiter,
-        })
+        let transport = cfg.transport.clone();
+        Self::build(DingTalkWire { cfg }, token, limiter, transport)
     }
 
     pub fn config(&self) -> &DingTalkConfig {
-        &self.cfg
-    }
-
-    /// How many access tokens were fetched so far.
-    pub fn token_fetches(&self) -> u64 {
-        self.tokens.fetch_count()
-    }
-
-    /// Runs `call` with retries; returns the whole reply body.
-    pub async fn call(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
-        let what = format!("{} {}", call.method, call.path);
-        with_retry(&self.cfg.retry, &what, || self.call_refreshing(call)).await
+        &self.wire.cfg
     }
 
     /// Runs an old-generation `call` and returns its `result` (or `{}` when absent).
@@ -262,76 +207,6 @@ impl DingTalkClient {
         Ok(v.get_mut("result")
             .map(Value::take)
             .unwrap_or(Value::Object(Default::default())))
-    }
-
-    async fn call_refreshing(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
-        let token = self.tokens.get().await?;
-        match self.send(call, token.secret.expose_secret()).await {
-            Err(ConnectorError::AuthExpired { code, .. }) => {
-                tracing::info!(vendor = VENDOR, code = ?code, path = call.path, "token rejected; refetching once");
-                self.tokens.invalidate(&token).await;
-                let token = self.tokens.get().await?;
-                self.send(call, token.secret.expose_secret()).await
-            }
-            other => other,
-        }
-    }
-
-    async fn send(&self, call: &ApiCall, token: &str) -> Result<Value, ConnectorError> {
-        self.limiter
-            .acquire(&self.cfg.app_key, call.tier, call.limit)
-            .await;
-        let origin = match call.generation {
-            Gen::Old => self.cfg.oapi(),
-            Gen::New => self.cfg.api(),
-        };
-        let url = format!("{origin}{}", call.path);
-        let mut req = self.http.request(call.method.clone(), &url);
-        let mut query = call.query.clone();
-        match call.generation {
-            Gen::Old => query.insert(0, ("access_token".into(), token.to_string())),
-            Gen::New => req = req.header(TOKEN_HEADER, token),
-        }
-        if !query.is_empty() {
-            req = req.query(&query);
-        }
-        req = match &call.payload {
-            Payload::Empty => req,
-            Payload::Json(v) => req.json(v),
-            Payload::Form(parts) => {
-                let mut form = reqwest::multipart::Form::new();
-                for p in parts {
-                    form = match p {
-                        FormPart::Text(k, v) => form.text(*k, v.clone()),
-                        FormPart::File {
-                            name,
-                            file_name,
-                            data,
-                        } => form.part(
-                            *name,
-                            reqwest::multipart::Part::stream(reqwest::Body::from(data.clone()))
-                                .file_name(file_name.clone()),
-                        ),
-                    };
-                }
-                req.multipart(form)
-            }
-        };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ConnectorError::from_transport(VENDOR, &e.without_url()))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = read_limited(VENDOR, resp, self.cfg.max_response_bytes).await?;
-        let r = match call.generation {
-            Gen::Old => old_reply(status, &headers, &bytes),
-            Gen::New => new_reply(status, &headers, &bytes),
-        };
-        if let Err(e) = &r {
-            tracing::debug!(vendor = VENDOR, path = call.path, status, code = ?e.code(), class = ?e.class(), "dingtalk call failed");
-        }
-        r
     }
 }
 

@@ -1,12 +1,10 @@
 //! Settings of one DingTalk internal (self-built) app.
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
+use crate::client::Transport;
 use crate::dingtalk::VENDOR;
 use crate::error::ConnectorError;
-use crate::http::RetryPolicy;
 use crate::limit::RateLimit;
 
 /// The old API generation (org chart, work notifications, media, custom robots).
@@ -32,15 +30,12 @@ pub struct DingTalkConfig {
     pub operator_union_id: Option<String>,
     /// Page size of `user/list` (max 100).
     pub page_size: u32,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
-    /// Refetch the access token when less than this remains.
-    pub token_refresh_ahead: Duration,
-    pub max_response_bytes: usize,
+    /// Timeout, retries, token refresh and reply size of its HTTP calls.
+    pub transport: Transport,
     pub limits: Limits,
 }
 
-/// Published limits (shared/vendors/dingtalk.md §4, §8). The per-API limit applies to every API
+/// Published limits (docs/vendors/dingtalk.md). The per-API limit applies to every API
 /// separately (each gets its own bucket).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -90,10 +85,7 @@ impl DingTalkConfig {
             robot_code: None,
             operator_union_id: None,
             page_size: 100,
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(30),
-            token_refresh_ahead: Duration::from_secs(300),
-            max_response_bytes: 16 * 1024 * 1024,
+            transport: Transport::default(),
             limits: Limits::default(),
         }
     }
@@ -101,9 +93,7 @@ impl DingTalkConfig {
     pub fn validate(&self) -> Result<(), ConnectorError> {
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
         for (name, b) in [("oapi_base", &self.oapi_base), ("api_base", &self.api_base)] {
-            if !(b.starts_with("https://") || b.starts_with("http://")) {
-                return bad(format!("{name} {b:?} must start with https:// or http://"));
-            }
+            crate::client::check_origin(VENDOR, name, b)?;
         }
         if self.app_key.is_empty() {
             return bad("app_key is empty".into());

@@ -76,7 +76,14 @@ pub fn normalize_union_id(mut v: Value) -> Value {
 
 impl DingTalkClient {
     fn contact_call(&self, path: &'static str, body: Value) -> ApiCall {
-        ApiCall::new(Gen::Old, Method::POST, path, path, self.cfg.limits.per_api).json(body)
+        ApiCall::new(
+            Gen::Old,
+            Method::POST,
+            path,
+            path,
+            self.wire.cfg.limits.per_api,
+        )
+        .json(body)
     }
 
     /// Direct sub-departments of `dept_id`.
@@ -133,7 +140,7 @@ impl DingTalkClient {
 
     /// Direct members of `dept_id`, following `cursor` / `has_more` / `next_cursor`.
     pub fn users_in_department(&self, dept_id: i64) -> RecordStream<'_> {
-        let size = self.cfg.page_size;
+        let size = self.wire.cfg.page_size;
         stream::try_unfold(Some(0i64), move |cursor| async move {
             let Some(cursor) = cursor else {
                 return Ok(None);

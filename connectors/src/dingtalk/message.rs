@@ -39,7 +39,7 @@ impl DingTalkClient {
         to: &Recipients,
         msg: Value,
     ) -> Result<i64, ConnectorError> {
-        let agent_id = self.cfg.agent_id.ok_or_else(|| {
+        let agent_id = self.wire.cfg.agent_id.ok_or_else(|| {
             ConnectorError::permanent(VENDOR, "work notifications need agent_id in the config")
         })?;
         if msg.get("msgtype").and_then(Value::as_str).is_none() {
@@ -73,7 +73,7 @@ impl DingTalkClient {
             Method::POST,
             ASYNCSEND_V2,
             ASYNCSEND_V2,
-            self.cfg.limits.per_api,
+            self.wire.cfg.limits.per_api,
         )
         .json(body);
         let r = self.call(&call).await?;
@@ -84,13 +84,13 @@ impl DingTalkClient {
 
     /// The delivery result of a work notification.
     pub async fn work_notification_result(&self, task_id: i64) -> Result<Value, ConnectorError> {
-        let agent_id = self.cfg.agent_id.unwrap_or_default();
+        let agent_id = self.wire.cfg.agent_id.unwrap_or_default();
         let call = ApiCall::new(
             Gen::Old,
             Method::POST,
             GET_SEND_RESULT,
             GET_SEND_RESULT,
-            self.cfg.limits.per_api,
+            self.wire.cfg.limits.per_api,
         )
         .json(json!({"agent_id": agent_id, "task_id": task_id}));
         let mut r = self.call(&call).await?;
@@ -128,12 +128,13 @@ impl DingTalkClient {
             Method::POST,
             MEDIA_UPLOAD,
             MEDIA_UPLOAD,
-            self.cfg.limits.per_api,
+            self.wire.cfg.limits.per_api,
         )
         .query("type", media_type)
         .form(vec![
             FormPart::Text("type", media_type.to_string()),
             FormPart::File {
+                mime: None,
                 name: "media",
                 file_name: file_name.to_string(),
                 data,

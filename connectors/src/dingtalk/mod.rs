@@ -1,4 +1,4 @@
-//! DingTalk (钉钉). Facts: shared/vendors/dingtalk.md.
+//! DingTalk (钉钉). Facts: docs/vendors/dingtalk.md.
 //!
 //! Layout (same files as every vendor module): `config` (settings), `auth` (token), `client`
 //! (both API generations: envelopes, errors, retries), one file per API area (`contact`,
@@ -16,6 +16,7 @@ pub mod robot;
 pub mod sandbox;
 pub mod stream;
 pub mod todo;
+pub mod vendor;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -293,6 +294,7 @@ impl WriteEntities for DingTalkConnector {
                     None => c.operator()?.to_string(),
                 };
                 let op = c
+                    .wire
                     .cfg
                     .operator_union_id
                     .clone()

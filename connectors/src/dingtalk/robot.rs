@@ -52,10 +52,10 @@ impl DingTalkClient {
             Method::POST,
             GROUP_SEND,
             GROUP_SEND,
-            self.cfg.limits.per_api,
+            self.wire.cfg.limits.per_api,
         )
         .json(json!({
-            "robotCode": self.cfg.robot(),
+            "robotCode": self.wire.cfg.robot(),
             "openConversationId": open_conversation_id,
             "msgKey": msg_key,
             "msgParam": param,
@@ -87,10 +87,10 @@ impl DingTalkClient {
             Method::POST,
             OTO_BATCH_SEND,
             OTO_BATCH_SEND,
-            self.cfg.limits.per_api,
+            self.wire.cfg.limits.per_api,
         )
         .json(json!({
-            "robotCode": self.cfg.robot(),
+            "robotCode": self.wire.cfg.robot(),
             "userIds": user_ids,
             "msgKey": msg_key,
             "msgParam": param,
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn webhook_sign_vector() {
-        // shared/vendors/dingtalk.md §4
+        // docs/vendors/dingtalk.md
         assert_eq!(
             webhook_sign("SEC0123456789abcdef", 1700000000000),
             "TSZbRFUuvaSQaRKUpF970OPCb2%2FLcQAP3wOvwZIzBZk%3D"

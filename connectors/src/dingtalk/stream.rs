@@ -157,7 +157,7 @@ impl StreamClient {
             api: cfg.api().to_string(),
             client_id: cfg.app_key.clone(),
             client_secret: cfg.app_secret.clone(),
-            http: build_client(cfg.timeout)?,
+            http: build_client(cfg.transport.timeout)?,
             callback_topics: Vec::new(),
             ping_interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(60),

@@ -13,12 +13,13 @@ const BASE: &str = "/v1.0/todo/users";
 
 impl DingTalkClient {
     fn todo_call(&self, method: Method, path: String, tier: &'static str) -> ApiCall {
-        ApiCall::new(Gen::New, method, path, tier, self.cfg.limits.per_api)
+        ApiCall::new(Gen::New, method, path, tier, self.wire.cfg.limits.per_api)
     }
 
     /// The configured operator unionId.
     pub fn operator(&self) -> Result<&str, ConnectorError> {
-        self.cfg
+        self.wire
+            .cfg
             .operator_union_id
             .as_deref()
             .ok_or_else(|| ConnectorError::permanent(VENDOR, "todo calls need operator_union_id"))

@@ -1,12 +1,10 @@
 //! Settings of one Feishu (or Lark) self-built app.
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
+use crate::client::Transport;
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
-use crate::http::RetryPolicy;
 use crate::limit::RateLimit;
 
 pub const FEISHU_ORIGIN: &str = "https://open.feishu.cn";
@@ -24,15 +22,12 @@ pub struct FeishuConfig {
     pub department_id_type: String,
     /// Page size for list calls (contact APIs: max 50).
     pub page_size: u32,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
-    /// Refetch the tenant token when less than this remains.
-    pub token_refresh_ahead: Duration,
-    pub max_response_bytes: usize,
+    /// Timeout, retries, token refresh and reply size of its HTTP calls.
+    pub transport: Transport,
     pub limits: Limits,
 }
 
-/// The published limits per API area, per app (shared/vendors/feishu.md §4, §5, §6, §9).
+/// The published limits per API area, per app (docs/vendors/feishu.md).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub contact: RateLimit,
@@ -66,22 +61,14 @@ impl FeishuConfig {
             user_id_type: "open_id".into(),
             department_id_type: "open_department_id".into(),
             page_size: 50,
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(30),
-            token_refresh_ahead: Duration::from_secs(300),
-            max_response_bytes: 16 * 1024 * 1024,
+            transport: Transport::default(),
             limits: Limits::default(),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConnectorError> {
+        crate::client::check_origin(VENDOR, "base_url", &self.base_url)?;
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
-        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return bad(format!(
-                "base_url {:?} must start with https:// or http://",
-                self.base_url
-            ));
-        }
         if self.app_id.is_empty() {
             return bad("app_id is empty".into());
         }

@@ -14,18 +14,21 @@ use crate::feishu::client::{ApiCall, FeishuClient, seg};
 
 const BASE: &str = "/open-apis/contact/v3";
 /// Codes meaning "no such department / user" on a get.
-const NOT_FOUND_CODES: &[i64] = &[40008, 40015, 41050, 1470404];
+use crate::feishu::client::NOT_FOUND_CODES;
 
 impl FeishuClient {
     fn contact_call(&self, method: Method, path: String) -> ApiCall {
-        ApiCall::new(method, path, "contact", self.cfg.limits.contact)
-            .query("user_id_type", self.cfg.user_id_type.clone())
-            .query("department_id_type", self.cfg.department_id_type.clone())
+        ApiCall::new(method, path, "contact", self.wire.cfg.limits.contact)
+            .query("user_id_type", self.wire.cfg.user_id_type.clone())
+            .query(
+                "department_id_type",
+                self.wire.cfg.department_id_type.clone(),
+            )
     }
 
     /// Follows `page_token` / `has_more` until the end, yielding each item of `data.items`.
     pub fn paginate(&self, call: ApiCall) -> RecordStream<'_> {
-        let page_size = self.cfg.page_size;
+        let page_size = self.wire.cfg.page_size;
         stream::try_unfold(Some(None::<String>), move |state| {
             let call = call.clone();
             async move {
@@ -86,14 +89,14 @@ impl FeishuClient {
 
     /// The id of a department record in the configured id type.
     pub fn department_id_of(&self, dept: &Value) -> Option<String> {
-        dept.get(self.cfg.department_id_type.as_str())
+        dept.get(self.wire.cfg.department_id_type.as_str())
             .and_then(Value::as_str)
             .map(str::to_string)
     }
 
     /// The id of a user record in the configured id type.
     pub fn user_id_of(&self, user: &Value) -> Option<String> {
-        user.get(self.cfg.user_id_type.as_str())
+        user.get(self.wire.cfg.user_id_type.as_str())
             .and_then(Value::as_str)
             .map(str::to_string)
     }

@@ -25,7 +25,7 @@ pub const MSG_TYPES: &[&str] = &[
     "share_user",
 ];
 pub const RECEIVE_ID_TYPES: &[&str] = &["open_id", "union_id", "user_id", "email", "chat_id"];
-/// Upload caps (images ~10 MB, files ~30 MB: shared/vendors/feishu.md, unverified) and types.
+/// Upload caps (images ~10 MB, files ~30 MB: docs/vendors/feishu.md, unverified) and types.
 pub const FILE_LIMITS: FileLimits = FileLimits {
     max_image_bytes: 10 * 1024 * 1024,
     max_file_bytes: 30 * 1024 * 1024,
@@ -124,7 +124,7 @@ impl FeishuClient {
             Method::POST,
             format!("{BASE}/messages"),
             "im_send",
-            self.cfg.limits.im_send,
+            self.wire.cfg.limits.im_send,
         )
         .query("receive_id_type", msg.receive_id_type.clone())
         .json(body);
@@ -147,7 +147,7 @@ impl FeishuClient {
             Method::POST,
             format!("{BASE}/messages/{}/reply", seg(message_id)),
             "im_send",
-            self.cfg.limits.im_send,
+            self.wire.cfg.limits.im_send,
         )
         .json(body);
         self.data(&call).await
@@ -158,7 +158,7 @@ impl FeishuClient {
             Method::GET,
             format!("{BASE}/messages/{}", seg(message_id)),
             "im_read",
-            self.cfg.limits.contact,
+            self.wire.cfg.limits.contact,
         );
         self.data(&call).await
     }
@@ -169,9 +169,9 @@ impl FeishuClient {
             Method::GET,
             format!("{BASE}/chats"),
             "im_read",
-            self.cfg.limits.contact,
+            self.wire.cfg.limits.contact,
         )
-        .query("user_id_type", self.cfg.user_id_type.clone());
+        .query("user_id_type", self.wire.cfg.user_id_type.clone());
         self.paginate(call)
     }
 
@@ -187,11 +187,12 @@ impl FeishuClient {
             Method::POST,
             format!("{BASE}/images"),
             "im_upload",
-            self.cfg.limits.im_upload,
+            self.wire.cfg.limits.im_upload,
         )
         .form(vec![
             FormPart::Text("image_type", "message".into()),
             FormPart::File {
+                mime: None,
                 name: "image",
                 file_name: "image".into(),
                 data,
@@ -223,12 +224,13 @@ impl FeishuClient {
             Method::POST,
             format!("{BASE}/files"),
             "im_upload",
-            self.cfg.limits.im_upload,
+            self.wire.cfg.limits.im_upload,
         )
         .form(vec![
             FormPart::Text("file_type", file_type.into()),
             FormPart::Text("file_name", file_name.into()),
             FormPart::File {
+                mime: None,
                 name: "file",
                 file_name: file_name.into(),
                 data,
@@ -243,7 +245,7 @@ impl FeishuClient {
             Method::GET,
             format!("{BASE}/images/{}", seg(image_key)),
             "im_upload",
-            self.cfg.limits.im_upload,
+            self.wire.cfg.limits.im_upload,
         );
         self.download(&call).await
     }

@@ -1,4 +1,4 @@
-//! Feishu / Lark. Facts: shared/vendors/feishu.md.
+//! Feishu / Lark. Facts: docs/vendors/feishu.md.
 //!
 //! Layout (every vendor module has the same files): `config` (settings), `auth` (tokens),
 //! `client` (envelope, errors, retries), one file per API area (`contact`, `im`, `task`),
@@ -13,6 +13,7 @@ pub mod events;
 pub mod im;
 pub mod sandbox;
 pub mod task;
+pub mod vendor;
 pub mod ws;
 
 use async_trait::async_trait;
@@ -105,11 +106,11 @@ impl WriteEntities for FeishuConnector {
         match entity {
             Entity::Department => {
                 let d = c.create_department(record, Some(key)).await?;
-                id_field(&d, &c.cfg.department_id_type)
+                id_field(&d, &c.wire.cfg.department_id_type)
             }
             Entity::User => {
                 let u = c.create_user(record, Some(key)).await?;
-                id_field(&u, &c.cfg.user_id_type)
+                id_field(&u, &c.wire.cfg.user_id_type)
             }
             _ => self.create(entity, record).await,
         }
@@ -124,11 +125,11 @@ impl WriteEntities for FeishuConnector {
         match entity {
             Entity::Department => {
                 let d = c.create_department(record, None).await?;
-                id_field(&d, &c.cfg.department_id_type)
+                id_field(&d, &c.wire.cfg.department_id_type)
             }
             Entity::User => {
                 let u = c.create_user(record, None).await?;
-                id_field(&u, &c.cfg.user_id_type)
+                id_field(&u, &c.wire.cfg.user_id_type)
             }
             Entity::Message => {
                 let m = im::OutgoingMessage::from_record(&record)?;

@@ -13,8 +13,8 @@ const BASE: &str = "/open-apis/task/v2";
 
 impl FeishuClient {
     fn task_call(&self, method: Method, path: String) -> ApiCall {
-        ApiCall::new(method, path, "task", self.cfg.limits.task)
-            .query("user_id_type", self.cfg.user_id_type.clone())
+        ApiCall::new(method, path, "task", self.wire.cfg.limits.task)
+            .query("user_id_type", self.wire.cfg.user_id_type.clone())
     }
 
     /// `POST /tasks`; `client_token` (10–100 chars) makes a retried create idempotent.

@@ -164,7 +164,7 @@ impl LongConnection {
             origin: cfg.base_url.trim_end_matches('/').to_string(),
             app_id: cfg.app_id.clone(),
             app_secret: cfg.app_secret.clone(),
-            http: build_client(cfg.timeout)?,
+            http: build_client(cfg.transport.timeout)?,
             max_reconnect_interval: Duration::from_secs(150),
         })
     }

@@ -35,7 +35,63 @@ use serde_json::{Map, Value, json};
 
 pub use faults::{Fault, FaultInjector, FaultPlan, FaultSpec, FaultSpecError};
 
-use crate::fixture::{FixtureDepartment, FixtureUser};
+use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
+
+/// What every vendor's sandbox takes besides its own credentials and switches; each vendor's
+/// `SandboxOptions` holds one and derefs to it (`opts.faults = …`).
+#[derive(Clone)]
+pub struct CommonOptions {
+    /// The org it starts with.
+    pub org: OrgFixture,
+    /// Where the vendor's events are POSTed.
+    pub event_url: Option<String>,
+    pub faults: FaultSpec,
+    /// Lifetime of an access token (all three vendors: 7200 s).
+    pub token_ttl: Duration,
+    /// Waits before the retries of a failed event delivery (the vendor's own schedule).
+    pub event_retry_delays: Vec<Duration>,
+    /// Apply the sandbox's built-in approximate limits (on by default).
+    pub rate_limits: bool,
+    /// Refuse a call over the vendor's *published* limit for its API in a sliding window,
+    /// with the vendor's own reply; off by default. Every call is metered either way.
+    pub enforce_rate_limits: bool,
+    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
+    pub rate_limit_scale: RateScale,
+}
+
+impl CommonOptions {
+    pub fn new(org: OrgFixture, event_retry_delays: Vec<Duration>) -> Self {
+        Self {
+            org,
+            event_url: None,
+            faults: FaultSpec::none(),
+            token_ttl: Duration::from_secs(7200),
+            event_retry_delays,
+            rate_limits: true,
+            enforce_rate_limits: false,
+            rate_limit_scale: RateScale::default(),
+        }
+    }
+}
+
+/// A vendor's sandbox as `huitong sandbox <vendor>` runs it: options that deref to the
+/// [`CommonOptions`], a line that names the app, and `serve`.
+pub trait VendorSandbox:
+    std::ops::DerefMut<Target = CommonOptions> + Send + Sized + 'static
+{
+    const VENDOR: &'static str;
+    /// `app cli_x`, `corp wwx`: what the start-up line names.
+    fn app_label(&self) -> String;
+    /// Options that only make sense together, checked before binding.
+    fn check(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+    fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), SandboxError>> + Send;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

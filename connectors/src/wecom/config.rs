@@ -1,11 +1,9 @@
 //! Settings of one WeCom (企业微信) self-built app: corp id, the app's own secret, its agent id.
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
+use crate::client::Transport;
 use crate::error::ConnectorError;
-use crate::http::RetryPolicy;
 use crate::limit::RateLimit;
 use crate::wecom::VENDOR;
 
@@ -40,15 +38,12 @@ pub struct WecomConfig {
     pub get_concurrency: usize,
     /// How every member is listed (see [`UserListing`]).
     pub user_listing: UserListing,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
-    /// Refetch the access token when less than this remains.
-    pub token_refresh_ahead: Duration,
-    pub max_response_bytes: usize,
+    /// Timeout, retries, token refresh and reply size of its HTTP calls.
+    pub transport: Transport,
     pub limits: Limits,
 }
 
-/// Outbound limits (shared/vendors/wecom.md §8). WeCom counts per corp **per API**: 10,000/min
+/// Outbound limits (docs/vendors/wecom.md). WeCom counts per corp **per API**: 10,000/min
 /// and 150,000/h each (the client keeps one sliding-window bucket per corp and API path, so
 /// `contact` is the limit of each contact API, not of the area). The per-IP limit (20,000/min
 /// per API) is wider. Group robots: 20 messages/min per robot (a bucket per webhook key). App
@@ -96,22 +91,14 @@ impl WecomConfig {
             list_page_size: 1000,
             get_concurrency: 8,
             user_listing: UserListing::default(),
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(30),
-            token_refresh_ahead: Duration::from_secs(300),
-            max_response_bytes: 32 * 1024 * 1024,
+            transport: Transport::default().max_response_bytes(32 * 1024 * 1024),
             limits: Limits::default(),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConnectorError> {
+        crate::client::check_origin(VENDOR, "base_url", &self.base_url)?;
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
-        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
-            return bad(format!(
-                "base_url {:?} must start with https:// or http://",
-                self.base_url
-            ));
-        }
         if self.corp_id.is_empty() {
             return bad("corp_id is empty".into());
         }

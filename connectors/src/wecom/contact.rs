@@ -134,11 +134,11 @@ fn array(v: Value, field: &str) -> Vec<Value> {
 
 impl WecomClient {
     fn contact_get(&self, path: &str) -> ApiCall {
-        ApiCall::get(path, "contact", self.cfg.limits.contact)
+        ApiCall::get(path, "contact", self.wire.cfg.limits.contact)
     }
 
     fn contact_post(&self, path: &str, body: Value) -> ApiCall {
-        ApiCall::post(path, "contact", self.cfg.limits.contact).json(body)
+        ApiCall::post(path, "contact", self.wire.cfg.limits.contact).json(body)
     }
 
     /// `department/list[?id=]`: the department and its whole subtree (or everything visible).
@@ -153,8 +153,11 @@ impl WecomClient {
                 .iter()
                 .filter_map(|d| d.get("id").and_then(as_int))
                 .collect();
-            *self.recent_tree.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((Instant::now(), ids));
+            *self
+                .wire
+                .recent_tree
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ids));
         }
         Ok(all)
     }
@@ -163,6 +166,7 @@ impl WecomClient {
     /// listed now.
     async fn department_ids(&self) -> Result<Vec<i64>, ConnectorError> {
         let recent = self
+            .wire
             .recent_tree
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -277,7 +281,7 @@ impl WecomClient {
 
     /// `user/list_id`, cursor by cursor: one `{userid, department}` row per (member, department).
     pub fn user_ids(&self) -> RecordStream<'_> {
-        let limit = self.cfg.list_page_size;
+        let limit = self.wire.cfg.list_page_size;
         stream::try_unfold(Some(String::new()), move |state| async move {
             let Some(cursor) = state else { return Ok(None) };
             let mut body = json!({ "limit": limit });
@@ -321,7 +325,7 @@ impl WecomClient {
             ready(Ok(id))
         })
         .map_ok(move |id| async move { self.get_user(&id).await })
-        .try_buffered(self.cfg.get_concurrency)
+        .try_buffered(self.wire.cfg.get_concurrency)
         .try_filter_map(|u| ready(Ok(u)))
         .boxed()
     }
@@ -329,7 +333,7 @@ impl WecomClient {
     /// Every member visible to the secret: `user/list_id` then `user/get` per member, or (with
     /// [`UserListing::PerDepartment`]) `user/list` per department, each member once.
     pub fn all_users(&self) -> RecordStream<'_> {
-        match self.cfg.user_listing {
+        match self.wire.cfg.user_listing {
             UserListing::ListId => self.users_of_rows(self.user_ids()),
             UserListing::PerDepartment => self.users_by_department(),
         }
@@ -344,7 +348,7 @@ impl WecomClient {
             Ok::<_, ConnectorError>(
                 stream::iter(ids)
                     .map(move |d| async move { self.list_department_users(d, false).await })
-                    .buffered(self.cfg.get_concurrency)
+                    .buffered(self.wire.cfg.get_concurrency)
                     .map_ok(|users| stream::iter(users.into_iter().map(Ok)))
                     .try_flatten(),
             )

@@ -1,4 +1,4 @@
-//! WeCom callbacks (shared/vendors/wecom.md §5), over the shared WXBizMsgCrypt format
+//! WeCom callbacks (docs/vendors/wecom.md), over the shared WXBizMsgCrypt format
 //! ([`crate::wxbiz`]):
 //!
 //! - URL verification: `GET url?msg_signature=S&timestamp=T&nonce=N&echostr=E`: check `S` over

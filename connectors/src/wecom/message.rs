@@ -261,13 +261,13 @@ impl SendReport {
 
 impl WecomClient {
     fn msg_call(&self, path: &str, body: Value) -> ApiCall {
-        ApiCall::post(path, "message", self.cfg.limits.message).json(body)
+        ApiCall::post(path, "message", self.wire.cfg.limits.message).json(body)
     }
 
     /// `message/send`. When every recipient is invalid WeCom answers 81013 (an error); when
     /// only some are, the send happens and the report lists the others.
     pub async fn send_message(&self, msg: &OutgoingMessage) -> Result<SendReport, ConnectorError> {
-        let body = msg.to_body(self.cfg.agent_id)?;
+        let body = msg.to_body(self.wire.cfg.agent_id)?;
         let v = self.call(&self.msg_call("message/send", body)).await?;
         let report = SendReport::from_reply(&v);
         if !report.all_delivered() {
@@ -304,7 +304,10 @@ impl WecomClient {
             ));
         }
         let v = self
-            .call(&ApiCall::post("appchat/create", "appchat", self.cfg.limits.appchat).json(body))
+            .call(
+                &ApiCall::post("appchat/create", "appchat", self.wire.cfg.limits.appchat)
+                    .json(body),
+            )
             .await?;
         v.get("chatid")
             .and_then(Value::as_str)
@@ -314,8 +317,8 @@ impl WecomClient {
 
     /// `appchat/get?chatid=` → `chat_info`; `None` for an unknown chat (86003).
     pub async fn get_appchat(&self, chatid: &str) -> Result<Option<Value>, ConnectorError> {
-        let call =
-            ApiCall::get("appchat/get", "appchat", self.cfg.limits.appchat).query("chatid", chatid);
+        let call = ApiCall::get("appchat/get", "appchat", self.wire.cfg.limits.appchat)
+            .query("chatid", chatid);
         match self.call(&call).await {
             Ok(mut v) => Ok(v.get_mut("chat_info").map(Value::take)),
             Err(e) if e.code() == Some(86003) => Ok(None),
@@ -334,9 +337,11 @@ impl WecomClient {
         check_payload(msgtype, &payload).map_err(|m| ConnectorError::permanent(VENDOR, m))?;
         let mut body = json!({"chatid": chatid, "msgtype": msgtype, "safe": i32::from(safe)});
         body[msgtype] = payload;
-        self.call(&ApiCall::post("appchat/send", "appchat", self.cfg.limits.appchat).json(body))
-            .await
-            .map(drop)
+        self.call(
+            &ApiCall::post("appchat/send", "appchat", self.wire.cfg.limits.appchat).json(body),
+        )
+        .await
+        .map(drop)
     }
 
     /// `media/upload?type=image|voice|video|file` (multipart part `media`) → media_id (valid 3
@@ -359,7 +364,7 @@ impl WecomClient {
                 ),
             ));
         }
-        let call = ApiCall::post("media/upload", "media", self.cfg.limits.media)
+        let call = ApiCall::post("media/upload", "media", self.wire.cfg.limits.media)
             .query("type", media_type)
             .file(FilePart {
                 name: "media",
@@ -375,8 +380,8 @@ impl WecomClient {
 
     /// `media/get?media_id=`: the file's bytes.
     pub async fn download_media(&self, media_id: &str) -> Result<Bytes, ConnectorError> {
-        let call =
-            ApiCall::get("media/get", "media", self.cfg.limits.media).query("media_id", media_id);
+        let call = ApiCall::get("media/get", "media", self.wire.cfg.limits.media)
+            .query("media_id", media_id);
         self.download(&call).await
     }
 
@@ -416,7 +421,7 @@ impl WecomClient {
         // One bucket per robot, named by a hash: the key is a credential.
         let bucket = format!("robot:{}", hex::encode(&sha256(key.as_bytes())[..8]));
         self.limiter
-            .acquire(&self.cfg.corp_id, &bucket, self.cfg.limits.robot)
+            .acquire(&self.wire.cfg.corp_id, &bucket, self.wire.cfg.limits.robot)
             .await;
         let call = ApiCall::post("webhook/send", "robot", RateLimit::UNLIMITED)
             .query("key", key)

@@ -1,4 +1,4 @@
-//! WeCom (企业微信 / WeChat Work). Facts: shared/vendors/wecom.md.
+//! WeCom (企业微信 / WeChat Work). Facts: docs/vendors/wecom.md.
 //!
 //! Layout (every vendor module has the same files): `config` (settings), `auth` (tokens),
 //! `client` (envelope, errors, retries), one file per API area (`contact`, `message` — app
@@ -14,6 +14,7 @@ pub mod events;
 pub mod message;
 pub mod sandbox;
 pub mod schedule;
+pub mod vendor;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -142,7 +142,7 @@ pub fn plan_task(task: &Value) -> Result<TaskPlan, ConnectorError> {
 
 impl WecomClient {
     fn schedule_call(&self, path: &str, body: Value) -> ApiCall {
-        ApiCall::post(path, "schedule", self.cfg.limits.schedule).json(body)
+        ApiCall::post(path, "schedule", self.wire.cfg.limits.schedule).json(body)
     }
 
     /// `oa/schedule/add {schedule}` → schedule_id.

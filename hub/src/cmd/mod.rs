@@ -1,4 +1,5 @@
 pub mod demo;
+pub mod fixture;
 pub mod mapping;
 pub mod sandbox;
 pub mod schedule;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, VendorSandbox};
 use secrecy::SecretString;
 
 #[derive(Subcommand)]
@@ -18,6 +18,8 @@ pub enum SandboxCommand {
     Dingtalk(DingTalkArgs),
     /// WeCom / 企业微信 (cgi-bin, encrypted XML callbacks).
     Wecom(WecomArgs),
+    /// A generated org fixture (deterministic: same arguments, same bytes).
+    Fixture(crate::cmd::fixture::FixtureArgs),
 }
 
 #[derive(Args)]
@@ -57,7 +59,7 @@ pub struct Common {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
     listen: String,
-    /// Org fixture (see shared/fixtures/README.md).
+    /// Org fixture (see `tests/fixtures/README.md`).
     #[arg(long, value_name = "FILE")]
     org: PathBuf,
     /// Where the sandbox POSTs the vendor's events.
@@ -98,106 +100,61 @@ fn org(common: &Common) -> anyhow::Result<OrgFixture> {
     OrgFixture::load(&common.org).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn faults(common: &Common) -> anyhow::Result<FaultSpec> {
-    match &common.faults {
-        None => Ok(FaultSpec::none()),
-        Some(s) => FaultSpec::parse(s).map_err(|e| anyhow::anyhow!("--faults: {e}")),
-    }
-}
-
-async fn listener(common: &Common) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(&common.listen)
+/// Every vendor's sandbox, one path: the common flags onto its options, then bind, say where
+/// it listens and serve until Ctrl-C.
+async fn serve<S: VendorSandbox>(mut opts: S, common: &Common) -> anyhow::Result<ExitCode> {
+    opts.event_url = common.event_url.clone();
+    opts.faults = match &common.faults {
+        None => FaultSpec::none(),
+        Some(s) => FaultSpec::parse(s).map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
+    };
+    opts.rate_limits = !common.no_rate_limits;
+    opts.enforce_rate_limits = common.enforce_rate_limits;
+    opts.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (users, departments) = (opts.org.users.len(), opts.org.departments.len());
+    let l = tokio::net::TcpListener::bind(&common.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", common.listen))
+        .with_context(|| format!("cannot listen on {}", common.listen))?;
+    let addr = l.local_addr()?;
+    println!(
+        "{} sandbox on http://{addr} ({}, {users} users, {departments} departments); /_sandbox/org shows its state",
+        S::VENDOR,
+        opts.app_label()
+    );
+    opts.serve(l, crate::shutdown_signal())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(command: &SandboxCommand) -> anyhow::Result<ExitCode> {
+    use huitong_connectors::{dingtalk, feishu, wecom};
     match command {
         SandboxCommand::Feishu(a) => {
-            let org = org(&a.common)?;
-            let (users, departments) = (org.users.len(), org.departments.len());
-            let mut opts = huitong_connectors::feishu::sandbox::SandboxOptions::new(
-                org,
-                &a.app_id,
-                &a.app_secret,
-            );
-            opts.encrypt_key = a.encrypt_key.clone().map(SecretString::from);
-            opts.verification_token = a.verification_token.clone().map(SecretString::from);
-            opts.event_url = a.common.event_url.clone();
-            opts.faults = faults(&a.common)?;
-            opts.rate_limits = !a.common.no_rate_limits;
-            opts.enforce_rate_limits = a.common.enforce_rate_limits;
-            let l = listener(&a.common).await?;
-            let addr = l.local_addr()?;
-            println!(
-                "feishu sandbox on http://{addr} (app {}, {users} users, {departments} departments); /_sandbox/org shows its state",
-                a.app_id
-            );
-            huitong_connectors::feishu::sandbox::serve(l, opts, crate::shutdown_signal())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(ExitCode::SUCCESS)
+            let mut o =
+                feishu::sandbox::SandboxOptions::new(org(&a.common)?, &a.app_id, &a.app_secret);
+            o.encrypt_key = a.encrypt_key.clone().map(SecretString::from);
+            o.verification_token = a.verification_token.clone().map(SecretString::from);
+            serve(o, &a.common).await
         }
         SandboxCommand::Dingtalk(a) => {
-            if a.common.event_url.is_some() && a.aes_key.is_none() {
-                anyhow::bail!(
-                    "--event-url needs --aes-key and --token: DingTalk encrypts every push"
-                );
-            }
-            let org = org(&a.common)?;
-            let (users, departments) = (org.users.len(), org.departments.len());
-            let mut opts = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
-                org,
-                &a.app_key,
-                &a.app_secret,
-            );
-            opts.aes_key = a.aes_key.clone().map(SecretString::from);
-            opts.token = a.token.clone().map(SecretString::from);
-            opts.event_url = a.common.event_url.clone();
-            opts.faults = faults(&a.common)?;
-            opts.rate_limits = !a.common.no_rate_limits;
-            opts.enforce_rate_limits = a.common.enforce_rate_limits;
-            let l = listener(&a.common).await?;
-            let addr = l.local_addr()?;
-            println!(
-                "dingtalk sandbox on http://{addr} (app {}, {users} users, {departments} departments); /_sandbox/org shows its state",
-                a.app_key
-            );
-            huitong_connectors::dingtalk::sandbox::serve(l, opts, crate::shutdown_signal())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(ExitCode::SUCCESS)
+            let mut o =
+                dingtalk::sandbox::SandboxOptions::new(org(&a.common)?, &a.app_key, &a.app_secret);
+            o.aes_key = a.aes_key.clone().map(SecretString::from);
+            o.token = a.token.clone().map(SecretString::from);
+            serve(o, &a.common).await
         }
         SandboxCommand::Wecom(a) => {
-            if a.common.event_url.is_some() && a.encoding_aes_key.is_none() {
-                anyhow::bail!(
-                    "--event-url needs --token and --encoding-aes-key: WeCom encrypts every callback"
-                );
-            }
-            let org = org(&a.common)?;
-            let (users, departments) = (org.users.len(), org.departments.len());
-            let mut opts = huitong_connectors::wecom::sandbox::SandboxOptions::new(
-                org,
+            let mut o = wecom::sandbox::SandboxOptions::new(
+                org(&a.common)?,
                 &a.corp_id,
                 &a.corp_secret,
                 a.agent_id,
             );
-            opts.token = a.token.clone().map(SecretString::from);
-            opts.encoding_aes_key = a.encoding_aes_key.clone().map(SecretString::from);
-            opts.event_url = a.common.event_url.clone();
-            opts.faults = faults(&a.common)?;
-            opts.rate_limits = !a.common.no_rate_limits;
-            opts.enforce_rate_limits = a.common.enforce_rate_limits;
-            let l = listener(&a.common).await?;
-            let addr = l.local_addr()?;
-            println!(
-                "wecom sandbox on http://{addr} (corp {}, {users} users, {departments} departments); /_sandbox/org shows its state",
-                a.corp_id
-            );
-            huitong_connectors::wecom::sandbox::serve(l, opts, crate::shutdown_signal())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(ExitCode::SUCCESS)
+            o.token = a.token.clone().map(SecretString::from);
+            o.encoding_aes_key = a.encoding_aes_key.clone().map(SecretString::from);
+            serve(o, &a.common).await
         }
+        SandboxCommand::Fixture(a) => crate::cmd::fixture::run(a),
     }
 }

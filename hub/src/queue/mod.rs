@@ -1,4 +1,4 @@
-//! The durable queue every change travels through (DESIGN.md, "The flow of one
+//! The durable queue every change travels through (docs/design.md, "The flow of one
 //! change"), behind one contract with two implementations:
 //!
 //! - [`amqp::AmqpQueue`]: RabbitMQ through lapin — confirmed publishes, manual
@@ -31,7 +31,7 @@ use crate::store::Store;
 
 pub use lanes::Delivery;
 
-/// The stages of DESIGN.md's flow; route queues are `deliver.<route>`.
+/// The stages of docs/design.md's flow; route queues are `deliver.<route>`.
 pub const INGRESS: &str = "ingress";
 pub const NORMALIZE: &str = "normalize";
 

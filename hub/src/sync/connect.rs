@@ -1,17 +1,13 @@
 //! From a `[connectors.NAME]` table to a live connector and its mappings.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use huitong_connectors::capability::{ReadEntities, WriteEntities};
 use huitong_mappings::Mapping;
-use secrecy::SecretString;
 
 use super::SyncError;
 use crate::config::{ConnectorConfig, ConnectorKind};
 
-/// What the sync engine needs of a connector: read and write the org chart.
-pub trait Directory: ReadEntities + WriteEntities {}
-impl<T: ReadEntities + WriteEntities> Directory for T {}
+pub use huitong_connectors::registry::Directory;
 
 /// One side of a route: a connector with the mappings of its kind.
 pub struct Endpoint {
@@ -25,10 +21,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// How many levels of departments the vendor allows, the root being level 1.
     pub fn max_department_levels(&self) -> Option<usize> {
-        match self.kind {
-            ConnectorKind::WeCom => Some(huitong_connectors::wecom::MAX_DEPARTMENT_LEVELS),
-            ConnectorKind::Feishu | ConnectorKind::DingTalk => None,
-        }
+        self.kind.max_department_levels()
     }
 
     /// Whether the vendor's user create/update sets department leadership from the person's
@@ -36,32 +29,29 @@ impl Endpoint {
     /// it on write, Feishu keeps leaders on the department): a department's leaders then
     /// arrive with their own people, and need no second write of the department.
     pub fn person_carries_leadership(&self) -> bool {
-        match self.kind {
-            ConnectorKind::WeCom => true,
-            ConnectorKind::Feishu | ConnectorKind::DingTalk => false,
-        }
+        self.kind.person_carries_leadership()
     }
 
     /// The vendor's root department id.
     pub fn root_id(&self) -> &'static str {
-        match self.kind {
-            ConnectorKind::Feishu => "0",
-            ConnectorKind::DingTalk | ConnectorKind::WeCom => "1",
-        }
+        self.kind.root_department_id()
     }
 }
 
-fn setting<'a>(c: &'a ConnectorConfig, key: &str) -> Result<&'a str, SyncError> {
-    c.settings
-        .get(key)
-        .map(String::as_str)
-        .ok_or_else(|| SyncError::Config(format!("connector {}: `{key}` is not set", c.name)))
-}
+/// A connector's live instance, shared by every clone of the configuration it was loaded
+/// with: built on first use, then the same directory (limiter, token cache) for every route,
+/// deliver consumer and live event of the process.
+#[derive(Clone, Default)]
+pub struct Instance(Arc<OnceLock<Arc<Endpoint>>>);
 
-fn secret(c: &ConnectorConfig, key: &str) -> Result<SecretString, SyncError> {
-    c.secrets.get(key).cloned().ok_or_else(|| {
-        SyncError::Config(format!("connector {}: secret `{key}` is not set", c.name))
-    })
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Instance(built)"
+        } else {
+            "Instance(not built)"
+        })
+    }
 }
 
 fn shipped(kind: ConnectorKind, entity: &str) -> Result<Mapping, SyncError> {
@@ -78,67 +68,23 @@ fn shipped(kind: ConnectorKind, entity: &str) -> Result<Mapping, SyncError> {
     }
 }
 
-/// Build the connector named by `c` (no network call yet).
-pub fn endpoint(c: &ConnectorConfig) -> Result<Endpoint, SyncError> {
-    let conn_err = |e: huitong_connectors::ConnectorError| {
-        SyncError::Config(format!("connector {}: {e}", c.name))
-    };
-    let directory: Arc<dyn Directory> = match c.kind {
-        ConnectorKind::Feishu => {
-            use huitong_connectors::feishu::{FeishuConfig, FeishuConnector};
-            let base = c
-                .settings
-                .get("base_url")
-                .map_or("https://open.feishu.cn", String::as_str);
-            let cfg = FeishuConfig::new(base, setting(c, "app_id")?, secret(c, "app_secret")?);
-            Arc::new(FeishuConnector::new(cfg).map_err(conn_err)?)
-        }
-        ConnectorKind::DingTalk => {
-            use huitong_connectors::dingtalk::{DingTalkConnector, config::DingTalkConfig};
-            let cfg = match c.settings.get("base_url") {
-                Some(base) => DingTalkConfig::for_sandbox(
-                    base.as_str(),
-                    setting(c, "app_key")?,
-                    secret(c, "app_secret")?,
-                ),
-                None => DingTalkConfig::new(setting(c, "app_key")?, secret(c, "app_secret")?),
-            };
-            Arc::new(DingTalkConnector::new(cfg).map_err(conn_err)?)
-        }
-        ConnectorKind::WeCom => {
-            use huitong_connectors::wecom::WecomConnector;
-            use huitong_connectors::wecom::config::{UserListing, WecomConfig};
-            let base = c
-                .settings
-                .get("base_url")
-                .map_or("https://qyapi.weixin.qq.com", String::as_str);
-            let agent_id: i64 = setting(c, "agent_id")?.parse().map_err(|_| {
-                SyncError::Config(format!("connector {}: agent_id must be a number", c.name))
-            })?;
-            let mut cfg = WecomConfig::new(
-                base,
-                setting(c, "corp_id")?,
-                secret(c, "corp_secret")?,
-                agent_id,
-            );
-            cfg.user_listing = match c.settings.get("user_listing").map(String::as_str) {
-                None | Some("list_id") => UserListing::ListId,
-                Some("per_department") => UserListing::PerDepartment,
-                Some(other) => {
-                    return Err(SyncError::Config(format!(
-                        "connector {}: user_listing {other:?} is neither \"list_id\" nor \"per_department\"",
-                        c.name
-                    )));
-                }
-            };
-            Arc::new(WecomConnector::new(cfg).map_err(conn_err)?)
-        }
-    };
-    Ok(Endpoint {
+/// The connector named by `c`: its one live instance in this process (no network call yet).
+pub fn endpoint(c: &ConnectorConfig) -> Result<Arc<Endpoint>, SyncError> {
+    if let Some(e) = c.instance.0.get() {
+        return Ok(e.clone());
+    }
+    let directory = c
+        .kind
+        .directory(&c.vendor_settings())
+        .map_err(|e| SyncError::Config(format!("connector {}: {}", c.name, e.message())))?;
+    let built = Arc::new(Endpoint {
         name: c.name.clone(),
         kind: c.kind,
         directory,
         department: shipped(c.kind, "department")?,
         person: shipped(c.kind, "person")?,
-    })
+    });
+    // Two first uses at once: one instance wins, the other is dropped before any call.
+    let _ = c.instance.0.set(built.clone());
+    Ok(c.instance.0.get().cloned().unwrap_or(built))
 }

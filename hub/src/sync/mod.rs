@@ -554,8 +554,8 @@ impl Plan {
 /// Everything [`plan`] and [`apply`] need, built from the configuration.
 pub struct RouteContext {
     pub route: RouteConfig,
-    pub source: Endpoint,
-    pub targets: Vec<Endpoint>,
+    pub source: Arc<Endpoint>,
+    pub targets: Vec<Arc<Endpoint>>,
 }
 
 impl RouteContext {

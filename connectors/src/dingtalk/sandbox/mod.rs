@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use crate::dingtalk::events::build_callback;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
     SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 use crate::wxbiz::WxBizMsgCrypt;
@@ -50,32 +50,17 @@ use org::{Org, OrgError};
 /// Everything `huitong sandbox dingtalk` takes (clap-free).
 #[derive(Clone)]
 pub struct SandboxOptions {
-    pub org: OrgFixture,
+    /// The org, events, faults, token lifetime and limits every sandbox takes.
+    pub common: CommonOptions,
     pub app_key: String,
     pub app_secret: SecretString,
     /// HTTP push callback aes_key (43 chars); with `token`, needed for `event_url`.
     pub aes_key: Option<SecretString>,
     /// HTTP push callback token.
     pub token: Option<SecretString>,
-    /// Where events are POSTed (encrypted, signed), as DingTalk's HTTP push would.
-    pub event_url: Option<String>,
-    pub faults: FaultSpec,
-    /// Lifetime of an access token (DingTalk: 7200 s).
-    pub token_ttl: Duration,
-    /// Waits before the retries of a failed event delivery.
-    pub event_retry_delays: Vec<Duration>,
     pub corp_id: String,
     /// The app's agent id (work notifications).
     pub agent_id: i64,
-    /// Enforce 20 calls/s per API (90018) and 20 robot messages/minute (on by default); the
-    /// per-API limit approximately (a token bucket). Its per-API part is ignored when
-    /// `enforce_rate_limits` is on.
-    pub rate_limits: bool,
-    /// Enforce the published per-API limit ([`PUBLISHED_LIMITS`]) exactly, in a sliding window;
-    /// off by default. Every call is metered either way (`/_sandbox/calls` → `windows`).
-    pub enforce_rate_limits: bool,
-    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
-    pub rate_limit_scale: RateScale,
     /// Custom-robot webhooks: (access_token, optional `SEC…` secret).
     pub custom_robots: Vec<(String, Option<String>)>,
     /// Push in the legacy `register_call_back` format (`UserId`/`DeptId`/`TimeStamp`, owner key
@@ -86,34 +71,65 @@ pub struct SandboxOptions {
 impl SandboxOptions {
     pub fn new(org: OrgFixture, app_key: impl Into<String>, app_secret: impl Into<String>) -> Self {
         Self {
-            org,
+            common: CommonOptions::new(
+                org,
+                vec![
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                    Duration::from_secs(15),
+                    Duration::from_secs(60),
+                ],
+            ),
             app_key: app_key.into(),
             app_secret: SecretString::from(app_secret.into()),
             aes_key: None,
             token: None,
-            event_url: None,
-            faults: FaultSpec::none(),
-            token_ttl: Duration::from_secs(7200),
-            event_retry_delays: vec![
-                Duration::from_secs(1),
-                Duration::from_secs(5),
-                Duration::from_secs(15),
-                Duration::from_secs(60),
-            ],
             corp_id: "dingsandboxcorp".into(),
             agent_id: 100001,
-            rate_limits: true,
-            enforce_rate_limits: false,
-            rate_limit_scale: RateScale::default(),
             custom_robots: vec![("sandbox-robot".into(), Some("SECsandboxrobotsecret".into()))],
             legacy_events: false,
         }
     }
 }
 
+impl std::ops::Deref for SandboxOptions {
+    type Target = CommonOptions;
+    fn deref(&self) -> &CommonOptions {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for SandboxOptions {
+    fn deref_mut(&mut self) -> &mut CommonOptions {
+        &mut self.common
+    }
+}
+
 /// DingTalk's published per-API limit for a standard-edition org: 20 calls/s per app per API
 /// (old API: errcode 90018; v1.0: HTTP 403 `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`).
 pub const PUBLISHED_LIMITS: &[RateWindow] = &[RateWindow::per_second(20)];
+
+impl crate::sandbox::VendorSandbox for SandboxOptions {
+    const VENDOR: &'static str = "dingtalk";
+    fn app_label(&self) -> String {
+        format!("app {}", self.app_key)
+    }
+    fn check(&self) -> Result<(), SandboxError> {
+        if self.event_url.is_some() && self.aes_key.is_none() {
+            return Err(SandboxError::Options(
+                "--event-url needs --aes-key and --token: DingTalk encrypts every push".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
+        serve(listener, self, shutdown)
+    }
+}
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use crate::feishu::events::build_callback;
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
     SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 
@@ -41,52 +41,60 @@ use org::{Org, OrgError};
 /// Everything `huitong sandbox feishu` takes (clap-free).
 #[derive(Clone)]
 pub struct SandboxOptions {
-    pub org: OrgFixture,
+    /// The org, events, faults, token lifetime and limits every sandbox takes.
+    pub common: CommonOptions,
     pub app_id: String,
     pub app_secret: SecretString,
     pub encrypt_key: Option<SecretString>,
     pub verification_token: Option<SecretString>,
-    /// Where events are POSTed, as Feishu would.
-    pub event_url: Option<String>,
-    pub faults: FaultSpec,
-    /// Lifetime of a tenant_access_token (Feishu: 2 h).
-    pub token_ttl: Duration,
-    /// Waits before the retries of a failed event delivery (Feishu: 15 s, 5 min, 1 h, 6 h).
-    pub event_retry_delays: Vec<Duration>,
     pub tenant_key: String,
-    /// Enforce Feishu's published per-API limits with HTTP 429 (on by default), approximately:
-    /// token buckets shared by API families. Ignored when `enforce_rate_limits` is on.
-    pub rate_limits: bool,
-    /// Enforce the published limit of each API exactly, in sliding windows
-    /// ([`published_limits`]); off by default. Every call is metered either way
-    /// (`/_sandbox/calls` → `windows`).
-    pub enforce_rate_limits: bool,
-    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
-    pub rate_limit_scale: RateScale,
 }
 
 impl SandboxOptions {
     pub fn new(org: OrgFixture, app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
         Self {
-            org,
+            common: CommonOptions::new(
+                org,
+                vec![
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                    Duration::from_secs(15),
+                    Duration::from_secs(60),
+                ],
+            ),
             app_id: app_id.into(),
             app_secret: SecretString::from(app_secret.into()),
             encrypt_key: None,
             verification_token: None,
-            event_url: None,
-            faults: FaultSpec::none(),
-            token_ttl: Duration::from_secs(7200),
-            event_retry_delays: vec![
-                Duration::from_secs(1),
-                Duration::from_secs(5),
-                Duration::from_secs(15),
-                Duration::from_secs(60),
-            ],
             tenant_key: "tk_sandbox".into(),
-            rate_limits: true,
-            enforce_rate_limits: false,
-            rate_limit_scale: RateScale::default(),
         }
+    }
+}
+
+impl std::ops::Deref for SandboxOptions {
+    type Target = CommonOptions;
+    fn deref(&self) -> &CommonOptions {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for SandboxOptions {
+    fn deref_mut(&mut self) -> &mut CommonOptions {
+        &mut self.common
+    }
+}
+
+impl crate::sandbox::VendorSandbox for SandboxOptions {
+    const VENDOR: &'static str = "feishu";
+    fn app_label(&self) -> String {
+        format!("app {}", self.app_id)
+    }
+    fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
+        serve(listener, self, shutdown)
     }
 }
 

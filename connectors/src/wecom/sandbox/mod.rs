@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
 use crate::sandbox::{
-    AdminError, EncodedEvent, EventEncoder, Fault, FaultSpec, OrgAdmin, RateScale, RateWindow,
+    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
     SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
 };
 use crate::wecom::events::{build_callback, to_xml};
@@ -46,7 +46,8 @@ use org::{Org, OrgError};
 /// Everything `huitong sandbox wecom` takes (clap-free).
 #[derive(Clone)]
 pub struct SandboxOptions {
-    pub org: OrgFixture,
+    /// The org, events, faults, token lifetime and limits every sandbox takes.
+    pub common: CommonOptions,
     pub corp_id: String,
     /// The app's secret (it may also write contacts: the sandbox has one all-powerful app).
     pub corp_secret: SecretString,
@@ -54,22 +55,6 @@ pub struct SandboxOptions {
     /// Callback Token and EncodingAESKey (43 characters); both needed with `event_url`.
     pub token: Option<SecretString>,
     pub encoding_aes_key: Option<SecretString>,
-    /// Where callbacks are POSTed, as WeCom would.
-    pub event_url: Option<String>,
-    pub faults: FaultSpec,
-    /// Lifetime of an access token (WeCom: 7200 s).
-    pub token_ttl: Duration,
-    /// Waits before the retries of a failed callback delivery (WeCom retries 3 times).
-    pub event_retry_delays: Vec<Duration>,
-    /// Enforce the limits below (on by default); the per-API one in fixed minute windows. That
-    /// per-API part is ignored when `enforce_rate_limits` is on.
-    pub rate_limits: bool,
-    /// Enforce the published per-API limits ([`PUBLISHED_LIMITS`]) exactly, in sliding
-    /// windows; off by default. Every call is metered either way (`/_sandbox/calls` →
-    /// `windows`).
-    pub enforce_rate_limits: bool,
-    /// Scales the limits `enforce_rate_limits` enforces (tests use tiny ones).
-    pub rate_limit_scale: RateScale,
     /// Calls per API per minute for the corp (WeCom: 10,000) before 45009.
     pub api_per_minute: u32,
     /// Concurrent calls for the corp before 45033 (older docs: 300).
@@ -97,23 +82,19 @@ impl SandboxOptions {
         agent_id: i64,
     ) -> Self {
         Self {
-            org,
+            common: CommonOptions::new(
+                org,
+                vec![
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                    Duration::from_secs(15),
+                ],
+            ),
             corp_id: corp_id.into(),
             corp_secret: SecretString::from(corp_secret.into()),
             agent_id,
             token: None,
             encoding_aes_key: None,
-            event_url: None,
-            faults: FaultSpec::none(),
-            token_ttl: Duration::from_secs(7200),
-            event_retry_delays: vec![
-                Duration::from_secs(1),
-                Duration::from_secs(5),
-                Duration::from_secs(15),
-            ],
-            rate_limits: true,
-            enforce_rate_limits: false,
-            rate_limit_scale: RateScale::default(),
             api_per_minute: 10_000,
             max_concurrent: 300,
             messages_per_member_per_minute: 30,
@@ -125,12 +106,48 @@ impl SandboxOptions {
     }
 }
 
+impl std::ops::Deref for SandboxOptions {
+    type Target = CommonOptions;
+    fn deref(&self) -> &CommonOptions {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for SandboxOptions {
+    fn deref_mut(&mut self) -> &mut CommonOptions {
+        &mut self.common
+    }
+}
+
 /// WeCom's published base limit per corp per API: 10,000 calls a minute and 150,000 an hour
 /// (errcode 45009 beyond either).
 pub const PUBLISHED_LIMITS: &[RateWindow] = &[
     RateWindow::per_minute(10_000),
     RateWindow::per_hour(150_000),
 ];
+
+impl crate::sandbox::VendorSandbox for SandboxOptions {
+    const VENDOR: &'static str = "wecom";
+    fn app_label(&self) -> String {
+        format!("corp {}", self.corp_id)
+    }
+    fn check(&self) -> Result<(), SandboxError> {
+        if self.event_url.is_some() && self.encoding_aes_key.is_none() {
+            return Err(SandboxError::Options(
+                "--event-url needs --token and --encoding-aes-key: WeCom encrypts every callback"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+    fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
+        serve(listener, self, shutdown)
+    }
+}
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
 pub async fn serve(

@@ -1,0 +1,264 @@
+//! The vendor registry: every vendor huitong speaks, with what its `[connectors.NAME]` table
+//! takes and how one table becomes that vendor's directory, callback receiver and push
+//! channel. The hub never matches on a vendor: it looks the vendor up here by its `kind`.
+//!
+//! A vendor app's directory is built **once per process** by the hub and shared (one limiter,
+//! one token cache); the receiver and push channel hold no token of their own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::capability::{
+    Entity, EventDedup, PushChannel, ReadEntities, ReceiveEvents, WriteEntities,
+};
+use crate::error::ConnectorError;
+
+/// A key of a connector table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingKey {
+    pub name: &'static str,
+    pub required: bool,
+    /// Read only from `<name>_env` / `<name>_file`, never written in the file.
+    pub secret: bool,
+}
+
+impl SettingKey {
+    pub const fn plain(name: &'static str, required: bool) -> Self {
+        Self {
+            name,
+            required,
+            secret: false,
+        }
+    }
+    pub const fn secret(name: &'static str, required: bool) -> Self {
+        Self {
+            name,
+            required,
+            secret: true,
+        }
+    }
+}
+
+/// One connector table after the configuration layers: plain settings as strings, secrets
+/// read from the environment or files and still wrapped.
+#[derive(Clone, Default)]
+pub struct Settings {
+    pub name: String,
+    pub plain: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretString>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("plain", &self.plain)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A setting that is wrong, by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingProblem {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Settings {
+    /// A plain setting, empty counted as absent.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.plain
+            .get(key)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn secret(&self, key: &str) -> Option<SecretString> {
+        self.secrets.get(key).cloned()
+    }
+
+    /// A required plain setting.
+    pub fn require(&self, key: &'static str) -> Result<&str, SettingProblem> {
+        self.get(key).ok_or(SettingProblem {
+            key,
+            message: "is not set".into(),
+        })
+    }
+
+    /// A required secret.
+    pub fn require_secret(&self, key: &'static str) -> Result<SecretString, SettingProblem> {
+        self.secret(key).ok_or(SettingProblem {
+            key,
+            message: "(secret) is not set".into(),
+        })
+    }
+}
+
+/// What the sync engine needs of a connector: read and write the org chart.
+pub trait Directory: ReadEntities + WriteEntities {}
+impl<T: ReadEntities + WriteEntities> Directory for T {}
+
+/// A connector's callback receiver, or why it has none.
+pub enum ReceiverSetup {
+    Ready(Box<dyn ReceiveEvents>),
+    /// Callback settings not configured (these keys are missing).
+    Missing(Vec<&'static str>),
+    /// Configured but unusable (e.g. a malformed AES key).
+    Invalid(String),
+}
+
+/// Everything that differs between vendors, seen from the hub.
+pub trait Vendor: Send + Sync + 'static {
+    /// The `kind` of its connector tables (`feishu`).
+    fn name(&self) -> &'static str;
+    /// Other accepted spellings of `kind` (`lark`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The keys its connector table takes (besides `kind` and `events`).
+    fn keys(&self) -> &'static [SettingKey];
+    /// Problems of present values (numbers, enums), beyond presence.
+    fn check(&self, settings: &Settings) -> Vec<SettingProblem> {
+        let _ = settings;
+        Vec::new()
+    }
+    /// Whether the vendor offers a channel huitong dials out to (long connection, Stream).
+    fn has_push_channel(&self) -> bool {
+        false
+    }
+    /// The vendor app's directory. Build it once per process and share it: it owns the app's
+    /// limiter and token cache.
+    fn directory(&self, settings: &Settings) -> Result<Arc<dyn Directory>, ConnectorError>;
+    /// The callback receiver of a connector.
+    fn receiver(
+        &self,
+        settings: &Settings,
+        dedup: Arc<dyn EventDedup>,
+        max_body_bytes: usize,
+    ) -> ReceiverSetup;
+    /// The push channel of a connector (no network call yet).
+    fn push_channel(&self, settings: &Settings) -> Result<Box<dyn PushChannel>, ConnectorError> {
+        let _ = settings;
+        Err(ConnectorError::permanent(
+            self.name(),
+            format!("{} has no push channel", self.name()),
+        ))
+    }
+    /// The records (entity, vendor id) a contact event names; `None` when it can't tell.
+    fn contact_records(&self, event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>>;
+    /// The vendor's root department id.
+    fn root_department_id(&self) -> &'static str;
+    /// How many levels of departments the vendor allows, the root being level 1.
+    fn max_department_levels(&self) -> Option<usize> {
+        None
+    }
+    /// Whether a person's create/update sets department leadership from the person's record
+    /// (WeCom `is_leader_in_dept`): a department's leaders then arrive with their people.
+    fn person_carries_leadership(&self) -> bool {
+        false
+    }
+}
+
+/// A vendor from the registry: compared, hashed and printed by its name.
+#[derive(Clone, Copy)]
+pub struct Kind(&'static dyn Vendor);
+
+impl Kind {
+    pub fn vendor(self) -> &'static dyn Vendor {
+        self.0
+    }
+    pub fn as_str(self) -> &'static str {
+        self.0.name()
+    }
+    /// The vendor whose `kind` (or alias) this is.
+    pub fn parse(s: &str) -> Option<Kind> {
+        VENDORS
+            .iter()
+            .find(|v| v.name() == s || v.aliases().contains(&s))
+            .map(|v| Kind(*v))
+    }
+    /// The names `kind` accepts, for error messages: `feishu, dingtalk, wecom`.
+    pub fn names() -> String {
+        VENDORS
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    /// Whether `vendor` (a callback path segment) names this kind.
+    pub fn answers_to(self, vendor: &str) -> bool {
+        vendor == self.0.name() || self.0.aliases().contains(&vendor)
+    }
+}
+
+impl std::ops::Deref for Kind {
+    type Target = dyn Vendor;
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Kind {}
+impl std::hash::Hash for Kind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every vendor, in the order `kind` errors list them.
+pub static VENDORS: &[&dyn Vendor] = &[
+    &crate::feishu::vendor::Feishu,
+    &crate::dingtalk::vendor::DingTalk,
+    &crate::wecom::vendor::WeCom,
+];
+
+/// The vendor of a kind name (or alias).
+pub fn vendor(kind: &str) -> Option<Kind> {
+    Kind::parse(kind)
+}
+
+/// A setting problem as a [`ConnectorError`] (for building a connector outside `config check`).
+pub fn problem_error(vendor: &'static str, p: SettingProblem) -> ConnectorError {
+    ConnectorError::permanent(vendor, format!("`{}` {}", p.key, p.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_by_name_and_alias() {
+        assert_eq!(Kind::parse("feishu").unwrap().as_str(), "feishu");
+        assert_eq!(Kind::parse("lark").unwrap().as_str(), "feishu");
+        assert_eq!(Kind::parse("wecom").unwrap().as_str(), "wecom");
+        assert!(Kind::parse("slack").is_none());
+        assert_eq!(Kind::names(), "feishu, dingtalk, wecom");
+        assert!(Kind::parse("feishu").unwrap().answers_to("lark"));
+    }
+
+    #[test]
+    fn every_vendor_declares_its_required_secret() {
+        for v in VENDORS {
+            assert!(
+                v.keys().iter().any(|k| k.secret && k.required),
+                "{} has no required secret",
+                v.name()
+            );
+        }
+    }
+}
