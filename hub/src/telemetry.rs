@@ -48,6 +48,7 @@ pub fn metrics() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    huitong_connectors::telemetry::describe();
     metrics::describe_counter!(
         "huitong_http_requests_total",
         "HTTP requests served, by route and status."

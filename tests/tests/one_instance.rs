@@ -98,6 +98,8 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
     })
     .unwrap();
 
+    // The recorder first: the connectors count from their first call.
+    huitong::telemetry::metrics();
     let app = App::start(config.clone()).await.unwrap();
     let store = app.store.clone();
     let queue = app.queue.clone();
@@ -161,5 +163,35 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
     assert!(
         calls["total"].as_u64().unwrap_or(0) > 200,
         "both routes read the whole org (enough calls to exceed the limit twice over): {calls}"
+    );
+
+    // The connector telemetry says the same, from the hub's own /metrics.
+    let metrics = reqwest::get(format!("{hub}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("huitong_connector_token_fetches_total{vendor=\"feishu\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        value("huitong_connector_calls_total{vendor=\"feishu\",api=\"contact\",class=\"ok\"}")
+            .is_some_and(|n| n > 200.0),
+        "{metrics}"
+    );
+    assert!(
+        value("huitong_connector_rate_limit_waits_total{vendor=\"feishu\",api=\"contact\"}")
+            .is_some_and(|n| n > 0.0),
+        "the limiter held calls back: {metrics}"
     );
 }

@@ -74,6 +74,68 @@ impl CommonOptions {
     }
 }
 
+/// A sandbox serving on a free port of 127.0.0.1 until dropped: what the tests, the demo and
+/// `huitong sandbox` start, for any vendor.
+pub struct Running {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), SandboxError>>,
+}
+
+impl Running {
+    /// Starts `opts`' sandbox; its options are checked first.
+    pub async fn start<S: VendorSandbox>(opts: S) -> Result<Self, SandboxError> {
+        opts.check()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(opts.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            base,
+            _stop: tx,
+            served,
+        })
+    }
+
+    /// Whether it stopped (it only stops when dropped, or on an error).
+    pub fn is_finished(&self) -> bool {
+        self.served.is_finished()
+    }
+
+    /// `GET` a path of the sandbox as JSON (`/_sandbox/calls`, …).
+    pub async fn get(&self, path: &str) -> Result<Value, reqwest::Error> {
+        reqwest::get(format!("{}{path}", self.base))
+            .await?
+            .json()
+            .await
+    }
+
+    /// A console call (`/_sandbox/org/…`): the status and the JSON reply (`null` if none).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// How many calls of `key` ("METHOD /path") it served.
+    pub async fn calls(&self, key: &str) -> Result<u64, reqwest::Error> {
+        let v = self.get("/_sandbox/calls").await?;
+        Ok(v["calls"][key].as_u64().unwrap_or(0))
+    }
+}
+
 /// A vendor's sandbox as `huitong sandbox <vendor>` runs it: options that deref to the
 /// [`CommonOptions`], a line that names the app, and `serve`.
 pub trait VendorSandbox:
