@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 
@@ -409,4 +410,17 @@ mod tests {
             &json!({"mobile": "1"})
         ));
     }
+}
+
+/// An operation a vendor does not offer for an entity.
+pub fn unsupported(vendor: &'static str, what: &str, entity: Entity) -> ConnectorError {
+    ConnectorError::permanent(
+        vendor,
+        format!("{what} of {} is not supported", entity.as_str()),
+    )
+}
+
+/// A listing that fails at once with `e`.
+pub fn failed_stream<'a>(e: ConnectorError) -> RecordStream<'a> {
+    futures_util::stream::once(async move { Err(e) }).boxed()
 }

@@ -237,25 +237,40 @@ pub enum Reply {
     Bytes(Bytes),
 }
 
-/// What differs between vendors on the wire.
-pub trait Wire: Send + Sync + 'static {
+/// Where a call carries the access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenIn {
+    /// `Authorization: Bearer …` (Feishu).
+    Bearer,
+    /// A header of its own (DingTalk v1.0: `x-acs-dingtalk-access-token`).
+    Header(&'static str),
+    /// A query parameter, first in the query string (WeCom, DingTalk's old generation:
+    /// `access_token`).
+    Query(&'static str),
+}
+
+/// What differs between vendors on the wire: mostly data (where the token goes, the
+/// envelope's keys, the error table), built from the vendor's settings.
+pub trait Wire: Send + Sync + 'static + Sized {
     /// What an [`ApiCall`] carries beyond the common parts.
     type Extra: Clone + Send + Sync;
     /// How the vendor mints tokens.
     type Token: TokenWire;
+    /// The vendor app's settings.
+    type Config: Send + Sync;
 
+    /// Checks `cfg` and splits it into the wire, its token endpoint and its transport.
+    fn from_config(cfg: Self::Config) -> Result<(Self, Self::Token, Transport), ConnectorError>;
+    fn config(&self) -> &Self::Config;
     fn table(&self) -> &'static ErrorTable;
     /// The limiter's (app, bucket) for a call.
     fn bucket(&self, call: &ApiCall<Self::Extra>) -> (String, String);
     fn url(&self, call: &ApiCall<Self::Extra>) -> String;
-    /// Puts the token where the vendor wants it; may add to the query first.
-    fn authorize(
-        &self,
-        req: reqwest::RequestBuilder,
-        call: &ApiCall<Self::Extra>,
-        token: &str,
-        query: &mut Vec<(String, String)>,
-    ) -> reqwest::RequestBuilder;
+    fn token_in(&self, call: &ApiCall<Self::Extra>) -> TokenIn;
+    /// The keys of the code and message in a `{code, msg}` envelope.
+    fn envelope(&self) -> (&'static str, &'static str) {
+        ("errcode", "errmsg")
+    }
     /// Reads a reply in the vendor's envelope.
     fn decode(
         &self,
@@ -263,7 +278,11 @@ pub trait Wire: Send + Sync + 'static {
         status: u16,
         headers: &HeaderMap,
         body: Vec<u8>,
-    ) -> Reply;
+    ) -> Reply {
+        let _ = call;
+        let (code, msg) = self.envelope();
+        decode_coded(self.table(), status, headers, body, code, msg)
+    }
 }
 
 /// Transport settings of a vendor client.
@@ -316,14 +335,15 @@ pub struct Client<W: Wire> {
 }
 
 impl<W: Wire> Client<W> {
-    /// The client of `wire`'s app, its tokens minted by `token`, calls paced by `limiter`
-    /// (shared by every client of the same app). Each vendor wraps this in `new(config)`.
-    pub fn build(
-        wire: W,
-        token: W::Token,
-        limiter: Arc<Limiter>,
-        settings: Transport,
-    ) -> Result<Self, ConnectorError> {
+    /// The client of one vendor app, with a limiter of its own.
+    pub fn new(cfg: W::Config) -> Result<Self, ConnectorError> {
+        Self::with_limiter(cfg, Arc::new(Limiter::new()))
+    }
+
+    /// The client of one vendor app, its calls paced by `limiter` (shared by every client of
+    /// the same app: limits are per app).
+    pub fn with_limiter(cfg: W::Config, limiter: Arc<Limiter>) -> Result<Self, ConnectorError> {
+        let (wire, token, settings) = W::from_config(cfg)?;
         let http = build_client(settings.timeout)?;
         let source = HttpTokenSource::new(http.clone(), settings.retry.clone(), token);
         let tokens = TokenManager::new(source, settings.token_refresh_ahead);
@@ -334,6 +354,11 @@ impl<W: Wire> Client<W> {
             limiter,
             settings,
         })
+    }
+
+    /// The app's settings.
+    pub fn config(&self) -> &W::Config {
+        self.wire.config()
     }
 
     fn vendor(&self) -> &'static str {
@@ -385,6 +410,19 @@ impl<W: Wire> Client<W> {
             }
         })
         .await
+    }
+
+    /// Runs `call` and returns the part of its reply under `key` (or `{}` when absent): Feishu's
+    /// `data`, DingTalk's `result`.
+    pub async fn call_part(
+        &self,
+        call: &ApiCall<W::Extra>,
+        key: &str,
+    ) -> Result<Value, ConnectorError> {
+        let mut v = self.call(call).await?;
+        Ok(v.get_mut(key)
+            .map(Value::take)
+            .unwrap_or(Value::Object(Default::default())))
     }
 
     /// Runs a call that takes no access token (robot webhooks), with retries.
@@ -446,7 +484,11 @@ impl<W: Wire> Client<W> {
         let mut req = self.http.request(call.method.clone(), self.wire.url(call));
         let mut query = Vec::new();
         if let Some(t) = token {
-            req = self.wire.authorize(req, call, t, &mut query);
+            match self.wire.token_in(call) {
+                TokenIn::Bearer => req = req.bearer_auth(t),
+                TokenIn::Header(h) => req = req.header(h, t),
+                TokenIn::Query(k) => query.push((k.to_owned(), t.to_owned())),
+            }
         }
         query.extend(call.query.iter().cloned());
         if !query.is_empty() {
@@ -478,6 +520,20 @@ impl<W: Wire> Client<W> {
             _ => telemetry::call(vendor, call.tier, None),
         }
         Ok(reply)
+    }
+}
+
+/// A vendor app's connector: its one [`Client`] behind the capability traits (each vendor
+/// implements them for its `Connector<…Wire>`).
+pub struct Connector<W: Wire> {
+    pub client: Client<W>,
+}
+
+impl<W: Wire> Connector<W> {
+    pub fn new(cfg: W::Config) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            client: Client::new(cfg)?,
+        })
     }
 }
 

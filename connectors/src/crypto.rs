@@ -39,6 +39,12 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// Constant-time check of a received hex signature (any case) against the expected lowercase
+/// one.
+pub fn hex_signature_eq(expected: &str, given: &str) -> bool {
+    ct_eq(expected.as_bytes(), given.to_ascii_lowercase().as_bytes())
+}
+
 /// Appends PKCS#7 padding for `block` (1..=255) bytes.
 pub fn pkcs7_pad(data: &mut Vec<u8>, block: usize) {
     let n = block - (data.len() % block);

@@ -14,6 +14,8 @@ pub mod error;
 pub mod fixture;
 pub mod http;
 pub mod limit;
+pub mod push;
+pub mod receiver;
 pub mod telemetry;
 pub mod token;
 

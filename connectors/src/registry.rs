@@ -164,6 +164,122 @@ pub trait Vendor: Send + Sync + 'static {
     }
 }
 
+/// A vendor written as data and a few functions; every [`VendorSpec`] is a [`Vendor`].
+pub trait VendorSpec: Send + Sync + 'static {
+    const NAME: &'static str;
+    const ALIASES: &'static [&'static str] = &[];
+    const KEYS: &'static [SettingKey];
+    const ROOT_DEPARTMENT_ID: &'static str;
+    const MAX_DEPARTMENT_LEVELS: Option<usize> = None;
+    const PERSON_CARRIES_LEADERSHIP: bool = false;
+    /// Whether [`Self::push_channel`] gives one (long connection, Stream mode).
+    const HAS_PUSH_CHANNEL: bool = false;
+    /// The settings a callback receiver needs.
+    const CALLBACK_KEYS: CallbackKeys;
+    /// The vendor app's settings.
+    type Config;
+
+    fn config(settings: &Settings) -> Result<Self::Config, SettingProblem>;
+    /// Problems of present values, beyond presence.
+    fn check(settings: &Settings) -> Vec<SettingProblem> {
+        let _ = settings;
+        Vec::new()
+    }
+    fn directory(config: Self::Config) -> Result<Arc<dyn Directory>, ConnectorError>;
+    /// The receiver, once [`Self::CALLBACK_KEYS`] are set.
+    fn receiver(
+        settings: &Settings,
+        dedup: Arc<dyn EventDedup>,
+        max_body_bytes: usize,
+    ) -> Result<Box<dyn ReceiveEvents>, ConnectorError>;
+    /// The push channel, for a vendor that has one.
+    fn push_channel(config: Self::Config) -> Option<Result<Box<dyn PushChannel>, ConnectorError>> {
+        let _ = config;
+        None
+    }
+    fn contact_records(event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>>;
+}
+
+/// The settings a vendor's callback receiver needs.
+#[derive(Debug, Clone, Copy)]
+pub enum CallbackKeys {
+    /// Every one of them.
+    All(&'static [&'static str]),
+    /// At least one of them.
+    AnyOf(&'static [&'static str]),
+}
+
+/// Whether this key is set, as a plain setting or a secret.
+fn is_set(s: &Settings, key: &str) -> bool {
+    s.get(key).is_some() || s.secrets.contains_key(key)
+}
+
+impl<T: VendorSpec> Vendor for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        T::ALIASES
+    }
+    fn keys(&self) -> &'static [SettingKey] {
+        T::KEYS
+    }
+    fn check(&self, settings: &Settings) -> Vec<SettingProblem> {
+        T::check(settings)
+    }
+    fn has_push_channel(&self) -> bool {
+        T::HAS_PUSH_CHANNEL
+    }
+    fn directory(&self, settings: &Settings) -> Result<Arc<dyn Directory>, ConnectorError> {
+        let config = T::config(settings).map_err(|p| problem_error(T::NAME, p))?;
+        T::directory(config)
+    }
+    fn receiver(
+        &self,
+        settings: &Settings,
+        dedup: Arc<dyn EventDedup>,
+        max_body_bytes: usize,
+    ) -> ReceiverSetup {
+        let missing: Vec<&'static str> = match T::CALLBACK_KEYS {
+            CallbackKeys::All(keys) => keys
+                .iter()
+                .copied()
+                .filter(|k| !is_set(settings, k))
+                .collect(),
+            CallbackKeys::AnyOf(keys) if keys.iter().any(|k| is_set(settings, k)) => Vec::new(),
+            CallbackKeys::AnyOf(keys) => keys.to_vec(),
+        };
+        if !missing.is_empty() {
+            return ReceiverSetup::Missing(missing);
+        }
+        match T::receiver(settings, dedup, max_body_bytes) {
+            Ok(r) => ReceiverSetup::Ready(r),
+            Err(e) => ReceiverSetup::Invalid(e.to_string()),
+        }
+    }
+    fn push_channel(&self, settings: &Settings) -> Result<Box<dyn PushChannel>, ConnectorError> {
+        let none =
+            || ConnectorError::permanent(T::NAME, format!("{} has no push channel", T::NAME));
+        if !T::HAS_PUSH_CHANNEL {
+            return Err(none());
+        }
+        let config = T::config(settings).map_err(|p| problem_error(T::NAME, p))?;
+        T::push_channel(config).unwrap_or_else(|| Err(none()))
+    }
+    fn contact_records(&self, event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>> {
+        T::contact_records(event_type, payload)
+    }
+    fn root_department_id(&self) -> &'static str {
+        T::ROOT_DEPARTMENT_ID
+    }
+    fn max_department_levels(&self) -> Option<usize> {
+        T::MAX_DEPARTMENT_LEVELS
+    }
+    fn person_carries_leadership(&self) -> bool {
+        T::PERSON_CARRIES_LEADERSHIP
+    }
+}
+
 /// A vendor from the registry: compared, hashed and printed by its name.
 #[derive(Clone, Copy)]
 pub struct Kind(&'static dyn Vendor);

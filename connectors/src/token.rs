@@ -209,15 +209,69 @@ pub fn token_from(
     })
 }
 
-/// A token reply in a `{code, msg, <token>, <life>}` envelope (Feishu, WeCom).
-pub fn coded_token_reply(
+/// How a token endpoint answers: the reply object (or the vendor's classified error), and the
+/// keys of the token and its lifetime in it.
+#[derive(Clone, Copy)]
+pub struct TokenReply {
+    pub read: fn(u16, &axum::http::HeaderMap, &[u8]) -> Result<serde_json::Value, ConnectorError>,
+    pub token_key: &'static str,
+    pub life_key: &'static str,
+}
+
+/// One vendor's token call, as data: where it goes, how the app's credentials travel (a JSON
+/// body, or the query string) and how the reply reads. Every vendor's tokens come from one.
+pub struct TokenCall {
+    pub vendor: &'static str,
+    /// For logs: e.g. `feishu.tenant_access_token`.
+    pub what: &'static str,
+    pub url: String,
+    /// The credential names and values: (id key, id), (secret key, secret).
+    pub id: (&'static str, String),
+    pub secret: (&'static str, SecretString),
+    /// `GET ?id=…&secret=…` (WeCom) instead of a JSON `POST`.
+    pub in_query: bool,
+    pub reply: TokenReply,
+}
+
+impl TokenWire for TokenCall {
+    fn vendor(&self) -> &'static str {
+        self.vendor
+    }
+    fn what(&self) -> &'static str {
+        self.what
+    }
+    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        use secrecy::ExposeSecret;
+        let (id_key, id) = (self.id.0, self.id.1.as_str());
+        let (secret_key, secret) = (self.secret.0, self.secret.1.expose_secret());
+        if self.in_query {
+            http.get(&self.url)
+                .query(&[(id_key, id), (secret_key, secret)])
+        } else {
+            http.post(&self.url)
+                .json(&serde_json::json!({id_key: id, secret_key: secret}))
+        }
+    }
+    fn reply(
+        &self,
+        status: u16,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<FetchedToken, ConnectorError> {
+        let v = (self.reply.read)(status, headers, body)?;
+        token_from(self.vendor, &v, self.reply.token_key, self.reply.life_key)
+    }
+}
+
+/// The object of a reply in a `{code, msg, …}` envelope whose success is code 0 (Feishu,
+/// WeCom, DingTalk's old generation); a non-JSON reply is classified by its status.
+pub fn coded_object(
     table: &crate::client::ErrorTable,
     status: u16,
     headers: &axum::http::HeaderMap,
     body: &[u8],
     (code_key, msg_key): (&str, &str),
-    (token_key, life_key): (&str, &str),
-) -> Result<FetchedToken, ConnectorError> {
+) -> Result<serde_json::Value, ConnectorError> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Err(table.from_status(status, headers, "token reply is not JSON".into()));
     };
@@ -233,7 +287,7 @@ pub fn coded_token_reply(
             .to_string();
         return Err(table.classify(code, status, headers, msg));
     }
-    token_from(table.vendor, &v, token_key, life_key)
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -11,14 +11,18 @@
 //! suite id) is returned by [`WxBizMsgCrypt::decrypt`] and checked by the caller, or checked
 //! in constant time by [`WxBizMsgCrypt::decrypt_for`].
 
+use std::collections::HashMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha1::{Digest, Sha1};
 
+use crate::ConnectorError;
+use crate::capability::CallbackError;
 use crate::crypto::{
-    CryptoError, aes256_cbc_decrypt_raw, aes256_cbc_encrypt_raw, ct_eq, pkcs7_pad, pkcs7_unpad,
-    random_bytes,
+    CryptoError, aes256_cbc_decrypt_raw, aes256_cbc_encrypt_raw, ct_eq, hex_signature_eq,
+    pkcs7_pad, pkcs7_unpad, random_bytes,
 };
 
 /// The PKCS#7 block size of the format.
@@ -54,6 +58,14 @@ impl WxBizError {
         }
     }
 
+    /// The callback error for this failure, with the vendor's `code` in the message.
+    pub fn into_callback(self, code: fn(&Self) -> i64) -> CallbackError {
+        match self {
+            Self::BadSignature => CallbackError::BadSignature,
+            other => CallbackError::Decrypt(format!("{other} ({})", code(&other))),
+        }
+    }
+
     /// WeCom's SDK code (−40001…−40008).
     pub fn wecom_code(&self) -> i64 {
         match self {
@@ -79,8 +91,27 @@ pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> St
 
 /// Checks `sig` (hex, case-insensitive) against the expected signature in constant time.
 pub fn verify(token: &str, timestamp: &str, nonce: &str, encrypt: &str, sig: &str) -> bool {
-    let expected = signature(token, timestamp, nonce, encrypt);
-    ct_eq(expected.as_bytes(), sig.to_ascii_lowercase().as_bytes())
+    hex_signature_eq(&signature(token, timestamp, nonce, encrypt), sig)
+}
+
+/// The signature parameters of a callback query, `(signature, timestamp, nonce)`: each the
+/// value of the first of its `names` present, refused when empty if `non_empty`.
+pub fn signed_query<'a>(
+    query: &'a HashMap<String, String>,
+    names: [&[&str]; 3],
+    non_empty: bool,
+) -> Result<(&'a str, &'a str, &'a str), CallbackError> {
+    let [sig, ts, nonce] = names.map(|names| {
+        names
+            .iter()
+            .find_map(|n| query.get(*n))
+            .map(String::as_str)
+            .filter(|s| !(non_empty && s.is_empty()))
+    });
+    match (sig, ts, nonce) {
+        (Some(sig), Some(ts), Some(nonce)) => Ok((sig, ts, nonce)),
+        _ => Err(CallbackError::MissingSignature),
+    }
 }
 
 /// Callback crypto for one app: the token and the AES key.
@@ -121,6 +152,24 @@ impl WxBizMsgCrypt {
             token,
             key: SecretBox::new(Box::new(key)),
         })
+    }
+
+    /// The crypto of `vendor`'s callback receiver, whose buffers must end with `receive_id`: a
+    /// bad key is refused as `"{bad_key}: {error}"`, an empty receive id as `empty_id`.
+    pub fn for_receiver(
+        vendor: &'static str,
+        token: SecretString,
+        encoding_aes_key: &SecretString,
+        receive_id: &str,
+        bad_key: &str,
+        empty_id: &str,
+    ) -> Result<Self, ConnectorError> {
+        let crypt = Self::new(token, encoding_aes_key)
+            .map_err(|e| ConnectorError::permanent(vendor, format!("{bad_key}: {e}")))?;
+        if receive_id.is_empty() {
+            return Err(ConnectorError::permanent(vendor, empty_id));
+        }
+        Ok(crypt)
     }
 
     fn key(&self) -> &[u8; 32] {

@@ -2,23 +2,21 @@
 //! with the encrypted `success`; a bad signature, a stale timestamp, a wrong owner key or a
 //! replay is refused. End to end: the sandbox pushes its events to a receiver over HTTP.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::post;
+use common::{HubServer, Sandbox, org};
 use huitong_connectors::capability::{CallbackError, CallbackOutcome, InMemoryDedup};
 use huitong_connectors::dingtalk::events::{
     CallbackConfig, ContactChangeKind, DingTalkReceiver, build_callback, contact_change, open_reply,
 };
-use huitong_connectors::dingtalk::sandbox::{SandboxOptions, serve};
-use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::dingtalk::sandbox::SandboxOptions;
 use huitong_connectors::wxbiz::WxBizMsgCrypt;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "tok123";
@@ -204,108 +202,58 @@ async fn bad_signature_stale_timestamp_wrong_owner_and_replay_are_refused() {
     );
 }
 
-type Rx = Arc<DingTalkReceiver>;
+/// A hub with a receiver for `owner`, and a sandbox pushing to it (`legacy`: the legacy format).
+async fn pushing_to_a_hub(owner: &str, legacy: bool) -> (Sandbox, HubServer<DingTalkReceiver>) {
+    let receiver = DingTalkReceiver::new(
+        CallbackConfig::new(TOKEN.to_string().into(), AES.to_string().into(), owner),
+        Arc::new(InMemoryDedup::default()),
+    )
+    .unwrap();
+    let hub = HubServer::start(receiver, "/dingtalk/events", 0).await;
+    let mut o = sandbox_options(&hub.url);
+    o.legacy_events = legacy;
+    (Sandbox::start(o).await, hub)
+}
 
-async fn hub(
-    State((r, tx)): State<(Rx, tokio::sync::mpsc::UnboundedSender<Value>)>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> axum::response::Response {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// The sandbox's options with callbacks to `event_url`.
+fn sandbox_options(event_url: &str) -> SandboxOptions {
+    let mut o = SandboxOptions::new(org("small-org.json"), "dingapp", "s3cret");
+    o.aes_key = Some(AES.to_string().into());
+    o.token = Some(TOKEN.to_string().into());
+    o.event_url = Some(event_url.to_string());
+    o
+}
+
+fn delivered(events: &Value) -> usize {
+    events["events"]
+        .as_array()
         .unwrap()
-        .as_millis() as i64;
-    match r.handle_at(&q, &body, now).await {
-        Ok(out) => {
-            if let CallbackOutcome::Event { event, .. } = &out {
-                let _ = tx.send(event.payload.clone());
-            }
-            let reply = match out {
-                CallbackOutcome::Handshake { reply }
-                | CallbackOutcome::Event { reply, .. }
-                | CallbackOutcome::Duplicate { reply, .. } => reply,
-            };
-            (
-                StatusCode::from_u16(reply.status).unwrap(),
-                [("content-type", reply.content_type)],
-                reply.body,
-            )
-                .into_response()
-        }
-        Err(e) => (StatusCode::from_u16(e.status()).unwrap(), e.to_string()).into_response(),
-    }
+        .iter()
+        .filter(|e| e["delivery"] == "delivered")
+        .count()
 }
 
 #[tokio::test]
 async fn the_sandbox_pushes_every_change_encrypted_and_signed() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let r: Rx = Arc::new(
-        DingTalkReceiver::new(
-            CallbackConfig::new(TOKEN.to_string().into(), AES.to_string().into(), "dingapp"),
-            Arc::new(InMemoryDedup::default()),
-        )
-        .unwrap(),
-    );
-    let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub_url = format!(
-        "http://{}/dingtalk/events",
-        hub_listener.local_addr().unwrap()
-    );
-    let app = axum::Router::new()
-        .route("/dingtalk/events", post(hub))
-        .with_state((r, tx));
-    tokio::spawn(async move { axum::serve(hub_listener, app).await.unwrap() });
-
-    let org = OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
+    let (sb, mut hub) = pushing_to_a_hub("dingapp", false).await;
+    sb.add_user(
+        json!({"key": "new1", "name": "新人", "departments": ["d0"], "mobile": "13900000009"}),
     )
-    .unwrap();
-    let mut o = SandboxOptions::new(org, "dingapp", "s3cret");
-    o.aes_key = Some(AES.to_string().into());
-    o.token = Some(TOKEN.to_string().into());
-    o.event_url = Some(hub_url);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, srx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(listener, o, async move {
-            let _ = srx.await;
-        })
-        .await
-        .unwrap()
-    });
-
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/_sandbox/org/users"))
-        .json(
-            &json!({"key": "new1", "name": "新人", "departments": ["d0"], "mobile": "13900000009"}),
+    .await;
+    let (status, _) = sb
+        .admin(
+            Method::PATCH,
+            "/_sandbox/org/users/new1",
+            Some(json!({"title": "经理"})),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http
-        .patch(format!("{base}/_sandbox/org/users/new1"))
-        .json(&json!({"title": "经理"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .delete(format!("{base}/_sandbox/org/users/new1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let mut got = Vec::new();
-    for _ in 0..3 {
-        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("delivery")
-            .unwrap();
-        got.push(ev);
-    }
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = sb
+        .admin(Method::DELETE, "/_sandbox/org/users/new1", None)
+        .await;
+    assert_eq!(status, 204);
+    hub.wait(3).await;
+    let got: Vec<Value> = hub.events().into_iter().map(|e| e.payload).collect();
     let types: Vec<&str> = got
         .iter()
         .map(|e| e["EventType"].as_str().unwrap())
@@ -314,99 +262,21 @@ async fn the_sandbox_pushes_every_change_encrypted_and_signed() {
     assert!(got.iter().all(|e| e["userId"] == json!(["new1"])));
     assert_eq!(got[1]["diffInfo"][0]["curr"]["title"], "经理");
     // The sandbox saw the hub's 200 for each.
-    let mut delivered = 0;
-    for _ in 0..50 {
-        let ev: Value = reqwest::get(format!("{base}/_sandbox/events"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        delivered = ev["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["delivery"] == "delivered")
-            .count();
-        if delivered == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(delivered, 3);
-}
-
-async fn start_sandbox(o: SandboxOptions) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, srx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(listener, o, async move {
-            let _ = srx.await;
-        })
-        .await
-        .unwrap()
-    });
-    (base, stop)
-}
-
-async fn start_hub(owner: &str) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let r: Rx = Arc::new(
-        DingTalkReceiver::new(
-            CallbackConfig::new(TOKEN.to_string().into(), AES.to_string().into(), owner),
-            Arc::new(InMemoryDedup::default()),
-        )
-        .unwrap(),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/events", l.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/events", post(hub))
-        .with_state((r, tx));
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, rx)
-}
-
-fn small_org() -> OrgFixture {
-    OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json"),
-    )
-    .unwrap()
-}
-
-async fn events_of(base: &str) -> Vec<Value> {
-    reqwest::get(format!("{base}/_sandbox/events"))
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["events"]
-        .as_array()
-        .unwrap()
-        .clone()
+    let events = sb.wait_for("/_sandbox/events", |e| delivered(e) == 3).await;
+    assert_eq!(delivered(&events), 3);
 }
 
 #[tokio::test]
 async fn legacy_format_pushes_use_the_corp_id_and_a_plain_ok_is_not_a_delivery() {
     // Legacy register_call_back format: capitalised keys, encrypted for the corp id.
-    let (hub_url, mut rx) = start_hub("dingsandboxcorp").await;
-    let mut o = SandboxOptions::new(small_org(), "dingapp", "s3cret");
-    o.aes_key = Some(AES.to_string().into());
-    o.token = Some(TOKEN.to_string().into());
-    o.event_url = Some(hub_url);
-    o.legacy_events = true;
-    let (base, _stop) = start_sandbox(o).await;
-    let r = reqwest::Client::new()
-        .delete(format!("{base}/_sandbox/org/users/u5"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .expect("delivery")
-        .unwrap();
+    let (sb, mut hub) = pushing_to_a_hub("dingsandboxcorp", true).await;
+    let (status, _) = sb
+        .admin(Method::DELETE, "/_sandbox/org/users/u5", None)
+        .await;
+    assert_eq!(status, 204);
+    hub.wait(1).await;
+    let events = hub.events();
+    let ev = &events[0].payload;
     assert_eq!(ev["EventType"], "user_leave_org");
     assert_eq!(ev["UserId"], json!(["u5"]));
     assert!(ev["TimeStamp"].is_i64());
@@ -414,30 +284,15 @@ async fn legacy_format_pushes_use_the_corp_id_and_a_plain_ok_is_not_a_delivery()
 
     // A receiver that answers 200 with anything but the encrypted success has not accepted
     // the push: DingTalk retries, then gives up.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plain_url = format!("http://{}/events", l.local_addr().unwrap());
-    let app = axum::Router::new().route("/events", post(|| async { "ok" }));
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    let mut o = SandboxOptions::new(small_org(), "dingapp", "s3cret");
-    o.aes_key = Some(AES.to_string().into());
-    o.token = Some(TOKEN.to_string().into());
-    o.event_url = Some(plain_url);
+    let plain = common::serve(axum::Router::new().route("/events", post(|| async { "ok" }))).await;
+    let mut o = sandbox_options(&format!("{}/events", plain.base));
     o.event_retry_delays = vec![Duration::from_millis(10)];
-    let (base, _stop2) = start_sandbox(o).await;
-    let r = reqwest::Client::new()
-        .delete(format!("{base}/_sandbox/org/users/u5"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let mut last = Vec::new();
-    for _ in 0..400 {
-        last = events_of(&base).await;
-        if last[0]["delivery"] != "pending" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(last[0]["delivery"], "failed");
-    assert_eq!(last[0]["attempts"], 2);
+    let sb = Sandbox::start(o).await;
+    let (status, _) = sb
+        .admin(Method::DELETE, "/_sandbox/org/users/u5", None)
+        .await;
+    assert_eq!(status, 204);
+    let last = sb.first_event_settled().await;
+    assert_eq!(last["delivery"], "failed");
+    assert_eq!(last["attempts"], 2);
 }

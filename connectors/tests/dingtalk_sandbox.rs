@@ -1,7 +1,6 @@
 //! The DingTalk connector against the DingTalk sandbox, both in-process on 127.0.0.1.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 mod common;
 
+use common::{JsonReply, Sandbox, fast_retry, find, org};
 use huitong_connectors::capability::{
     Entity, FileKind, Files, ListQuery, ReadEntities, WriteEntities,
 };
@@ -16,71 +16,20 @@ use huitong_connectors::dingtalk::client::DingTalkClient;
 use huitong_connectors::dingtalk::config::Limits;
 use huitong_connectors::dingtalk::message::Recipients;
 use huitong_connectors::dingtalk::robot::CustomRobot;
-use huitong_connectors::dingtalk::sandbox::{SandboxOptions, serve};
+use huitong_connectors::dingtalk::sandbox::SandboxOptions;
 use huitong_connectors::dingtalk::{DingTalkConfig, DingTalkConnector};
-use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::http::RetryPolicy;
 use huitong_connectors::limit::RateLimit;
 use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn org(name: &str) -> OrgFixture {
-    OrgFixture::load(&fixtures().join(name)).expect("fixture")
-}
-
-struct Sandbox {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
+/// The test app's connector config: agent 100001, fast retries.
 impl Sandbox {
-    async fn start(opts: SandboxOptions) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            serve(listener, opts, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { base, _stop: tx }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str) -> u16 {
-        reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
     fn config(&self) -> DingTalkConfig {
         let mut cfg =
             DingTalkConfig::for_sandbox(self.base.clone(), "dingapp", "s3cret".to_string().into());
         cfg.agent_id = Some(100001);
-        cfg.transport.retry = RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(50),
-            max_retries: 12,
-        };
+        cfg.transport.retry = fast_retry(50, 12);
         cfg
     }
 
@@ -95,13 +44,6 @@ fn opts(fixture: &str) -> SandboxOptions {
 
 fn snapshot_users(snap: &Value) -> Vec<Value> {
     snap["users"].as_array().unwrap().clone()
-}
-
-fn find<'a>(list: &'a Value, field: &str, val: &str) -> Option<&'a Value> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x[field].as_str() == Some(val) || x["dingtalk"][field].as_str() == Some(val))
 }
 
 #[tokio::test]
@@ -187,36 +129,13 @@ async fn reads_the_medium_org_completely_page_by_page() {
 async fn trait_view_get_and_not_found() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let conn = DingTalkConnector::new(sb.config()).unwrap();
-    let users: Vec<Value> = conn
-        .list(Entity::User, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let users: Vec<Value> = common::list_all(&conn, Entity::User, ListQuery::default()).await;
     assert_eq!(users.len(), 20);
-    let root_members: Vec<Value> = conn
-        .list(
-            Entity::User,
-            ListQuery {
-                parent: Some("1".into()),
-                ..Default::default()
-            },
-        )
-        .try_collect()
-        .await
-        .unwrap();
-    let snap = sb.get("/_sandbox/org").await;
-    let root_key = snap["departments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["parent"].is_null())
-        .unwrap()["key"]
-        .clone();
-    let expected = snapshot_users(&snap)
-        .iter()
-        .filter(|u| u["departments"].as_array().unwrap().contains(&root_key))
-        .count();
-    assert_eq!(root_members.len(), expected);
+    let root_members: Vec<Value> = common::list_all(&conn, Entity::User, common::under("1")).await;
+    assert_eq!(
+        root_members.len(),
+        common::root_member_count(&sb.get("/_sandbox/org").await)
+    );
     let got = conn.get(Entity::User, "u3").await.unwrap().unwrap();
     assert_eq!(got["userid"], "u3");
     assert!(got["leader_in_dept"].is_array());
@@ -408,12 +327,8 @@ async fn form_encoded_old_api_bodies_are_accepted() {
             "{}/gettoken?appkey=dingapp&appsecret=s3cret",
             sb.base
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(t["errcode"], 0);
     let token = t["access_token"].as_str().unwrap();
     let r: Value = http
@@ -423,12 +338,8 @@ async fn form_encoded_old_api_bodies_are_accepted() {
         ))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("userid=u1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(
         (r["errcode"].as_i64(), r["result"]["userid"].as_str()),
         (Some(0), Some("u1"))
@@ -445,12 +356,8 @@ async fn form_encoded_old_api_bodies_are_accepted() {
     let r: Value = http
         .post(format!("{}/topapi/v2/user/get?access_token=nope", sb.base))
         .json(&json!({"userid": "u1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(r["errcode"], 40014);
     // Bad credentials on the v1.0 token call: HTTP 400 invalidClientIdOrSecret.
     let r = http
@@ -472,11 +379,11 @@ async fn expired_tokens_are_refetched_once_and_the_same_token_is_reissued_while_
     let c = sb.client();
     assert!(c.get_user("u1").await.unwrap().is_some());
     assert_eq!(c.token_fetches(), 1);
-    assert_eq!(sb.post("/_sandbox/tokens/expire").await, 204);
+    assert_eq!(sb.expire_tokens().await, 204);
     // Old generation (40014) and new generation (InvalidAuthentication) both recover.
     assert!(c.get_user("u1").await.unwrap().is_some());
     assert_eq!(c.token_fetches(), 2);
-    assert_eq!(sb.post("/_sandbox/tokens/expire").await, 204);
+    assert_eq!(sb.expire_tokens().await, 204);
     let mut cfg = sb.config();
     cfg.operator_union_id = Some(union_of(&sb, "u1").await);
     let c2 = DingTalkClient::new(cfg).unwrap();
@@ -600,11 +507,7 @@ async fn todo_lifecycle_with_next_token_paging() {
             .unwrap();
         ids.push(id);
     }
-    let all: Vec<Value> = conn
-        .list(Entity::Task, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let all: Vec<Value> = common::list_all(&conn, Entity::Task, ListQuery::default()).await;
     assert_eq!(all.len(), 23);
     let calls = sb.get("/_sandbox/calls").await;
     // 10 per page: three pages.
@@ -773,11 +676,7 @@ async fn messages_work_notifications_robots_and_media() {
 async fn custom_robot_webhook_signing_and_its_20_per_minute_limit() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let url = format!("{}/robot/send?access_token=sandbox-robot", sb.base);
-    let no_retry = RetryPolicy {
-        min_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(1),
-        max_retries: 0,
-    };
+    let no_retry = fast_retry(1, 0);
     let robot = CustomRobot::new(
         url.clone().into(),
         Some("SECsandboxrobotsecret".to_string().into()),
@@ -843,24 +742,16 @@ async fn enforced_limit_answers_90018_and_403_over_20_per_second_then_lets_calls
             "{}/gettoken?appkey=dingapp&appsecret=s3cret",
             sb.base
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     let token = v["access_token"].as_str().unwrap().to_string();
     let old = || {
         let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
         async move {
             http.post(format!("{base}/topapi/v2/user/get?access_token={token}"))
                 .json(&json!({"userid": "u0"}))
-                .send()
+                .json_reply()
                 .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
         }
     };
     assert_eq!(old().await["errcode"], 0);
@@ -918,31 +809,27 @@ async fn enforced_limit_answers_90018_and_403_over_20_per_second_then_lets_calls
 async fn complete_department_listing_reads_each_department() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let conn = DingTalkConnector::new(sb.config()).unwrap();
-    let terse: Vec<Value> = conn
-        .list(
-            Entity::Department,
-            ListQuery {
-                recursive: true,
-                ..Default::default()
-            },
-        )
-        .try_collect()
-        .await
-        .unwrap();
+    let terse: Vec<Value> = common::list_all(
+        &conn,
+        Entity::Department,
+        ListQuery {
+            recursive: true,
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(!terse.is_empty());
     assert!(terse.iter().all(|d| d.get("order").is_none()), "{terse:?}");
-    let full: Vec<Value> = conn
-        .list(
-            Entity::Department,
-            ListQuery {
-                recursive: true,
-                complete: true,
-                ..Default::default()
-            },
-        )
-        .try_collect()
-        .await
-        .unwrap();
+    let full: Vec<Value> = common::list_all(
+        &conn,
+        Entity::Department,
+        ListQuery {
+            recursive: true,
+            complete: true,
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(full.len(), terse.len());
     assert!(full.iter().all(|d| d.get("order").is_some()), "{full:?}");
     let ids =

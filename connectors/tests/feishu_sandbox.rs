@@ -1,99 +1,39 @@
 //! The Feishu connector against the Feishu sandbox, both in-process on 127.0.0.1.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
+
+mod common;
+
+use common::{JsonReply, Sandbox, fast_retry, org};
 use huitong_connectors::capability::{Entity, ListQuery, ReadEntities, WriteEntities};
 use huitong_connectors::feishu::client::FeishuClient;
 use huitong_connectors::feishu::im::OutgoingMessage;
 use huitong_connectors::feishu::sandbox::{SandboxOptions, serve};
 use huitong_connectors::feishu::{FeishuConfig, FeishuConnector};
-use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::http::RetryPolicy;
 use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::{ConnectorError, ErrorClass};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn org(name: &str) -> OrgFixture {
-    OrgFixture::load(&fixtures().join(name)).expect("fixture")
-}
-
-struct Sandbox {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
+/// The test app (`cli_test`): its tenant token, its connector config with fast retries.
 impl Sandbox {
-    async fn start(opts: SandboxOptions) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            serve(listener, opts, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { base, _stop: tx }
-    }
-
     /// A tenant access token for the test app (JSON body, as the Go SDK sends it).
     async fn tenant_token(&self) -> String {
-        let v: Value = reqwest::Client::new()
-            .post(format!(
-                "{}/open-apis/auth/v3/tenant_access_token/internal",
-                self.base
-            ))
-            .json(&json!({"app_id": "cli_test", "app_secret": "s3cret"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v) = self
+            .post(
+                "/open-apis/auth/v3/tenant_access_token/internal",
+                json!({"app_id": "cli_test", "app_secret": "s3cret"}),
+            )
+            .await;
         v["tenant_access_token"].as_str().unwrap().to_string()
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let v = resp.json().await.unwrap_or(Value::Null);
-        (status, v)
     }
 
     fn config(&self) -> FeishuConfig {
         let mut cfg = FeishuConfig::new(self.base.clone(), "cli_test", "s3cret".to_string().into());
-        cfg.transport.retry = RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(20),
-            max_retries: 12,
-        };
+        cfg.transport.retry = fast_retry(20, 12);
         cfg
     }
 
@@ -189,38 +129,13 @@ async fn small_pages_and_the_trait_view_agree() {
     let mut cfg = sb.config();
     cfg.page_size = 3;
     let conn = FeishuConnector::new(cfg).unwrap();
-    let users: Vec<Value> = conn
-        .list(Entity::User, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let users: Vec<Value> = common::list_all(&conn, Entity::User, ListQuery::default()).await;
     assert_eq!(users.len(), 20);
-    let root_members: Vec<Value> = conn
-        .list(
-            Entity::User,
-            ListQuery {
-                parent: Some("0".into()),
-                ..Default::default()
-            },
-        )
-        .try_collect()
-        .await
-        .unwrap();
-    let snap = sb.get("/_sandbox/org").await;
-    let root_key = snap["departments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["parent"].is_null())
-        .unwrap()["key"]
-        .clone();
-    let expected = snap["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|u| u["departments"].as_array().unwrap().contains(&root_key))
-        .count();
-    assert_eq!(root_members.len(), expected);
+    let root_members: Vec<Value> = common::list_all(&conn, Entity::User, common::under("0")).await;
+    assert_eq!(
+        root_members.len(),
+        common::root_member_count(&sb.get("/_sandbox/org").await)
+    );
     let first = &users[0];
     let got = conn
         .get(Entity::User, first["open_id"].as_str().unwrap())
@@ -388,13 +303,7 @@ async fn client_token_makes_a_retried_create_idempotent() {
     let a = c.create_user(body.clone(), Some("ct-1")).await.unwrap();
     let b = c.create_user(body, Some("ct-1")).await.unwrap();
     assert_eq!(a["open_id"], b["open_id"]);
-    assert_eq!(
-        sb.get("/_sandbox/org").await["users"]
-            .as_array()
-            .unwrap()
-            .len(),
-        21
-    );
+    assert_eq!(sb.count("users").await, 21);
 }
 
 #[tokio::test]
@@ -403,25 +312,9 @@ async fn keyed_creates_through_the_connector_are_idempotent() {
     let conn = FeishuConnector::new(sb.config()).unwrap();
     assert!(conn.keyed_creates(Entity::User) && conn.keyed_creates(Entity::Department));
     let dept = json!({"name": "一次", "parent_department_id": "0", "order": "8"});
-    let d1 = conn
-        .create_keyed(Entity::Department, dept.clone(), "d-key-1")
-        .await
-        .unwrap();
-    let d2 = conn
-        .create_keyed(Entity::Department, dept, "d-key-1")
-        .await
-        .unwrap();
-    assert_eq!(d1, d2);
+    common::create_twice(&conn, Entity::Department, dept, "d-key-1").await;
     let body = json!({"name": "Once", "mobile": "13900000001", "department_ids": ["0"]});
-    let u1 = conn
-        .create_keyed(Entity::User, body.clone(), "p-key-1")
-        .await
-        .unwrap();
-    let u2 = conn
-        .create_keyed(Entity::User, body.clone(), "p-key-1")
-        .await
-        .unwrap();
-    assert_eq!(u1, u2);
+    let u1 = common::create_twice(&conn, Entity::User, body, "p-key-1").await;
     let org = sb.get("/_sandbox/org").await;
     assert_eq!(org["users"].as_array().unwrap().len(), 21);
     assert_eq!(org["departments"].as_array().unwrap().len(), 4);
@@ -432,13 +325,7 @@ async fn keyed_creates_through_the_connector_are_idempotent() {
         .await
         .unwrap();
     assert_ne!(u3, u1);
-    assert_eq!(
-        sb.get("/_sandbox/org").await["users"]
-            .as_array()
-            .unwrap()
-            .len(),
-        22
-    );
+    assert_eq!(sb.count("users").await, 22);
 }
 
 #[tokio::test]
@@ -450,10 +337,7 @@ async fn survives_token_expiry_mid_run() {
     while let Some(u) = stream.next().await {
         seen.insert(u.unwrap()["open_id"].as_str().unwrap().to_string());
         if seen.len() == 100 {
-            let (status, _) = sb
-                .admin(reqwest::Method::POST, "/_sandbox/tokens/expire", None)
-                .await;
-            assert_eq!(status, 204);
+            assert_eq!(sb.expire_tokens().await, 204);
         }
     }
     assert_eq!(seen, open_ids(&sb.get("/_sandbox/org").await));
@@ -481,11 +365,7 @@ async fn survives_429_bursts_and_5xx() {
     let mut cfg = sb.config();
     cfg.page_size = 10;
     let conn = FeishuConnector::new(cfg).unwrap();
-    let users: Vec<Value> = conn
-        .list(Entity::User, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let users: Vec<Value> = common::list_all(&conn, Entity::User, ListQuery::default()).await;
     assert_eq!(users.len(), 300);
     let id = conn
         .create(Entity::User, json!({"name": "Faulty", "mobile": "13700000000", "department_ids": ["0"], "employee_type": 1}))
@@ -566,12 +446,8 @@ async fn sandbox_speaks_feishu_on_the_wire() {
             sb.base
         ))
         .body(r#"{"app_id": "cli_test", "app_secret": "s3cret"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["code"], 0);
     assert_eq!(v["expire"], 7200);
     let token = v["tenant_access_token"].as_str().unwrap().to_string();
@@ -579,10 +455,12 @@ async fn sandbox_speaks_feishu_on_the_wire() {
     // Asking again while > 30 min remain returns the same token.
     assert_eq!(sb.tenant_token().await, token);
 
-    let get = |path: String, tok: Option<String>| {
+    let get = |path: &str, tok: Option<&str>| {
         let http = http.clone();
+        let url = format!("{}{path}", sb.base);
+        let tok = tok.map(str::to_string);
         async move {
-            let mut r = http.get(path);
+            let mut r = http.get(url);
             if let Some(t) = tok {
                 r = r.bearer_auth(t);
             }
@@ -602,11 +480,8 @@ async fn sandbox_speaks_feishu_on_the_wire() {
     };
     // `True` (capitalised) query booleans.
     let (s, ct, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/departments/0/children?fetch_child=True&page_size=50",
-            sb.base
-        ),
-        Some(token.clone()),
+        "/open-apis/contact/v3/departments/0/children?fetch_child=True&page_size=50",
+        Some(&token),
     )
     .await;
     assert_eq!((s, v["code"].as_i64()), (200, Some(0)));
@@ -615,79 +490,62 @@ async fn sandbox_speaks_feishu_on_the_wire() {
     assert_eq!(v["data"]["has_more"], false);
     assert!(v["data"].get("page_token").is_none());
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/users/find_by_department?department_id=0&page_size=51",
-            sb.base
-        ),
-        Some(token.clone()),
+        "/open-apis/contact/v3/users/find_by_department?department_id=0&page_size=51",
+        Some(&token),
     )
     .await;
     assert_eq!(v["code"], 40011);
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/users/find_by_department?department_id=0&page_token=bogus",
-            sb.base
-        ),
-        Some(token.clone()),
+        "/open-apis/contact/v3/users/find_by_department?department_id=0&page_token=bogus",
+        Some(&token),
     )
     .await;
     assert_eq!(v["code"], 40012);
     let (s, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
-            sb.base
-        ),
+        "/open-apis/contact/v3/users/find_by_department?department_id=0",
         None,
     )
     .await;
     assert_eq!((s, v["code"].as_i64()), (400, Some(99991661)));
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
-            sb.base
-        ),
-        Some("t-forged".into()),
+        "/open-apis/contact/v3/users/find_by_department?department_id=0",
+        Some("t-forged"),
     )
     .await;
     assert_eq!(v["code"], 99991663);
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/users/find_by_department?department_id=0",
-            sb.base
-        ),
-        Some("x-bad".into()),
+        "/open-apis/contact/v3/users/find_by_department?department_id=0",
+        Some("x-bad"),
     )
     .await;
     assert_eq!(v["code"], 99991671);
     // Default page size 10 and page_token continuation.
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1",
-            sb.base
-        ),
-        Some(token.clone()),
+        "/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1",
+        Some(&token),
     )
     .await;
     assert_eq!(v["data"]["has_more"], true);
     let pt = v["data"]["page_token"].as_str().unwrap().to_string();
-    let (_, _, v2) = get(format!("{}/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1&page_token={pt}", sb.base), Some(token.clone())).await;
+    let (_, _, v2) = get(
+        &format!("/open-apis/contact/v3/departments/0/children?fetch_child=true&page_size=1&page_token={pt}"),
+        Some(&token),
+    )
+    .await;
     assert_ne!(
         v["data"]["items"][0]["open_department_id"],
         v2["data"]["items"][0]["open_department_id"]
     );
     // department_id_type=department_id uses the custom ids.
     let (_, _, v) = get(
-        format!(
-            "{}/open-apis/contact/v3/departments/0/children?department_id_type=department_id",
-            sb.base
-        ),
-        Some(token.clone()),
+        "/open-apis/contact/v3/departments/0/children?department_id_type=department_id",
+        Some(&token),
     )
     .await;
     let first = &v["data"]["items"][0];
     assert_eq!(first["parent_department_id"], "0");
     assert!(!first["department_id"].as_str().unwrap().starts_with("od-"));
-    let (_, _, v) = get(format!("{}/open-apis/nope", sb.base), Some(token)).await;
+    let (_, _, v) = get("/open-apis/nope", Some(&token)).await;
     assert_eq!(v["code"], 99991201);
 }
 
@@ -925,11 +783,7 @@ async fn tasks_create_patch_get_list_delete() {
     conn.create(Entity::Task, json!({"summary": "second"}))
         .await
         .unwrap();
-    let all: Vec<Value> = conn
-        .list(Entity::Task, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let all: Vec<Value> = common::list_all(&conn, Entity::Task, ListQuery::default()).await;
     assert_eq!(all.len(), 2);
     conn.delete(Entity::Task, guid).await.unwrap();
     assert_eq!(conn.get(Entity::Task, guid).await.unwrap(), None);
@@ -1027,14 +881,7 @@ async fn serve_returns_when_shutdown_resolves() {
     }));
     // Serving, with an idle keep-alive connection open.
     let http = reqwest::Client::new();
-    let org: Value = http
-        .get(format!("{base}/_sandbox/org"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let org: Value = http.get(format!("{base}/_sandbox/org")).json_reply().await;
     assert_eq!(org["users"].as_array().unwrap().len(), 20);
     tx.send(()).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(20), handle)

@@ -2,18 +2,16 @@
 //! asserted through `/_sandbox/org`.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 mod common;
 
+use common::{JsonReply, Sandbox, fast_retry, org};
 use huitong_connectors::capability::{
     Entity, FileKind, Files, ListQuery, ReadEntities, WriteEntities,
 };
-use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::http::RetryPolicy;
 use huitong_connectors::sandbox::{FaultSpec, RateScale};
 use huitong_connectors::wecom::client::WecomClient;
 use huitong_connectors::wecom::contact::{UserStatus, UserView};
@@ -28,86 +26,20 @@ const CORP: &str = "ww0123456789abcdef";
 const SECRET: &str = "app-secret-1";
 const AGENT: i64 = 1000002;
 
-fn org(name: &str) -> OrgFixture {
-    OrgFixture::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
-
 fn opts(fixture: &str) -> SandboxOptions {
     SandboxOptions::new(org(fixture), CORP, SECRET, AGENT)
 }
 
-struct Sandbox {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
+/// The test app's connector config, with fast retries.
 impl Sandbox {
-    async fn start(opts: SandboxOptions) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            serve(listener, opts, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { base, _stop: tx }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
     fn config(&self) -> WecomConfig {
         let mut cfg = WecomConfig::new(self.base.clone(), CORP, SECRET.to_string().into(), AGENT);
-        cfg.transport.retry = RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(20),
-            max_retries: 12,
-        };
+        cfg.transport.retry = fast_retry(20, 12);
         cfg
     }
 
     fn client(&self) -> WecomClient {
         WecomClient::new(self.config()).unwrap()
-    }
-
-    async fn calls(&self, endpoint: &str) -> u64 {
-        self.get("/_sandbox/calls").await["calls"][endpoint]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    async fn user(&self, key: &str) -> Option<Value> {
-        self.get("/_sandbox/org").await["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["key"] == key)
-            .cloned()
     }
 }
 
@@ -184,11 +116,7 @@ async fn reads_the_medium_org_completely_cursor_by_cursor() {
 async fn the_trait_view_lists_departments_and_members() {
     let sb = Sandbox::start(opts("small-org.json")).await;
     let conn = WecomConnector::new(sb.config()).unwrap();
-    let users: Vec<Value> = conn
-        .list(Entity::User, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let users: Vec<Value> = common::list_all(&conn, Entity::User, ListQuery::default()).await;
     assert_eq!(users.len(), 20);
     let snap = sb.get("/_sandbox/org").await;
     let in_d2: HashSet<String> = snap["users"]
@@ -206,17 +134,8 @@ async fn the_trait_view_lists_departments_and_members() {
         .unwrap()["wecom"]["id"]
         .as_i64()
         .unwrap();
-    let members: Vec<Value> = conn
-        .list(
-            Entity::User,
-            ListQuery {
-                parent: Some(d2_id.to_string()),
-                ..Default::default()
-            },
-        )
-        .try_collect()
-        .await
-        .unwrap();
+    let members: Vec<Value> =
+        common::list_all(&conn, Entity::User, common::under(d2_id.to_string())).await;
     let got: HashSet<String> = members
         .iter()
         .map(|u| u["userid"].as_str().unwrap().to_string())
@@ -229,11 +148,7 @@ async fn the_trait_view_lists_departments_and_members() {
         .await
         .unwrap();
     assert_eq!(listed.len(), in_d2.len());
-    let depts: Vec<Value> = conn
-        .list(Entity::Department, ListQuery::default())
-        .try_collect()
-        .await
-        .unwrap();
+    let depts: Vec<Value> = common::list_all(&conn, Entity::Department, ListQuery::default()).await;
     assert_eq!(depts.len(), 3);
     assert!(conn.get(Entity::User, "u0").await.unwrap().is_some());
     assert!(conn.get(Entity::User, "nobody").await.unwrap().is_none());
@@ -442,12 +357,7 @@ async fn token_is_cached_and_refetched_once_after_expiry() {
         c.get_user("u1").await.unwrap().unwrap();
     }
     assert_eq!(c.token_fetches(), 1);
-    let r = reqwest::Client::new()
-        .post(format!("{}/_sandbox/tokens/expire", sb.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(sb.expire_tokens().await, 204);
     let users: Vec<Value> = c.all_users().try_collect().await.unwrap();
     assert_eq!(users.len(), 20);
     assert_eq!(c.token_fetches(), 2);
@@ -726,12 +636,8 @@ async fn app_group_chats_and_robots() {
                 sb.base
             ))
             .body(r#"{"msgtype":"markdown","markdown":{"content":"**x**"}}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_reply()
+            .await;
         codes.push(v["errcode"].as_i64().unwrap());
     }
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 19);
@@ -805,21 +711,19 @@ async fn sandbox_speaks_wecom_on_the_wire() {
         }
     };
     let b = &sb.base;
-    assert_eq!(
-        get(format!(
-            "{b}/cgi-bin/gettoken?corpid=wrong&corpsecret={SECRET}"
-        ))
-        .await["errcode"],
-        40013
-    );
-    assert_eq!(
-        get(format!("{b}/cgi-bin/gettoken?corpid={CORP}&corpsecret=bad")).await["errcode"],
-        40001
-    );
-    assert_eq!(
-        get(format!("{b}/cgi-bin/gettoken?corpsecret=bad")).await["errcode"],
-        41002
-    );
+    for (path, errcode) in [
+        (format!("/gettoken?corpid=wrong&corpsecret={SECRET}"), 40013),
+        (format!("/gettoken?corpid={CORP}&corpsecret=bad"), 40001),
+        ("/gettoken?corpsecret=bad".to_string(), 41002),
+        ("/user/get?userid=u0".to_string(), 41001),
+        ("/user/get?userid=u0&access_token=nope".to_string(), 40014),
+    ] {
+        assert_eq!(
+            get(format!("{b}/cgi-bin{path}")).await["errcode"],
+            errcode,
+            "{path}"
+        );
+    }
     let t = get(format!(
         "{b}/cgi-bin/gettoken?corpid={CORP}&corpsecret={SECRET}"
     ))
@@ -834,14 +738,6 @@ async fn sandbox_speaks_wecom_on_the_wire() {
     ))
     .await;
     assert_eq!(t2["access_token"], token.as_str());
-    assert_eq!(
-        get(format!("{b}/cgi-bin/user/get?userid=u0")).await["errcode"],
-        41001
-    );
-    assert_eq!(
-        get(format!("{b}/cgi-bin/user/get?userid=u0&access_token=nope")).await["errcode"],
-        40014
-    );
     let u = get(format!(
         "{b}/cgi-bin/user/get?userid=u0&access_token={token}"
     ))
@@ -853,12 +749,8 @@ async fn sandbox_speaks_wecom_on_the_wire() {
     let v: Value = http
         .post(format!("{b}/cgi-bin/user/list_id?access_token={token}"))
         .body(r#"{"limit": 7}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["dept_user"].as_array().unwrap().len(), 7);
     let next = v["next_cursor"].as_str().unwrap();
     assert!(!next.is_empty());
@@ -866,33 +758,21 @@ async fn sandbox_speaks_wecom_on_the_wire() {
         .post(format!("{b}/cgi-bin/user/list_id?access_token={token}"))
         .header("content-type", "text/plain")
         .body(json!({"cursor": next, "limit": 100}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["dept_user"].as_array().unwrap().len(), 13);
     assert_eq!(v["next_cursor"], "");
     let v: Value = http
         .post(format!("{b}/cgi-bin/user/list_id?access_token={token}"))
         .body(r#"{"cursor": "bogus"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["errcode"], 50100);
     let v: Value = http
         .post(format!("{b}/cgi-bin/user/create?access_token={token}"))
         .body("not json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["errcode"], 47001);
     let err = v["errmsg"].as_str().unwrap();
     assert!(
@@ -909,12 +789,8 @@ async fn sandbox_speaks_wecom_on_the_wire() {
             "{b}/cgi-bin/media/upload?access_token={token}&type=file"
         ))
         .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     assert_eq!(v["errmsg"], "");
     assert!(v["created_at"].is_string());
     assert_eq!(v["type"], "file");
@@ -1022,12 +898,8 @@ async fn enforced_limits_answer_45009_over_the_quota_then_let_calls_through() {
             "{}/cgi-bin/gettoken?corpid={CORP}&corpsecret={SECRET}",
             sb.base
         ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_reply()
+        .await;
     let token = v["access_token"].as_str().unwrap().to_string();
     let get = || {
         let (http, token, base) = (http.clone(), token.clone(), sb.base.clone());
@@ -1035,12 +907,8 @@ async fn enforced_limits_answer_45009_over_the_quota_then_let_calls_through() {
             http.get(format!(
                 "{base}/cgi-bin/user/get?access_token={token}&userid=u0"
             ))
-            .send()
+            .json_reply()
             .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
         }
     };
     for _ in 0..3 {

@@ -4,6 +4,7 @@
 //! `deliver.<route>` queue (the steps every apply publishes).
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -27,6 +28,17 @@ pub struct Runner {
 /// threshold fails the fire, visible in `huitong schedule list`).
 /// The steps go through `deliver.<route>`, whose consumer must run (`start_deliveries`).
 pub async fn reconcile(
+    config: &Config,
+    store: &dyn Store,
+    queue: &dyn Queue,
+    route: &str,
+) -> Result<String, String> {
+    reconcile_route(config, store, queue, route)
+        .instrument(tracing::info_span!("reconcile", route = %route))
+        .await
+}
+
+async fn reconcile_route(
     config: &Config,
     store: &dyn Store,
     queue: &dyn Queue,

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex;
@@ -207,6 +208,18 @@ impl IngressHandler {
 #[async_trait]
 impl Handler for IngressHandler {
     async fn handle(&self, envelope: &Envelope) -> Outcome {
+        let connector = match &envelope.task {
+            Task::IngressV1 { connector, .. } => connector.as_str(),
+            _ => "",
+        };
+        let span =
+            tracing::info_span!("ingress", connector = %connector, trace = %envelope.trace_id);
+        self.handle_ingress(envelope).instrument(span).await
+    }
+}
+
+impl IngressHandler {
+    async fn handle_ingress(&self, envelope: &Envelope) -> Outcome {
         let Task::IngressV1 {
             connector,
             event_type,

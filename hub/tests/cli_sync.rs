@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_huitong");
 
@@ -35,6 +35,9 @@ fn http_get(base: &str, path: &str) -> serde_json::Value {
 }
 
 struct Env {
+    /// The Feishu and DingTalk sandboxes, serving on `_rt` (declared first: they stop before
+    /// the runtime goes).
+    _sandboxes: [Running; 2],
     _rt: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -48,14 +51,10 @@ fn setup(slow: &str) -> Env {
         .enable_all()
         .build()
         .unwrap();
-    let (feishu, dingtalk) = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let feishu = format!("http://{}", l.local_addr().unwrap());
+    let [feishu, dingtalk] = rt.block_on(async {
         let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(fixture("medium-org.json"), "cli_hq", "s1");
         o.rate_limits = false;
-        tokio::spawn(huitong_connectors::feishu::sandbox::serve(l, o, std::future::pending()));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dingtalk = format!("http://{}", l.local_addr().unwrap());
+        let feishu = Running::start(o).await.expect("the Feishu sandbox starts");
         let empty: OrgFixture = serde_json::from_value(serde_json::json!({
             "departments": [{"key": "root", "name": "子公司", "parent": null, "order": 0, "leaders": []}],
             "users": []
@@ -64,8 +63,8 @@ fn setup(slow: &str) -> Env {
         let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(empty, "dingsub", "s2");
         o.rate_limits = false;
         o.faults = FaultSpec::parse(slow).unwrap();
-        tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(l, o, std::future::pending()));
-        (feishu, dingtalk)
+        let dingtalk = Running::start(o).await.expect("the DingTalk sandbox starts");
+        [feishu, dingtalk]
     });
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("huitong.toml");
@@ -76,15 +75,18 @@ fn setup(slow: &str) -> Env {
              [connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\napp_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\
              [connectors.sub]\nkind = \"dingtalk\"\napp_key = \"dingsub\"\napp_secret_env = \"SUB_SECRET\"\nbase_url = \"{dingtalk}\"\n\
              [routes.org]\nsource = \"hq\"\ntargets = [\"sub\"]\n",
-            db = dir.path().join("data/huitong.db").display()
+            db = dir.path().join("data/huitong.db").display(),
+            feishu = feishu.base,
+            dingtalk = dingtalk.base,
         ),
     )
     .unwrap();
     Env {
+        dingtalk: dingtalk.base.clone(),
+        _sandboxes: [feishu, dingtalk],
         _rt: rt,
         dir,
         config,
-        dingtalk,
     }
 }
 

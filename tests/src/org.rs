@@ -1,10 +1,11 @@
 //! What the org-sync, live, echo and push tests share: the shared fixtures, an empty org, a
-//! sandbox's JSON, people by employee number, polling, a temporary folder.
+//! running vendor sandbox and its JSON, people by employee number, polling, a temporary folder.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::sandbox::{Running, VendorSandbox};
 use serde_json::{Value, json};
 
 /// A fixture of `tests/fixtures` (small-org.json, medium-org.json).
@@ -25,6 +26,14 @@ pub fn empty_org(root: &str) -> OrgFixture {
         "users": []
     }))
     .unwrap_or_else(|e| panic!("empty org: {e}"))
+}
+
+/// `opts`' sandbox (any vendor's `SandboxOptions`) serving on a free port of 127.0.0.1 until the
+/// returned value is dropped; its address is `.base`. Panics if it cannot start.
+pub async fn sandbox<S: VendorSandbox>(opts: S) -> Running {
+    Running::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("the {} sandbox did not start: {e}", S::VENDOR))
 }
 
 /// GET `url` as JSON (a sandbox's `/_sandbox/*`).

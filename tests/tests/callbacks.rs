@@ -23,6 +23,8 @@ use huitong::queue::{
     QueueError, Task,
 };
 use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::sandbox::VendorSandbox;
+use huitong_tests::org::sandbox;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -362,69 +364,49 @@ impl Hub {
     }
 }
 
-fn spawn<F>(
-    serve: impl FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> F,
-) -> (String, oneshot::Sender<()>)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(serve(listener, rx));
-    (url, tx)
-}
-
 const RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(600)];
 
-fn feishu_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
-    use huitong_connectors::feishu::sandbox::{SandboxOptions, serve};
-    let mut opts = SandboxOptions::new(org(), "cli_sandbox", secret("T_FS_SECRET"));
+/// A vendor's sandbox options, its events POSTed to the given URL.
+type SandboxFor<S> = fn(String) -> S;
+
+fn feishu_sandbox(event_url: String) -> huitong_connectors::feishu::sandbox::SandboxOptions {
+    let mut opts = huitong_connectors::feishu::sandbox::SandboxOptions::new(
+        org(),
+        "cli_sandbox",
+        secret("T_FS_SECRET"),
+    );
     opts.encrypt_key = Some(secret("T_FS_ENCRYPT_KEY").into());
     opts.verification_token = Some(secret("T_FS_VTOKEN").into());
     opts.event_url = Some(event_url);
     opts.event_retry_delays = RETRIES.to_vec();
-    spawn(move |l, rx| async move {
-        serve(l, opts, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    })
+    opts
 }
 
-fn dingtalk_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
-    use huitong_connectors::dingtalk::sandbox::{SandboxOptions, serve};
-    let mut opts = SandboxOptions::new(org(), DINGTALK_APP_KEY, secret("T_DT_SECRET"));
+fn dingtalk_sandbox(event_url: String) -> huitong_connectors::dingtalk::sandbox::SandboxOptions {
+    let mut opts = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        org(),
+        DINGTALK_APP_KEY,
+        secret("T_DT_SECRET"),
+    );
     opts.token = Some(secret("T_DT_TOKEN").into());
     opts.aes_key = Some(secret("T_DT_AES_KEY").into());
     opts.event_url = Some(event_url);
     opts.event_retry_delays = RETRIES.to_vec();
-    spawn(move |l, rx| async move {
-        serve(l, opts, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    })
+    opts
 }
 
-fn wecom_sandbox(event_url: String) -> (String, oneshot::Sender<()>) {
-    use huitong_connectors::wecom::sandbox::{SandboxOptions, serve};
-    let mut opts = SandboxOptions::new(org(), WECOM_CORP, secret("T_WC_SECRET"), 1000002);
+fn wecom_sandbox(event_url: String) -> huitong_connectors::wecom::sandbox::SandboxOptions {
+    let mut opts = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        org(),
+        WECOM_CORP,
+        secret("T_WC_SECRET"),
+        1000002,
+    );
     opts.token = Some(secret("T_WC_TOKEN").into());
     opts.encoding_aes_key = Some(secret("T_WC_AES_KEY").into());
     opts.event_url = Some(event_url);
     opts.event_retry_delays = RETRIES.to_vec();
-    spawn(move |l, rx| async move {
-        serve(l, opts, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    })
+    opts
 }
 
 /// A new user through the sandbox's console: the sandbox emits the vendor's event.
@@ -485,15 +467,19 @@ fn tamper(body: &[u8]) -> Bytes {
 
 /// The whole story for one vendor: event queued once, replay answered and not queued,
 /// tampering refused.
-async fn story(
+async fn story<S: VendorSandbox>(
     vendor: &str,
     connector: &str,
-    sandbox: fn(String) -> (String, oneshot::Sender<()>),
+    opts: SandboxFor<S>,
     expected_type: &str,
 ) {
     let mut hub = Hub::start(0).await;
-    let (sandbox, _stop) = sandbox(format!("{}/callbacks/{vendor}/{connector}", hub.proxy));
-    add_user(&sandbox, "newbie").await;
+    let running = sandbox(opts(format!(
+        "{}/callbacks/{vendor}/{connector}",
+        hub.proxy
+    )))
+    .await;
+    add_user(&running.base, "newbie").await;
 
     let msg = hub.next_message().await;
     let Task::IngressV1 {
@@ -516,7 +502,7 @@ async fn story(
     );
     assert_eq!(msg.partition_key, connector);
 
-    let events = sandbox_events_delivered(&sandbox).await;
+    let events = sandbox_events_delivered(&running.base).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["attempts"], 1);
     let seen = hub.recorded();
@@ -572,39 +558,40 @@ async fn wecom_callback_is_queued_once() {
 /// attempt did not mark the event as seen).
 #[tokio::test]
 async fn failed_publish_is_retried_not_lost() {
-    for (vendor, connector, sandbox) in [
-        (
-            "feishu",
-            "fs",
-            feishu_sandbox as fn(String) -> (String, oneshot::Sender<()>),
-        ),
-        ("dingtalk", "dt", dingtalk_sandbox),
-        ("wecom", "wc", wecom_sandbox),
-    ] {
-        let mut hub = Hub::start(1).await;
-        let (sandbox, _stop) = sandbox(format!("{}/callbacks/{vendor}/{connector}", hub.proxy));
-        add_user(&sandbox, "retried").await;
-        let msg = hub.next_message().await;
-        assert!(
-            matches!(&msg.task, Task::IngressV1 { connector: c, .. } if c == connector),
-            "{msg:?}"
-        );
-        let events = sandbox_events_delivered(&sandbox).await;
-        assert_eq!(events[0]["attempts"], 2, "{vendor}: {events:?}");
-        assert_eq!(
-            hub.recorded().len(),
-            2,
-            "{vendor}: one refused, one accepted"
-        );
-        hub.assert_quiet().await;
-        let m = hub.metrics().await;
-        assert!(
-            m.contains(&format!(
-                "huitong_callbacks_total{{vendor=\"{vendor}\",connector=\"{connector}\",outcome=\"publish_failed\"}}"
-            )),
-            "{m}"
-        );
-    }
+    retried("feishu", "fs", feishu_sandbox).await;
+    retried("dingtalk", "dt", dingtalk_sandbox).await;
+    retried("wecom", "wc", wecom_sandbox).await;
+}
+
+/// [`failed_publish_is_retried_not_lost`] for one vendor.
+async fn retried<S: VendorSandbox>(vendor: &str, connector: &str, opts: SandboxFor<S>) {
+    let mut hub = Hub::start(1).await;
+    let running = sandbox(opts(format!(
+        "{}/callbacks/{vendor}/{connector}",
+        hub.proxy
+    )))
+    .await;
+    add_user(&running.base, "retried").await;
+    let msg = hub.next_message().await;
+    assert!(
+        matches!(&msg.task, Task::IngressV1 { connector: c, .. } if c == connector),
+        "{msg:?}"
+    );
+    let events = sandbox_events_delivered(&running.base).await;
+    assert_eq!(events[0]["attempts"], 2, "{vendor}: {events:?}");
+    assert_eq!(
+        hub.recorded().len(),
+        2,
+        "{vendor}: one refused, one accepted"
+    );
+    hub.assert_quiet().await;
+    let m = hub.metrics().await;
+    assert!(
+        m.contains(&format!(
+            "huitong_callbacks_total{{vendor=\"{vendor}\",connector=\"{connector}\",outcome=\"publish_failed\"}}"
+        )),
+        "{m}"
+    );
 }
 
 #[tokio::test]

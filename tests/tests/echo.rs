@@ -12,7 +12,7 @@ use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, sandbox, temp_dir, user,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -50,8 +50,6 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
     let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub = format!("http://{}", hub_listener.local_addr().unwrap());
 
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feishu = format!("http://{}", l.local_addr().unwrap());
     let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
         fixture("small-org.json"),
         "cli_hq",
@@ -62,13 +60,8 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
     o.verification_token = Some(VTOKEN.to_owned().into());
     o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
     o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dingtalk = format!("http://{}", l.local_addr().unwrap());
+    let feishu_sandbox = sandbox(o).await;
+    let feishu = feishu_sandbox.base.clone();
     let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
         empty_org("子公司"),
         "dingsub",
@@ -78,11 +71,8 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
     o.token = Some(DT_TOKEN.to_owned().into());
     o.event_url = Some(format!("{hub}/callbacks/dingtalk/sub"));
     o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
-    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
+    let dingtalk_sandbox = sandbox(o).await;
+    let dingtalk = dingtalk_sandbox.base.clone();
 
     let dir = temp_dir("huitong-echo");
     let file = dir.join("huitong.toml");

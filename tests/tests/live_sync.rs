@@ -8,7 +8,7 @@ use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, sandbox, temp_dir, user,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -48,8 +48,6 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
     let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub = format!("http://{}", hub_listener.local_addr().unwrap());
 
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feishu = format!("http://{}", l.local_addr().unwrap());
     let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
         fixture("small-org.json"),
         "cli_hq",
@@ -60,36 +58,23 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
     o.verification_token = Some(VTOKEN.to_owned().into());
     o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
     o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dingtalk = format!("http://{}", l.local_addr().unwrap());
-    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+    let feishu_sandbox = sandbox(o).await;
+    let feishu = feishu_sandbox.base.clone();
+    let dingtalk_sandbox = sandbox(huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
         empty_org("子公司"),
         "dingsub",
         "s2",
-    );
-    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let wecom = format!("http://{}", l.local_addr().unwrap());
-    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+    ))
+    .await;
+    let dingtalk = dingtalk_sandbox.base.clone();
+    let wecom_sandbox = sandbox(huitong_connectors::wecom::sandbox::SandboxOptions::new(
         empty_org("工厂"),
         "wwf",
         "s3",
         1000002,
-    );
-    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
+    ))
+    .await;
+    let wecom = wecom_sandbox.base.clone();
 
     let dir = temp_dir("huitong-live");
     let file = dir.join("huitong.toml");

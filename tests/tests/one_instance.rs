@@ -8,7 +8,7 @@ use std::time::Duration;
 use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{console, empty_org, eventually, get, temp_dir, user};
+use huitong_tests::org::{console, empty_org, eventually, get, sandbox, temp_dir, user};
 use reqwest::Method;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -26,8 +26,6 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
     let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub = format!("http://{}", hub_listener.local_addr().unwrap());
 
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feishu = format!("http://{}", l.local_addr().unwrap());
     // 100 departments: each route's read lists the members of every one, 200 list calls of
     // one API between them, four times the per-second limit.
     let org = huitong_connectors::fixture::generate(&huitong_connectors::fixture::GenOptions {
@@ -41,15 +39,10 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
     o.verification_token = Some(VTOKEN.to_owned().into());
     o.event_url = Some(format!("{hub}/callbacks/feishu/hq"));
     o.event_retry_delays = vec![Duration::from_millis(200), Duration::from_secs(1)];
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let mut wecoms = Vec::new();
+    let feishu_sandbox = sandbox(o).await;
+    let feishu = feishu_sandbox.base.clone();
+    let mut wecom_sandboxes = Vec::new();
     for corp in ["wwa", "wwb"] {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        wecoms.push(format!("http://{}", l.local_addr().unwrap()));
         let mut o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
             empty_org("工厂"),
             corp,
@@ -57,12 +50,9 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
             1000002,
         );
         o.rate_limits = false;
-        tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-            l,
-            o,
-            until(rx.clone()),
-        ));
+        wecom_sandboxes.push(sandbox(o).await);
     }
+    let wecoms: Vec<&str> = wecom_sandboxes.iter().map(|s| s.base.as_str()).collect();
 
     let dir = temp_dir("huitong-one-instance");
     let file = dir.join("huitong.toml");

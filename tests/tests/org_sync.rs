@@ -12,27 +12,22 @@ use huitong::store::StepStatus;
 use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::sandbox::FaultSpec;
+use huitong_connectors::sandbox::{FaultSpec, Running};
 use huitong_tests::org::{
-    Delivering, calls_where, console, delivering, delivering_on, empty_org, fixture, get, temp_dir,
+    Delivering, calls_where, console, delivering, delivering_on, empty_org, fixture, get, sandbox,
+    temp_dir,
 };
 use huitong_tests::service_url;
 use reqwest::Method;
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
+/// The three vendors' sandboxes (serving while this lives) and their addresses.
 struct Sandboxes {
     feishu: String,
     dingtalk: String,
     wecom: String,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn bind() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    (l, url)
+    _running: [Running; 3],
 }
 
 async fn sandboxes(source: OrgFixture, dingtalk: OrgFixture, wecom: OrgFixture) -> Sandboxes {
@@ -46,33 +41,18 @@ async fn sandboxes_with(
     wecom: OrgFixture,
     faults: FaultSpec,
 ) -> Sandboxes {
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let (l, feishu) = bind().await;
     let mut o =
         huitong_connectors::feishu::sandbox::SandboxOptions::new(source, "cli_hq", "hq-secret");
     o.rate_limits = false;
     o.faults = faults.clone();
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let (l, dt) = bind().await;
+    let feishu = sandbox(o).await;
     let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
         dingtalk,
         "dingsub",
         "sub-secret",
     );
     o.faults = faults.clone();
-    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
-    let (l, wc) = bind().await;
+    let dingtalk = sandbox(o).await;
     let mut o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
         wecom,
         "wwfactory",
@@ -80,16 +60,12 @@ async fn sandboxes_with(
         1000002,
     );
     o.faults = faults;
-    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
+    let wecom = sandbox(o).await;
     Sandboxes {
-        feishu,
-        dingtalk: dt,
-        wecom: wc,
-        _stop: stop,
+        feishu: feishu.base.clone(),
+        dingtalk: dingtalk.base.clone(),
+        wecom: wecom.base.clone(),
+        _running: [feishu, dingtalk, wecom],
     }
 }
 
@@ -1697,22 +1673,14 @@ async fn leaders_set_by_their_own_people_need_no_second_write_of_the_department(
     )
     .await;
     // A second WeCom corp, empty.
-    let (l, plant) = bind().await;
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+    let plant_sandbox = sandbox(huitong_connectors::wecom::sandbox::SandboxOptions::new(
         empty_org("二厂"),
         "wwplant",
         "factory-secret",
         1000002,
-    );
-    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-        l,
-        o,
-        async move {
-            let mut rx = rx;
-            let _ = rx.changed().await;
-        },
-    ));
+    ))
+    .await;
+    let plant = plant_sandbox.base.clone();
     let dir = temp_dir("huitong-sync");
     let c = config(
         &sb,

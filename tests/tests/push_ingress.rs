@@ -21,7 +21,8 @@ use huitong::queue::{
 use huitong::sync::{self, RouteContext};
 use huitong_connectors::capability::RawEvent;
 use huitong_connectors::fixture::OrgFixture;
-use huitong_tests::org::{console, empty_org, fixture, get, user, within};
+use huitong_connectors::sandbox::Running;
+use huitong_tests::org::{console, empty_org, fixture, get, sandbox, user, within};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -65,29 +66,19 @@ fn load_config(connectors: &str, env: &[(&str, &str)]) -> (Config, Dir) {
     (config, Dir(dir))
 }
 
-async fn feishu_sandbox(org: OrgFixture, app_id: &str, stop: &watch::Receiver<bool>) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
+async fn start_feishu(org: OrgFixture, app_id: &str) -> Running {
     let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(org, app_id, "fs-secret");
     o.rate_limits = false;
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(stop.clone()),
-    ));
-    base
+    sandbox(o).await
 }
 
-async fn dingtalk_sandbox(org: OrgFixture, app_key: &str, stop: &watch::Receiver<bool>) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(org, app_key, "dt-secret");
-    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
-        l,
-        o,
-        until(stop.clone()),
-    ));
-    base
+async fn start_dingtalk(org: OrgFixture, app_key: &str) -> Running {
+    sandbox(huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+        org,
+        app_key,
+        "dt-secret",
+    ))
+    .await
 }
 
 async fn calls(base: &str, key: &str) -> u64 {
@@ -147,8 +138,10 @@ async fn create_and_rename(sandbox: &str, target: &str, n: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_and_renamed_in_feishu_reaches_dingtalk_over_the_long_connection() {
     let (stop, rx) = watch::channel(false);
-    let feishu = feishu_sandbox(fixture("small-org.json"), "cli_push", &rx).await;
-    let dingtalk = dingtalk_sandbox(empty_org("子公司"), "dingsub", &rx).await;
+    let feishu_sandbox = start_feishu(fixture("small-org.json"), "cli_push").await;
+    let feishu = feishu_sandbox.base.clone();
+    let dingtalk_sandbox = start_dingtalk(empty_org("子公司"), "dingsub").await;
+    let dingtalk = dingtalk_sandbox.base.clone();
     // No callback secrets and no callback address: events can only come over the connection.
     let (config, _dir) = load_config(
         &format!(
@@ -199,20 +192,16 @@ async fn a_user_created_and_renamed_in_feishu_reaches_dingtalk_over_the_long_con
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_and_renamed_in_dingtalk_reaches_wecom_over_stream_mode() {
     let (stop, rx) = watch::channel(false);
-    let dingtalk = dingtalk_sandbox(fixture("small-org.json"), "dingsrc", &rx).await;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let wecom = format!("http://{}", l.local_addr().unwrap());
-    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+    let dingtalk_sandbox = start_dingtalk(fixture("small-org.json"), "dingsrc").await;
+    let dingtalk = dingtalk_sandbox.base.clone();
+    let wecom_sandbox = sandbox(huitong_connectors::wecom::sandbox::SandboxOptions::new(
         empty_org("工厂"),
         "wwf",
         "wc-secret",
         1000002,
-    );
-    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-        l,
-        o,
-        until(rx.clone()),
-    ));
+    ))
+    .await;
+    let wecom = wecom_sandbox.base.clone();
     let (config, _dir) = load_config(
         &format!(
             "[connectors.sub]\nkind = \"dingtalk\"\nevents = \"push\"\napp_key = \"dingsrc\"\napp_secret_env = \"SUB\"\nbase_url = \"{dingtalk}\"\n\
@@ -333,7 +322,7 @@ impl Queue for TestQueue {
 struct StreamHub {
     connector: &'static str,
     base: String,
-    dingtalk: String,
+    dingtalk: Running,
     queue: Arc<TestQueue>,
     messages: mpsc::UnboundedReceiver<Envelope>,
     _consumer: ConsumerHandle,
@@ -345,10 +334,11 @@ struct StreamHub {
 impl StreamHub {
     async fn start(connector: &'static str, fail_publishes: usize, gate_open: bool) -> StreamHub {
         let (stop, rx) = watch::channel(false);
-        let dingtalk = dingtalk_sandbox(fixture("small-org.json"), "dingdup", &rx).await;
+        let dingtalk = start_dingtalk(fixture("small-org.json"), "dingdup").await;
         let (config, dir) = load_config(
             &format!(
-                "[connectors.{connector}]\nkind = \"dingtalk\"\nevents = \"push\"\napp_key = \"dingdup\"\napp_secret_env = \"SUB\"\nbase_url = \"{dingtalk}\"\n"
+                "[connectors.{connector}]\nkind = \"dingtalk\"\nevents = \"push\"\napp_key = \"dingdup\"\napp_secret_env = \"SUB\"\nbase_url = \"{}\"\n",
+                dingtalk.base
             ),
             &[("SUB", "dt-secret")],
         );
@@ -387,13 +377,13 @@ impl StreamHub {
     }
 
     async fn stream(&self) -> Value {
-        get(&format!("{}/_sandbox/stream", self.dingtalk)).await
+        get(&format!("{}/_sandbox/stream", self.dingtalk.base)).await
     }
 
     async fn add_user(&self, n: u32) {
         console(
             Method::POST,
-            &format!("{}/_sandbox/org/users", self.dingtalk),
+            &format!("{}/_sandbox/org/users", self.dingtalk.base),
             new_user(&format!("u{n}"), n),
         )
         .await;
@@ -401,7 +391,7 @@ impl StreamHub {
 
     async fn disconnect(&self) {
         let r: Value = reqwest::Client::new()
-            .post(format!("{}/_sandbox/stream/disconnect", self.dingtalk))
+            .post(format!("{}/_sandbox/stream/disconnect", self.dingtalk.base))
             .send()
             .await
             .unwrap()

@@ -8,20 +8,20 @@
 //! Limiter per API, the access token refetched once on token-invalid codes, error
 //! classification and retries.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ErrorTable, Reply, Wire};
+use crate::client::{Client, ErrorTable, Reply, TokenIn, Transport, Wire};
 use crate::dingtalk::VENDOR;
-use crate::dingtalk::auth::{AccessToken, TOKEN_INVALID_CODES};
+use crate::dingtalk::auth::TOKEN_INVALID_CODES;
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;
 use crate::http::retry_after_header;
-use crate::limit::{Limiter, RateLimit};
+use crate::limit::RateLimit;
+use crate::token::TokenCall;
 
 pub use crate::client::{FormPart, Payload, seg};
 
@@ -136,8 +136,18 @@ pub struct DingTalkWire {
 
 impl Wire for DingTalkWire {
     type Extra = Gen;
-    type Token = AccessToken;
+    type Token = TokenCall;
+    type Config = DingTalkConfig;
 
+    fn from_config(cfg: DingTalkConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
+        cfg.validate()?;
+        let token = crate::dingtalk::auth::access_token(&cfg);
+        let transport = cfg.transport.clone();
+        Ok((DingTalkWire { cfg }, token, transport))
+    }
+    fn config(&self) -> &DingTalkConfig {
+        &self.cfg
+    }
     fn table(&self) -> &'static ErrorTable {
         &ERRORS
     }
@@ -151,19 +161,10 @@ impl Wire for DingTalkWire {
         };
         format!("{origin}{}", call.path)
     }
-    fn authorize(
-        &self,
-        req: reqwest::RequestBuilder,
-        call: &ApiCall,
-        token: &str,
-        query: &mut Vec<(String, String)>,
-    ) -> reqwest::RequestBuilder {
+    fn token_in(&self, call: &ApiCall) -> TokenIn {
         match call.extra {
-            Gen::Old => {
-                query.push(("access_token".into(), token.to_owned()));
-                req
-            }
-            Gen::New => req.header(TOKEN_HEADER, token),
+            Gen::Old => TokenIn::Query("access_token"),
+            Gen::New => TokenIn::Header(TOKEN_HEADER),
         }
     }
     fn decode(&self, call: &ApiCall, status: u16, headers: &HeaderMap, body: Vec<u8>) -> Reply {
@@ -178,35 +179,9 @@ impl Wire for DingTalkWire {
 pub type DingTalkClient = Client<DingTalkWire>;
 
 impl Client<DingTalkWire> {
-    pub fn new(cfg: DingTalkConfig) -> Result<Self, ConnectorError> {
-        Self::with_limiter(cfg, Arc::new(Limiter::new()))
-    }
-
-    /// Shares `limiter` with other clients of the same app (limits are per app).
-    pub fn with_limiter(
-        cfg: DingTalkConfig,
-        limiter: Arc<Limiter>,
-    ) -> Result<Self, ConnectorError> {
-        cfg.validate()?;
-        let token = AccessToken {
-            api: cfg.api().to_string(),
-            app_key: cfg.app_key.clone(),
-            app_secret: cfg.app_secret.clone(),
-        };
-        let transport = cfg.transport.clone();
-        Self::build(DingTalkWire { cfg }, token, limiter, transport)
-    }
-
-    pub fn config(&self) -> &DingTalkConfig {
-        &self.wire.cfg
-    }
-
     /// Runs an old-generation `call` and returns its `result` (or `{}` when absent).
     pub async fn result(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
-        let mut v = self.call(call).await?;
-        Ok(v.get_mut("result")
-            .map(Value::take)
-            .unwrap_or(Value::Object(Default::default())))
+        self.call_part(call, "result").await
     }
 }
 

@@ -8,19 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::capability::{
-    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
-    ReceiveEvents,
-};
+use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
 use crate::crypto::random_bytes;
 use crate::dingtalk::VENDOR;
-use crate::wxbiz::{WxBizError, WxBizMsgCrypt};
+use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
+use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
 /// Callback settings of one DingTalk app.
 #[derive(Clone)]
@@ -50,24 +47,17 @@ impl CallbackConfig {
 }
 
 /// Verifies, decrypts and de-duplicates DingTalk HTTP push callbacks.
-pub struct DingTalkReceiver {
+pub type DingTalkReceiver = Receiver<DingTalkCallbacks>;
+
+/// DingTalk's part of [`DingTalkReceiver`]: the WXBizMsgCrypt crypto in JSON and the owner key.
+pub struct DingTalkCallbacks {
     crypt: WxBizMsgCrypt,
     owner_key: String,
-    window: Duration,
-    max_body: usize,
-    dedup: Arc<dyn EventDedup>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Builds the encrypted reply `{"msg_signature","timeStamp","nonce","encrypt"}` for `text`.
 pub fn encrypted_reply(crypt: &WxBizMsgCrypt, owner_key: &str, text: &str) -> CallbackReply {
-    let ts = now_ms().to_string();
+    let ts = receiver::unix_millis().to_string();
     let nonce = hex::encode(random_bytes::<8>());
     let enc = crypt.encrypt(text.as_bytes(), owner_key);
     let sig = crypt.signature(&ts, &nonce, &enc);
@@ -86,8 +76,7 @@ pub fn open_reply(
     owner_key: &str,
     reply: &[u8],
 ) -> Result<String, CallbackError> {
-    let v: Value = serde_json::from_slice(reply)
-        .map_err(|e| CallbackError::Malformed(format!("reply is not JSON: {e}")))?;
+    let v = receiver::json(reply, "reply")?;
     let f = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -106,10 +95,7 @@ pub fn open_reply(
 }
 
 fn wx_err(e: WxBizError) -> CallbackError {
-    match e {
-        WxBizError::BadSignature => CallbackError::BadSignature,
-        other => CallbackError::Decrypt(format!("{other} ({})", other.dingtalk_code())),
-    }
+    e.into_callback(WxBizError::dingtalk_code)
 }
 
 /// Builds the query and body of a push exactly as DingTalk sends it (sandbox and tests): both
@@ -214,107 +200,65 @@ pub fn contact_records(
     (!out.is_empty()).then_some(out)
 }
 
-fn q<'a>(query: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| query.get(*n))
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 impl DingTalkReceiver {
     pub fn new(
         cfg: CallbackConfig,
         dedup: Arc<dyn EventDedup>,
     ) -> Result<Self, crate::ConnectorError> {
-        let crypt = WxBizMsgCrypt::new(cfg.token, &cfg.aes_key).map_err(|e| {
-            crate::ConnectorError::permanent(VENDOR, format!("callback aes_key: {e}"))
-        })?;
-        if cfg.owner_key.is_empty() {
-            return Err(crate::ConnectorError::permanent(
-                VENDOR,
-                "callback owner key is empty",
-            ));
-        }
-        Ok(Self {
+        let crypt = WxBizMsgCrypt::for_receiver(
+            VENDOR,
+            cfg.token,
+            &cfg.aes_key,
+            &cfg.owner_key,
+            "callback aes_key",
+            "callback owner key is empty",
+        )?;
+        let callbacks = DingTalkCallbacks {
             crypt,
             owner_key: cfg.owner_key,
-            window: cfg.timestamp_window,
-            max_body: cfg.max_body_bytes,
+        };
+        Ok(Receiver::with(
+            callbacks,
+            cfg.timestamp_window,
+            cfg.max_body_bytes,
             dedup,
-        })
+        ))
     }
 
     /// The callback crypto (to build test pushes or check replies).
     pub fn crypt(&self) -> &WxBizMsgCrypt {
-        &self.crypt
+        &self.vendor().crypt
     }
+}
 
-    /// Handles one push; `now_ms` is the current Unix time in milliseconds.
-    pub async fn handle_at(
+impl VendorCallbacks for DingTalkCallbacks {
+    type Params = HashMap<String, String>;
+    const VENDOR: &'static str = VENDOR;
+    const LOG: LogWords = LogWords {
+        duplicate: "duplicate push ignored (retry or replay)",
+        accepted: "event accepted",
+        handshake: "check_url answered",
+    };
+    const CLOCK: Clock = Clock::Millis;
+
+    fn open(
         &self,
         query: &HashMap<String, String>,
         body: &[u8],
-        now_ms: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        let r = self.handle_inner(query, body, now_ms).await;
-        match &r {
-            Ok(CallbackOutcome::Duplicate { event_id, .. }) => {
-                tracing::info!(
-                    vendor = VENDOR,
-                    event_id,
-                    "duplicate push ignored (retry or replay)"
-                );
-            }
-            Ok(CallbackOutcome::Event { event, .. }) => {
-                tracing::debug!(
-                    vendor = VENDOR,
-                    event_id = event.event_id,
-                    event_type = event.event_type,
-                    "event accepted"
-                );
-            }
-            Ok(CallbackOutcome::Handshake { .. }) => {
-                tracing::info!(vendor = VENDOR, "check_url answered");
-            }
-            Err(e) => {
-                tracing::warn!(vendor = VENDOR, reason = %e, status = e.status(), body_len = body.len(), "callback rejected");
-            }
-        }
-        r
-    }
-
-    async fn handle_inner(
-        &self,
-        query: &HashMap<String, String>,
-        body: &[u8],
-        now_ms: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        if body.len() > self.max_body {
-            return Err(CallbackError::TooLarge(self.max_body));
-        }
-        let (Some(sig), Some(ts), Some(nonce)) = (
-            q(query, &["msg_signature", "signature"]),
-            q(query, &["timestamp", "timeStamp"]),
-            q(query, &["nonce"]),
-        ) else {
-            return Err(CallbackError::MissingSignature);
-        };
+        window: &Window,
+    ) -> Result<Opened, CallbackError> {
+        let (sig, ts, nonce) = wxbiz::signed_query(
+            query,
+            [
+                &["msg_signature", "signature"],
+                &["timestamp", "timeStamp"],
+                &["nonce"],
+            ],
+            true,
+        )?;
         // Seconds or milliseconds: both occur.
-        let ts_n: i64 = ts
-            .trim()
-            .parse()
-            .map_err(|_| CallbackError::StaleTimestamp)?;
-        let ts_ms = if ts_n < 100_000_000_000 {
-            ts_n.saturating_mul(1000)
-        } else {
-            ts_n
-        };
-        if now_ms.abs_diff(ts_ms) > self.window.as_millis() as u64 {
-            return Err(CallbackError::StaleTimestamp);
-        }
-        let outer: Value = serde_json::from_slice(body)
-            .map_err(|e| CallbackError::Malformed(format!("body is not JSON: {e}")))?;
+        window.check(ts)?;
+        let outer = receiver::json(body, "body")?;
         let enc = outer
             .get("encrypt")
             .and_then(Value::as_str)
@@ -324,8 +268,7 @@ impl DingTalkReceiver {
             .crypt
             .decrypt_for(enc, &self.owner_key)
             .map_err(wx_err)?;
-        let event: Value = serde_json::from_slice(&plain)
-            .map_err(|e| CallbackError::Malformed(format!("decrypted body is not JSON: {e}")))?;
+        let event = receiver::json(&plain, "decrypted body")?;
         let event_type = event
             .get("EventType")
             .or_else(|| event.get("eventType"))
@@ -334,9 +277,11 @@ impl DingTalkReceiver {
             .to_string();
         match event_type.as_str() {
             "check_url" => {
-                return Ok(CallbackOutcome::Handshake {
-                    reply: encrypted_reply(&self.crypt, &self.owner_key, "success"),
-                });
+                return Ok(Opened::Handshake(encrypted_reply(
+                    &self.crypt,
+                    &self.owner_key,
+                    "success",
+                )));
             }
             // Legacy ISV checks want the Random echoed.
             "check_create_suite_url" | "check_update_suite_url" => {
@@ -344,38 +289,29 @@ impl DingTalkReceiver {
                     .get("Random")
                     .and_then(Value::as_str)
                     .unwrap_or("success");
-                return Ok(CallbackOutcome::Handshake {
-                    reply: encrypted_reply(&self.crypt, &self.owner_key, random),
-                });
+                return Ok(Opened::Handshake(encrypted_reply(
+                    &self.crypt,
+                    &self.owner_key,
+                    random,
+                )));
             }
             _ => {}
         }
         // De-duplicate on eventId; legacy events have none: the signature then identifies the
-        // request, so an exact replay is still caught.
+        // request, so an exact replay is still caught. The request itself is a key too.
         let event_id = event
             .get("eventId")
             .or_else(|| event.get("EventId"))
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| format!("sig:{}", sig.to_ascii_lowercase()));
-        let reply = encrypted_reply(&self.crypt, &self.owner_key, "success");
         let replay_key = format!("req:{}", sig.to_ascii_lowercase());
-        let first_req = self
-            .dedup
-            .first_seen(VENDOR, &replay_key)
-            .await
-            .map_err(CallbackError::Dedup)?;
-        let first_event = if event_id.starts_with("sig:") {
-            first_req
+        let keys = if event_id.starts_with("sig:") {
+            vec![replay_key]
         } else {
-            self.dedup
-                .first_seen(VENDOR, &event_id)
-                .await
-                .map_err(CallbackError::Dedup)?
+            vec![replay_key, event_id.clone()]
         };
-        if !first_req || !first_event {
-            return Ok(CallbackOutcome::Duplicate { event_id, reply });
-        }
+        let reply = encrypted_reply(&self.crypt, &self.owner_key, "success");
         let created = ["EventTime", "TimeStamp", "timeStamp", "eventBornTime"]
             .iter()
             .find_map(|k| {
@@ -384,7 +320,7 @@ impl DingTalkReceiver {
                         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 })
             });
-        Ok(CallbackOutcome::Event {
+        Ok(Opened::Event {
             event: RawEvent {
                 vendor: VENDOR,
                 event_id,
@@ -392,18 +328,9 @@ impl DingTalkReceiver {
                 created_at_ms: created,
                 payload: event,
             },
+            keys,
             reply,
         })
-    }
-}
-
-#[async_trait]
-impl ReceiveEvents for DingTalkReceiver {
-    async fn handle_callback(
-        &self,
-        req: &CallbackRequest,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        self.handle_at(&req.query, &req.body, now_ms()).await
     }
 }
 

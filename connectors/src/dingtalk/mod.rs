@@ -40,27 +40,10 @@ pub const VENDOR: &str = "dingtalk";
 /// Ids: departments by numeric `dept_id` (as a string), users by `userid`, todos by task id
 /// (owned by `operator_union_id` unless the record names a `unionId`), messages by task id
 /// (work notification) or `processQueryKey` (robot).
-pub struct DingTalkConnector {
-    pub client: DingTalkClient,
-}
-
-impl DingTalkConnector {
-    pub fn new(cfg: DingTalkConfig) -> Result<Self, ConnectorError> {
-        Ok(Self {
-            client: DingTalkClient::new(cfg)?,
-        })
-    }
-}
+pub type DingTalkConnector = crate::client::Connector<client::DingTalkWire>;
 
 fn unsupported(what: &str, entity: Entity) -> ConnectorError {
-    ConnectorError::permanent(
-        VENDOR,
-        format!("{what} of {} is not supported", entity.as_str()),
-    )
-}
-
-fn fail_stream<'a>(e: ConnectorError) -> RecordStream<'a> {
-    futures_util::stream::once(async move { Err(e) }).boxed()
+    crate::capability::unsupported(VENDOR, what, entity)
 }
 
 fn take_str(m: &mut Map<String, Value>, k: &str) -> Option<String> {
@@ -155,7 +138,7 @@ impl ReadEntities for DingTalkConnector {
                 let parent = match query.parent.as_deref().map(contact::dept_id) {
                     None => contact::ROOT_DEPT,
                     Some(Ok(id)) => id,
-                    Some(Err(e)) => return fail_stream(e),
+                    Some(Err(e)) => return crate::capability::failed_stream(e),
                 };
                 let listed = c.department_children(parent, query.recursive);
                 if !query.complete {
@@ -174,7 +157,7 @@ impl ReadEntities for DingTalkConnector {
             }
             Entity::User => match query.parent.as_deref().map(contact::dept_id) {
                 Some(Ok(d)) => c.users_in_department(d),
-                Some(Err(e)) => fail_stream(e),
+                Some(Err(e)) => crate::capability::failed_stream(e),
                 None => c.all_users(),
             },
             Entity::Task => {
@@ -182,7 +165,7 @@ impl ReadEntities for DingTalkConnector {
                     Some(u) => u.clone(),
                     None => match c.operator() {
                         Ok(o) => o.to_string(),
-                        Err(e) => return fail_stream(e),
+                        Err(e) => return crate::capability::failed_stream(e),
                     },
                 };
                 let mut filter = Map::new();
@@ -191,7 +174,9 @@ impl ReadEntities for DingTalkConnector {
                 }
                 c.list_tasks(&owner, Value::Object(filter))
             }
-            Entity::Message | Entity::Chat => fail_stream(unsupported("listing", entity)),
+            Entity::Message | Entity::Chat => {
+                crate::capability::failed_stream(unsupported("listing", entity))
+            }
         }
     }
 

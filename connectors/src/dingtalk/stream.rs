@@ -15,17 +15,18 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::capability::{PushChannel, PushDelivery, RawEvent, Settled, hand_on};
+#[cfg(doc)]
+use crate::capability::PushChannel;
+use crate::capability::{PushDelivery, RawEvent, Settled, hand_on};
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;
 use crate::http::{build_client, read_limited};
+use crate::push::{self, Closed, FrameHandler, Next, PushConnection, Step};
 
 pub const OPEN_PATH: &str = "/v1.0/gateway/connections/open";
 /// The bot message topic (CALLBACK).
@@ -45,21 +46,6 @@ pub struct StreamClient {
     pub ping_interval: Duration,
     /// Longest wait between reconnect attempts after failures.
     pub max_backoff: Duration,
-}
-
-enum Closed {
-    Shutdown,
-    /// The server said `disconnect` or closed the socket: reconnect at once.
-    Remote,
-}
-
-fn retryable(message: String) -> ConnectorError {
-    ConnectorError::Retryable {
-        vendor: VENDOR,
-        code: None,
-        status: None,
-        message,
-    }
 }
 
 /// A parsed downstream frame.
@@ -214,9 +200,14 @@ impl StreamClient {
             )),
         }
     }
+}
+
+impl PushConnection for StreamClient {
+    type State = ();
 
     async fn run_once(
         &self,
+        _: &mut (),
         sink: &tokio::sync::mpsc::Sender<PushDelivery>,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Closed, ConnectorError> {
@@ -226,111 +217,123 @@ impl StreamClient {
             "{endpoint}{sep}ticket={}",
             crate::dingtalk::client::seg(&ticket)
         );
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .map_err(|e| retryable(format!("websocket connect: {e}")))?;
+        let ws = push::connect(VENDOR, &url).await?;
         tracing::info!(vendor = VENDOR, "stream connection established");
-        let (mut tx, mut rx) = ws.split();
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.tick().await;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    let _ = tx.close().await;
-                    return Ok(Closed::Shutdown);
-                }
-                _ = ping.tick() => {
-                    tx.send(Message::Ping(Vec::new().into())).await.map_err(|e| retryable(format!("ping: {e}")))?;
-                }
-                msg = rx.next() => {
-                    let text = match msg {
-                        None | Some(Ok(Message::Close(_))) => return Ok(Closed::Remote),
-                        Some(Err(e)) => return Err(retryable(format!("websocket: {e}"))),
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(_)) => continue,
-                    };
-                    if text.len() > MAX_FRAME_BYTES {
-                        tracing::warn!(vendor = VENDOR, len = text.len(), "oversized stream frame ignored");
-                        continue;
-                    }
-                    let Some(frame) = Frame::parse(text.as_str()) else {
-                        tracing::warn!(vendor = VENDOR, len = text.len(), "undecodable stream frame ignored");
-                        continue;
-                    };
-                    let topic = frame.header("topic").unwrap_or_default().to_string();
-                    let ack = match frame.kind.as_str() {
-                        "SYSTEM" if topic == "ping" => frame.ack(200, "OK", &frame.data),
-                        "SYSTEM" if topic == "disconnect" => {
-                            tracing::info!(vendor = VENDOR, reason = frame.data.as_str(), "stream disconnect requested; reconnecting");
-                            let _ = tx.close().await;
-                            return Ok(Closed::Remote);
-                        }
-                        "SYSTEM" => frame.ack(200, "OK", &frame.data),
-                        "EVENT" => match frame_event(&frame) {
-                            Some(ev) => match hand_on(sink, ev).await {
-                                Settled::Ack => frame.ack(200, "OK", r#"{"status":"SUCCESS","message":"success"}"#),
-                                Settled::Nack => frame.ack(500, "not accepted", r#"{"status":"LATER","message":"not accepted yet; deliver again"}"#),
-                                Settled::Closed => return Ok(Closed::Shutdown),
-                            },
-                            None => {
-                                tracing::warn!(vendor = VENDOR, "malformed stream event");
-                                frame.ack(400, "bad event", r#"{"status":"LATER","message":"malformed"}"#)
-                            }
-                        },
-                        // Callbacks are fire-and-forget at the gateway: acked whatever happened.
-                        "CALLBACK" => match frame_callback(&frame) {
-                            Some(ev) => {
-                                if hand_on(sink, ev).await == Settled::Closed {
-                                    return Ok(Closed::Shutdown);
-                                }
-                                frame.ack(200, "OK", r#"{"response":null}"#)
-                            }
-                            None => frame.ack(400, "bad callback", r#"{"response":null}"#),
-                        },
-                        _ => frame.ack(404, "unsupported", "{}"),
-                    };
-                    tx.send(Message::Text(ack.into())).await.map_err(|e| retryable(format!("ack: {e}")))?;
-                }
-            }
+        let mut frames = Frames {
+            sink,
+            ping_interval: self.ping_interval,
+        };
+        push::serve(VENDOR, ws, ping, &mut frames, shutdown).await
+    }
+
+    /// The server said `disconnect` or closed the socket: reconnect at once.
+    fn after_close(&self, _: &()) -> Next {
+        Next::Now
+    }
+
+    fn after_failure(&self, _: &(), failures: u32, e: &ConnectorError) -> Next {
+        let wait = Duration::from_millis(500)
+            .saturating_mul(2u32.saturating_pow(failures.min(8)))
+            .min(self.max_backoff);
+        tracing::warn!(vendor = VENDOR, error = %e, failures, wait_ms = wait.as_millis() as u64, "stream connection failed; reconnecting");
+        if wait.is_zero() {
+            Next::Now
+        } else {
+            Next::After(wait)
         }
     }
 }
 
-#[async_trait]
-impl PushChannel for StreamClient {
-    async fn run_confirmed(
-        &self,
-        sink: tokio::sync::mpsc::Sender<PushDelivery>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError> {
-        let mut failures: u32 = 0;
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            let wait = match self.run_once(&sink, &mut shutdown).await {
-                Ok(Closed::Shutdown) => return Ok(()),
-                Ok(Closed::Remote) => {
-                    failures = 0;
-                    Duration::ZERO
-                }
-                Err(e) if e.class() == crate::ErrorClass::Permanent => return Err(e),
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let wait = Duration::from_millis(500)
-                        .saturating_mul(2u32.saturating_pow(failures.min(8)))
-                        .min(self.max_backoff);
-                    tracing::warn!(vendor = VENDOR, error = %e, failures, wait_ms = wait.as_millis() as u64, "stream connection failed; reconnecting");
-                    wait
-                }
-            };
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => return Ok(()),
-                }
-            }
+/// The frames of one Stream connection.
+struct Frames<'a> {
+    sink: &'a tokio::sync::mpsc::Sender<PushDelivery>,
+    ping_interval: Duration,
+}
+
+impl FrameHandler for Frames<'_> {
+    fn ping(&self) -> Message {
+        Message::Ping(Vec::new().into())
+    }
+
+    fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<Step, ConnectorError> {
+        let Message::Text(text) = message else {
+            return Ok(Step::Skip);
+        };
+        if text.len() > MAX_FRAME_BYTES {
+            tracing::warn!(
+                vendor = VENDOR,
+                len = text.len(),
+                "oversized stream frame ignored"
+            );
+            return Ok(Step::Skip);
         }
+        let Some(frame) = Frame::parse(text.as_str()) else {
+            tracing::warn!(
+                vendor = VENDOR,
+                len = text.len(),
+                "undecodable stream frame ignored"
+            );
+            return Ok(Step::Skip);
+        };
+        let shutdown = Step::Stop {
+            closed: Closed::Shutdown,
+            hang_up: false,
+        };
+        let topic = frame.header("topic").unwrap_or_default().to_string();
+        let ack = match frame.kind.as_str() {
+            "SYSTEM" if topic == "ping" => frame.ack(200, "OK", &frame.data),
+            "SYSTEM" if topic == "disconnect" => {
+                tracing::info!(
+                    vendor = VENDOR,
+                    reason = frame.data.as_str(),
+                    "stream disconnect requested; reconnecting"
+                );
+                return Ok(Step::Stop {
+                    closed: Closed::Remote,
+                    hang_up: true,
+                });
+            }
+            "SYSTEM" => frame.ack(200, "OK", &frame.data),
+            "EVENT" => match frame_event(&frame) {
+                Some(ev) => match hand_on(self.sink, ev).await {
+                    Settled::Ack => {
+                        frame.ack(200, "OK", r#"{"status":"SUCCESS","message":"success"}"#)
+                    }
+                    Settled::Nack => frame.ack(
+                        500,
+                        "not accepted",
+                        r#"{"status":"LATER","message":"not accepted yet; deliver again"}"#,
+                    ),
+                    Settled::Closed => return Ok(shutdown),
+                },
+                None => {
+                    tracing::warn!(vendor = VENDOR, "malformed stream event");
+                    frame.ack(
+                        400,
+                        "bad event",
+                        r#"{"status":"LATER","message":"malformed"}"#,
+                    )
+                }
+            },
+            // Callbacks are fire-and-forget at the gateway: acked whatever happened.
+            "CALLBACK" => match frame_callback(&frame) {
+                Some(ev) => {
+                    if hand_on(self.sink, ev).await == Settled::Closed {
+                        return Ok(shutdown);
+                    }
+                    frame.ack(200, "OK", r#"{"response":null}"#)
+                }
+                None => frame.ack(400, "bad callback", r#"{"response":null}"#),
+            },
+            _ => frame.ack(404, "unsupported", "{}"),
+        };
+        Ok(Step::Reply(Message::Text(ack.into())))
     }
 }
 

@@ -1,12 +1,9 @@
 //! tenant_access_token for a self-built app (`/open-apis/auth/v3/tenant_access_token/internal`).
 //! The reply is flat: `{"code":0,"msg":"ok","tenant_access_token":"t-…","expire":7200}`.
 
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
-
-use crate::error::ConnectorError;
+use crate::feishu::FeishuConfig;
 use crate::feishu::client::ERRORS;
-use crate::token::{FetchedToken, HttpTokenSource, TokenWire, coded_token_reply};
+use crate::token::{TokenCall, TokenReply, coded_object};
 
 pub const TENANT_TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 
@@ -15,38 +12,21 @@ pub const TOKEN_INVALID_CODES: &[i64] = &[
     99991661, 99991663, 99991664, 99991665, 99991668, 99991671, 99991677,
 ];
 
-pub struct TenantToken {
-    pub(crate) origin: String,
-    pub(crate) app_id: String,
-    pub(crate) app_secret: SecretString,
-}
-
-pub type FeishuTokenSource = HttpTokenSource<TenantToken>;
-
-impl TokenWire for TenantToken {
-    fn vendor(&self) -> &'static str {
-        ERRORS.vendor
-    }
-    fn what(&self) -> &'static str {
-        "feishu.tenant_access_token"
-    }
-    fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
-        http.post(format!("{}{TENANT_TOKEN_PATH}", self.origin))
-            .json(&json!({"app_id": self.app_id, "app_secret": self.app_secret.expose_secret()}))
-    }
-    fn reply(
-        &self,
-        status: u16,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
-    ) -> Result<FetchedToken, ConnectorError> {
-        coded_token_reply(
-            &ERRORS,
-            status,
-            headers,
-            body,
-            ("code", "msg"),
-            ("tenant_access_token", "expire"),
-        )
+/// The app's token call.
+pub fn tenant_token(cfg: &FeishuConfig) -> TokenCall {
+    TokenCall {
+        vendor: ERRORS.vendor,
+        what: "feishu.tenant_access_token",
+        url: format!("{}{TENANT_TOKEN_PATH}", cfg.origin()),
+        id: ("app_id", cfg.app_id.clone()),
+        secret: ("app_secret", cfg.app_secret.clone()),
+        in_query: false,
+        reply: TokenReply {
+            read: |status, headers, body| {
+                coded_object(&ERRORS, status, headers, body, ("code", "msg"))
+            },
+            token_key: "tenant_access_token",
+            life_key: "expire",
+        },
     }
 }

@@ -1,17 +1,15 @@
 //! The Feishu wire: bearer tenant token, `{code,msg,data}` envelope, its error table. The
 //! limiter, token cache, retries and telemetry are the shared [`crate::client`] core.
 
-use std::sync::Arc;
-
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use crate::client::{Client, ErrorTable, Reply, Wire, decode_coded};
+use crate::client::{Client, ErrorTable, TokenIn, Transport, Wire};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
-use crate::feishu::auth::{TOKEN_INVALID_CODES, TenantToken};
+use crate::feishu::auth::TOKEN_INVALID_CODES;
 use crate::feishu::config::FeishuConfig;
-use crate::limit::Limiter;
+use crate::token::TokenCall;
 
 pub use crate::client::{FormPart, Payload, seg};
 
@@ -48,8 +46,18 @@ pub struct FeishuWire {
 
 impl Wire for FeishuWire {
     type Extra = ();
-    type Token = TenantToken;
+    type Token = TokenCall;
+    type Config = FeishuConfig;
 
+    fn from_config(cfg: FeishuConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
+        cfg.validate()?;
+        let token = crate::feishu::auth::tenant_token(&cfg);
+        let transport = cfg.transport.clone();
+        Ok((FeishuWire { cfg }, token, transport))
+    }
+    fn config(&self) -> &FeishuConfig {
+        &self.cfg
+    }
     fn table(&self) -> &'static ErrorTable {
         &ERRORS
     }
@@ -59,17 +67,11 @@ impl Wire for FeishuWire {
     fn url(&self, call: &ApiCall) -> String {
         format!("{}{}", self.cfg.origin(), call.path)
     }
-    fn authorize(
-        &self,
-        req: reqwest::RequestBuilder,
-        _call: &ApiCall,
-        token: &str,
-        _query: &mut Vec<(String, String)>,
-    ) -> reqwest::RequestBuilder {
-        req.bearer_auth(token)
+    fn token_in(&self, _call: &ApiCall) -> TokenIn {
+        TokenIn::Bearer
     }
-    fn decode(&self, _call: &ApiCall, status: u16, headers: &HeaderMap, body: Vec<u8>) -> Reply {
-        decode_coded(&ERRORS, status, headers, body, "code", "msg")
+    fn envelope(&self) -> (&'static str, &'static str) {
+        ("code", "msg")
     }
 }
 
@@ -77,32 +79,9 @@ impl Wire for FeishuWire {
 pub type FeishuClient = Client<FeishuWire>;
 
 impl Client<FeishuWire> {
-    pub fn new(cfg: FeishuConfig) -> Result<Self, ConnectorError> {
-        Self::with_limiter(cfg, Arc::new(Limiter::new()))
-    }
-
-    /// Shares `limiter` with other clients of the same app (limits are per app).
-    pub fn with_limiter(cfg: FeishuConfig, limiter: Arc<Limiter>) -> Result<Self, ConnectorError> {
-        cfg.validate()?;
-        let token = TenantToken {
-            origin: cfg.origin().to_string(),
-            app_id: cfg.app_id.clone(),
-            app_secret: cfg.app_secret.clone(),
-        };
-        let transport = cfg.transport.clone();
-        Self::build(FeishuWire { cfg }, token, limiter, transport)
-    }
-
-    pub fn config(&self) -> &FeishuConfig {
-        &self.wire.cfg
-    }
-
     /// Runs `call` and returns its `data` (or `{}` when absent).
     pub async fn data(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
-        let mut v = self.call(call).await?;
-        Ok(v.get_mut("data")
-            .map(Value::take)
-            .unwrap_or(Value::Object(Default::default())))
+        self.call_part(call, "data").await
     }
 }
 
@@ -139,11 +118,11 @@ mod tests {
 
     #[test]
     fn token_reply_without_expire_lives_the_default() {
-        let w = TenantToken {
-            origin: String::new(),
-            app_id: "a".into(),
-            app_secret: "s".to_string().into(),
-        };
+        let w = crate::feishu::auth::tenant_token(&FeishuConfig::new(
+            "http://127.0.0.1:1",
+            "a",
+            "s".to_string().into(),
+        ));
         let t = w
             .reply(
                 200,

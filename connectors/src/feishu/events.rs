@@ -6,21 +6,20 @@
 //! the outcome first and processes the event afterwards.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::capability::{
-    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
-    ReceiveEvents,
-};
+#[cfg(test)]
+use crate::capability::CallbackOutcome;
+use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
 use crate::crypto;
 use crate::feishu::VENDOR;
+use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
 
 pub const HEADER_TIMESTAMP: &str = "x-lark-request-timestamp";
 pub const HEADER_NONCE: &str = "x-lark-request-nonce";
@@ -99,17 +98,16 @@ impl CallbackConfig {
 }
 
 /// Verifies and decrypts Feishu callbacks.
-pub struct FeishuReceiver {
+pub type FeishuReceiver = Receiver<FeishuCallbacks>;
+
+/// Feishu's part of [`FeishuReceiver`]: Encrypt Key crypto, `X-Lark-Signature`, the
+/// verification token and the schema 2.0 / 1.0 envelope.
+pub struct FeishuCallbacks {
     cfg: CallbackConfig,
-    dedup: Arc<dyn EventDedup>,
 }
 
 fn success_reply() -> CallbackReply {
-    CallbackReply {
-        status: 200,
-        content_type: "application/json",
-        body: br#"{"msg":"success"}"#.to_vec(),
-    }
+    receiver::reply("application/json", br#"{"msg":"success"}"#.to_vec())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -129,89 +127,64 @@ impl FeishuReceiver {
                 "callbacks need an Encrypt Key or a Verification Token",
             ));
         }
-        Ok(Self { cfg, dedup })
+        let (window, max_body) = (cfg.timestamp_window, cfg.max_body_bytes);
+        Ok(Receiver::with(
+            FeishuCallbacks { cfg },
+            window,
+            max_body,
+            dedup,
+        ))
     }
+}
 
-    /// Handles one callback; `now` is the current Unix time in seconds.
-    pub async fn handle_at(
+impl FeishuCallbacks {
+    /// Checks the signature headers when all are present; `false` when the request is unsigned.
+    fn signed(
+        &self,
+        headers: &HeaderMap,
+        key: &str,
+        body: &[u8],
+        window: &Window,
+    ) -> Result<bool, CallbackError> {
+        let (Some(ts), Some(nonce), Some(sig)) = (
+            header(headers, HEADER_TIMESTAMP),
+            header(headers, HEADER_NONCE),
+            header(headers, HEADER_SIGNATURE),
+        ) else {
+            return Ok(false);
+        };
+        window.check(ts)?;
+        receiver::check_signature(&signature(ts, nonce, key, body), sig.trim())?;
+        Ok(true)
+    }
+}
+
+impl VendorCallbacks for FeishuCallbacks {
+    type Params = HeaderMap;
+    const VENDOR: &'static str = VENDOR;
+    const LOG: LogWords = LogWords {
+        duplicate: "duplicate event ignored (vendor retry or replay)",
+        accepted: "event accepted",
+        handshake: "url_verification answered",
+    };
+    const CLOCK: Clock = Clock::Seconds;
+
+    fn open(
         &self,
         headers: &HeaderMap,
         body: &[u8],
-        now: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        let r = self.handle_inner(headers, body, now).await;
-        match &r {
-            Ok(CallbackOutcome::Duplicate { event_id, .. }) => {
-                tracing::info!(
-                    vendor = VENDOR,
-                    event_id,
-                    "duplicate event ignored (vendor retry or replay)"
-                );
-            }
-            Ok(CallbackOutcome::Event { event, .. }) => {
-                tracing::debug!(
-                    vendor = VENDOR,
-                    event_id = event.event_id,
-                    event_type = event.event_type,
-                    "event accepted"
-                );
-            }
-            Ok(CallbackOutcome::Handshake { .. }) => {
-                tracing::info!(vendor = VENDOR, "url_verification answered");
-            }
-            Err(e) => {
-                tracing::warn!(vendor = VENDOR, reason = %e, status = e.status(), body_len = body.len(), "callback rejected");
-            }
-        }
-        r
-    }
-
-    async fn handle_inner(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        if body.len() > self.cfg.max_body_bytes {
-            return Err(CallbackError::TooLarge(self.cfg.max_body_bytes));
-        }
-        let outer: Value = serde_json::from_slice(body)
-            .map_err(|e| CallbackError::Malformed(format!("body is not JSON: {e}")))?;
+        window: &Window,
+    ) -> Result<Opened, CallbackError> {
+        let outer = receiver::json(body, "body")?;
         let (envelope, signed) = match (
             outer.get("encrypt").and_then(Value::as_str),
             &self.cfg.encrypt_key,
         ) {
             (Some(enc), Some(key)) => {
                 let key = key.expose_secret();
-                let signed = match (
-                    header(headers, HEADER_TIMESTAMP),
-                    header(headers, HEADER_NONCE),
-                    header(headers, HEADER_SIGNATURE),
-                ) {
-                    (Some(ts), Some(nonce), Some(sig)) => {
-                        let ts_i: i64 = ts
-                            .trim()
-                            .parse()
-                            .map_err(|_| CallbackError::StaleTimestamp)?;
-                        if (now - ts_i).unsigned_abs() > self.cfg.timestamp_window.as_secs() {
-                            return Err(CallbackError::StaleTimestamp);
-                        }
-                        let expected = signature(ts, nonce, key, body);
-                        if !crypto::ct_eq(
-                            expected.as_bytes(),
-                            sig.trim().to_ascii_lowercase().as_bytes(),
-                        ) {
-                            return Err(CallbackError::BadSignature);
-                        }
-                        true
-                    }
-                    _ => false,
-                };
+                let signed = self.signed(headers, key, body, window)?;
                 let plain = decrypt(key, enc)?;
-                let env: Value = serde_json::from_slice(&plain).map_err(|e| {
-                    CallbackError::Malformed(format!("decrypted body is not JSON: {e}"))
-                })?;
-                (env, signed)
+                (receiver::json(&plain, "decrypted body")?, signed)
             }
             (Some(_), None) => {
                 return Err(CallbackError::Decrypt(
@@ -231,7 +204,8 @@ impl FeishuReceiver {
         if self.cfg.encrypt_key.is_some() && !signed && !is_challenge {
             return Err(CallbackError::MissingSignature);
         }
-        let token = if envelope.get("schema").and_then(Value::as_str) == Some("2.0") {
+        let v2 = envelope.get("schema").and_then(Value::as_str) == Some("2.0");
+        let token = if v2 {
             envelope.pointer("/header/token").and_then(Value::as_str)
         } else {
             envelope.get("token").and_then(Value::as_str)
@@ -249,86 +223,54 @@ impl FeishuReceiver {
                 .ok_or_else(|| {
                     CallbackError::Malformed("url_verification without challenge".into())
                 })?;
-            return Ok(CallbackOutcome::Handshake {
-                reply: CallbackReply {
-                    status: 200,
-                    content_type: "application/json",
-                    body: json!({ "challenge": challenge }).to_string().into_bytes(),
-                },
-            });
+            return Ok(Opened::Handshake(receiver::reply(
+                "application/json",
+                json!({ "challenge": challenge }).to_string().into_bytes(),
+            )));
         }
 
-        let (event_id, event_type, created) =
-            if envelope.get("schema").and_then(Value::as_str) == Some("2.0") {
-                (
-                    envelope.pointer("/header/event_id").and_then(Value::as_str),
-                    envelope
-                        .pointer("/header/event_type")
-                        .and_then(Value::as_str),
-                    envelope.pointer("/header/create_time").and_then(|v| {
+        let (event_id, event_type, created) = if v2 {
+            (
+                envelope.pointer("/header/event_id").and_then(Value::as_str),
+                envelope
+                    .pointer("/header/event_type")
+                    .and_then(Value::as_str),
+                envelope.pointer("/header/create_time").and_then(|v| {
+                    v.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or_else(|| v.as_i64())
+                }),
+            )
+        } else {
+            (
+                envelope.get("uuid").and_then(Value::as_str),
+                envelope.pointer("/event/type").and_then(Value::as_str),
+                envelope
+                    .get("ts")
+                    .and_then(|v| {
                         v.as_str()
-                            .and_then(|s| s.parse().ok())
-                            .or_else(|| v.as_i64())
-                    }),
-                )
-            } else {
-                (
-                    envelope.get("uuid").and_then(Value::as_str),
-                    envelope.pointer("/event/type").and_then(Value::as_str),
-                    envelope
-                        .get("ts")
-                        .and_then(|v| {
-                            v.as_str()
-                                .and_then(|s| s.parse::<f64>().ok())
-                                .or_else(|| v.as_f64())
-                        })
-                        .map(|s| (s * 1000.0) as i64),
-                )
-            };
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .or_else(|| v.as_f64())
+                    })
+                    .map(|s| (s * 1000.0) as i64),
+            )
+        };
         let event_id = event_id
             .ok_or_else(|| CallbackError::Malformed("event without event_id/uuid".into()))?
             .to_string();
         let event_type = event_type
             .ok_or_else(|| CallbackError::Malformed("event without event_type".into()))?
             .to_string();
-        if !self
-            .dedup
-            .first_seen(VENDOR, &event_id)
-            .await
-            .map_err(CallbackError::Dedup)?
-        {
-            return Ok(CallbackOutcome::Duplicate {
-                event_id,
-                reply: success_reply(),
-            });
-        }
-        Ok(CallbackOutcome::Event {
-            event: RawEvent {
+        Ok(Opened::event(
+            RawEvent {
                 vendor: VENDOR,
                 event_id,
                 event_type,
                 created_at_ms: created,
                 payload: envelope,
             },
-            reply: success_reply(),
-        })
-    }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-#[async_trait]
-impl ReceiveEvents for FeishuReceiver {
-    async fn handle_callback(
-        &self,
-        req: &CallbackRequest,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        self.handle_at(&req.headers, &req.body, unix_now()).await
+            success_reply(),
+        ))
     }
 }
 

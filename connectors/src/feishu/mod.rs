@@ -18,7 +18,6 @@ pub mod ws;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::capability::{
@@ -33,23 +32,10 @@ pub use events::{CallbackConfig, FeishuReceiver};
 pub const VENDOR: &str = "feishu";
 
 /// The Feishu connector: a [`FeishuClient`] behind the capability traits.
-pub struct FeishuConnector {
-    pub client: FeishuClient,
-}
-
-impl FeishuConnector {
-    pub fn new(cfg: FeishuConfig) -> Result<Self, ConnectorError> {
-        Ok(Self {
-            client: FeishuClient::new(cfg)?,
-        })
-    }
-}
+pub type FeishuConnector = crate::client::Connector<client::FeishuWire>;
 
 fn unsupported(what: &str, entity: Entity) -> ConnectorError {
-    ConnectorError::permanent(
-        VENDOR,
-        format!("{what} of {} is not supported", entity.as_str()),
-    )
+    crate::capability::unsupported(VENDOR, what, entity)
 }
 
 fn id_field(v: &Value, field: &str) -> Result<String, ConnectorError> {
@@ -74,10 +60,7 @@ impl ReadEntities for FeishuConnector {
             },
             Entity::Task => c.list_tasks(),
             Entity::Chat => c.list_chats(),
-            Entity::Message => {
-                futures_util::stream::once(async move { Err(unsupported("listing", entity)) })
-                    .boxed()
-            }
+            Entity::Message => crate::capability::failed_stream(unsupported("listing", entity)),
         }
     }
 

@@ -4,77 +4,55 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::capability::{Entity, EventDedup, PushChannel};
+use crate::capability::{Entity, EventDedup, PushChannel, ReceiveEvents};
 use crate::error::ConnectorError;
 use crate::feishu::{CallbackConfig, FeishuConfig, FeishuConnector, FeishuReceiver, VENDOR, ws};
-use crate::registry::{
-    Directory, ReceiverSetup, SettingKey, SettingProblem, Settings, Vendor, problem_error,
-};
+use crate::registry::{CallbackKeys, Directory, SettingKey, SettingProblem, Settings, VendorSpec};
 
 pub struct Feishu;
 
-const KEYS: &[SettingKey] = &[
-    SettingKey::plain("app_id", true),
-    SettingKey::plain("base_url", false),
-    SettingKey::secret("app_secret", true),
-    SettingKey::secret("encrypt_key", false),
-    SettingKey::secret("verification_token", false),
-];
+impl VendorSpec for Feishu {
+    const NAME: &'static str = VENDOR;
+    const ALIASES: &'static [&'static str] = &["lark"];
+    const KEYS: &'static [SettingKey] = &[
+        SettingKey::plain("app_id", true),
+        SettingKey::plain("base_url", false),
+        SettingKey::secret("app_secret", true),
+        SettingKey::secret("encrypt_key", false),
+        SettingKey::secret("verification_token", false),
+    ];
+    const ROOT_DEPARTMENT_ID: &'static str = "0";
+    const HAS_PUSH_CHANNEL: bool = true;
+    /// Either suffices: an encrypt key, or the verification token of plain callbacks.
+    const CALLBACK_KEYS: CallbackKeys = CallbackKeys::AnyOf(&["encrypt_key", "verification_token"]);
+    type Config = FeishuConfig;
 
-/// The app's settings from a connector table.
-pub fn config(s: &Settings) -> Result<FeishuConfig, SettingProblem> {
-    let base = s
-        .get("base_url")
-        .unwrap_or(crate::feishu::config::FEISHU_ORIGIN);
-    Ok(FeishuConfig::new(
-        base,
-        s.require("app_id")?,
-        s.require_secret("app_secret")?,
-    ))
-}
-
-impl Vendor for Feishu {
-    fn name(&self) -> &'static str {
-        VENDOR
+    fn config(s: &Settings) -> Result<FeishuConfig, SettingProblem> {
+        let base = s
+            .get("base_url")
+            .unwrap_or(crate::feishu::config::FEISHU_ORIGIN);
+        Ok(FeishuConfig::new(
+            base,
+            s.require("app_id")?,
+            s.require_secret("app_secret")?,
+        ))
     }
-    fn aliases(&self) -> &'static [&'static str] {
-        &["lark"]
-    }
-    fn keys(&self) -> &'static [SettingKey] {
-        KEYS
-    }
-    fn has_push_channel(&self) -> bool {
-        true
-    }
-    fn directory(&self, s: &Settings) -> Result<Arc<dyn Directory>, ConnectorError> {
-        let cfg = config(s).map_err(|p| problem_error(VENDOR, p))?;
+    fn directory(cfg: FeishuConfig) -> Result<Arc<dyn Directory>, ConnectorError> {
         Ok(Arc::new(FeishuConnector::new(cfg)?))
     }
     fn receiver(
-        &self,
         s: &Settings,
         dedup: Arc<dyn EventDedup>,
         max_body_bytes: usize,
-    ) -> ReceiverSetup {
-        let (encrypt_key, token) = (s.secret("encrypt_key"), s.secret("verification_token"));
-        if encrypt_key.is_none() && token.is_none() {
-            return ReceiverSetup::Missing(vec!["encrypt_key", "verification_token"]);
-        }
-        let mut cfg = CallbackConfig::new(encrypt_key, token);
+    ) -> Result<Box<dyn ReceiveEvents>, ConnectorError> {
+        let mut cfg = CallbackConfig::new(s.secret("encrypt_key"), s.secret("verification_token"));
         cfg.max_body_bytes = max_body_bytes;
-        match FeishuReceiver::new(cfg, dedup) {
-            Ok(r) => ReceiverSetup::Ready(Box::new(r)),
-            Err(e) => ReceiverSetup::Invalid(e.to_string()),
-        }
+        Ok(Box::new(FeishuReceiver::new(cfg, dedup)?))
     }
-    fn push_channel(&self, s: &Settings) -> Result<Box<dyn PushChannel>, ConnectorError> {
-        let cfg = config(s).map_err(|p| problem_error(VENDOR, p))?;
-        Ok(Box::new(ws::LongConnection::new(&cfg)?))
+    fn push_channel(cfg: FeishuConfig) -> Option<Result<Box<dyn PushChannel>, ConnectorError>> {
+        Some(ws::LongConnection::new(&cfg).map(|c| Box::new(c) as Box<dyn PushChannel>))
     }
-    fn contact_records(&self, event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>> {
+    fn contact_records(event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>> {
         crate::feishu::events::contact_records(event_type, payload)
-    }
-    fn root_department_id(&self) -> &'static str {
-        "0"
     }
 }

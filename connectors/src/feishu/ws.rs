@@ -8,18 +8,19 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::capability::{PushChannel, PushDelivery, RawEvent, Settled, hand_on};
+#[cfg(doc)]
+use crate::capability::PushChannel;
+use crate::capability::{PushDelivery, RawEvent, Settled, hand_on};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
 use crate::feishu::config::FeishuConfig;
 use crate::http::{build_client, read_limited};
+use crate::push::{self, Closed, FrameHandler, Next, PushConnection, Step};
 
 pub const ENDPOINT_PATH: &str = "/callback/ws/endpoint";
 /// Frame `method`: control (ping/pong) and data (event/card).
@@ -143,18 +144,8 @@ pub struct LongConnection {
     pub max_reconnect_interval: Duration,
 }
 
-enum Closed {
-    Shutdown,
-    Remote,
-}
-
 fn retryable(message: String) -> ConnectorError {
-    ConnectorError::Retryable {
-        vendor: VENDOR,
-        code: None,
-        status: None,
-        message,
-    }
+    push::retryable(VENDOR, message)
 }
 
 impl LongConnection {
@@ -214,87 +205,81 @@ impl LongConnection {
         }
         Ok((url, cc))
     }
+}
 
-    async fn run_once(
-        &self,
-        cc: &mut ClientConfig,
-        sink: &tokio::sync::mpsc::Sender<PushDelivery>,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Result<Closed, ConnectorError> {
-        let (url, fresh) = self.endpoint().await?;
-        *cc = fresh;
-        let service: i32 = url
-            .split_once('?')
-            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("service_id=")))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                ConnectorError::permanent(VENDOR, "connection URL without service_id")
-            })?;
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .map_err(|e| retryable(format!("websocket connect: {e}")))?;
-        tracing::info!(vendor = VENDOR, service, "long connection established");
-        let (mut tx, mut rx) = ws.split();
-        let mut ping = tokio::time::interval(cc.ping_interval);
-        let mut fragments: HashMap<String, Vec<Option<Vec<u8>>>> = HashMap::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    let _ = tx.close().await;
-                    return Ok(Closed::Shutdown);
-                }
-                _ = ping.tick() => {
-                    let f = Frame::control(service, "ping");
-                    tx.send(Message::Binary(f.encode_to_vec().into())).await.map_err(|e| retryable(format!("ping: {e}")))?;
-                }
-                msg = rx.next() => {
-                    let bytes = match msg {
-                        None | Some(Ok(Message::Close(_))) => return Ok(Closed::Remote),
-                        Some(Err(e)) => return Err(retryable(format!("websocket: {e}"))),
-                        Some(Ok(Message::Binary(b))) => b,
-                        Some(Ok(_)) => continue,
-                    };
-                    let Ok(mut frame) = Frame::decode(bytes.as_ref()) else {
-                        tracing::warn!(vendor = VENDOR, len = bytes.len(), "undecodable frame ignored");
-                        continue;
-                    };
-                    if frame.method == METHOD_CONTROL {
-                        if frame.header("type") == Some("pong")
-                            && let Some(v) = frame.payload.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                        {
-                            let before = cc.ping_interval;
-                            cc.update(&v);
-                            if cc.ping_interval != before {
-                                ping = tokio::time::interval_at(tokio::time::Instant::now() + cc.ping_interval, cc.ping_interval);
-                            }
-                        }
-                        continue;
+/// The frames of one long connection.
+struct Frames<'a> {
+    service: i32,
+    cc: &'a mut ClientConfig,
+    sink: &'a tokio::sync::mpsc::Sender<PushDelivery>,
+    fragments: HashMap<String, Vec<Option<Vec<u8>>>>,
+}
+
+impl FrameHandler for Frames<'_> {
+    fn ping(&self) -> Message {
+        Message::Binary(Frame::control(self.service, "ping").encode_to_vec().into())
+    }
+
+    fn ping_interval(&self) -> Duration {
+        self.cc.ping_interval
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<Step, ConnectorError> {
+        let Message::Binary(bytes) = message else {
+            return Ok(Step::Skip);
+        };
+        let Ok(mut frame) = Frame::decode(bytes.as_ref()) else {
+            tracing::warn!(
+                vendor = VENDOR,
+                len = bytes.len(),
+                "undecodable frame ignored"
+            );
+            return Ok(Step::Skip);
+        };
+        if frame.method == METHOD_CONTROL {
+            if frame.header("type") == Some("pong")
+                && let Some(v) = frame
+                    .payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+            {
+                self.cc.update(&v);
+            }
+            return Ok(Step::Skip);
+        }
+        let started = Instant::now();
+        let Some(payload) = reassemble(&mut self.fragments, &mut frame) else {
+            return Ok(Step::Skip);
+        };
+        let kind = frame.header("type").unwrap_or_default().to_string();
+        let code = if kind == "event" {
+            match to_event(&payload) {
+                Some(ev) => match hand_on(self.sink, ev).await {
+                    Settled::Ack => 200,
+                    Settled::Nack => 500,
+                    Settled::Closed => {
+                        return Ok(Step::Stop {
+                            closed: Closed::Shutdown,
+                            hang_up: false,
+                        });
                     }
-                    let started = Instant::now();
-                    let Some(payload) = reassemble(&mut fragments, &mut frame) else { continue };
-                    let kind = frame.header("type").unwrap_or_default().to_string();
-                    let code = if kind == "event" {
-                        match to_event(&payload) {
-                            Some(ev) => match hand_on(sink, ev).await {
-                                Settled::Ack => 200,
-                                Settled::Nack => 500,
-                                Settled::Closed => return Ok(Closed::Shutdown),
-                            },
-                            None => {
-                                tracing::warn!(vendor = VENDOR, "malformed event on the long connection");
-                                500
-                            }
-                        }
-                    } else {
-                        // Cards are not handled by huitong: acknowledge and move on.
-                        200
-                    };
-                    frame.set_header("biz_rt", started.elapsed().as_millis().to_string());
-                    frame.payload = Some(json!({"code": code, "headers": null, "data": null}).to_string().into_bytes());
-                    tx.send(Message::Binary(frame.encode_to_vec().into())).await.map_err(|e| retryable(format!("ack: {e}")))?;
+                },
+                None => {
+                    tracing::warn!(vendor = VENDOR, "malformed event on the long connection");
+                    500
                 }
             }
-        }
+        } else {
+            // Cards are not handled by huitong: acknowledge and move on.
+            200
+        };
+        frame.set_header("biz_rt", started.elapsed().as_millis().to_string());
+        frame.payload = Some(
+            json!({"code": code, "headers": null, "data": null})
+                .to_string()
+                .into_bytes(),
+        );
+        Ok(Step::Reply(Message::Binary(frame.encode_to_vec().into())))
     }
 }
 
@@ -343,47 +328,63 @@ fn to_event(payload: &[u8]) -> Option<RawEvent> {
     })
 }
 
-#[async_trait]
-impl PushChannel for LongConnection {
-    async fn run_confirmed(
+impl PushConnection for LongConnection {
+    /// The server's last ClientConfig.
+    type State = ClientConfig;
+
+    async fn run_once(
         &self,
-        sink: tokio::sync::mpsc::Sender<PushDelivery>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), ConnectorError> {
-        let mut cc = ClientConfig::default();
-        let mut attempts: i64 = 0;
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            match self.run_once(&mut cc, &sink, &mut shutdown).await {
-                Ok(Closed::Shutdown) => return Ok(()),
-                Ok(Closed::Remote) => {
-                    attempts = 0;
-                    tracing::warn!(
-                        vendor = VENDOR,
-                        "long connection closed by the server; reconnecting"
-                    );
-                }
-                Err(e) if e.class() == crate::ErrorClass::Permanent => return Err(e),
-                Err(e) => {
-                    attempts += 1;
-                    if cc.reconnect_count >= 0 && attempts > cc.reconnect_count {
-                        return Err(e);
-                    }
-                    tracing::warn!(vendor = VENDOR, error = %e, attempts, "long connection failed; reconnecting");
-                }
-            }
-            let jitter_ms = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>()));
-            let nonce = cc.reconnect_nonce.as_millis() as u64;
-            let wait = (cc.reconnect_interval
-                + Duration::from_millis(if nonce > 0 { jitter_ms % nonce } else { 0 }))
-            .min(self.max_reconnect_interval);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return Ok(()),
-            }
+        cc: &mut ClientConfig,
+        sink: &tokio::sync::mpsc::Sender<PushDelivery>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Closed, ConnectorError> {
+        let (url, fresh) = self.endpoint().await?;
+        *cc = fresh;
+        let service: i32 = url
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("service_id=")))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                ConnectorError::permanent(VENDOR, "connection URL without service_id")
+            })?;
+        let ws = push::connect(VENDOR, &url).await?;
+        tracing::info!(vendor = VENDOR, service, "long connection established");
+        let ping = tokio::time::interval(cc.ping_interval);
+        let mut frames = Frames {
+            service,
+            cc,
+            sink,
+            fragments: HashMap::new(),
+        };
+        push::serve(VENDOR, ws, ping, &mut frames, shutdown).await
+    }
+
+    fn after_close(&self, cc: &ClientConfig) -> Next {
+        tracing::warn!(
+            vendor = VENDOR,
+            "long connection closed by the server; reconnecting"
+        );
+        Next::After(self.reconnect_wait(cc))
+    }
+
+    fn after_failure(&self, cc: &ClientConfig, attempts: u32, e: &ConnectorError) -> Next {
+        if cc.reconnect_count >= 0 && i64::from(attempts) > cc.reconnect_count {
+            return Next::GiveUp;
         }
+        tracing::warn!(vendor = VENDOR, error = %e, attempts, "long connection failed; reconnecting");
+        Next::After(self.reconnect_wait(cc))
+    }
+}
+
+impl LongConnection {
+    /// The server's reconnect interval plus a random part of its nonce, at most
+    /// `max_reconnect_interval`.
+    fn reconnect_wait(&self, cc: &ClientConfig) -> Duration {
+        let jitter_ms = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>()));
+        let nonce = cc.reconnect_nonce.as_millis() as u64;
+        (cc.reconnect_interval
+            + Duration::from_millis(if nonce > 0 { jitter_ms % nonce } else { 0 }))
+        .min(self.max_reconnect_interval)
     }
 }
 

@@ -2,8 +2,10 @@
 //! O(result size + log n) rather than a scan of the whole org: a sorted key set that can be
 //! sliced by position ([`SortedKeys`]) and a value -> keys index ([`Groups`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+
+use crate::fixture::{FixtureDepartment, FixtureUser};
 
 /// Keys in ascending order, stored in blocks so that an insert or a removal moves at most a
 /// block and the `n`th key is found by skipping whole blocks (a department with 100,000 members
@@ -264,12 +266,43 @@ mod tests {
     }
 }
 
-/// A sandbox record addressed by its fixture key (a department or a user).
-pub(crate) trait Keyed {
-    fn key(&self) -> &str;
+/// A vendor's department record: its fixture entry plus the vendor's ids.
+pub(crate) trait DeptRecord {
+    fn fx(&self) -> &FixtureDepartment;
 }
 
-/// The lookups a vendor's sandbox org keeps beside its records.
+/// A vendor's user record: its fixture entry plus the vendor's ids and fields.
+pub(crate) trait UserRecord {
+    fn fx(&self) -> &FixtureUser;
+}
+
+/// [`DeptRecord`] and [`UserRecord`] for a vendor's `Dept` and `User` (each with an `fx` field),
+/// and its `Org` (with its [`Records`] in `r`) read as those records.
+macro_rules! fixture_records {
+    ($org:ty, $dept:ty, $user:ty, $index:ty) => {
+        impl std::ops::Deref for $org {
+            type Target = $crate::sandbox::index::Records<$dept, $user, $index>;
+            fn deref(&self) -> &Self::Target {
+                &self.r
+            }
+        }
+
+        impl $crate::sandbox::index::DeptRecord for $dept {
+            fn fx(&self) -> &$crate::fixture::FixtureDepartment {
+                &self.fx
+            }
+        }
+
+        impl $crate::sandbox::index::UserRecord for $user {
+            fn fx(&self) -> &$crate::fixture::FixtureUser {
+                &self.fx
+            }
+        }
+    };
+}
+pub(crate) use fixture_records;
+
+/// The lookups a vendor's sandbox org keeps beside its records, besides the [`Links`].
 pub(crate) trait OrgIndex<D, U> {
     fn add_dept(&mut self, d: &D);
     fn remove_dept(&mut self, d: &D);
@@ -277,12 +310,66 @@ pub(crate) trait OrgIndex<D, U> {
     fn remove_user(&mut self, u: &U);
 }
 
-/// A sandbox org's departments and users by fixture key, with the vendor's index kept in step:
-/// `put_*` / `take_*` are the only writers, so no lookup can go stale.
+/// The links of the fixture records every vendor's org follows: the departments without a
+/// parent, each department's children and members, the departments each user leads.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Links {
+    pub roots: SortedKeys,
+    /// parent key -> child keys
+    pub children: Groups<String>,
+    /// department key -> member keys
+    pub members: Groups<String>,
+    /// user key -> keys of the departments it leads
+    pub led: Groups<String>,
+}
+
+impl Links {
+    fn add_dept(&mut self, d: &FixtureDepartment) {
+        let k = &d.key;
+        match &d.parent {
+            None => {
+                self.roots.insert(k);
+            }
+            Some(p) => self.children.add(p.clone(), k),
+        }
+        for l in &d.leaders {
+            self.led.add(l.clone(), k);
+        }
+    }
+
+    fn remove_dept(&mut self, d: &FixtureDepartment) {
+        let k = &d.key;
+        match &d.parent {
+            None => {
+                self.roots.remove(k);
+            }
+            Some(p) => self.children.remove(p, k),
+        }
+        for l in &d.leaders {
+            self.led.remove(l, k);
+        }
+    }
+
+    fn add_user(&mut self, u: &FixtureUser) {
+        for d in &u.departments {
+            self.members.add(d.clone(), &u.key);
+        }
+    }
+
+    fn remove_user(&mut self, u: &FixtureUser) {
+        for d in &u.departments {
+            self.members.remove(d, &u.key);
+        }
+    }
+}
+
+/// A sandbox org's departments and users by fixture key, with the [`Links`] and the vendor's
+/// index kept in step: `put_*` / `take_*` are the only writers, so no lookup can go stale.
 #[derive(Debug)]
 pub(crate) struct Records<D, U, I> {
-    depts: std::collections::BTreeMap<String, D>,
-    users: std::collections::BTreeMap<String, U>,
+    depts: BTreeMap<String, D>,
+    users: BTreeMap<String, U>,
+    links: Links,
     idx: I,
 }
 
@@ -291,51 +378,101 @@ impl<D, U, I: Default> Default for Records<D, U, I> {
         Records {
             depts: Default::default(),
             users: Default::default(),
+            links: Links::default(),
             idx: I::default(),
         }
     }
 }
 
-impl<D: Keyed, U: Keyed, I: OrgIndex<D, U>> Records<D, U, I> {
+impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
     /// Inserts or replaces a department.
     pub fn put_dept(&mut self, d: D) {
-        if let Some(old) = self.depts.remove(d.key()) {
+        if let Some(old) = self.depts.remove(&d.fx().key) {
+            self.links.remove_dept(old.fx());
             self.idx.remove_dept(&old);
         }
+        self.links.add_dept(d.fx());
         self.idx.add_dept(&d);
-        self.depts.insert(d.key().to_owned(), d);
+        self.depts.insert(d.fx().key.clone(), d);
     }
 
     pub fn take_dept(&mut self, key: &str) -> Option<D> {
         let d = self.depts.remove(key)?;
+        self.links.remove_dept(d.fx());
         self.idx.remove_dept(&d);
         Some(d)
     }
 
     /// Inserts or replaces a user.
     pub fn put_user(&mut self, u: U) {
-        if let Some(old) = self.users.remove(u.key()) {
+        if let Some(old) = self.users.remove(&u.fx().key) {
+            self.links.remove_user(old.fx());
             self.idx.remove_user(&old);
         }
+        self.links.add_user(u.fx());
         self.idx.add_user(&u);
-        self.users.insert(u.key().to_owned(), u);
+        self.users.insert(u.fx().key.clone(), u);
     }
 
     pub fn take_user(&mut self, key: &str) -> Option<U> {
         let u = self.users.remove(key)?;
+        self.links.remove_user(u.fx());
         self.idx.remove_user(&u);
         Some(u)
     }
 
-    pub fn depts(&self) -> &std::collections::BTreeMap<String, D> {
+    /// Panics unless the links and the index equal ones built from scratch.
+    #[cfg(test)]
+    pub fn assert_indexed(&self)
+    where
+        I: Default + PartialEq + std::fmt::Debug,
+    {
+        let (mut links, mut idx) = (Links::default(), I::default());
+        for d in self.depts.values() {
+            links.add_dept(d.fx());
+            idx.add_dept(d);
+        }
+        for u in self.users.values() {
+            links.add_user(u.fx());
+            idx.add_user(u);
+        }
+        assert_eq!(self.links, links);
+        assert_eq!(self.idx, idx);
+    }
+}
+
+impl<D, U, I> Records<D, U, I> {
+    pub fn depts(&self) -> &BTreeMap<String, D> {
         &self.depts
     }
 
-    pub fn users(&self) -> &std::collections::BTreeMap<String, U> {
+    pub fn users(&self) -> &BTreeMap<String, U> {
         &self.users
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     pub fn idx(&self) -> &I {
         &self.idx
+    }
+
+    /// The direct members of department `key`, in key order.
+    pub fn members(&self, key: &str) -> Vec<String> {
+        self.members_range(key, 0, usize::MAX)
+    }
+
+    /// The direct members of department `key` at positions `start..end` (key order).
+    pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
+        self.links
+            .members
+            .get(key)
+            .map(|m| m.range(start, end).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn member_count(&self, key: &str) -> usize {
+        self.links.members.count(key)
     }
 }

@@ -21,6 +21,8 @@
 
 pub mod faults;
 pub(crate) mod index;
+pub(crate) mod kit;
+pub(crate) mod prelude;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -148,11 +150,32 @@ pub trait VendorSandbox:
     fn check(&self) -> Result<(), SandboxError> {
         Ok(())
     }
+    /// The sandbox as a router; `stop` ends its event delivery and push sessions.
+    fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError>;
+    /// Runs the sandbox on `listener` until `shutdown` resolves (see [`serve_vendor`]).
     fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> impl std::future::Future<Output = Result<(), SandboxError>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), SandboxError>> + Send {
+        serve_vendor(listener, self, shutdown)
+    }
+}
+
+/// Runs `opts`' sandbox on `listener` until `shutdown` resolves, then ends its event delivery
+/// and push sessions. Each vendor's `sandbox::serve`.
+pub async fn serve_vendor<S: VendorSandbox>(
+    listener: tokio::net::TcpListener,
+    opts: S,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), SandboxError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = opts.router(stop_rx)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(vendor = S::VENDOR, %addr, "sandbox listening");
+    let r = serve_router(listener, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    r.map_err(SandboxError::Serve)
 }
 
 #[derive(Debug, thiserror::Error)]

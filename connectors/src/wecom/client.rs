@@ -2,17 +2,16 @@
 //! come back as HTTP 200) and its error table. The limiter, token cache (refetched once on
 //! 40014 / 42001 / 40001 / 41001), retries and telemetry are the shared [`crate::client`] core.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
 
-use crate::client::{Client, ErrorTable, FormPart, Reply, Wire, decode_coded};
+use crate::client::{Client, ErrorTable, FormPart, TokenIn, Transport, Wire};
 use crate::error::ConnectorError;
-use crate::limit::Limiter;
+use crate::token::TokenCall;
 use crate::wecom::VENDOR;
-use crate::wecom::auth::{GetToken, TOKEN_INVALID_CODES};
+use crate::wecom::auth::TOKEN_INVALID_CODES;
 use crate::wecom::config::WecomConfig;
 
 pub use crate::client::Payload;
@@ -78,8 +77,22 @@ pub struct WecomWire {
 
 impl Wire for WecomWire {
     type Extra = ();
-    type Token = GetToken;
+    type Token = TokenCall;
+    type Config = WecomConfig;
 
+    fn from_config(cfg: WecomConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
+        cfg.validate()?;
+        let token = crate::wecom::auth::get_token(&cfg);
+        let transport = cfg.transport.clone();
+        let wire = WecomWire {
+            cfg,
+            recent_tree: std::sync::Mutex::new(None),
+        };
+        Ok((wire, token, transport))
+    }
+    fn config(&self) -> &WecomConfig {
+        &self.cfg
+    }
     fn table(&self) -> &'static ErrorTable {
         &ERRORS
     }
@@ -94,53 +107,13 @@ impl Wire for WecomWire {
         format!("{}/cgi-bin/{}", self.cfg.origin(), call.path)
     }
     /// The token goes in the query string, for GET and POST alike.
-    fn authorize(
-        &self,
-        req: reqwest::RequestBuilder,
-        _call: &ApiCall,
-        token: &str,
-        query: &mut Vec<(String, String)>,
-    ) -> reqwest::RequestBuilder {
-        query.push(("access_token".into(), token.to_owned()));
-        req
-    }
-    fn decode(&self, _call: &ApiCall, status: u16, headers: &HeaderMap, body: Vec<u8>) -> Reply {
-        decode_coded(&ERRORS, status, headers, body, "errcode", "errmsg")
+    fn token_in(&self, _call: &ApiCall) -> TokenIn {
+        TokenIn::Query("access_token")
     }
 }
 
 /// The client of one WeCom app.
 pub type WecomClient = Client<WecomWire>;
-
-impl Client<WecomWire> {
-    pub fn new(cfg: WecomConfig) -> Result<Self, ConnectorError> {
-        Self::with_limiter(cfg, Arc::new(Limiter::new()))
-    }
-
-    /// Shares `limiter` with other clients of the same corp (limits are per corp and app).
-    pub fn with_limiter(cfg: WecomConfig, limiter: Arc<Limiter>) -> Result<Self, ConnectorError> {
-        cfg.validate()?;
-        let token = GetToken {
-            origin: cfg.origin().to_string(),
-            corp_id: cfg.corp_id.clone(),
-            corp_secret: cfg.corp_secret.clone(),
-        };
-        let transport = cfg.transport.clone();
-        Self::build(
-            WecomWire {
-                recent_tree: std::sync::Mutex::new(None),
-                cfg,
-            },
-            token,
-            limiter,
-            transport,
-        )
-    }
-
-    pub fn config(&self) -> &WecomConfig {
-        &self.wire.cfg
-    }
-}
 
 #[cfg(test)]
 mod tests {

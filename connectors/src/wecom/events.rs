@@ -19,20 +19,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use quick_xml::events::Event as XmlEvent;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use crate::capability::{
-    CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
-    ReceiveEvents,
-};
+#[cfg(test)]
+use crate::capability::CallbackOutcome;
+use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
 use crate::crypto::sha256;
+use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
 use crate::wecom::VENDOR;
-use crate::wxbiz::{WxBizError, WxBizMsgCrypt};
+use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
 /// Largest nesting accepted in callback XML.
 const MAX_DEPTH: usize = 16;
@@ -268,15 +267,15 @@ impl CallbackConfig {
 }
 
 /// Verifies and decrypts WeCom callbacks.
-pub struct WecomReceiver {
+pub type WecomReceiver = Receiver<WecomCallbacks>;
+
+/// WeCom's part of [`WecomReceiver`]: the WXBizMsgCrypt crypto in XML and the receive id.
+pub struct WecomCallbacks {
     crypt: WxBizMsgCrypt,
     receive_id: String,
-    window: Duration,
-    max_body_bytes: usize,
-    dedup: Arc<dyn EventDedup>,
 }
 
-impl std::fmt::Debug for WecomReceiver {
+impl std::fmt::Debug for WecomCallbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WecomReceiver")
             .field("receive_id", &self.receive_id)
@@ -285,28 +284,11 @@ impl std::fmt::Debug for WecomReceiver {
 }
 
 fn empty_reply() -> CallbackReply {
-    CallbackReply {
-        status: 200,
-        content_type: "text/plain; charset=utf-8",
-        body: Vec::new(),
-    }
+    receiver::reply("text/plain; charset=utf-8", Vec::new())
 }
 
 fn wx_err(e: WxBizError) -> CallbackError {
-    match e {
-        WxBizError::BadSignature => CallbackError::BadSignature,
-        WxBizError::ReceiveIdMismatch => {
-            CallbackError::Decrypt(format!("receive id mismatch ({})", e.wecom_code()))
-        }
-        other => CallbackError::Decrypt(format!("{other} ({})", other.wecom_code())),
-    }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    e.into_callback(WxBizError::wecom_code)
 }
 
 impl WecomReceiver {
@@ -314,27 +296,29 @@ impl WecomReceiver {
         cfg: CallbackConfig,
         dedup: Arc<dyn EventDedup>,
     ) -> Result<Self, crate::ConnectorError> {
-        let crypt = WxBizMsgCrypt::new(cfg.token, &cfg.encoding_aes_key).map_err(|e| {
-            crate::ConnectorError::permanent(VENDOR, format!("callback settings: {e}"))
-        })?;
-        if cfg.receive_id.is_empty() {
-            return Err(crate::ConnectorError::permanent(
-                VENDOR,
-                "callback receive id (corp id) is empty",
-            ));
-        }
-        Ok(Self {
+        let crypt = WxBizMsgCrypt::for_receiver(
+            VENDOR,
+            cfg.token,
+            &cfg.encoding_aes_key,
+            &cfg.receive_id,
+            "callback settings",
+            "callback receive id (corp id) is empty",
+        )?;
+        let callbacks = WecomCallbacks {
             crypt,
             receive_id: cfg.receive_id,
-            window: cfg.timestamp_window,
-            max_body_bytes: cfg.max_body_bytes,
+        };
+        Ok(Receiver::with(
+            callbacks,
+            cfg.timestamp_window,
+            cfg.max_body_bytes,
             dedup,
-        })
+        ))
     }
 
     /// The crypto, for building replies or test callbacks.
     pub fn crypt(&self) -> &WxBizMsgCrypt {
-        &self.crypt
+        &self.vendor().crypt
     }
 
     /// An encrypted passive reply carrying `plaintext_xml` (e.g. [`text_reply_xml`]).
@@ -344,83 +328,39 @@ impl WecomReceiver {
         timestamp: i64,
         nonce: &str,
     ) -> CallbackReply {
-        let enc = self
-            .crypt
-            .encrypt(plaintext_xml.as_bytes(), &self.receive_id);
-        let sig = self.crypt.signature(&timestamp.to_string(), nonce, &enc);
-        CallbackReply {
-            status: 200,
-            content_type: "application/xml; charset=utf-8",
-            body: reply_envelope_xml(&enc, &sig, timestamp, nonce).into_bytes(),
-        }
+        let v = self.vendor();
+        let enc = v.crypt.encrypt(plaintext_xml.as_bytes(), &v.receive_id);
+        let sig = v.crypt.signature(&timestamp.to_string(), nonce, &enc);
+        receiver::reply(
+            "application/xml; charset=utf-8",
+            reply_envelope_xml(&enc, &sig, timestamp, nonce).into_bytes(),
+        )
     }
+}
 
-    /// Handles one callback (`query` already URL-decoded); `now` is Unix seconds.
-    pub async fn handle_at(
+impl VendorCallbacks for WecomCallbacks {
+    type Params = HashMap<String, String>;
+    const VENDOR: &'static str = VENDOR;
+    const LOG: LogWords = LogWords {
+        duplicate: "duplicate callback ignored (vendor retry or replay)",
+        accepted: "callback accepted",
+        handshake: "URL verification answered",
+    };
+    const CLOCK: Clock = Clock::Seconds;
+
+    /// The query, already URL-decoded.
+    fn open(
         &self,
         query: &HashMap<String, String>,
         body: &[u8],
-        now: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        let r = self.handle_inner(query, body, now).await;
-        match &r {
-            Ok(CallbackOutcome::Duplicate { event_id, .. }) => tracing::info!(
-                vendor = VENDOR,
-                event_id,
-                "duplicate callback ignored (vendor retry or replay)"
-            ),
-            Ok(CallbackOutcome::Event { event, .. }) => tracing::debug!(
-                vendor = VENDOR,
-                event_id = event.event_id,
-                event_type = event.event_type,
-                "callback accepted"
-            ),
-            Ok(CallbackOutcome::Handshake { .. }) => {
-                tracing::info!(vendor = VENDOR, "URL verification answered")
-            }
-            Err(e) => tracing::warn!(
-                vendor = VENDOR,
-                reason = %e,
-                status = e.status(),
-                body_len = body.len(),
-                "callback rejected"
-            ),
-        }
-        r
-    }
-
-    fn signed_params<'a>(
-        &self,
-        query: &'a HashMap<String, String>,
-        now: i64,
-    ) -> Result<(&'a str, &'a str, &'a str), CallbackError> {
-        let (Some(sig), Some(ts), Some(nonce)) = (
-            query.get("msg_signature"),
-            query.get("timestamp"),
-            query.get("nonce"),
-        ) else {
-            return Err(CallbackError::MissingSignature);
-        };
-        let t: i64 = ts
-            .trim()
-            .parse()
-            .map_err(|_| CallbackError::StaleTimestamp)?;
-        if now.abs_diff(t) > self.window.as_secs() {
-            return Err(CallbackError::StaleTimestamp);
-        }
-        Ok((sig.as_str(), ts.as_str(), nonce.as_str()))
-    }
-
-    async fn handle_inner(
-        &self,
-        query: &HashMap<String, String>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        if body.len() > self.max_body_bytes {
-            return Err(CallbackError::TooLarge(self.max_body_bytes));
-        }
-        let (sig, ts, nonce) = self.signed_params(query, now)?;
+        window: &Window,
+    ) -> Result<Opened, CallbackError> {
+        let (sig, ts, nonce) = wxbiz::signed_query(
+            query,
+            [&["msg_signature"], &["timestamp"], &["nonce"]],
+            false,
+        )?;
+        window.check(ts)?;
 
         if let Some(echostr) = query.get("echostr") {
             // base64 has no spaces: a '+' that reached us unescaped was decoded as a space.
@@ -429,13 +369,10 @@ impl WecomReceiver {
                 .crypt
                 .open(ts, nonce, &echostr, sig, &self.receive_id)
                 .map_err(wx_err)?;
-            return Ok(CallbackOutcome::Handshake {
-                reply: CallbackReply {
-                    status: 200,
-                    content_type: "text/plain; charset=utf-8",
-                    body: plain,
-                },
-            });
+            return Ok(Opened::Handshake(receiver::reply(
+                "text/plain; charset=utf-8",
+                plain,
+            )));
         }
 
         let text = std::str::from_utf8(body)
@@ -480,37 +417,16 @@ impl WecomReceiver {
                 &hex::encode(sha256(plain.as_bytes()))[..16]
             ),
         };
-        if !self
-            .dedup
-            .first_seen(VENDOR, &event_id)
-            .await
-            .map_err(CallbackError::Dedup)?
-        {
-            return Ok(CallbackOutcome::Duplicate {
-                event_id,
-                reply: empty_reply(),
-            });
-        }
-        Ok(CallbackOutcome::Event {
-            event: RawEvent {
+        Ok(Opened::event(
+            RawEvent {
                 vendor: VENDOR,
                 event_id,
                 event_type,
                 created_at_ms: create_time.map(|t| t * 1000),
                 payload: Value::Object(payload),
             },
-            reply: empty_reply(),
-        })
-    }
-}
-
-#[async_trait]
-impl ReceiveEvents for WecomReceiver {
-    async fn handle_callback(
-        &self,
-        req: &CallbackRequest,
-    ) -> Result<CallbackOutcome, CallbackError> {
-        self.handle_at(&req.query, &req.body, unix_now()).await
+            empty_reply(),
+        ))
     }
 }
 

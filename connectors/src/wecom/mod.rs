@@ -18,7 +18,6 @@ pub mod vendor;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::capability::{
@@ -38,33 +37,16 @@ pub const MAX_DEPARTMENT_LEVELS: usize = 15;
 ///
 /// Ids: departments by their numeric id (root 1, as a decimal string), users by userid,
 /// messages by msgid, chats by chatid, tasks by schedule_id (or `textcard:<msgid>`).
-pub struct WecomConnector {
-    pub client: WecomClient,
-}
-
-impl WecomConnector {
-    pub fn new(cfg: WecomConfig) -> Result<Self, ConnectorError> {
-        Ok(Self {
-            client: WecomClient::new(cfg)?,
-        })
-    }
-}
+pub type WecomConnector = crate::client::Connector<client::WecomWire>;
 
 fn unsupported(what: &str, entity: Entity) -> ConnectorError {
-    ConnectorError::permanent(
-        VENDOR,
-        format!("{what} of {} is not supported", entity.as_str()),
-    )
+    crate::capability::unsupported(VENDOR, what, entity)
 }
 
 fn dept_id(id: &str) -> Result<i64, ConnectorError> {
     id.trim().parse().map_err(|_| {
         ConnectorError::permanent(VENDOR, format!("department id {id:?} is not a number"))
     })
-}
-
-fn fail<'a>(e: ConnectorError) -> RecordStream<'a> {
-    futures_util::stream::once(async move { Err(e) }).boxed()
 }
 
 #[async_trait]
@@ -74,14 +56,16 @@ impl ReadEntities for WecomConnector {
         match entity {
             Entity::Department => match query.parent.as_deref().map(dept_id).transpose() {
                 Ok(parent) => c.departments(parent, query.recursive),
-                Err(e) => fail(e),
+                Err(e) => crate::capability::failed_stream(e),
             },
             Entity::User => match query.parent.as_deref().map(dept_id).transpose() {
                 Ok(Some(d)) => c.users_in_department(d),
                 Ok(None) => c.all_users(),
-                Err(e) => fail(e),
+                Err(e) => crate::capability::failed_stream(e),
             },
-            Entity::Message | Entity::Task | Entity::Chat => fail(unsupported("listing", entity)),
+            Entity::Message | Entity::Task | Entity::Chat => {
+                crate::capability::failed_stream(unsupported("listing", entity))
+            }
         }
     }
 

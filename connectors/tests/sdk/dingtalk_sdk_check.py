@@ -2,29 +2,12 @@
 dingtalk-stream for Stream mode). Run by connectors/tests/dingtalk_sdk.rs; prints
 "ALL SDK CHECKS PASSED" on success, exits non-zero on the first failure."""
 
-import argparse
 import asyncio
 import faulthandler
-import json
 import os
 import sys
-import urllib.request
 
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}")
-        sys.exit(1)
-    print(f"ok: {what}", flush=True)
-
-
-def http_json(method, url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        raw = r.read()
-        return r.status, (json.loads(raw) if raw else None)
+from sdk_common import check, http_json, parse_args
 
 
 def openapi_checks(a):
@@ -142,14 +125,7 @@ async def stream_checks(a):
 def main():
     # Never hang a test run: dump the stacks and exit after 90 s.
     faulthandler.dump_traceback_later(90, exit=True)
-    p = argparse.ArgumentParser()
-    p.add_argument("--base", required=True)
-    p.add_argument("--app-key", required=True)
-    p.add_argument("--app-secret", required=True)
-    p.add_argument("--union-id", required=True)
-    p.add_argument("--user-id", required=True)
-    p.add_argument("--dept-key", required=True)
-    a = p.parse_args()
+    a = parse_args("base", "app-key", "app-secret", "union-id", "user-id", "dept-key")
     openapi_checks(a)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(stream_checks(a))

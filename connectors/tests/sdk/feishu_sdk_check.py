@@ -7,13 +7,11 @@ Run by connectors/tests/feishu_sdk.rs:
 Exits non-zero (with a message) on the first failed check; prints one line per check passed.
 """
 
-import argparse
 import json
 import os
 import sys
 import threading
 import time
-import urllib.request
 
 import lark_oapi as lark
 from lark_oapi.api.contact.v3 import (
@@ -25,29 +23,11 @@ from lark_oapi.api.contact.v3 import (
 from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
 from lark_oapi.core.model import RawRequest
 from lark_oapi.core.token import TokenManager
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {what}")
-
-
-def sandbox_get(base, path):
-    with urllib.request.urlopen(base + path) as r:
-        return json.loads(r.read())
+from sdk_common import check, http_json, parse_args, sandbox_get
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--app-id", required=True)
-    ap.add_argument("--app-secret", required=True)
-    ap.add_argument("--encrypt-key", required=True)
-    ap.add_argument("--verification-token", required=True)
-    ap.add_argument("--events", required=True)
-    a = ap.parse_args()
+    a = parse_args("base", "app-id", "app-secret", "encrypt-key", "verification-token", "events")
 
     TokenManager.cache.cache.clear()  # process-global, keyed by app_id only
     client = (
@@ -189,14 +169,8 @@ def main():
             break
         time.sleep(0.05)
     check(connects() > before_connects, "SDK long-connection client connected")
-    req = urllib.request.Request(
-        a.base + "/_sandbox/org/users",
-        data=json.dumps({"key": "ws-sdk", "name": "长连接 SDK", "departments": [key]}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req) as r:
-        created = json.loads(r.read())
+    _, created = http_json("POST", a.base + "/_sandbox/org/users",
+                           {"key": "ws-sdk", "name": "长连接 SDK", "departments": [key]})
     check(arrived.wait(20), "SDK long-connection client received the event")
     check(got == [created["open_id"]], f"event for the created user: {got}")
     for _ in range(400):

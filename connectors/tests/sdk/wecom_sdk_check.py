@@ -8,11 +8,8 @@ is an endpoint served by huitong's `WecomReceiver`.
 Exits non-zero (with a message) on the first failed check; prints one line per check passed.
 """
 
-import argparse
 import json
-import sys
 import time
-import urllib.request
 
 import requests
 import xmltodict
@@ -20,18 +17,7 @@ from wechatpy.enterprise import WeChatClient
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException, WeChatClientException
 from wechatpy.utils import WeChatSigner, to_text
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {what}")
-
-
-def sandbox_get(base, path):
-    with urllib.request.urlopen(base + path) as r:
-        return json.loads(r.read())
+from sdk_common import check, parse_args, sandbox_get
 
 
 def client_class(base):
@@ -176,11 +162,8 @@ def crypto_checks(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    for k in ["base", "corp-id", "secret", "token", "aes-key", "events", "hub"]:
-        ap.add_argument("--" + k, required=True)
-    ap.add_argument("--agent-id", required=True, type=int)
-    a = ap.parse_args()
+    a = parse_args("base", "corp-id", "secret", "token", "aes-key", "events", "hub", "agent-id",
+                   ints=("agent-id",))
     api_checks(a)
     crypto_checks(a)
     print("ALL SDK CHECKS PASSED")

@@ -14,6 +14,7 @@ use huitong::app::App;
 use huitong::config::{self, Sources};
 use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
+use huitong_connectors::sandbox::Running;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -53,12 +54,6 @@ async fn bind_any(addr: &str) -> anyhow::Result<TcpListener> {
             Ok(TcpListener::bind("127.0.0.1:0").await?)
         }
     }
-}
-
-async fn local() -> anyhow::Result<(TcpListener, String)> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", l.local_addr()?);
-    Ok((l, url))
 }
 
 async fn org(client: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
@@ -156,7 +151,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     // 2. The three vendors.
     let hq_org = fixture(HQ_ORG, "HQ")?;
     let (hq_people, hq_depts) = (hq_org.users.len(), hq_org.departments.len());
-    let (l, feishu) = local().await?;
     let mut o =
         huitong_connectors::feishu::sandbox::SandboxOptions::new(hq_org, "cli_demo_hq", HQ_SECRET);
     o.encrypt_key = Some(HQ_ENCRYPT_KEY.to_owned().into());
@@ -167,34 +161,27 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(5),
         Duration::from_secs(15),
     ];
-    tokio::spawn(huitong_connectors::feishu::sandbox::serve(
-        l,
-        o,
-        until(stop_rx.clone()),
-    ));
-    let (l, dingtalk) = local().await?;
-    let o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
+    let hq_sandbox = Running::start(o).await?;
+    let sub_sandbox = Running::start(huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
         fixture(SUB_ORG, "subsidiary")?,
         "dingdemosub",
         SUB_SECRET,
-    );
-    tokio::spawn(huitong_connectors::dingtalk::sandbox::serve(
-        l,
-        o,
-        until(stop_rx.clone()),
-    ));
-    let (l, wecom) = local().await?;
-    let o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+    ))
+    .await?;
+    let factory_sandbox = Running::start(huitong_connectors::wecom::sandbox::SandboxOptions::new(
         fixture(FACTORY_ORG, "factory")?,
         "wwdemofactory",
         FACTORY_SECRET,
         1000002,
+    ))
+    .await?;
+    let (feishu, dingtalk, wecom) = (
+        hq_sandbox.base.clone(),
+        sub_sandbox.base.clone(),
+        factory_sandbox.base.clone(),
     );
-    tokio::spawn(huitong_connectors::wecom::sandbox::serve(
-        l,
-        o,
-        until(stop_rx.clone()),
-    ));
+    // They stop when dropped, with huitong.
+    let sandboxes = [hq_sandbox, sub_sandbox, factory_sandbox];
     println!("1. sandboxes running");
     println!(
         "   Feishu   (HQ, {hq_people} people in {hq_depts} departments)   {feishu}/_sandbox/org"
@@ -325,6 +312,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             d.shutdown().await;
         }
         let _ = stop.send(true);
+        drop(sandboxes);
         for p in &problems {
             eprintln!("problem: {p}");
         }
@@ -347,5 +335,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         d.shutdown().await;
     }
     let _ = stop.send(true);
+    drop(sandboxes);
     Ok(ExitCode::SUCCESS)
 }

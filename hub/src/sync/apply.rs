@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use futures_util::StreamExt;
 use huitong_connectors::ConnectorError;
@@ -736,7 +737,19 @@ impl Handler for StepHandler {
                 seq,
                 step,
             } if *route == self.ctx.route.name => {
-                self.step(envelope, run_id, target, *seq, step).await
+                // Every log of the step, the connector's calls included, carries its route,
+                // run and trace.
+                let span = tracing::info_span!(
+                    "deliver",
+                    route = %route,
+                    run = %run_id,
+                    target = %target,
+                    seq = *seq,
+                    trace = %envelope.trace_id,
+                );
+                self.step(envelope, run_id, target, *seq, step)
+                    .instrument(span)
+                    .await
             }
             other => Outcome::Permanent(format!(
                 "deliver.{} does not take {other:?}",

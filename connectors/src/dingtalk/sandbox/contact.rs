@@ -1,22 +1,14 @@
 //! Org chart endpoints (old generation, POST, `?access_token=`).
 
-use std::sync::Arc;
-
-use axum::Router;
+use crate::sandbox::prelude::*;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::post;
-use serde_json::{Map, Value, json};
 
-use super::org::{int, string};
+use super::org::{self, OrgError, int, string};
 use super::{App, AppState, old_body, old_err, old_ok, org_err};
 use crate::dingtalk::contact::{
     DEPT_CREATE, DEPT_DELETE, DEPT_GET, DEPT_LISTSUB, DEPT_UPDATE, USER_CREATE, USER_DELETE,
     USER_GET, USER_LIST, USER_UPDATE,
 };
-use crate::sandbox::lock;
 
 pub(super) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -34,9 +26,8 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route(USER_DELETE, post(user_delete))
 }
 
-fn body(h: &HeaderMap, b: &[u8]) -> Result<Map<String, Value>, Response> {
-    old_body(h, b)
-}
+/// A handler's reply: the error replies return early with `?`.
+type R = Result<Response, Response>;
 
 /// The dept key of `dept_id` (default `default`), or 60003.
 fn dept_of(app: &App, m: &Map<String, Value>, default: Option<i64>) -> Result<String, Response> {
@@ -48,113 +39,74 @@ fn dept_of(app: &App, m: &Map<String, Value>, default: Option<i64>) -> Result<St
         .ok_or_else(|| old_err(60003, "部门不存在"))
 }
 
-async fn listsub(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+/// Emits the events of a change; its value.
+fn emitted<T>(app: &App, r: Result<(T, org::Emitted), OrgError>) -> Result<T, Response> {
+    let (v, ev) = r.map_err(org_err)?;
+    app.emit(ev);
+    Ok(v)
+}
+
+/// Emits the events of a change answered with `{}`.
+fn changed(app: &App, r: Result<org::Emitted, OrgError>) -> R {
+    emitted(app, r.map(|ev| ((), ev)))?;
+    Ok(old_ok(json!({})))
+}
+
+async fn listsub(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     // dept_id is optional: root.
-    let key = match dept_of(&app, &m, Some(1)) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = dept_of(&app, &m, Some(1))?;
     let org = lock(&app.org);
     let rows: Vec<Value> = org
         .children(&key)
         .iter()
         .map(|k| org.render_dept_row(k))
         .collect();
-    old_ok(json!({"result": rows}))
+    Ok(old_ok(json!({"result": rows})))
 }
 
-async fn listsubid(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let key = match dept_of(&app, &m, Some(1)) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn listsubid(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
+    let key = dept_of(&app, &m, Some(1))?;
     let org = lock(&app.org);
     let ids: Vec<i64> = org.children(&key).iter().map(|k| org.dept_id(k)).collect();
-    old_ok(json!({"result": {"dept_id_list": ids}}))
+    Ok(old_ok(json!({"result": {"dept_id_list": ids}})))
 }
 
-async fn dept_get(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    match dept_of(&app, &m, None) {
-        Ok(k) => old_ok(json!({"result": lock(&app.org).render_dept(&k)})),
-        Err(r) => r,
-    }
+async fn dept_get(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
+    let k = dept_of(&app, &m, None)?;
+    Ok(old_ok(json!({"result": lock(&app.org).render_dept(&k)})))
 }
 
-async fn dept_create(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn dept_create(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let r = lock(&app.org).api_create_dept(&m);
-    match r {
-        Ok((id, ev)) => {
-            app.emit(ev);
-            old_ok(json!({"result": {"dept_id": id}}))
-        }
-        Err(e) => org_err(e),
-    }
+    let id = emitted(&app, r)?;
+    Ok(old_ok(json!({"result": {"dept_id": id}})))
 }
 
-async fn dept_update(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn dept_update(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let r = lock(&app.org).api_update_dept(&m);
-    match r {
-        Ok(ev) => {
-            app.emit(ev);
-            old_ok(json!({}))
-        }
-        Err(e) => org_err(e),
-    }
+    changed(&app, r)
 }
 
-async fn dept_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let key = match dept_of(&app, &m, None) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn dept_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
+    let key = dept_of(&app, &m, None)?;
     let r = lock(&app.org).delete_dept(&key);
-    match r {
-        Ok(ev) => {
-            app.emit(ev);
-            old_ok(json!({}))
-        }
-        Err(e) => org_err(e),
-    }
+    changed(&app, r)
 }
 
-async fn user_list(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let key = match dept_of(&app, &m, None) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn user_list(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
+    let key = dept_of(&app, &m, None)?;
     let Some(cursor) = int(m.get("cursor")).filter(|c| *c >= 0) else {
-        return old_err(40035, "不合法的参数: cursor");
+        return Err(old_err(40035, "不合法的参数: cursor"));
     };
     let Some(size) = int(m.get("size")).filter(|s| (1..=100).contains(s)) else {
-        return old_err(40035, "不合法的参数: size");
+        return Err(old_err(40035, "不合法的参数: size"));
     };
     let org = lock(&app.org);
     let total = org.member_count(&key);
@@ -172,81 +124,46 @@ async fn user_list(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
     if has_more {
         result["next_cursor"] = json!(end);
     }
-    old_ok(json!({"result": result}))
+    Ok(old_ok(json!({"result": result})))
 }
 
-async fn user_listid(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let key = match dept_of(&app, &m, None) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn user_listid(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
+    let key = dept_of(&app, &m, None)?;
     let ids = lock(&app.org).members(&key);
-    old_ok(json!({"result": {"userid_list": ids}}))
+    Ok(old_ok(json!({"result": {"userid_list": ids}})))
 }
 
-async fn user_get(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn user_get(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let Some(uid) = string(m.get("userid")).filter(|s| !s.is_empty()) else {
-        return old_err(40035, "缺少参数 userid");
+        return Err(old_err(40035, "缺少参数 userid"));
     };
     let org = lock(&app.org);
     if !org.users().contains_key(&uid) {
-        return old_err(60121, "找不到该用户");
+        return Err(old_err(60121, "找不到该用户"));
     }
-    old_ok(json!({"result": org.render_user(&uid)}))
+    Ok(old_ok(json!({"result": org.render_user(&uid)})))
 }
 
-async fn user_create(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn user_create(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let r = lock(&app.org).api_create_user(&m);
-    match r {
-        Ok((key, ev)) => {
-            app.emit(ev);
-            let union = super::org::unionid_of(&key);
-            // camelCase here, as DingTalk answers.
-            old_ok(json!({"result": {"userid": key, "unionId": union}}))
-        }
-        Err(e) => org_err(e),
-    }
+    let key = emitted(&app, r)?;
+    let union = super::org::unionid_of(&key);
+    // camelCase here, as DingTalk answers.
+    Ok(old_ok(json!({"result": {"userid": key, "unionId": union}})))
 }
 
-async fn user_update(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn user_update(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let r = lock(&app.org).api_update_user(&m);
-    match r {
-        Ok(ev) => {
-            app.emit(ev);
-            old_ok(json!({}))
-        }
-        Err(e) => org_err(e),
-    }
+    changed(&app, r)
 }
 
-async fn user_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+async fn user_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
+    let m = old_body(&h, &b)?;
     let uid = string(m.get("userid")).unwrap_or_default();
     let r = lock(&app.org).delete_user(&uid);
-    match r {
-        Ok(ev) => {
-            app.emit(ev);
-            old_ok(json!({}))
-        }
-        Err(e) => org_err(e),
-    }
+    changed(&app, r)
 }

@@ -1,25 +1,16 @@
 //! Messaging endpoints: work notifications and media (old), app robots (v1.0), and the
 //! custom-robot webhook (`/robot/send?access_token=…[&timestamp&sign]`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use crate::sandbox::prelude::*;
+use std::collections::{HashSet, VecDeque};
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Multipart, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
+use axum::extract::Multipart;
 
 use super::org::{int, list};
 use super::{App, AppState, new_body, new_err, now_ms, old_body, old_err, old_ok};
 use crate::dingtalk::message::{ASYNCSEND_V2, GET_SEND_RESULT, MEDIA_UPLOAD};
 use crate::dingtalk::robot::{GROUP_SEND, OTO_BATCH_SEND, webhook_sign};
-use crate::sandbox::lock;
 
 const MSG_TYPES: &[&str] = &[
     "text",

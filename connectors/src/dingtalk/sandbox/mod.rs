@@ -22,27 +22,9 @@ mod org;
 mod stream;
 mod todo;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
-
 use crate::dingtalk::events::build_callback;
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::{
-    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
-    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
-};
+pub(crate) use crate::sandbox::kit::now_ms;
+use crate::sandbox::prelude::*;
 use crate::wxbiz::WxBizMsgCrypt;
 
 use org::{Org, OrgError};
@@ -71,15 +53,7 @@ pub struct SandboxOptions {
 impl SandboxOptions {
     pub fn new(org: OrgFixture, app_key: impl Into<String>, app_secret: impl Into<String>) -> Self {
         Self {
-            common: CommonOptions::new(
-                org,
-                vec![
-                    Duration::from_secs(1),
-                    Duration::from_secs(5),
-                    Duration::from_secs(15),
-                    Duration::from_secs(60),
-                ],
-            ),
+            common: CommonOptions::with_retry_secs(org, &[1, 5, 15, 60]),
             app_key: app_key.into(),
             app_secret: SecretString::from(app_secret.into()),
             aes_key: None,
@@ -92,18 +66,7 @@ impl SandboxOptions {
     }
 }
 
-impl std::ops::Deref for SandboxOptions {
-    type Target = CommonOptions;
-    fn deref(&self) -> &CommonOptions {
-        &self.common
-    }
-}
-
-impl std::ops::DerefMut for SandboxOptions {
-    fn deref_mut(&mut self) -> &mut CommonOptions {
-        &mut self.common
-    }
-}
+crate::sandbox::kit::common_options!(SandboxOptions);
 
 /// DingTalk's published per-API limit for a standard-edition org: 20 calls/s per app per API
 /// (old API: errcode 90018; v1.0: HTTP 403 `Forbidden.AccessDenied.QpsLimitForAppkeyAndApi`).
@@ -122,67 +85,33 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
         }
         Ok(())
     }
-    fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
-        serve(listener, self, shutdown)
+    fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
+        router(self, stop)
     }
 }
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    opts: SandboxOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SandboxError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(opts, stop_rx)?;
-    let addr = listener.local_addr()?;
-    tracing::info!(vendor = "dingtalk", %addr, "sandbox listening");
-    let r = serve_router(listener, app, shutdown).await;
-    let _ = stop_tx.send(true);
-    r.map_err(SandboxError::Serve)
-}
+pub use crate::sandbox::serve_vendor as serve;
 
 /// The sandbox as a router (for embedding); `stop` ends its event delivery and stream sessions.
 pub fn router(
     opts: SandboxOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Router, SandboxError> {
-    opts.org
-        .validate()
-        .map_err(|e| SandboxError::Options(e.to_string()))?;
-    if opts.app_key.is_empty() {
-        return Err(SandboxError::Options("app key is empty".into()));
-    }
-    let crypt = match (&opts.aes_key, &opts.token) {
-        (Some(a), Some(t)) => {
-            Some(Arc::new(WxBizMsgCrypt::new(t.clone(), a).map_err(|e| {
-                SandboxError::Options(format!("aes key: {e}"))
-            })?))
-        }
-        (None, None) => None,
-        _ => {
-            return Err(SandboxError::Options(
-                "--aes-key and --token go together".into(),
-            ));
-        }
-    };
-    let core = SandboxCore::new("dingtalk", opts.faults.clone());
-    if let Some(url) = &opts.event_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(SandboxError::Options(format!(
-                "event url {url:?} must be http(s)"
-            )));
-        }
-        let Some(crypt) = crypt.clone() else {
+    opts.check_app("app key", &opts.app_key)?;
+    let crypt = wxbiz_crypt(
+        opts.token.as_ref(),
+        opts.aes_key.as_ref(),
+        "aes key",
+        "--aes-key and --token go together",
+    )?;
+    let core = SandboxCore::for_options("dingtalk", &opts, stop.clone(), || {
+        let Some(crypt) = crypt else {
             return Err(SandboxError::Options(
                 "--event-url needs --aes-key and --token (DingTalk pushes are encrypted)".into(),
             ));
         };
-        let encoder = Arc::new(DingTalkEncoder {
+        Ok(Arc::new(DingTalkEncoder {
             crypt,
             owner: if opts.legacy_events {
                 opts.corp_id.clone()
@@ -190,18 +119,12 @@ pub fn router(
                 opts.app_key.clone()
             },
             legacy: opts.legacy_events,
-        });
-        core.start_delivery(
-            url.clone(),
-            encoder,
-            opts.event_retry_delays.clone(),
-            stop.clone(),
-        )?;
-    }
+        }))
+    })?;
     let app = Arc::new(App {
         org: Mutex::new(Org::new(&opts.org)),
         core: core.clone(),
-        tokens: Mutex::new(HashMap::new()),
+        tokens: Tokens::default(),
         windows: Mutex::new(HashMap::new()),
         msg: Mutex::new(message::MsgState::default()),
         todos: Mutex::new(todo::TodoState::default()),
@@ -250,8 +173,7 @@ pub(crate) struct App {
     pub opts: SandboxOptions,
     pub core: Arc<SandboxCore>,
     pub org: Mutex<Org>,
-    /// token -> expiry
-    tokens: Mutex<HashMap<String, Instant>>,
+    tokens: Tokens,
     /// per (API) token bucket: (tokens, last refill)
     windows: Mutex<HashMap<String, (f64, Instant)>>,
     pub msg: Mutex<message::MsgState>,
@@ -262,13 +184,6 @@ pub(crate) struct App {
 }
 
 pub(crate) type AppState = State<Arc<App>>;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 pub(crate) fn request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
@@ -378,20 +293,18 @@ impl App {
         }
     }
 
-    fn expire_all_tokens(&self) {
-        lock(&self.tokens).clear();
-    }
-
-    fn token_valid(&self, t: &str) -> bool {
-        lock(&self.tokens)
-            .get(t)
-            .is_some_and(|exp| Instant::now() < *exp)
-    }
-
     /// 20 calls/s per app per API: exactly (sliding window, per endpoint) with
     /// `enforce_rate_limits`, else with `rate_limits` a token bucket with a burst of 20. A
-    /// refusal is counted (fault `rate-limit`).
-    fn rate_check(&self, endpoint: &str) -> bool {
+    /// refusal is counted (fault `rate-limit`) and answered with `refused()`.
+    fn rate_check(&self, endpoint: &str, refused: fn() -> Response) -> Result<(), Response> {
+        if self.within_limits(endpoint) {
+            Ok(())
+        } else {
+            Err(refused())
+        }
+    }
+
+    fn within_limits(&self, endpoint: &str) -> bool {
         if self.opts.enforce_rate_limits {
             return self
                 .core
@@ -431,31 +344,13 @@ impl App {
         {
             return None;
         }
-        let now = Instant::now();
-        let ttl = self.opts.token_ttl;
-        let mut tokens = lock(&self.tokens);
-        tokens.retain(|_, exp| *exp > now);
-        let t = match tokens.keys().next() {
-            Some(t) => t.clone(),
-            None => uuid::Uuid::new_v4().simple().to_string(),
-        };
-        tokens.insert(t.clone(), now + ttl);
-        Some((t, ttl.as_secs()))
+        Some(
+            self.tokens
+                .issue(self.opts.token_ttl, Reissue::Renew, Duration::ZERO, || {
+                    uuid::Uuid::new_v4().simple().to_string()
+                }),
+        )
     }
-}
-
-fn endpoint_of(req: &Request) -> String {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    format!("{} {}", req.method(), path)
-}
-
-fn query_param(req: &Request, name: &str) -> Option<String> {
-    let Query(q) = Query::<HashMap<String, String>>::try_from_uri(req.uri()).ok()?;
-    q.get(name).cloned()
 }
 
 /// The old generation's gateway failing (injected 5xx and lost replies): HTML, not JSON.
@@ -483,40 +378,45 @@ async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
     let Some(token) = query_param(&req, "access_token").filter(|t| !t.is_empty()) else {
         return old_err(41001, "缺少access_token参数");
     };
-    if !app.token_valid(&token) {
+    if !app.tokens.is_live(&token) {
         return old_err(40014, "不合法的access_token");
     }
-    let plan = app.core.injector.plan();
-    if let Some(d) = plan.delay {
-        app.core.count_fault("slow");
-        tokio::time::sleep(d).await;
-    }
-    match plan.fault {
-        Some(Fault::ServerError) => {
-            app.core.count_fault("5xx");
-            return bad_gateway();
-        }
-        Some(Fault::RateLimited) => {
-            app.core.count_fault("429");
-            return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
-        }
-        Some(Fault::TokenExpired) => {
-            app.core.count_fault("token");
-            lock(&app.tokens).remove(&token);
-            return old_err(42001, "access_token超时");
-        }
-        None => {}
-    }
-    if !app.rate_check(&endpoint) {
-        return old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次");
-    }
-    let reply = next.run(req).await;
-    if plan.lose_reply {
-        // Carried out; the reply is lost on the way back.
-        app.core.count_fault("lost");
-        return bad_gateway();
-    }
-    reply
+    app.core
+        .gated(
+            &OLD_FAULTS,
+            || app.tokens.revoke(&token),
+            || app.rate_check(&endpoint, OLD_FAULTS.rate_limited),
+            next.run(req),
+        )
+        .await
+}
+
+/// The old generation's answers to injected faults.
+const OLD_FAULTS: FaultReplies = FaultReplies {
+    server_error: bad_gateway,
+    rate_limited: || old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次"),
+    token_expired: || old_err(42001, "access_token超时"),
+};
+
+/// v1.0's answers to injected faults.
+const NEW_FAULTS: FaultReplies = FaultReplies {
+    server_error: unknown_error,
+    rate_limited: || {
+        new_err(
+            StatusCode::FORBIDDEN,
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            "调用该接口触发了限流",
+        )
+    },
+    token_expired: invalid_authentication,
+};
+
+fn invalid_authentication() -> Response {
+    new_err(
+        StatusCode::BAD_REQUEST,
+        "InvalidAuthentication",
+        "不合法的access_token",
+    )
 }
 
 /// v1.0: counts the call, checks `x-acs-dingtalk-access-token`, injects faults, limits.
@@ -536,56 +436,17 @@ async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
             "缺少access_token",
         );
     };
-    if !app.token_valid(&token) {
-        return new_err(
-            StatusCode::BAD_REQUEST,
-            "InvalidAuthentication",
-            "不合法的access_token",
-        );
+    if !app.tokens.is_live(&token) {
+        return invalid_authentication();
     }
-    let plan = app.core.injector.plan();
-    if let Some(d) = plan.delay {
-        app.core.count_fault("slow");
-        tokio::time::sleep(d).await;
-    }
-    match plan.fault {
-        Some(Fault::ServerError) => {
-            app.core.count_fault("5xx");
-            return unknown_error();
-        }
-        Some(Fault::RateLimited) => {
-            app.core.count_fault("429");
-            return new_err(
-                StatusCode::FORBIDDEN,
-                "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
-                "调用该接口触发了限流",
-            );
-        }
-        Some(Fault::TokenExpired) => {
-            app.core.count_fault("token");
-            lock(&app.tokens).remove(&token);
-            return new_err(
-                StatusCode::BAD_REQUEST,
-                "InvalidAuthentication",
-                "不合法的access_token",
-            );
-        }
-        None => {}
-    }
-    if !app.rate_check(&endpoint) {
-        return new_err(
-            StatusCode::FORBIDDEN,
-            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
-            "调用该接口触发了限流",
-        );
-    }
-    let reply = next.run(req).await;
-    if plan.lose_reply {
-        // Carried out; the reply is lost on the way back.
-        app.core.count_fault("lost");
-        return unknown_error();
-    }
-    reply
+    app.core
+        .gated(
+            &NEW_FAULTS,
+            || app.tokens.revoke(&token),
+            || app.rate_check(&endpoint, NEW_FAULTS.rate_limited),
+            next.run(req),
+        )
+        .await
 }
 
 /// `GET /gettoken?appkey&appsecret` (old).
@@ -752,6 +613,6 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn expire_tokens(&self) {
-        self.0.expire_all_tokens();
+        self.0.tokens.clear();
     }
 }

@@ -1,13 +1,11 @@
 //! The sandbox's org: fixture records plus DingTalk's ids (numeric `dept_id` with root 1,
 //! string `userid`, developer-scoped `unionid`), rendered in DingTalk's shapes.
 
-use std::collections::BTreeMap;
-
-use serde_json::{Map, Value, json};
+use crate::sandbox::prelude::*;
 
 use crate::crypto::sha256;
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records};
+
+use crate::sandbox::index::{Groups, OrgIndex, Records, fixture_records};
 
 /// A DingTalk-coded failure: (errcode, errmsg).
 #[derive(Debug)]
@@ -41,69 +39,35 @@ pub(crate) struct Org {
 
 /// Lookups kept beside the records so that no API call scans the org.
 #[derive(Debug, Default, PartialEq)]
-struct Index {
+pub(crate) struct Index {
     dept_by_id: Groups<i64>,
-    /// parent key -> child keys
-    children: Groups<String>,
     user_by_unionid: Groups<String>,
     user_by_mobile: Groups<String>,
-    /// department key -> member keys
-    members: Groups<String>,
-    /// user key -> keys of the departments it leads
-    led: Groups<String>,
 }
 
-impl Keyed for Dept {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
-
-impl Keyed for User {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
+fixture_records!(Org, Dept, User, Index);
 
 impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.add(d.id, k);
-        if let Some(p) = &d.fx.parent {
-            self.children.add(p.clone(), k);
-        }
-        for l in &d.fx.leaders {
-            self.led.add(l.clone(), k);
-        }
     }
 
     fn remove_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.remove(&d.id, k);
-        if let Some(p) = &d.fx.parent {
-            self.children.remove(p, k);
-        }
-        for l in &d.fx.leaders {
-            self.led.remove(l, k);
-        }
     }
 
     fn add_user(&mut self, u: &User) {
         let k = &u.fx.key;
         self.user_by_unionid.add(u.unionid.clone(), k);
         self.user_by_mobile.add(u.fx.mobile.clone(), k);
-        for d in &u.fx.departments {
-            self.members.add(d.clone(), k);
-        }
     }
 
     fn remove_user(&mut self, u: &User) {
         let k = &u.fx.key;
         self.user_by_unionid.remove(&u.unionid, k);
         self.user_by_mobile.remove(&u.fx.mobile, k);
-        for d in &u.fx.departments {
-            self.members.remove(d, k);
-        }
     }
 }
 
@@ -209,14 +173,6 @@ impl Org {
     }
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
-
-    pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        self.r.depts()
-    }
-
-    pub fn users(&self) -> &BTreeMap<String, User> {
-        self.r.users()
-    }
 
     fn alloc_dept_id(&mut self) -> i64 {
         let id = self.next_dept;
@@ -379,32 +335,13 @@ impl Org {
     pub fn children(&self, key: &str) -> Vec<String> {
         let mut v: Vec<&Dept> = self
             .r
-            .idx()
+            .links()
             .children
             .keys(key)
             .filter_map(|c| self.r.depts().get(c))
             .collect();
         v.sort_by_key(|d| (d.fx.order, d.id));
         v.into_iter().map(|d| d.fx.key.clone()).collect()
-    }
-
-    /// Direct members (by user key).
-    pub fn members(&self, key: &str) -> Vec<String> {
-        self.members_range(key, 0, usize::MAX)
-    }
-
-    /// The direct members at positions `start..end` (by user key).
-    pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
-        self.r
-            .idx()
-            .members
-            .get(key)
-            .map(|m| m.range(start, end).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn member_count(&self, key: &str) -> usize {
-        self.r.idx().members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
@@ -527,19 +464,7 @@ impl Org {
             }
             None => self.next_key("user"),
         };
-        let mut fx = FixtureUser {
-            key: key.clone(),
-            name: String::new(),
-            en_name: String::new(),
-            email: String::new(),
-            mobile: String::new(),
-            employee_no: String::new(),
-            title: String::new(),
-            departments: Vec::new(),
-            active: true,
-            gender: String::new(),
-            hired_at: String::new(),
-        };
+        let mut fx = blank_user(&key);
         let mut extra = Map::new();
         self.apply_user_fields(&mut fx, &mut extra, m)?;
         self.check_mobile(&fx.mobile, None)?;
@@ -612,7 +537,7 @@ impl Org {
         if self.r.take_user(key).is_none() {
             return err(60121, "找不到该用户");
         }
-        let led: Vec<String> = self.r.idx().led.keys(key).cloned().collect();
+        let led: Vec<String> = self.r.links().led.keys(key).cloned().collect();
         for dk in led {
             if let Some(mut d) = self.r.take_dept(&dk) {
                 d.fx.leaders.retain(|l| l != key);
@@ -653,7 +578,7 @@ impl Org {
         name: &str,
         except: Option<&str>,
     ) -> Result<(), OrgError> {
-        if self.r.idx().children.keys(parent).any(|k| {
+        if self.r.links().children.keys(parent).any(|k| {
             Some(k.as_str()) != except && self.r.depts().get(k).is_some_and(|d| d.fx.name == name)
         }) {
             return err(60008, "父部门下该部门名称已存在");
@@ -787,7 +712,7 @@ impl Org {
             return err(60007, "根部门不能删除");
         }
         let id = d.id;
-        if self.r.idx().children.count(key) > 0 {
+        if self.r.links().children.count(key) > 0 {
             return err(60006, "该部门下存在子部门");
         }
         if self.member_count(key) > 0 {
@@ -819,20 +744,6 @@ mod tests {
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
-    }
-
-    impl Org {
-        /// The maintained index equals one built from scratch.
-        fn assert_indexed(&self) {
-            let mut idx = Index::default();
-            for d in self.r.depts().values() {
-                idx.add_dept(d);
-            }
-            for u in self.r.users().values() {
-                idx.add_user(u);
-            }
-            assert_eq!(self.r.idx(), &idx);
-        }
     }
 
     #[test]
@@ -928,7 +839,7 @@ mod tests {
                 .map(|u| u.fx.key.as_str()),
             Some("u1")
         );
-        assert_eq!(org.r.idx().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.links().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
     }
 
     #[test]

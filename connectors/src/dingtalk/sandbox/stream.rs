@@ -6,25 +6,14 @@
 //! SYSTEM `disconnect`. `POST /_sandbox/robot/receive {"from": user key, "text"}` delivers a bot
 //! message (CALLBACK `/v1.0/im/bot/messages/get`, fire-and-forget).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use crate::sandbox::prelude::*;
+use std::collections::BTreeMap;
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use secrecy::ExposeSecret;
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
 use super::{App, AppState, new_body, new_err, now_ms};
 use crate::dingtalk::stream::{BOT_MESSAGE_TOPIC, OPEN_PATH};
-use crate::sandbox::lock;
 
 const TICKET_TTL: Duration = Duration::from_secs(90);
 const RESEND_AFTER: Duration = Duration::from_secs(10);

@@ -1,19 +1,14 @@
 //! Todo (待办) v1.0 endpoints; ids are unionIds.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use crate::sandbox::prelude::*;
+use std::collections::BTreeMap;
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use serde_json::{Map, Value, json};
+use axum::extract::Path;
+
+use axum::routing::put;
 
 use super::{App, AppState, new_body, new_err, now_ms};
-use crate::sandbox::lock;
 
 /// Cards per page of the query endpoints.
 const PAGE: usize = 10;

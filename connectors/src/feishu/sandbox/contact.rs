@@ -1,18 +1,10 @@
 //! Contact v3 in the sandbox: departments and users.
 
-use std::collections::HashMap;
+use crate::sandbox::prelude::*;
+use axum::extract::Path;
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
-use serde_json::{Map, Value, json};
-
-use super::org::OrgError;
+use super::org::{Org, OrgError};
 use super::{App, AppState, did_type, fs_err, json_body, ok, page_by, qbool, uid_type};
-use crate::fixture::{FixtureDepartment, FixtureUser};
-use crate::sandbox::lock;
 
 type Q = Query<HashMap<String, String>>;
 type R = Result<Response, Response>;
@@ -67,12 +59,22 @@ pub(super) fn routes() -> Router<std::sync::Arc<App>> {
         )
 }
 
+/// The key of the department `id` (of type `d`), or 40015.
+fn dept_key(org: &Org, id: &str, d: &str) -> Result<String, Response> {
+    org.dept_key(id, d)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))
+}
+
+/// The key of the user `id` (of type `u`), or 41050.
+fn user_key(org: &Org, id: &str, u: &str) -> Result<String, Response> {
+    org.user_key(id, u)
+        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))
+}
+
 async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let org = lock(&app.org);
-    let key = org
-        .dept_key(&id, &d)
-        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    let key = dept_key(&org, &id, &d)?;
     // The whole (recursive) list is walked for every page (keys only: cheap); only the page is
     // rendered.
     let keys = org.children(&key, qbool(&q, "fetch_child"));
@@ -93,9 +95,7 @@ async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> 
 async fn get_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let org = lock(&app.org);
-    let key = org
-        .dept_key(&id, &d)
-        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    let key = dept_key(&org, &id, &d)?;
     Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
 }
 
@@ -179,9 +179,7 @@ async fn patch_dept(
     let b = json_body(&body)?;
     let (key, ev) = {
         let mut org = lock(&app.org);
-        let key = org
-            .dept_key(&id, &d)
-            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+        let key = dept_key(&org, &id, &d)?;
         let mut fx = org.depts()[&key].fx.clone();
         org.apply_dept_body(&mut fx, &b, &u, &d)
             .map_err(|e| org_err(e, 40015))?;
@@ -197,9 +195,7 @@ async fn delete_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) 
     let d = did_type(&q)?;
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .dept_key(&id, &d)
-            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+        let key = dept_key(&org, &id, &d)?;
         org.delete_dept(&key).map_err(|e| org_err(e, 40015))?
     };
     app.emit(ev);
@@ -217,9 +213,7 @@ async fn find_by_department(State(app): AppState, Query(q): Q) -> R {
         )
     })?;
     let org = lock(&app.org);
-    let key = org
-        .dept_key(id, &d)
-        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 40015, "department not exist"))?;
+    let key = dept_key(&org, id, &d)?;
     Ok(ok(page_by(
         org.member_count(&key),
         &q,
@@ -237,9 +231,7 @@ async fn find_by_department(State(app): AppState, Query(q): Q) -> R {
 async fn get_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let org = lock(&app.org);
-    let key = org
-        .user_key(&id, &u)
-        .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+    let key = user_key(&org, &id, &u)?;
     Ok(ok(json!({"user": org.render_user(&key, &d)})))
 }
 
@@ -273,19 +265,7 @@ async fn create_user(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
             Some(k) => k.to_string(),
             None => org.next_key("api-u"),
         };
-        let mut fx = FixtureUser {
-            key: key.clone(),
-            name: String::new(),
-            en_name: String::new(),
-            email: String::new(),
-            mobile: String::new(),
-            employee_no: String::new(),
-            title: String::new(),
-            departments: Vec::new(),
-            active: true,
-            gender: String::new(),
-            hired_at: String::new(),
-        };
+        let mut fx = blank_user(&key);
         let extra: Map<String, Value> = org
             .apply_user_body(&mut fx, &b, &d)
             .map_err(|e| org_err(e, 40015))?;
@@ -323,9 +303,7 @@ async fn patch_user(
     let b = json_body(&body)?;
     let (key, ev) = {
         let mut org = lock(&app.org);
-        let key = org
-            .user_key(&id, &u)
-            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+        let key = user_key(&org, &id, &u)?;
         let mut fx = org.users()[&key].fx.clone();
         let extra = org
             .apply_user_body(&mut fx, &b, &d)
@@ -344,9 +322,7 @@ async fn delete_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) 
     let u = uid_type(&q)?;
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .user_key(&id, &u)
-            .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))?;
+        let key = user_key(&org, &id, &u)?;
         org.delete_user(&key).map_err(|e| org_err(e, 40015))?
     };
     app.emit(ev);

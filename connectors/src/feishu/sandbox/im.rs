@@ -1,19 +1,13 @@
 //! im/v1 in the sandbox: send (with uuid de-duplication and size limits), reply, get, image and
 //! file upload, image download, chats.
 
-use std::collections::HashMap;
+use crate::sandbox::prelude::*;
+use axum::extract::{DefaultBodyLimit, Multipart, Path};
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
-use serde_json::{Value, json};
 
 use super::{App, AppState, fs_err, json_body, now_ms, ok, page_by};
 use crate::feishu::im::{MSG_TYPES, RECEIVE_ID_TYPES, content_limit};
-use crate::sandbox::lock;
 
 type Q = Query<HashMap<String, String>>;
 type R = Result<Response, Response>;

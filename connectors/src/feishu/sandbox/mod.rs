@@ -14,27 +14,9 @@ mod org;
 mod task;
 mod ws;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
-
 use crate::feishu::events::build_callback;
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::{
-    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
-    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
-};
+pub(crate) use crate::sandbox::kit::now_ms;
+use crate::sandbox::prelude::*;
 
 use org::{Org, OrgError};
 
@@ -53,15 +35,7 @@ pub struct SandboxOptions {
 impl SandboxOptions {
     pub fn new(org: OrgFixture, app_id: impl Into<String>, app_secret: impl Into<String>) -> Self {
         Self {
-            common: CommonOptions::new(
-                org,
-                vec![
-                    Duration::from_secs(1),
-                    Duration::from_secs(5),
-                    Duration::from_secs(15),
-                    Duration::from_secs(60),
-                ],
-            ),
+            common: CommonOptions::with_retry_secs(org, &[1, 5, 15, 60]),
             app_id: app_id.into(),
             app_secret: SecretString::from(app_secret.into()),
             encrypt_key: None,
@@ -71,84 +45,44 @@ impl SandboxOptions {
     }
 }
 
-impl std::ops::Deref for SandboxOptions {
-    type Target = CommonOptions;
-    fn deref(&self) -> &CommonOptions {
-        &self.common
-    }
-}
-
-impl std::ops::DerefMut for SandboxOptions {
-    fn deref_mut(&mut self) -> &mut CommonOptions {
-        &mut self.common
-    }
-}
+crate::sandbox::kit::common_options!(SandboxOptions);
 
 impl crate::sandbox::VendorSandbox for SandboxOptions {
     const VENDOR: &'static str = "feishu";
     fn app_label(&self) -> String {
         format!("app {}", self.app_id)
     }
-    fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
-        serve(listener, self, shutdown)
+    fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
+        router(self, stop)
     }
 }
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    opts: SandboxOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SandboxError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(opts, stop_rx)?;
-    let addr = listener.local_addr()?;
-    tracing::info!(vendor = "feishu", %addr, "sandbox listening");
-    let r = serve_router(listener, app, shutdown).await;
-    let _ = stop_tx.send(true);
-    r.map_err(SandboxError::Serve)
-}
+pub use crate::sandbox::serve_vendor as serve;
 
 /// The sandbox as a router (for embedding); `stop` ends its event delivery.
 pub fn router(
     opts: SandboxOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Router, SandboxError> {
-    opts.org
-        .validate()
-        .map_err(|e| SandboxError::Options(e.to_string()))?;
-    if opts.app_id.is_empty() {
-        return Err(SandboxError::Options("app id is empty".into()));
-    }
-    let core = SandboxCore::new("feishu", opts.faults.clone());
-    let session_stop = stop.clone();
-    if let Some(url) = &opts.event_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(SandboxError::Options(format!(
-                "event url {url:?} must be http(s)"
-            )));
-        }
-        let encoder = Arc::new(FeishuEncoder {
+    opts.check_app("app id", &opts.app_id)?;
+    let core = SandboxCore::for_options("feishu", &opts, stop.clone(), || {
+        Ok(Arc::new(FeishuEncoder {
             encrypt_key: opts
                 .encrypt_key
                 .as_ref()
                 .map(|k| k.expose_secret().to_string()),
-        });
-        core.start_delivery(url.clone(), encoder, opts.event_retry_delays.clone(), stop)?;
-    }
+        }))
+    })?;
     let app = Arc::new(App {
         org: Mutex::new(Org::new(&opts.org, &opts.app_id)),
         core: core.clone(),
-        tokens: Mutex::new(HashMap::new()),
+        tokens: Tokens::default(),
         windows: Mutex::new(HashMap::new()),
         im: Mutex::new(im::ImState::default()),
         tasks: Mutex::new(task::TaskState::default()),
         ws_devices: Mutex::new(HashMap::new()),
-        stop: session_stop,
+        stop,
         opts,
     });
     let api = Router::new()
@@ -185,8 +119,7 @@ pub(crate) struct App {
     pub opts: SandboxOptions,
     pub core: Arc<SandboxCore>,
     pub org: Mutex<Org>,
-    /// token -> expiry
-    tokens: Mutex<HashMap<String, Instant>>,
+    tokens: Tokens,
     /// per-API token buckets: (second-bucket tokens, minute-bucket tokens, last refill)
     windows: Mutex<HashMap<&'static str, (f64, f64, Instant)>>,
     pub im: Mutex<im::ImState>,
@@ -198,13 +131,6 @@ pub(crate) struct App {
 }
 
 pub(crate) type AppState = State<Arc<App>>;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// `{"code":0,"msg":"success","data":…}`
 pub(crate) fn ok(data: Value) -> Response {
@@ -322,17 +248,13 @@ pub(crate) fn page_by(
 }
 
 pub(crate) fn json_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(fs_err(
+    json_object(body).ok_or_else(|| {
+        fs_err(
             StatusCode::BAD_REQUEST,
             40001,
             "request body is not a JSON object",
-        )),
-    }
+        )
+    })
 }
 
 impl App {
@@ -359,10 +281,6 @@ impl App {
             });
             self.core.emit(envelope);
         }
-    }
-
-    fn expire_all_tokens(&self) {
-        lock(&self.tokens).clear();
     }
 
     /// Feishu's published limits per API.
@@ -448,12 +366,7 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
 
 /// Counts the call, checks the token, injects faults, enforces the published limits.
 async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let endpoint = format!("{} {}", req.method(), path);
+    let endpoint = endpoint_of(&req);
     app.core.count_call(&endpoint);
     let token = match bearer(req.headers()) {
         None => {
@@ -472,62 +385,44 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         }
         Some(t) => t.to_string(),
     };
-    let valid = lock(&app.tokens)
-        .get(&token)
-        .is_some_and(|exp| Instant::now() < *exp);
-    if !valid {
-        return fs_err(
-            StatusCode::BAD_REQUEST,
-            99991663,
-            "Invalid access token for authorization. Please make a new request with token attached.",
-        );
+    if !app.tokens.is_live(&token) {
+        return invalid_token();
     }
-    let plan = app.core.injector.plan();
-    if let Some(d) = plan.delay {
-        app.core.count_fault("slow");
-        tokio::time::sleep(d).await;
-    }
-    match plan.fault {
-        Some(Fault::ServerError) => {
-            app.core.count_fault("5xx");
-            return fs_err(StatusCode::INTERNAL_SERVER_ERROR, 1500, "internal error");
+    let limit = || {
+        if app.opts.enforce_rate_limits {
+            // Limits are per API: the endpoint is the key.
+            if let Err(r) = app.core.enforce(
+                &endpoint,
+                &endpoint,
+                published_limits(&endpoint),
+                app.opts.rate_limit_scale,
+            ) {
+                return Err(rate_limited(r.window.limit, r.retry_after_secs()));
+            }
+        } else if let Err((limit, reset)) = app.rate_check(&endpoint) {
+            app.core.count_fault("rate-limit");
+            return Err(rate_limited(limit, reset));
         }
-        Some(Fault::RateLimited) => {
-            app.core.count_fault("429");
-            return rate_limited(50, 1);
-        }
-        Some(Fault::TokenExpired) => {
-            app.core.count_fault("token");
-            lock(&app.tokens).remove(&token);
-            return fs_err(
-                StatusCode::BAD_REQUEST,
-                99991663,
-                "Invalid access token for authorization. Please make a new request with token attached.",
-            );
-        }
-        None => {}
-    }
-    if app.opts.enforce_rate_limits {
-        // Limits are per API: the endpoint is the key.
-        if let Err(r) = app.core.enforce(
-            &endpoint,
-            &endpoint,
-            published_limits(&endpoint),
-            app.opts.rate_limit_scale,
-        ) {
-            return rate_limited(r.window.limit, r.retry_after_secs());
-        }
-    } else if let Err((limit, reset)) = app.rate_check(&endpoint) {
-        app.core.count_fault("rate-limit");
-        return rate_limited(limit, reset);
-    }
-    let reply = next.run(req).await;
-    if plan.lose_reply {
-        // Carried out; the reply is lost on the way back.
-        app.core.count_fault("lost");
-        return fs_err(StatusCode::INTERNAL_SERVER_ERROR, 1500, "internal error");
-    }
-    reply
+        Ok(())
+    };
+    app.core
+        .gated(&FAULTS, || app.tokens.revoke(&token), limit, next.run(req))
+        .await
+}
+
+/// Feishu's answers to injected faults.
+const FAULTS: FaultReplies = FaultReplies {
+    server_error: || fs_err(StatusCode::INTERNAL_SERVER_ERROR, 1500, "internal error"),
+    rate_limited: || rate_limited(50, 1),
+    token_expired: invalid_token,
+};
+
+fn invalid_token() -> Response {
+    fs_err(
+        StatusCode::BAD_REQUEST,
+        99991663,
+        "Invalid access token for authorization. Please make a new request with token attached.",
+    )
 }
 
 /// Issues (or re-issues) a tenant token. The Python SDK posts without Content-Type.
@@ -549,18 +444,13 @@ fn issue_token(app: &App, body: &[u8]) -> Result<(String, u64), Response> {
     {
         return Err(fs_err(StatusCode::BAD_REQUEST, 10014, "app secret invalid"));
     }
-    let now = Instant::now();
-    let mut tokens = lock(&app.tokens);
-    tokens.retain(|_, exp| *exp > now);
     // Feishu returns the same token while more than 30 minutes remain.
-    if let Some((t, exp)) = tokens.iter().max_by_key(|(_, e)| **e)
-        && exp.duration_since(now) > Duration::from_secs(1800)
-    {
-        return Ok((t.clone(), exp.duration_since(now).as_secs()));
-    }
-    let t = format!("t-{}", uuid::Uuid::new_v4().simple());
-    tokens.insert(t.clone(), now + app.opts.token_ttl);
-    Ok((t, app.opts.token_ttl.as_secs()))
+    Ok(app.tokens.issue(
+        app.opts.token_ttl,
+        Reissue::WhileMoreThan(Duration::from_secs(1800)),
+        Duration::ZERO,
+        || format!("t-{}", uuid::Uuid::new_v4().simple()),
+    ))
 }
 
 async fn tenant_token(State(app): AppState, body: axum::body::Bytes) -> Response {
@@ -674,7 +564,7 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn expire_tokens(&self) {
-        self.0.expire_all_tokens();
+        self.0.tokens.clear();
     }
 }
 

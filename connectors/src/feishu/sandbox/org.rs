@@ -1,12 +1,10 @@
 //! The sandbox's org: the fixture records plus Feishu's ids, rendered in Feishu's shapes.
 
-use std::collections::BTreeMap;
-
-use serde_json::{Map, Value, json};
+use crate::sandbox::prelude::*;
 
 use crate::crypto::sha256;
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records, SortedKeys};
+
+use crate::sandbox::index::{Groups, OrgIndex, Records, fixture_records};
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -30,17 +28,7 @@ pub(crate) struct User {
     pub extra: Map<String, Value>,
 }
 
-impl Keyed for Dept {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
-
-impl Keyed for User {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
+fixture_records!(Org, Dept, User, Index);
 
 /// An event to emit: (event_type, event body).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
@@ -53,50 +41,25 @@ pub(crate) struct Org {
 
 /// Lookups kept beside the records so that no API call scans the org.
 #[derive(Debug, Default, PartialEq)]
-struct Index {
-    roots: SortedKeys,
+pub(crate) struct Index {
     dept_by_open: Groups<String>,
     dept_by_custom: Groups<String>,
-    /// parent key -> child keys
-    children: Groups<String>,
     user_by_open: Groups<String>,
     user_by_union: Groups<String>,
     user_by_email: Groups<String>,
-    /// department key -> member keys
-    members: Groups<String>,
-    /// user key -> keys of the departments it leads
-    led: Groups<String>,
 }
 
 impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
-        match &d.fx.parent {
-            None => {
-                self.roots.insert(k);
-            }
-            Some(p) => self.children.add(p.clone(), k),
-        }
         self.dept_by_open.add(d.open_id.clone(), k);
         self.dept_by_custom.add(d.custom_id.clone(), k);
-        for l in &d.fx.leaders {
-            self.led.add(l.clone(), k);
-        }
     }
 
     fn remove_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
-        match &d.fx.parent {
-            None => {
-                self.roots.remove(k);
-            }
-            Some(p) => self.children.remove(p, k),
-        }
         self.dept_by_open.remove(&d.open_id, k);
         self.dept_by_custom.remove(&d.custom_id, k);
-        for l in &d.fx.leaders {
-            self.led.remove(l, k);
-        }
     }
 
     fn add_user(&mut self, u: &User) {
@@ -104,9 +67,6 @@ impl OrgIndex<Dept, User> for Index {
         self.user_by_open.add(u.open_id.clone(), k);
         self.user_by_union.add(u.union_id.clone(), k);
         self.user_by_email.add(u.fx.email.clone(), k);
-        for d in &u.fx.departments {
-            self.members.add(d.clone(), k);
-        }
     }
 
     fn remove_user(&mut self, u: &User) {
@@ -114,9 +74,6 @@ impl OrgIndex<Dept, User> for Index {
         self.user_by_open.remove(&u.open_id, k);
         self.user_by_union.remove(&u.union_id, k);
         self.user_by_email.remove(&u.fx.email, k);
-        for d in &u.fx.departments {
-            self.members.remove(d, k);
-        }
     }
 }
 
@@ -209,14 +166,6 @@ impl Org {
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
 
-    pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        self.r.depts()
-    }
-
-    pub fn users(&self) -> &BTreeMap<String, User> {
-        self.r.users()
-    }
-
     pub fn next_key(&mut self, prefix: &str) -> String {
         loop {
             self.seq += 1;
@@ -228,7 +177,7 @@ impl Org {
     }
 
     pub fn root_key(&self) -> Option<String> {
-        self.r.idx().roots.first().cloned()
+        self.r.links().roots.first().cloned()
     }
 
     pub fn dept_key(&self, id: &str, id_type: &str) -> Option<String> {
@@ -361,7 +310,7 @@ impl Org {
         let direct = |k: &str| {
             let mut c: Vec<&Dept> = self
                 .r
-                .idx()
+                .links()
                 .children
                 .keys(k)
                 .filter_map(|c| self.r.depts().get(c))
@@ -379,26 +328,6 @@ impl Org {
             }
         }
         out
-    }
-
-    /// Direct members of a department, in key order.
-    #[cfg(test)]
-    pub fn members(&self, key: &str) -> Vec<String> {
-        self.members_range(key, 0, usize::MAX)
-    }
-
-    /// The direct members at positions `start..end` (key order).
-    pub fn members_range(&self, key: &str, start: usize, end: usize) -> Vec<String> {
-        self.r
-            .idx()
-            .members
-            .get(key)
-            .map(|m| m.range(start, end).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn member_count(&self, key: &str) -> usize {
-        self.r.idx().members.count(key)
     }
 
     pub fn snapshot(&self) -> Value {
@@ -499,7 +428,7 @@ impl Org {
             .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
         let mut events = Vec::new();
         // A deleted user stops leading departments.
-        let led: Vec<String> = self.r.idx().led.keys(&u.fx.key).cloned().collect();
+        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
         for dk in led {
             let mut fx = self.r.depts()[&dk].fx.clone();
             fx.leaders.retain(|l| l != &u.fx.key);
@@ -611,7 +540,7 @@ impl Org {
                 "the root department cannot be deleted".into(),
             ));
         }
-        if self.r.idx().children.count(key) > 0 || self.member_count(key) > 0 {
+        if self.r.links().children.count(key) > 0 || self.member_count(key) > 0 {
             return Err(OrgError::Invalid(
                 "department still has members or sub-departments".into(),
             ));
@@ -765,31 +694,10 @@ mod tests {
 
     fn user(key: &str, email: &str, depts: &[&str]) -> FixtureUser {
         FixtureUser {
-            key: key.into(),
             name: key.to_uppercase(),
-            en_name: String::new(),
             email: email.into(),
-            mobile: String::new(),
-            employee_no: String::new(),
-            title: String::new(),
             departments: depts.iter().map(|d| d.to_string()).collect(),
-            active: true,
-            gender: String::new(),
-            hired_at: String::new(),
-        }
-    }
-
-    impl Org {
-        /// The maintained index equals one built from scratch.
-        fn assert_indexed(&self) {
-            let mut idx = Index::default();
-            for d in self.r.depts().values() {
-                idx.add_dept(d);
-            }
-            for u in self.r.users().values() {
-                idx.add_user(u);
-            }
-            assert_eq!(self.r.idx(), &idx);
+            ..blank_user(key)
         }
     }
 
@@ -884,7 +792,7 @@ mod tests {
         assert_eq!(org.children("d1", false), ["d3"]);
         assert_eq!(org.members("d3"), ["u1"]);
         assert_eq!(org.user_by_email("a@x.cn").as_deref(), Some("u1"));
-        assert_eq!(org.r.idx().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.links().led.keys("u2").collect::<Vec<_>>(), ["d3"]);
     }
 
     #[test]

@@ -1,17 +1,12 @@
 //! Task v2 in the sandbox: create (client_token idempotency), get, patch with update_fields,
 //! delete, list.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::sandbox::prelude::*;
+use std::collections::BTreeMap;
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
-use serde_json::{Value, json};
+use axum::extract::Path;
 
 use super::{App, AppState, fs_err, json_body, now_ms, ok, page};
-use crate::sandbox::lock;
 
 type Q = Query<HashMap<String, String>>;
 type R = Result<Response, Response>;
@@ -144,16 +139,7 @@ async fn patch(State(app): AppState, Path(guid): Path<String>, body: axum::body:
         .get("task")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("task is required"))?;
-    let fields: Vec<String> = b
-        .get("update_fields")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let fields: Vec<String> = str_list(b.get("update_fields"));
     if fields.is_empty() {
         return Err(bad("update_fields is required"));
     }

@@ -2,21 +2,13 @@
 //! connected client as a data frame (Feishu sends each to one connection; with one client, the
 //! same), pings are answered with pongs carrying the ClientConfig, acks are counted.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use axum::Router;
+use crate::sandbox::prelude::*;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+
 use prost::Message as _;
-use serde_json::{Value, json};
 
 use super::{App, AppState, json_body};
 use crate::feishu::ws::{Frame, Header, METHOD_CONTROL, METHOD_DATA};
-use crate::sandbox::lock;
 
 const CLIENT_CONFIG: &str =
     r#"{"ReconnectCount":-1,"ReconnectInterval":3,"ReconnectNonce":1,"PingInterval":30}"#;

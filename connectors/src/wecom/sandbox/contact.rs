@@ -1,17 +1,9 @@
 //! The org chart in the sandbox: departments and members, `user/list_id` cursor paging.
 
-use std::collections::HashMap;
-
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use serde_json::{Value, json};
-
-use super::org::ROOT_ID;
+use super::org::{Org, ROOT_ID};
 use super::{App, AppState, json_body, ok, ok_msg, org_err, wc_err};
-use crate::fixture::{FixtureDepartment, FixtureUser};
-use crate::sandbox::lock;
+use crate::sandbox::prelude::*;
+
 use crate::wecom::contact::as_int;
 
 type Q = Query<HashMap<String, String>>;
@@ -65,6 +57,18 @@ fn subtree(app: &App, q: &HashMap<String, String>) -> Result<Vec<String>, Respon
     Ok(org.subtree(&key))
 }
 
+/// The key of department `id`, or 60003.
+fn dept_key(org: &Org, id: i64) -> Result<String, Response> {
+    org.dept_key(id)
+        .ok_or_else(|| wc_err(60003, "department not found"))
+}
+
+/// The key of user `id`, or 60111.
+fn user_key(org: &Org, id: &str) -> Result<String, Response> {
+    org.user_key(id)
+        .ok_or_else(|| wc_err(60111, "userid not found"))
+}
+
 async fn dept_list(State(app): AppState, Query(q): Q) -> R {
     restricted(&app)?;
     let keys = subtree(&app, &q)?;
@@ -90,9 +94,7 @@ async fn dept_get(State(app): AppState, Query(q): Q) -> R {
     restricted(&app)?;
     let id = qint(&q, "id")?.ok_or_else(|| wc_err(60123, "invalid party id"))?;
     let org = lock(&app.org);
-    let key = org
-        .dept_key(id)
-        .ok_or_else(|| wc_err(60003, "department not found"))?;
+    let key = dept_key(&org, id)?;
     Ok(ok(json!({ "department": org.render_dept(&key) })))
 }
 
@@ -136,9 +138,7 @@ async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
         .ok_or_else(|| wc_err(60123, "invalid party id"))?;
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .dept_key(id)
-            .ok_or_else(|| wc_err(60003, "department not found"))?;
+        let key = dept_key(&org, id)?;
         let mut fx = org.depts()[&key].fx.clone();
         let name_en = org.apply_dept_body(&mut fx, &b).map_err(org_err)?;
         org.update_dept(&key, fx, name_en).map_err(org_err)?
@@ -151,9 +151,7 @@ async fn dept_delete(State(app): AppState, Query(q): Q) -> R {
     let id = qint(&q, "id")?.ok_or_else(|| wc_err(60123, "invalid party id"))?;
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .dept_key(id)
-            .ok_or_else(|| wc_err(60003, "department not found"))?;
+        let key = dept_key(&org, id)?;
         org.delete_dept(&key).map_err(org_err)?
     };
     app.emit_api(ev);
@@ -291,22 +289,6 @@ async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({"next_cursor": next, "dept_user": rows})))
 }
 
-fn new_user(key: &str) -> FixtureUser {
-    FixtureUser {
-        key: key.to_string(),
-        name: String::new(),
-        en_name: String::new(),
-        email: String::new(),
-        mobile: String::new(),
-        employee_no: String::new(),
-        title: String::new(),
-        departments: Vec::new(),
-        active: true,
-        gender: String::new(),
-        hired_at: String::new(),
-    }
-}
-
 async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let userid = b
@@ -326,7 +308,7 @@ async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
     }
     let ev = {
         let mut org = lock(&app.org);
-        let mut fx = new_user(&userid);
+        let mut fx = blank_user(&userid);
         let (enable, extra) = org.apply_user_body(&mut fx, &b).map_err(org_err)?;
         fx.active = enable != Some(false);
         // A member created through the API has not joined yet: status 4 until activated.
@@ -347,9 +329,7 @@ async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
         .to_string();
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .user_key(&userid)
-            .ok_or_else(|| wc_err(60111, "userid not found"))?;
+        let key = user_key(&org, &userid)?;
         let mut fx = org.users()[&key].fx.clone();
         let cur_status = org.users()[&key].status;
         let (enable, extra) = org.apply_user_body(&mut fx, &b).map_err(org_err)?;
@@ -374,9 +354,7 @@ async fn user_delete(State(app): AppState, Query(q): Q) -> R {
         .ok_or_else(|| wc_err(41009, "missing userid"))?;
     let ev = {
         let mut org = lock(&app.org);
-        let key = org
-            .user_key(id)
-            .ok_or_else(|| wc_err(60111, "userid not found"))?;
+        let key = user_key(&org, id)?;
         org.delete_user(&key).map_err(org_err)?
     };
     app.emit_api(ev);
@@ -385,16 +363,7 @@ async fn user_delete(State(app): AppState, Query(q): Q) -> R {
 
 async fn user_batchdelete(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let ids: Vec<String> = b
-        .get("useridlist")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids: Vec<String> = str_list(b.get("useridlist"));
     if ids.is_empty() || ids.len() > 200 {
         return Err(wc_err(40058, "useridlist must have 1..200 userids"));
     }

@@ -3,19 +3,16 @@
 //! `appchat/create|get|update|send`, `media/upload|get`, group robots (`webhook/send`, 20/min
 //! per key, 93000 for an unknown key), and `POST /_sandbox/message/receive`.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::sandbox::prelude::*;
+use std::collections::BTreeSet;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Multipart, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, Multipart};
+
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
 
 use super::{App, AppState, json_body, now_s, ok, ok_msg, opaque, wc_err};
 use crate::crypto::sha256;
-use crate::sandbox::lock;
+
 use crate::wecom::message::{MIN_FILE_BYTES, MSG_TYPES, check_payload, media_limit};
 
 type Q = Query<HashMap<String, String>>;

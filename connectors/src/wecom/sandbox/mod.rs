@@ -17,29 +17,11 @@ mod message;
 mod org;
 mod schedule;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
-
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::{
-    AdminError, CommonOptions, EncodedEvent, EventEncoder, Fault, OrgAdmin, RateWindow,
-    SandboxCore, SandboxError, admin_router, lock, merge_fixture, serve_router,
-};
+pub(crate) use crate::sandbox::kit::now_s;
+use crate::sandbox::prelude::*;
 use crate::wecom::events::{build_callback, to_xml};
 use crate::wxbiz::WxBizMsgCrypt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use org::{Org, OrgError};
 
@@ -82,14 +64,7 @@ impl SandboxOptions {
         agent_id: i64,
     ) -> Self {
         Self {
-            common: CommonOptions::new(
-                org,
-                vec![
-                    Duration::from_secs(1),
-                    Duration::from_secs(5),
-                    Duration::from_secs(15),
-                ],
-            ),
+            common: CommonOptions::with_retry_secs(org, &[1, 5, 15]),
             corp_id: corp_id.into(),
             corp_secret: SecretString::from(corp_secret.into()),
             agent_id,
@@ -106,18 +81,7 @@ impl SandboxOptions {
     }
 }
 
-impl std::ops::Deref for SandboxOptions {
-    type Target = CommonOptions;
-    fn deref(&self) -> &CommonOptions {
-        &self.common
-    }
-}
-
-impl std::ops::DerefMut for SandboxOptions {
-    fn deref_mut(&mut self) -> &mut CommonOptions {
-        &mut self.common
-    }
-}
+crate::sandbox::kit::common_options!(SandboxOptions);
 
 /// WeCom's published base limit per corp per API: 10,000 calls a minute and 150,000 an hour
 /// (errcode 45009 beyond either).
@@ -140,80 +104,45 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
         }
         Ok(())
     }
-    fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<(), SandboxError>> + Send {
-        serve(listener, self, shutdown)
+    fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
+        router(self, stop)
     }
 }
 
 /// Runs the sandbox on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    opts: SandboxOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SandboxError> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(opts, stop_rx)?;
-    let addr = listener.local_addr()?;
-    tracing::info!(vendor = "wecom", %addr, "sandbox listening");
-    let r = serve_router(listener, app, shutdown).await;
-    let _ = stop_tx.send(true);
-    r.map_err(SandboxError::Serve)
-}
+pub use crate::sandbox::serve_vendor as serve;
 
 /// The sandbox as a router (for embedding); `stop` ends its callback delivery.
 pub fn router(
     opts: SandboxOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Router, SandboxError> {
-    opts.org
-        .validate()
-        .map_err(|e| SandboxError::Options(e.to_string()))?;
-    if opts.corp_id.is_empty() {
-        return Err(SandboxError::Options("corp id is empty".into()));
-    }
+    opts.check_app("corp id", &opts.corp_id)?;
     if opts.agent_id <= 0 {
         return Err(SandboxError::Options("agent id must be positive".into()));
     }
-    let crypt = match (&opts.token, &opts.encoding_aes_key) {
-        (Some(t), Some(k)) => {
-            Some(Arc::new(WxBizMsgCrypt::new(t.clone(), k).map_err(|e| {
-                SandboxError::Options(format!("encoding aes key: {e}"))
-            })?))
-        }
-        (None, None) => None,
-        _ => {
-            return Err(SandboxError::Options(
-                "token and encoding aes key go together".into(),
-            ));
-        }
-    };
-    let core = SandboxCore::new("wecom", opts.faults.clone());
-    if let Some(url) = &opts.event_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(SandboxError::Options(format!(
-                "event url {url:?} must be http(s)"
-            )));
-        }
-        let Some(crypt) = crypt.clone() else {
+    let crypt = wxbiz_crypt(
+        opts.token.as_ref(),
+        opts.encoding_aes_key.as_ref(),
+        "encoding aes key",
+        "token and encoding aes key go together",
+    )?;
+    let core = SandboxCore::for_options("wecom", &opts, stop, || {
+        let Some(crypt) = crypt else {
             return Err(SandboxError::Options(
                 "an event url needs a token and an encoding aes key (WeCom encrypts every callback)"
                     .into(),
             ));
         };
-        let encoder = Arc::new(WecomEncoder {
+        Ok(Arc::new(WecomEncoder {
             crypt,
             corp_id: opts.corp_id.clone(),
-        });
-        core.start_delivery(url.clone(), encoder, opts.event_retry_delays.clone(), stop)?;
-    }
+        }))
+    })?;
     let app = Arc::new(App {
         org: Mutex::new(Org::new(&opts.org)),
         core: core.clone(),
-        tokens: Mutex::new(HashMap::new()),
+        tokens: Tokens::default(),
         windows: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         msg: Mutex::new(message::MsgState::default()),
@@ -238,8 +167,8 @@ pub(crate) struct App {
     pub opts: SandboxOptions,
     pub core: Arc<SandboxCore>,
     pub org: Mutex<Org>,
-    /// token -> expiry (expired tokens stay, to answer 42001 rather than 40014)
-    tokens: Mutex<HashMap<String, Instant>>,
+    /// Expired tokens stay an hour, to answer 42001 rather than 40014.
+    tokens: Tokens,
     /// per-minute windows: name -> (window start, count)
     windows: Mutex<HashMap<String, (Instant, u32)>>,
     in_flight: AtomicUsize,
@@ -248,13 +177,6 @@ pub(crate) struct App {
 }
 
 pub(crate) type AppState = State<Arc<App>>;
-
-pub(crate) fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// `{"errcode":0,"errmsg":<msg>, …fields}`.
 pub(crate) fn ok_msg(msg: &str, fields: Value) -> Response {
@@ -293,13 +215,7 @@ pub(crate) fn org_err(e: OrgError) -> Response {
 
 /// A JSON body, whatever the Content-Type (wechatpy sends none); empty = `{}`.
 pub(crate) fn json_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(wc_err(47001, "data format error")),
-    }
+    json_object(body).ok_or_else(|| wc_err(47001, "data format error"))
 }
 
 /// A hash-like opaque id.
@@ -334,13 +250,6 @@ impl App {
         }
     }
 
-    fn expire_all_tokens(&self) {
-        let now = Instant::now();
-        for exp in lock(&self.tokens).values_mut() {
-            *exp = now;
-        }
-    }
-
     /// Counts one call in the per-minute window `name`; `false` when over `limit`.
     pub fn window_take(&self, name: &str, limit: u32) -> bool {
         let now = Instant::now();
@@ -368,23 +277,16 @@ impl Drop for InFlight<'_> {
 
 /// Counts the call, checks the token, injects faults, enforces the limits.
 async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
-    let endpoint = format!("{} {}", req.method(), path);
+    let path = matched_path(&req);
+    let endpoint = endpoint_of(&req);
     app.core.count_call(&endpoint);
-    let q: HashMap<String, String> = Query::try_from_uri(req.uri())
-        .map(|Query(q)| q)
-        .unwrap_or_default();
-    let Some(token) = q.get("access_token").filter(|t| !t.is_empty()).cloned() else {
+    let Some(token) = query_param(&req, "access_token").filter(|t| !t.is_empty()) else {
         return wc_err(41001, "access_token missing");
     };
-    match lock(&app.tokens).get(&token) {
+    match app.tokens.state(&token) {
         None => return wc_err(40014, "invalid access_token"),
-        Some(exp) if Instant::now() >= *exp => return wc_err(42001, "access_token expired"),
-        Some(_) => {}
+        Some(false) => return token_expired(),
+        Some(true) => {}
     }
     let n = app.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&app.in_flight);
@@ -392,56 +294,47 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
         app.core.count_fault("rate-limit");
         return wc_err(45033, "api concurrent out of limit");
     }
-    let plan = app.core.injector.plan();
-    if let Some(d) = plan.delay {
-        app.core.count_fault("slow");
-        tokio::time::sleep(d).await;
-    }
-    match plan.fault {
-        Some(Fault::ServerError) => {
-            app.core.count_fault("5xx");
-            return system_busy();
-        }
-        Some(Fault::RateLimited) => {
-            app.core.count_fault("429");
-            return wc_err(45009, "api freq out of limit");
-        }
-        Some(Fault::TokenExpired) => {
-            app.core.count_fault("token");
-            if let Some(exp) = lock(&app.tokens).get_mut(&token) {
-                *exp = Instant::now();
+    let limit = || {
+        if app.opts.enforce_rate_limits {
+            // Per corp per API: the path is the key.
+            if app
+                .core
+                .enforce(
+                    &endpoint,
+                    &path,
+                    PUBLISHED_LIMITS,
+                    app.opts.rate_limit_scale,
+                )
+                .is_err()
+            {
+                return Err(freq_out_of_limit());
             }
-            return wc_err(42001, "access_token expired");
-        }
-        None => {}
-    }
-    if app.opts.enforce_rate_limits {
-        // Per corp per API: the path is the key.
-        if app
-            .core
-            .enforce(
-                &endpoint,
-                &path,
-                PUBLISHED_LIMITS,
-                app.opts.rate_limit_scale,
-            )
-            .is_err()
+        } else if app.opts.rate_limits
+            && !app.window_take(&format!("api:{path}"), app.opts.api_per_minute)
         {
-            return wc_err(45009, "api freq out of limit");
+            app.core.count_fault("rate-limit");
+            return Err(freq_out_of_limit());
         }
-    } else if app.opts.rate_limits
-        && !app.window_take(&format!("api:{path}"), app.opts.api_per_minute)
-    {
-        app.core.count_fault("rate-limit");
-        return wc_err(45009, "api freq out of limit");
-    }
-    let reply = next.run(req).await;
-    if plan.lose_reply {
-        // Carried out; the reply is lost on the way back.
-        app.core.count_fault("lost");
-        return system_busy();
-    }
-    reply
+        Ok(())
+    };
+    app.core
+        .gated(&FAULTS, || app.tokens.expire(&token), limit, next.run(req))
+        .await
+}
+
+/// WeCom's answers to injected faults.
+const FAULTS: FaultReplies = FaultReplies {
+    server_error: system_busy,
+    rate_limited: freq_out_of_limit,
+    token_expired,
+};
+
+fn freq_out_of_limit() -> Response {
+    wc_err(45009, "api freq out of limit")
+}
+
+fn token_expired() -> Response {
+    wc_err(42001, "access_token expired")
 }
 
 /// WeCom's answer when its backend is unavailable (injected 5xx and lost replies).
@@ -471,21 +364,15 @@ async fn gettoken(State(app): AppState, Query(q): Query<HashMap<String, String>>
     ) {
         return wc_err(40001, "invalid credential");
     }
-    let now = Instant::now();
-    let ttl = app.opts.token_ttl;
-    let mut tokens = lock(&app.tokens);
-    tokens.retain(|_, exp| now.saturating_duration_since(*exp) < Duration::from_secs(3600));
     // A fetch while the current token has most of its life left returns it again.
-    if let Some((t, exp)) = tokens.iter().max_by_key(|(_, e)| **e)
-        && exp.saturating_duration_since(now) > ttl / 2
-    {
-        return ok(
-            json!({"access_token": t, "expires_in": exp.saturating_duration_since(now).as_secs()}),
-        );
-    }
-    let t = format!("{}{}", opaque(""), opaque(""));
-    tokens.insert(t.clone(), now + ttl);
-    ok(json!({"access_token": t, "expires_in": ttl.as_secs()}))
+    let ttl = app.opts.token_ttl;
+    let (t, expires_in) = app.tokens.issue(
+        ttl,
+        Reissue::WhileMoreThan(ttl / 2),
+        Duration::from_secs(3600),
+        || format!("{}{}", opaque(""), opaque("")),
+    );
+    ok(json!({"access_token": t, "expires_in": expires_in}))
 }
 
 /// Encrypts and signs callbacks as WeCom does.
@@ -613,6 +500,6 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn expire_tokens(&self) {
-        self.0.expire_all_tokens();
+        self.0.tokens.expire_all();
     }
 }

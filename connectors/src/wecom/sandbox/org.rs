@@ -2,13 +2,11 @@
 //! string userid = the fixture key), rendered in WeCom's shapes, and the `change_contact`
 //! events every change produces.
 
-use std::collections::BTreeMap;
-
-use serde_json::{Map, Value, json};
+use crate::sandbox::prelude::*;
 
 use crate::crypto::sha256;
-use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};
-use crate::sandbox::index::{Groups, Keyed, OrgIndex, Records};
+
+use crate::sandbox::index::{Groups, OrgIndex, Records, fixture_records};
 
 #[derive(Debug)]
 pub(crate) enum OrgError {
@@ -47,19 +45,13 @@ pub(crate) struct Org {
 
 /// Lookups kept beside the records so that no API call scans the org.
 #[derive(Debug, Default, PartialEq)]
-struct Index {
+pub(crate) struct Index {
     dept_by_id: Groups<i64>,
-    /// parent key -> child keys
-    children: Groups<String>,
     /// lowercased userid -> keys (userids are case-insensitive)
     user_by_lower: Groups<String>,
     user_by_mobile: Groups<String>,
     /// lowercased email -> keys
     user_by_email: Groups<String>,
-    /// department key -> member keys
-    members: Groups<String>,
-    /// user key -> keys of the departments it leads
-    led: Groups<String>,
     /// user key -> keys of the users naming it as `direct_leader` (given through the API)
     led_directly: Groups<String>,
     /// (member, department) pairs: the rows of `user/list_id`
@@ -76,39 +68,17 @@ fn direct_leader_ids(u: &User) -> impl Iterator<Item = &str> {
         .filter_map(Value::as_str)
 }
 
-impl Keyed for Dept {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
-
-impl Keyed for User {
-    fn key(&self) -> &str {
-        &self.fx.key
-    }
-}
+fixture_records!(Org, Dept, User, Index);
 
 impl OrgIndex<Dept, User> for Index {
     fn add_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.add(d.id, k);
-        if let Some(p) = &d.fx.parent {
-            self.children.add(p.clone(), k);
-        }
-        for l in &d.fx.leaders {
-            self.led.add(l.clone(), k);
-        }
     }
 
     fn remove_dept(&mut self, d: &Dept) {
         let k = &d.fx.key;
         self.dept_by_id.remove(&d.id, k);
-        if let Some(p) = &d.fx.parent {
-            self.children.remove(p, k);
-        }
-        for l in &d.fx.leaders {
-            self.led.remove(l, k);
-        }
     }
 
     fn add_user(&mut self, u: &User) {
@@ -116,9 +86,6 @@ impl OrgIndex<Dept, User> for Index {
         self.user_by_lower.add(k.to_ascii_lowercase(), k);
         self.user_by_mobile.add(u.fx.mobile.clone(), k);
         self.user_by_email.add(u.fx.email.to_ascii_lowercase(), k);
-        for d in &u.fx.departments {
-            self.members.add(d.clone(), k);
-        }
         self.rows += u.fx.departments.len();
         for l in direct_leader_ids(u) {
             self.led_directly.add(l.to_string(), k);
@@ -131,9 +98,6 @@ impl OrgIndex<Dept, User> for Index {
         self.user_by_mobile.remove(&u.fx.mobile, k);
         self.user_by_email
             .remove(&u.fx.email.to_ascii_lowercase(), k);
-        for d in &u.fx.departments {
-            self.members.remove(d, k);
-        }
         self.rows = self.rows.saturating_sub(u.fx.departments.len());
         for l in direct_leader_ids(u) {
             self.led_directly.remove(l, k);
@@ -213,14 +177,6 @@ impl Org {
     }
 
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
-
-    pub fn depts(&self) -> &BTreeMap<String, Dept> {
-        self.r.depts()
-    }
-
-    pub fn users(&self) -> &BTreeMap<String, User> {
-        self.r.users()
-    }
 
     /// The number of (member, department) pairs.
     pub fn membership_rows(&self) -> usize {
@@ -368,7 +324,7 @@ impl Org {
     fn direct(&self, key: &str) -> Vec<String> {
         let mut c: Vec<&Dept> = self
             .r
-            .idx()
+            .links()
             .children
             .keys(key)
             .filter_map(|c| self.r.depts().get(c))
@@ -389,11 +345,6 @@ impl Org {
             out.push(k);
         }
         out
-    }
-
-    /// Direct members of a department, in key order.
-    pub fn members(&self, key: &str) -> Vec<String> {
-        self.r.idx().members.keys(key).cloned().collect()
     }
 
     pub fn snapshot(&self) -> Value {
@@ -600,7 +551,7 @@ impl Org {
         let mut m = change("delete_user");
         m.insert("UserID".into(), json!(u.fx.key));
         // A deleted member stops leading departments (WeCom reports no party change for it).
-        let led: Vec<String> = self.r.idx().led.keys(&u.fx.key).cloned().collect();
+        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
         for dk in led {
             if let Some(mut d) = self.r.take_dept(&dk) {
                 d.fx.leaders.retain(|l| l != &u.fx.key);
@@ -650,7 +601,7 @@ impl Org {
                 if depth > 15 {
                     return oe(81001, "department level too deep");
                 }
-                if self.r.idx().children.keys(p.as_str()).any(|k| {
+                if self.r.links().children.keys(p.as_str()).any(|k| {
                     k != key && self.r.depts().get(k).is_some_and(|d| d.fx.name == fx.name)
                 }) {
                     return oe(60008, "department existed");
@@ -727,10 +678,10 @@ impl Org {
         if d.id == ROOT_ID {
             return oe(60007, "not allow to delete root department");
         }
-        if self.r.idx().children.count(key) > 0 {
+        if self.r.links().children.count(key) > 0 {
             return oe(60006, "department contains sub-department");
         }
-        if self.r.idx().members.count(key) > 0 {
+        if self.r.links().members.count(key) > 0 {
             return oe(60005, "department contains user");
         }
         let id = d.id;
@@ -947,36 +898,16 @@ mod tests {
 
     fn user(key: &str, mobile: &str, email: &str, depts: &[&str]) -> FixtureUser {
         FixtureUser {
-            key: key.into(),
             name: key.to_uppercase(),
-            en_name: String::new(),
             email: email.into(),
             mobile: mobile.into(),
-            employee_no: String::new(),
-            title: String::new(),
             departments: depts.iter().map(|d| d.to_string()).collect(),
-            active: true,
-            gender: String::new(),
-            hired_at: String::new(),
+            ..blank_user(key)
         }
     }
 
     fn code<T>(r: Result<T, OrgError>) -> Option<i64> {
         r.err().map(|OrgError::Code(c, _)| c)
-    }
-
-    impl Org {
-        /// The maintained index equals one built from scratch.
-        fn assert_indexed(&self) {
-            let mut idx = Index::default();
-            for d in self.r.depts().values() {
-                idx.add_dept(d);
-            }
-            for u in self.r.users().values() {
-                idx.add_user(u);
-            }
-            assert_eq!(self.r.idx(), &idx);
-        }
     }
 
     #[test]
@@ -1073,7 +1004,7 @@ mod tests {
         assert_eq!(org.dept_key(id).as_deref(), Some("d3"));
         assert_eq!(org.members("d3"), ["u1"]);
         assert_eq!(org.depts()["d3"].fx.leaders, ["u1"]);
-        assert_eq!(org.r.idx().led.keys("u1").collect::<Vec<_>>(), ["d3"]);
+        assert_eq!(org.r.links().led.keys("u1").collect::<Vec<_>>(), ["d3"]);
         assert_eq!(org.alloc_dept_id(), id + 1);
     }
 }

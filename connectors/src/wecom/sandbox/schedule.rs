@@ -2,16 +2,10 @@
 //! still returned by get, with `status` 1. Every change emits the app's schedule event
 //! (`add_schedule`, `modify_schedule`, `delete_schedule`, with `CalId` and `ScheduleId`).
 
+use crate::sandbox::prelude::*;
 use std::collections::BTreeMap;
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
-use serde_json::{Map, Value, json};
-
 use super::{App, AppState, json_body, now_s, ok, opaque, wc_err};
-use crate::sandbox::lock;
 
 type R = Result<Response, Response>;
 
@@ -176,16 +170,7 @@ async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
 
 async fn get_list(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let ids: Vec<String> = b
-        .get("schedule_id_list")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids: Vec<String> = str_list(b.get("schedule_id_list"));
     if ids.is_empty() || ids.len() > 1000 {
         return Err(wc_err(40058, "schedule_id_list must have 1..1000 ids"));
     }
