@@ -334,6 +334,33 @@ pub enum FileKind {
     File,
 }
 
+impl FileKind {
+    /// The media type DingTalk and WeCom uploads take for this kind (`image`, `file`).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            FileKind::Image => "image",
+            FileKind::File => "file",
+        }
+    }
+}
+
+impl FileLimits {
+    /// Refuses a type the vendor does not take, naming it.
+    pub fn check_type(&self, vendor: &'static str, file_type: &str) -> Result<(), ConnectorError> {
+        if self.file_types.contains(&file_type) {
+            Ok(())
+        } else {
+            Err(ConnectorError::permanent(
+                vendor,
+                format!(
+                    "file type {file_type:?} is not one of {}",
+                    self.file_types.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 /// Attachments: upload returns the vendor's key for the file.
 #[async_trait]
 pub trait Files: Send + Sync {
@@ -366,6 +393,19 @@ pub fn same_contact(created: &Value, found: &Value) -> bool {
         }
     }
     compared
+}
+
+/// An operation a vendor does not offer for an entity.
+pub fn unsupported(vendor: &'static str, what: &str, entity: Entity) -> ConnectorError {
+    ConnectorError::permanent(
+        vendor,
+        format!("{what} of {} is not supported", entity.as_str()),
+    )
+}
+
+/// A listing that fails at once with `e`.
+pub fn failed_stream<'a>(e: ConnectorError) -> RecordStream<'a> {
+    futures_util::stream::once(async move { Err(e) }).boxed()
 }
 
 #[cfg(test)]
@@ -412,15 +452,3 @@ mod tests {
     }
 }
 
-/// An operation a vendor does not offer for an entity.
-pub fn unsupported(vendor: &'static str, what: &str, entity: Entity) -> ConnectorError {
-    ConnectorError::permanent(
-        vendor,
-        format!("{what} of {} is not supported", entity.as_str()),
-    )
-}
-
-/// A listing that fails at once with `e`.
-pub fn failed_stream<'a>(e: ConnectorError) -> RecordStream<'a> {
-    futures_util::stream::once(async move { Err(e) }).boxed()
-}

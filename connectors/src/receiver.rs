@@ -4,8 +4,9 @@
 //! vendor's crypto calls: the timestamp window and the constant-time signature comparison.
 //!
 //! A vendor plugs in its crypto and event parsing as a [`VendorCallbacks`] impl
-//! ([`VendorCallbacks::open`]: verify, decrypt, parse) and names its receiver
-//! `Receiver<ItsCallbacks>`.
+//! ([`VendorCallbacks::configure`]: settings checked; [`VendorCallbacks::open`]: verify,
+//! decrypt, parse into an [`Opened`] with its reply and de-duplication keys) and names its
+//! receiver `Receiver<ItsCallbacks>` (`FeishuReceiver::new(cfg, dedup)` is [`Receiver::new`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use crate::ConnectorError;
 use crate::capability::{
     CallbackError, CallbackOutcome, CallbackReply, CallbackRequest, EventDedup, RawEvent,
     ReceiveEvents,
@@ -88,28 +90,53 @@ impl Window {
     }
 }
 
+/// One callback as [`VendorCallbacks::open`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a, P: ?Sized> {
+    /// Headers or query ([`RequestParams`]).
+    pub params: &'a P,
+    /// The raw body, within the size limit.
+    pub body: &'a [u8],
+    pub window: Window,
+}
+
+/// The size and time limits of a receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timestamp_window: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Limits {
+    pub fn new(timestamp_window: Duration, max_body_bytes: usize) -> Self {
+        Self {
+            timestamp_window,
+            max_body_bytes,
+        }
+    }
+}
+
 /// What a vendor plugs into [`Receiver`].
-pub trait VendorCallbacks: Send + Sync + 'static {
+pub trait VendorCallbacks: Send + Sync + Sized + 'static {
+    /// The vendor's callback settings.
+    type Config;
     type Params: RequestParams + ?Sized;
     const VENDOR: &'static str;
     const LOG: LogWords;
     /// The unit of the vendor's timestamps (and of `now` in [`Receiver::handle_at`]).
     const CLOCK: Clock;
 
-    /// Verifies, decrypts and parses a callback whose body is within the size limit.
-    fn open(
-        &self,
-        params: &Self::Params,
-        body: &[u8],
-        window: &Window,
-    ) -> Result<Opened, CallbackError>;
+    /// The vendor's part and the receiver's limits from the settings, checked.
+    fn configure(cfg: Self::Config) -> Result<(Self, Limits), ConnectorError>;
+
+    /// Verifies, decrypts and parses a callback.
+    fn open(&self, req: Incoming<'_, Self::Params>) -> Result<Opened, CallbackError>;
 }
 
 /// Verifies, decrypts and de-duplicates one vendor's callbacks.
 pub struct Receiver<V> {
     vendor: V,
-    timestamp_window: Duration,
-    max_body_bytes: usize,
+    limits: Limits,
     dedup: Arc<dyn EventDedup>,
 }
 
@@ -120,18 +147,14 @@ impl<V: std::fmt::Debug> std::fmt::Debug for Receiver<V> {
 }
 
 impl<V: VendorCallbacks> Receiver<V> {
-    pub fn with(
-        vendor: V,
-        timestamp_window: Duration,
-        max_body_bytes: usize,
-        dedup: Arc<dyn EventDedup>,
-    ) -> Self {
-        Self {
+    /// A receiver with `cfg`, its settings checked.
+    pub fn new(cfg: V::Config, dedup: Arc<dyn EventDedup>) -> Result<Self, ConnectorError> {
+        let (vendor, limits) = V::configure(cfg)?;
+        Ok(Self {
             vendor,
-            timestamp_window,
-            max_body_bytes,
+            limits,
             dedup,
-        }
+        })
     }
 
     /// The vendor's part (its crypto and settings).
@@ -178,15 +201,21 @@ impl<V: VendorCallbacks> Receiver<V> {
         body: &[u8],
         now: i64,
     ) -> Result<CallbackOutcome, CallbackError> {
-        if body.len() > self.max_body_bytes {
-            return Err(CallbackError::TooLarge(self.max_body_bytes));
+        let max = self.limits.max_body_bytes;
+        if body.len() > max {
+            return Err(CallbackError::TooLarge(max));
         }
         let window = Window {
             now,
-            width: self.timestamp_window,
+            width: self.limits.timestamp_window,
             clock: V::CLOCK,
         };
-        let (event, keys, reply) = match self.vendor.open(params, body, &window)? {
+        let req = Incoming {
+            params,
+            body,
+            window,
+        };
+        let (event, keys, reply) = match self.vendor.open(req)? {
             Opened::Handshake(reply) => return Ok(CallbackOutcome::Handshake { reply }),
             Opened::Event { event, keys, reply } => (event, keys, reply),
         };

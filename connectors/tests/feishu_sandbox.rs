@@ -1,6 +1,6 @@
 //! The Feishu connector against the Feishu sandbox, both in-process on 127.0.0.1.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 
 mod common;
 
-use common::{JsonReply, Sandbox, fast_retry, org};
+use common::{JsonReply, Sandbox, fast_retry, find, org};
 use huitong_connectors::capability::{Entity, ListQuery, ReadEntities, WriteEntities};
 use huitong_connectors::feishu::client::FeishuClient;
 use huitong_connectors::feishu::im::OutgoingMessage;
@@ -93,31 +93,11 @@ async fn reads_the_medium_org_completely_page_by_page() {
     );
 
     // Every page was fetched: one find_by_department call per page of 7 for each department.
-    let mut members: HashMap<String, usize> = HashMap::new();
-    for u in snap["users"].as_array().unwrap() {
-        for d in u["departments"].as_array().unwrap() {
-            *members.entry(d.as_str().unwrap().to_string()).or_default() += 1;
-        }
-    }
-    let expected_pages: u64 = snap["departments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            members
-                .get(d["key"].as_str().unwrap())
-                .copied()
-                .unwrap_or(0)
-                .div_ceil(7)
-                .max(1) as u64
-        })
-        .sum();
+    let expected_pages = common::member_pages(&snap, 7);
     let calls = sb.get("/_sandbox/calls").await;
     assert_eq!(
-        calls["calls"]["GET /open-apis/contact/v3/users/find_by_department"]
-            .as_u64()
-            .unwrap(),
-        expected_pages
+        calls["calls"]["GET /open-apis/contact/v3/users/find_by_department"].as_u64(),
+        Some(expected_pages)
     );
     assert!(expected_pages > 25, "some department spans several pages");
     assert_eq!(c.token_fetches(), 1);
@@ -171,21 +151,11 @@ async fn create_update_delete_through_the_connector() {
     assert!(user_id.starts_with("ou_"));
 
     let snap = sb.get("/_sandbox/org").await;
-    let d = snap["departments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["feishu"]["open_department_id"] == dept_id.as_str())
-        .unwrap();
+    let d = find(&snap["departments"], "open_department_id", dept_id.as_str()).unwrap();
     assert_eq!(d["name"], "新部门");
     assert_eq!(d["order"], 7);
     assert_eq!(d["key"], "newdept");
-    let u = snap["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["feishu"]["open_id"] == user_id.as_str())
-        .unwrap();
+    let u = find(&snap["users"], "open_id", user_id.as_str()).unwrap();
     assert_eq!(u["mobile"], "13800000001");
     assert_eq!(u["departments"], json!(["newdept"]));
     assert_eq!(u["gender"], "male");
@@ -208,12 +178,7 @@ async fn create_update_delete_through_the_connector() {
     .await
     .unwrap();
     let snap = sb.get("/_sandbox/org").await;
-    let u = snap["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["feishu"]["open_id"] == user_id.as_str())
-        .unwrap();
+    let u = find(&snap["users"], "open_id", user_id.as_str()).unwrap();
     assert_eq!(
         (u["name"].as_str(), u["title"].as_str()),
         (Some("改名"), Some("经理"))
@@ -228,10 +193,15 @@ async fn create_update_delete_through_the_connector() {
     assert_eq!(d["leaders"], json!([u["key"]]));
 
     // A department with members cannot go; after the user does, it can.
-    let e = conn.delete(Entity::Department, &dept_id).await.unwrap_err();
+    let e = conn
+        .delete(Entity::Department, dept_id.as_str())
+        .await
+        .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
-    conn.delete(Entity::User, &user_id).await.unwrap();
-    conn.delete(Entity::Department, &dept_id).await.unwrap();
+    conn.delete(Entity::User, user_id.as_str()).await.unwrap();
+    conn.delete(Entity::Department, dept_id.as_str())
+        .await
+        .unwrap();
     let snap = sb.get("/_sandbox/org").await;
     assert_eq!(snap["users"].as_array().unwrap().len(), 20);
     assert!(
@@ -375,12 +345,7 @@ async fn survives_429_bursts_and_5xx() {
         .await
         .unwrap();
     let snap = sb.get("/_sandbox/org").await;
-    let u = snap["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["feishu"]["open_id"] == id.as_str())
-        .unwrap();
+    let u = find(&snap["users"], "open_id", id.as_str()).unwrap();
     assert_eq!(u["en_name"], "Faulty Two");
     assert_eq!(snap["users"].as_array().unwrap().len(), 301);
     let calls = sb.get("/_sandbox/calls").await;

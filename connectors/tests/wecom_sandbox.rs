@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 mod common;
 
-use common::{JsonReply, Sandbox, fast_retry, org};
+use common::{JsonReply, Sandbox, fast_retry, find, org};
 use huitong_connectors::capability::{
     Entity, FileKind, Files, ListQuery, ReadEntities, WriteEntities,
 };
@@ -197,13 +197,7 @@ async fn create_update_delete_through_the_connector() {
         "API-created members are not activated yet"
     );
     let snap = sb.get("/_sandbox/org").await;
-    let d = snap["departments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["wecom"]["id"] == dept_id)
-        .unwrap()
-        .clone();
+    let d = find(&snap["departments"], "id", dept_id).unwrap().clone();
     assert_eq!(d["name"], "研发部");
     assert_eq!(d["leaders"], json!(["zhangsan"]));
     // user/get renders it back the WeCom way.

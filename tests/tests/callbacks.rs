@@ -366,15 +366,9 @@ impl Hub {
 
 const RETRIES: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(600)];
 
-/// A vendor's sandbox options, its events POSTed to the given URL.
-type SandboxFor<S> = fn(String) -> S;
-
-fn feishu_sandbox(event_url: String) -> huitong_connectors::feishu::sandbox::SandboxOptions {
-    let mut opts = huitong_connectors::feishu::sandbox::SandboxOptions::new(
-        org(),
-        "cli_sandbox",
-        secret("T_FS_SECRET"),
-    );
+fn feishu_sandbox(event_url: String) -> impl VendorSandbox {
+    use huitong_connectors::feishu::sandbox::SandboxOptions;
+    let mut opts = SandboxOptions::new(org(), "cli_sandbox", secret("T_FS_SECRET"));
     opts.encrypt_key = Some(secret("T_FS_ENCRYPT_KEY").into());
     opts.verification_token = Some(secret("T_FS_VTOKEN").into());
     opts.event_url = Some(event_url);
@@ -382,12 +376,9 @@ fn feishu_sandbox(event_url: String) -> huitong_connectors::feishu::sandbox::San
     opts
 }
 
-fn dingtalk_sandbox(event_url: String) -> huitong_connectors::dingtalk::sandbox::SandboxOptions {
-    let mut opts = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
-        org(),
-        DINGTALK_APP_KEY,
-        secret("T_DT_SECRET"),
-    );
+fn dingtalk_sandbox(event_url: String) -> impl VendorSandbox {
+    use huitong_connectors::dingtalk::sandbox::SandboxOptions;
+    let mut opts = SandboxOptions::new(org(), DINGTALK_APP_KEY, secret("T_DT_SECRET"));
     opts.token = Some(secret("T_DT_TOKEN").into());
     opts.aes_key = Some(secret("T_DT_AES_KEY").into());
     opts.event_url = Some(event_url);
@@ -395,13 +386,9 @@ fn dingtalk_sandbox(event_url: String) -> huitong_connectors::dingtalk::sandbox:
     opts
 }
 
-fn wecom_sandbox(event_url: String) -> huitong_connectors::wecom::sandbox::SandboxOptions {
-    let mut opts = huitong_connectors::wecom::sandbox::SandboxOptions::new(
-        org(),
-        WECOM_CORP,
-        secret("T_WC_SECRET"),
-        1000002,
-    );
+fn wecom_sandbox(event_url: String) -> impl VendorSandbox {
+    use huitong_connectors::wecom::sandbox::SandboxOptions;
+    let mut opts = SandboxOptions::new(org(), WECOM_CORP, secret("T_WC_SECRET"), 1000002);
     opts.token = Some(secret("T_WC_TOKEN").into());
     opts.encoding_aes_key = Some(secret("T_WC_AES_KEY").into());
     opts.event_url = Some(event_url);
@@ -465,20 +452,17 @@ fn tamper(body: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The whole story for one vendor: event queued once, replay answered and not queued,
-/// tampering refused.
+/// The whole story for one vendor (`opts`: its sandbox, events POSTed to the given URL): event
+/// queued once, replay answered and not queued, tampering refused.
 async fn story<S: VendorSandbox>(
     vendor: &str,
     connector: &str,
-    opts: SandboxFor<S>,
+    opts: fn(String) -> S,
     expected_type: &str,
 ) {
     let mut hub = Hub::start(0).await;
-    let running = sandbox(opts(format!(
-        "{}/callbacks/{vendor}/{connector}",
-        hub.proxy
-    )))
-    .await;
+    let url = format!("{}/callbacks/{vendor}/{connector}", hub.proxy);
+    let running = sandbox(opts(url)).await;
     add_user(&running.base, "newbie").await;
 
     let msg = hub.next_message().await;
@@ -564,13 +548,10 @@ async fn failed_publish_is_retried_not_lost() {
 }
 
 /// [`failed_publish_is_retried_not_lost`] for one vendor.
-async fn retried<S: VendorSandbox>(vendor: &str, connector: &str, opts: SandboxFor<S>) {
+async fn retried<S: VendorSandbox>(vendor: &str, connector: &str, opts: fn(String) -> S) {
     let mut hub = Hub::start(1).await;
-    let running = sandbox(opts(format!(
-        "{}/callbacks/{vendor}/{connector}",
-        hub.proxy
-    )))
-    .await;
+    let url = format!("{}/callbacks/{vendor}/{connector}", hub.proxy);
+    let running = sandbox(opts(url)).await;
     add_user(&running.base, "retried").await;
     let msg = hub.next_message().await;
     assert!(

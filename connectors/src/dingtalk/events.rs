@@ -7,16 +7,15 @@
 //! `register_call_back` format (`UserId`/`DeptId`, `TimeStamp`); [`contact_change`] reads both.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
+use crate::capability::{CallbackError, CallbackReply, RawEvent};
 use crate::crypto::random_bytes;
 use crate::dingtalk::VENDOR;
-use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
+use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
 use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
 /// Callback settings of one DingTalk app.
@@ -201,30 +200,6 @@ pub fn contact_records(
 }
 
 impl DingTalkReceiver {
-    pub fn new(
-        cfg: CallbackConfig,
-        dedup: Arc<dyn EventDedup>,
-    ) -> Result<Self, crate::ConnectorError> {
-        let crypt = WxBizMsgCrypt::for_receiver(
-            VENDOR,
-            cfg.token,
-            &cfg.aes_key,
-            &cfg.owner_key,
-            "callback aes_key",
-            "callback owner key is empty",
-        )?;
-        let callbacks = DingTalkCallbacks {
-            crypt,
-            owner_key: cfg.owner_key,
-        };
-        Ok(Receiver::with(
-            callbacks,
-            cfg.timestamp_window,
-            cfg.max_body_bytes,
-            dedup,
-        ))
-    }
-
     /// The callback crypto (to build test pushes or check replies).
     pub fn crypt(&self) -> &WxBizMsgCrypt {
         &self.vendor().crypt
@@ -232,6 +207,7 @@ impl DingTalkReceiver {
 }
 
 impl VendorCallbacks for DingTalkCallbacks {
+    type Config = CallbackConfig;
     type Params = HashMap<String, String>;
     const VENDOR: &'static str = VENDOR;
     const LOG: LogWords = LogWords {
@@ -241,14 +217,26 @@ impl VendorCallbacks for DingTalkCallbacks {
     };
     const CLOCK: Clock = Clock::Millis;
 
-    fn open(
-        &self,
-        query: &HashMap<String, String>,
-        body: &[u8],
-        window: &Window,
-    ) -> Result<Opened, CallbackError> {
+    fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
+        let crypt = WxBizMsgCrypt::for_receiver(
+            VENDOR,
+            cfg.token,
+            &cfg.aes_key,
+            &cfg.owner_key,
+            "callback aes_key",
+            "callback owner key is empty",
+        )?;
+        let limits = Limits::new(cfg.timestamp_window, cfg.max_body_bytes);
+        let callbacks = Self {
+            crypt,
+            owner_key: cfg.owner_key,
+        };
+        Ok((callbacks, limits))
+    }
+
+    fn open(&self, req: Incoming<'_, HashMap<String, String>>) -> Result<Opened, CallbackError> {
         let (sig, ts, nonce) = wxbiz::signed_query(
-            query,
+            req.params,
             [
                 &["msg_signature", "signature"],
                 &["timestamp", "timeStamp"],
@@ -257,8 +245,8 @@ impl VendorCallbacks for DingTalkCallbacks {
             true,
         )?;
         // Seconds or milliseconds: both occur.
-        window.check(ts)?;
-        let outer = receiver::json(body, "body")?;
+        req.window.check(ts)?;
+        let outer = receiver::json(req.body, "body")?;
         let enc = outer
             .get("encrypt")
             .and_then(Value::as_str)

@@ -106,12 +106,7 @@ impl DingTalkClient {
         file_name: &str,
         data: Bytes,
     ) -> Result<String, ConnectorError> {
-        if !FILE_LIMITS.file_types.contains(&media_type) {
-            return Err(ConnectorError::permanent(
-                VENDOR,
-                format!("media type {media_type:?} is not image, voice, video or file"),
-            ));
-        }
+        FILE_LIMITS.check_type(VENDOR, media_type)?;
         let max = if media_type == "voice" {
             2 * 1024 * 1024
         } else {
@@ -154,10 +149,6 @@ impl DingTalkClient {
         name: &str,
         data: Bytes,
     ) -> Result<String, ConnectorError> {
-        let t = match kind {
-            FileKind::Image => "image",
-            FileKind::File => "file",
-        };
-        self.upload_media(t, name, data).await
+        self.upload_media(kind.media_type(), name, data).await
     }
 }

@@ -105,7 +105,7 @@ pub fn webhook_sign(secret: &str, timestamp_ms: i64) -> String {
         secret.as_bytes(),
         format!("{timestamp_ms}\n{secret}").as_bytes(),
     );
-    urlencode(&B64.encode(mac))
+    crate::client::seg(&B64.encode(mac))
 }
 
 /// The HTTP-robot inbound signature (no urlencode): `base64(HMAC_SHA256(appSecret, ts + "\n" + appSecret))`.
@@ -138,18 +138,6 @@ pub fn verify_inbound(
     } else {
         Err(CallbackError::BadSignature)
     }
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn now_ms() -> i64 {

@@ -5,6 +5,7 @@
 //! The reply must go out fast (Feishu: 3 s, some pages say 1 s): the hub acks with the reply of
 //! the outcome first and processes the event afterwards.
 
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,12 @@ use serde_json::{Value, json};
 
 #[cfg(test)]
 use crate::capability::CallbackOutcome;
-use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
+use crate::capability::{CallbackError, CallbackReply, RawEvent};
 use crate::crypto;
 use crate::feishu::VENDOR;
-use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
+use crate::receiver::{
+    self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks, Window,
+};
 
 pub const HEADER_TIMESTAMP: &str = "x-lark-request-timestamp";
 pub const HEADER_NONCE: &str = "x-lark-request-nonce";
@@ -114,29 +117,6 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-impl FeishuReceiver {
-    /// At least one of Encrypt Key and Verification Token must be set: otherwise nothing
-    /// authenticates a callback.
-    pub fn new(
-        cfg: CallbackConfig,
-        dedup: Arc<dyn EventDedup>,
-    ) -> Result<Self, crate::ConnectorError> {
-        if cfg.encrypt_key.is_none() && cfg.verification_token.is_none() {
-            return Err(crate::ConnectorError::permanent(
-                VENDOR,
-                "callbacks need an Encrypt Key or a Verification Token",
-            ));
-        }
-        let (window, max_body) = (cfg.timestamp_window, cfg.max_body_bytes);
-        Ok(Receiver::with(
-            FeishuCallbacks { cfg },
-            window,
-            max_body,
-            dedup,
-        ))
-    }
-}
-
 impl FeishuCallbacks {
     /// Checks the signature headers when all are present; `false` when the request is unsigned.
     fn signed(
@@ -160,6 +140,7 @@ impl FeishuCallbacks {
 }
 
 impl VendorCallbacks for FeishuCallbacks {
+    type Config = CallbackConfig;
     type Params = HeaderMap;
     const VENDOR: &'static str = VENDOR;
     const LOG: LogWords = LogWords {
@@ -169,20 +150,28 @@ impl VendorCallbacks for FeishuCallbacks {
     };
     const CLOCK: Clock = Clock::Seconds;
 
-    fn open(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        window: &Window,
-    ) -> Result<Opened, CallbackError> {
-        let outer = receiver::json(body, "body")?;
+    /// At least one of Encrypt Key and Verification Token must be set: otherwise nothing
+    /// authenticates a callback.
+    fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
+        if cfg.encrypt_key.is_none() && cfg.verification_token.is_none() {
+            return Err(crate::ConnectorError::permanent(
+                VENDOR,
+                "callbacks need an Encrypt Key or a Verification Token",
+            ));
+        }
+        let limits = Limits::new(cfg.timestamp_window, cfg.max_body_bytes);
+        Ok((Self { cfg }, limits))
+    }
+
+    fn open(&self, req: Incoming<'_, HeaderMap>) -> Result<Opened, CallbackError> {
+        let outer = receiver::json(req.body, "body")?;
         let (envelope, signed) = match (
             outer.get("encrypt").and_then(Value::as_str),
             &self.cfg.encrypt_key,
         ) {
             (Some(enc), Some(key)) => {
                 let key = key.expose_secret();
-                let signed = self.signed(headers, key, body, window)?;
+                let signed = self.signed(req.params, key, req.body, &req.window)?;
                 let plain = decrypt(key, enc)?;
                 (receiver::json(&plain, "decrypted body")?, signed)
             }

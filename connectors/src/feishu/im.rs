@@ -208,12 +208,7 @@ impl FeishuClient {
         file_name: &str,
         data: Bytes,
     ) -> Result<String, ConnectorError> {
-        if !FILE_LIMITS.file_types.contains(&file_type) {
-            return Err(ConnectorError::permanent(
-                VENDOR,
-                format!("file_type {file_type:?} is not allowed"),
-            ));
-        }
+        FILE_LIMITS.check_type(VENDOR, file_type)?;
         if data.is_empty() || data.len() > FILE_LIMITS.max_file_bytes {
             return Err(ConnectorError::permanent(
                 VENDOR,

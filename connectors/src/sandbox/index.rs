@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use serde_json::Value;
+
+use super::{AdminError, merge_fixture};
 use crate::fixture::{FixtureDepartment, FixtureUser};
 
 /// Keys in ascending order, stored in blocks so that an insert or a removal moves at most a
@@ -474,5 +477,47 @@ impl<D, U, I> Records<D, U, I> {
 
     pub fn member_count(&self, key: &str) -> usize {
         self.links.members.count(key)
+    }
+}
+
+impl<D: DeptRecord, U: UserRecord, I> Records<D, U, I> {
+    /// The user `key` and its fixture entry with `patch` merged in (an admin's PATCH).
+    pub fn patched_user(&self, key: &str, patch: &Value) -> Result<(&U, FixtureUser), AdminError> {
+        let cur = self
+            .users
+            .get(key)
+            .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
+        Ok((cur, merge_fixture(cur.fx(), key, patch)?))
+    }
+
+    /// `GET /_sandbox/org`: every fixture entry with the vendor's ids (`dept_ids`, `user_ids`)
+    /// under the key `vendor`.
+    pub fn snapshot_with(
+        &self,
+        vendor: &str,
+        dept_ids: impl Fn(&D) -> Value,
+        user_ids: impl Fn(&U) -> Value,
+    ) -> Value {
+        fn entry<T: serde::Serialize>(fx: &T, vendor: &str, ids: Value) -> Value {
+            let mut v = serde_json::to_value(fx).unwrap_or(Value::Null);
+            v[vendor] = ids;
+            v
+        }
+        let depts: Vec<Value> = (self.depts.values())
+            .map(|d| entry(d.fx(), vendor, dept_ids(d)))
+            .collect();
+        let users: Vec<Value> = (self.users.values())
+            .map(|u| entry(u.fx(), vendor, user_ids(u)))
+            .collect();
+        serde_json::json!({"departments": depts, "users": users})
+    }
+
+    /// The fixture entry of department `key` with `patch` merged in (an admin's PATCH).
+    pub fn patched_dept(&self, key: &str, patch: &Value) -> Result<FixtureDepartment, AdminError> {
+        let cur = self
+            .depts
+            .get(key)
+            .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
+        merge_fixture(cur.fx(), key, patch)
     }
 }

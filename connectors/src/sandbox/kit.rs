@@ -37,6 +37,18 @@ macro_rules! common_options {
 }
 pub(crate) use common_options;
 
+/// In a handler answering with a `Response` either way: the value of an `Ok`, or return the
+/// `Err`'s reply (what `?` does for handlers returning a `Result`).
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        }
+    };
+}
+pub(crate) use or_reply;
+
 impl CommonOptions {
     /// `CommonOptions::new` with the event retries given in seconds.
     pub(crate) fn with_retry_secs(org: crate::fixture::OrgFixture, secs: &[u64]) -> Self {

@@ -162,6 +162,15 @@ pub trait VendorSandbox:
     }
 }
 
+/// `opts`' sandbox as a router (for embedding); `stop` ends its event delivery and push
+/// sessions. Each vendor's `sandbox::router`.
+pub fn vendor_router<S: VendorSandbox>(
+    opts: S,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Router, SandboxError> {
+    opts.router(stop)
+}
+
 /// Runs `opts`' sandbox on `listener` until `shutdown` resolves, then ends its event delivery
 /// and push sessions. Each vendor's `sandbox::serve`.
 pub async fn serve_vendor<S: VendorSandbox>(

@@ -15,11 +15,11 @@ pub(crate) use serde_json::{Map, Value, json};
 pub(crate) use tokio::time::Instant;
 
 pub(crate) use super::kit::{
-    FaultReplies, Reissue, Tokens, blank_user, endpoint_of, json_object, matched_path, query_param,
-    str_list, wxbiz_crypt,
+    FaultReplies, Reissue, Tokens, blank_user, endpoint_of, json_object, matched_path, or_reply,
+    query_param, str_list, wxbiz_crypt,
 };
 pub(crate) use super::{
     AdminError, CommonOptions, EncodedEvent, EventEncoder, OrgAdmin, RateWindow, SandboxCore,
-    SandboxError, admin_router, lock, merge_fixture,
+    SandboxError, admin_router, lock,
 };
 pub(crate) use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};

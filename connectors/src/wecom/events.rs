@@ -18,6 +18,7 @@
 //! plaintext; a replayed request the same ciphertext).
 
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +26,11 @@ use quick_xml::events::Event as XmlEvent;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use crate::capability::{CallbackError, CallbackReply, RawEvent};
 #[cfg(test)]
-use crate::capability::CallbackOutcome;
-use crate::capability::{CallbackError, CallbackReply, EventDedup, RawEvent};
+use crate::capability::{CallbackOutcome, EventDedup};
 use crate::crypto::sha256;
-use crate::receiver::{self, Clock, LogWords, Opened, Receiver, VendorCallbacks, Window};
+use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
 use crate::wecom::VENDOR;
 use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
@@ -292,30 +293,6 @@ fn wx_err(e: WxBizError) -> CallbackError {
 }
 
 impl WecomReceiver {
-    pub fn new(
-        cfg: CallbackConfig,
-        dedup: Arc<dyn EventDedup>,
-    ) -> Result<Self, crate::ConnectorError> {
-        let crypt = WxBizMsgCrypt::for_receiver(
-            VENDOR,
-            cfg.token,
-            &cfg.encoding_aes_key,
-            &cfg.receive_id,
-            "callback settings",
-            "callback receive id (corp id) is empty",
-        )?;
-        let callbacks = WecomCallbacks {
-            crypt,
-            receive_id: cfg.receive_id,
-        };
-        Ok(Receiver::with(
-            callbacks,
-            cfg.timestamp_window,
-            cfg.max_body_bytes,
-            dedup,
-        ))
-    }
-
     /// The crypto, for building replies or test callbacks.
     pub fn crypt(&self) -> &WxBizMsgCrypt {
         &self.vendor().crypt
@@ -339,6 +316,7 @@ impl WecomReceiver {
 }
 
 impl VendorCallbacks for WecomCallbacks {
+    type Config = CallbackConfig;
     type Params = HashMap<String, String>;
     const VENDOR: &'static str = VENDOR;
     const LOG: LogWords = LogWords {
@@ -348,21 +326,33 @@ impl VendorCallbacks for WecomCallbacks {
     };
     const CLOCK: Clock = Clock::Seconds;
 
-    /// The query, already URL-decoded.
-    fn open(
-        &self,
-        query: &HashMap<String, String>,
-        body: &[u8],
-        window: &Window,
-    ) -> Result<Opened, CallbackError> {
+    fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
+        let crypt = WxBizMsgCrypt::for_receiver(
+            VENDOR,
+            cfg.token,
+            &cfg.encoding_aes_key,
+            &cfg.receive_id,
+            "callback settings",
+            "callback receive id (corp id) is empty",
+        )?;
+        let limits = Limits::new(cfg.timestamp_window, cfg.max_body_bytes);
+        let callbacks = Self {
+            crypt,
+            receive_id: cfg.receive_id,
+        };
+        Ok((callbacks, limits))
+    }
+
+    /// `req.params`: the query, already URL-decoded.
+    fn open(&self, req: Incoming<'_, HashMap<String, String>>) -> Result<Opened, CallbackError> {
         let (sig, ts, nonce) = wxbiz::signed_query(
-            query,
+            req.params,
             [&["msg_signature"], &["timestamp"], &["nonce"]],
             false,
         )?;
-        window.check(ts)?;
+        req.window.check(ts)?;
 
-        if let Some(echostr) = query.get("echostr") {
+        if let Some(echostr) = req.params.get("echostr") {
             // base64 has no spaces: a '+' that reached us unescaped was decoded as a space.
             let echostr = echostr.replace(' ', "+");
             let plain = self
@@ -375,7 +365,7 @@ impl VendorCallbacks for WecomCallbacks {
             )));
         }
 
-        let text = std::str::from_utf8(body)
+        let text = std::str::from_utf8(req.body)
             .map_err(|_| CallbackError::Malformed("body is not UTF-8".into()))?;
         let outer = parse_xml(text).map_err(CallbackError::Malformed)?;
         let encrypt = outer

@@ -392,11 +392,7 @@ impl WecomClient {
         name: &str,
         data: Bytes,
     ) -> Result<String, ConnectorError> {
-        let t = match kind {
-            FileKind::Image => "image",
-            FileKind::File => "file",
-        };
-        self.upload_media(t, name, data).await
+        self.upload_media(kind.media_type(), name, data).await
     }
 
     /// Group robot: `POST webhook/send?key=KEY` with a `{msgtype, …}` body; no access token.

@@ -220,6 +220,30 @@ pub fn root_member_count(snap: &Value) -> usize {
         .count()
 }
 
+/// How many member-listing pages of `page_size` reading every department of the snapshot
+/// `snap` takes: one per page per department (an empty one still costs a call).
+pub fn member_pages(snap: &Value, page_size: usize) -> u64 {
+    let mut members: HashMap<&str, usize> = HashMap::new();
+    for u in snap["users"].as_array().unwrap() {
+        for d in u["departments"].as_array().unwrap() {
+            *members.entry(d.as_str().unwrap()).or_default() += 1;
+        }
+    }
+    snap["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            members
+                .get(d["key"].as_str().unwrap())
+                .copied()
+                .unwrap_or(0)
+                .div_ceil(page_size)
+                .max(1) as u64
+        })
+        .sum()
+}
+
 /// `v[field]` as a list (panics if it is not one).
 pub fn list(mut v: Value, field: &str) -> Vec<Value> {
     match v[field].take() {
@@ -229,12 +253,13 @@ pub fn list(mut v: Value, field: &str) -> Vec<Value> {
 }
 
 /// The entry of `list` whose `field` (or, for vendor ids, `<vendor>.field`) is `val`.
-pub fn find<'a>(list: &'a Value, field: &str, val: &str) -> Option<&'a Value> {
+pub fn find<'a>(list: &'a Value, field: &str, val: impl Into<Value>) -> Option<&'a Value> {
+    let val = val.into();
     list.as_array().unwrap().iter().find(|x| {
-        x[field].as_str() == Some(val)
+        x[field] == val
             || ["feishu", "dingtalk", "wecom"]
                 .iter()
-                .any(|v| x[*v][field].as_str() == Some(val))
+                .any(|v| x[*v][field] == val)
     })
 }
 

@@ -75,10 +75,7 @@ pub(super) fn open_routes() -> Router<Arc<App>> {
 }
 
 async fn asyncsend(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match old_body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(old_body(&h, &b));
     if int(m.get("agent_id")) != Some(app.opts.agent_id) {
         return old_err(400002, "不合法的agent_id");
     }
@@ -151,10 +148,7 @@ async fn asyncsend(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
 }
 
 async fn send_result(State(app): AppState, h: HeaderMap, b: Bytes) -> Response {
-    let m = match old_body(&h, &b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(old_body(&h, &b));
     let Some(task) = int(m.get("task_id")) else {
         return old_err(40035, "缺少参数 task_id");
     };
@@ -246,14 +240,8 @@ fn robot_common(app: &App, m: &Map<String, Value>) -> Result<(String, Value), Re
 }
 
 async fn group_send(State(app): AppState, b: Bytes) -> Response {
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let (key, param) = match robot_common(&app, &m) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
+    let (key, param) = or_reply!(robot_common(&app, &m));
     let Some(cid) = m
         .get("openConversationId")
         .and_then(Value::as_str)
@@ -270,14 +258,8 @@ async fn group_send(State(app): AppState, b: Bytes) -> Response {
 }
 
 async fn oto_send(State(app): AppState, b: Bytes) -> Response {
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let (key, param) = match robot_common(&app, &m) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
+    let (key, param) = or_reply!(robot_common(&app, &m));
     let users: Vec<String> = m
         .get("userIds")
         .and_then(Value::as_array)

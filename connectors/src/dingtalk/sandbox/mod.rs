@@ -85,81 +85,76 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
         }
         Ok(())
     }
+    /// The sandbox as a router (for embedding); `stop` ends its event delivery and stream sessions.
     fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
-        router(self, stop)
+        let opts = self;
+        opts.check_app("app key", &opts.app_key)?;
+        let crypt = wxbiz_crypt(
+            opts.token.as_ref(),
+            opts.aes_key.as_ref(),
+            "aes key",
+            "--aes-key and --token go together",
+        )?;
+        let core = SandboxCore::for_options("dingtalk", &opts, stop.clone(), || {
+            let Some(crypt) = crypt else {
+                return Err(SandboxError::Options(
+                    "--event-url needs --aes-key and --token (DingTalk pushes are encrypted)"
+                        .into(),
+                ));
+            };
+            Ok(Arc::new(DingTalkEncoder {
+                crypt,
+                owner: if opts.legacy_events {
+                    opts.corp_id.clone()
+                } else {
+                    opts.app_key.clone()
+                },
+                legacy: opts.legacy_events,
+            }))
+        })?;
+        let app = Arc::new(App {
+            org: Mutex::new(Org::new(&opts.org)),
+            core: core.clone(),
+            tokens: Tokens::default(),
+            windows: Mutex::new(HashMap::new()),
+            msg: Mutex::new(message::MsgState::default()),
+            todos: Mutex::new(todo::TodoState::default()),
+            stream: stream::StreamState::default(),
+            stop,
+            opts,
+        });
+        let old = contact::routes()
+            .merge(message::old_routes())
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_old));
+        let new = message::new_routes()
+            .merge(todo::routes())
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_new));
+        let api = Router::new()
+            .merge(old)
+            .merge(new)
+            .route("/gettoken", get(old_token))
+            .route("/v1.0/oauth2/accessToken", post(new_token))
+            .merge(message::open_routes())
+            .merge(stream::routes())
+            .with_state(app.clone());
+        Ok(api
+            .merge(admin_router(core, Arc::new(AdminHandle(app))))
+            .fallback(fallback)
+            .layer(axum::middleware::map_response(
+                |mut r: Response| async move {
+                    let h = r.headers_mut();
+                    h.insert("server", HeaderValue::from_static("DingTalk/1.0.0"));
+                    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                        h.insert("x-acs-request-id", v);
+                    }
+                    r
+                },
+            )))
     }
 }
 
-/// Runs the sandbox on `listener` until `shutdown` resolves.
-pub use crate::sandbox::serve_vendor as serve;
-
-/// The sandbox as a router (for embedding); `stop` ends its event delivery and stream sessions.
-pub fn router(
-    opts: SandboxOptions,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Router, SandboxError> {
-    opts.check_app("app key", &opts.app_key)?;
-    let crypt = wxbiz_crypt(
-        opts.token.as_ref(),
-        opts.aes_key.as_ref(),
-        "aes key",
-        "--aes-key and --token go together",
-    )?;
-    let core = SandboxCore::for_options("dingtalk", &opts, stop.clone(), || {
-        let Some(crypt) = crypt else {
-            return Err(SandboxError::Options(
-                "--event-url needs --aes-key and --token (DingTalk pushes are encrypted)".into(),
-            ));
-        };
-        Ok(Arc::new(DingTalkEncoder {
-            crypt,
-            owner: if opts.legacy_events {
-                opts.corp_id.clone()
-            } else {
-                opts.app_key.clone()
-            },
-            legacy: opts.legacy_events,
-        }))
-    })?;
-    let app = Arc::new(App {
-        org: Mutex::new(Org::new(&opts.org)),
-        core: core.clone(),
-        tokens: Tokens::default(),
-        windows: Mutex::new(HashMap::new()),
-        msg: Mutex::new(message::MsgState::default()),
-        todos: Mutex::new(todo::TodoState::default()),
-        stream: stream::StreamState::default(),
-        stop,
-        opts,
-    });
-    let old = contact::routes()
-        .merge(message::old_routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_old));
-    let new = message::new_routes()
-        .merge(todo::routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_new));
-    let api = Router::new()
-        .merge(old)
-        .merge(new)
-        .route("/gettoken", get(old_token))
-        .route("/v1.0/oauth2/accessToken", post(new_token))
-        .merge(message::open_routes())
-        .merge(stream::routes())
-        .with_state(app.clone());
-    Ok(api
-        .merge(admin_router(core, Arc::new(AdminHandle(app))))
-        .fallback(fallback)
-        .layer(axum::middleware::map_response(
-            |mut r: Response| async move {
-                let h = r.headers_mut();
-                h.insert("server", HeaderValue::from_static("DingTalk/1.0.0"));
-                if let Ok(v) = HeaderValue::from_str(&request_id()) {
-                    h.insert("x-acs-request-id", v);
-                }
-                r
-            },
-        )))
-}
+/// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.
+pub use crate::sandbox::{serve_vendor as serve, vendor_router as router};
 
 async fn fallback(req: Request) -> Response {
     if req.uri().path().starts_with("/v1.0/") {
@@ -463,10 +458,7 @@ async fn old_token(State(app): AppState, Query(q): Query<HashMap<String, String>
 /// `POST /v1.0/oauth2/accessToken {appKey, appSecret}`.
 async fn new_token(State(app): AppState, body: axum::body::Bytes) -> Response {
     app.core.count_call("POST /v1.0/oauth2/accessToken");
-    let m = match new_body(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&body));
     let key = m.get("appKey").and_then(Value::as_str).unwrap_or_default();
     let secret = m
         .get("appSecret")
@@ -550,6 +542,14 @@ fn admin_err(e: OrgError) -> AdminError {
 /// The `/_sandbox/org…` operations, standing in for an admin in DingTalk's console.
 struct AdminHandle(Arc<App>);
 
+impl AdminHandle {
+    /// Emits the events of a change made in the console.
+    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
+        self.0.emit(r.map_err(admin_err)?);
+        Ok(())
+    }
+}
+
 impl OrgAdmin for AdminHandle {
     fn snapshot(&self) -> Value {
         lock(&self.0.org).snapshot()
@@ -565,11 +565,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .users()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let (cur, fx) = org.patched_user(key, &patch)?;
             let extra = cur.extra.clone();
             org.replace_user(key, fx, extra).map_err(admin_err)?
         };
@@ -578,9 +574,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_user(key);
+        self.emit(r)
     }
 
     fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
@@ -595,11 +590,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .depts()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let fx = org.patched_dept(key, &patch)?;
             org.replace_dept(key, fx).map_err(admin_err)?
         };
         self.0.emit(ev);
@@ -607,9 +598,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_dept(key);
+        self.emit(r)
     }
 
     fn expire_tokens(&self) {

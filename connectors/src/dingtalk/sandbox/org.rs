@@ -345,30 +345,17 @@ impl Org {
     }
 
     pub fn snapshot(&self) -> Value {
-        let depts: Vec<Value> = self
-            .r
-            .depts()
-            .values()
-            .map(|d| {
-                let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
-                v["dingtalk"] = json!({"dept_id": d.id});
-                v
-            })
-            .collect();
-        let users: Vec<Value> = self
-            .r
-            .users()
-            .values()
-            .map(|u| {
-                let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
-                v["dingtalk"] = json!({"userid": u.fx.key, "unionid": u.unionid});
+        self.r.snapshot_with(
+            "dingtalk",
+            |d| json!({"dept_id": d.id}),
+            |u| {
+                let mut ids = json!({"userid": u.fx.key, "unionid": u.unionid});
                 if !u.extra.is_empty() {
-                    v["dingtalk"]["extra"] = Value::Object(u.extra.clone());
+                    ids["extra"] = Value::Object(u.extra.clone());
                 }
-                v
-            })
-            .collect();
-        json!({"departments": depts, "users": users})
+                ids
+            },
+        )
     }
 
     // ---- mutations (DingTalk API semantics); each returns the events DingTalk would emit ----

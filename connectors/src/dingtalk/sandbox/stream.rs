@@ -113,10 +113,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 
 async fn open(State(app): AppState, headers: HeaderMap, b: Bytes) -> Response {
     app.core.count_call(&format!("POST {OPEN_PATH}"));
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
     let id = m.get("clientId").and_then(Value::as_str).unwrap_or("");
     let secret = m.get("clientSecret").and_then(Value::as_str).unwrap_or("");
     if id != app.opts.app_key

@@ -64,10 +64,7 @@ async fn create(
     Query(q): Query<HashMap<String, String>>,
     b: Bytes,
 ) -> Response {
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
     if !known_union(&app, &union_id) {
         return bad("todo.taskCreate.paramError", "unionId is invalid");
     }
@@ -199,10 +196,7 @@ async fn update(
     Query(q): Query<HashMap<String, String>>,
     b: Bytes,
 ) -> Response {
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
     if lookup(&app, &union_id, &task_id).is_none() {
         return not_found();
     }
@@ -248,10 +242,7 @@ async fn executor_status(
     Path((union_id, task_id)): Path<(String, String)>,
     b: Bytes,
 ) -> Response {
-    let m = match new_body(&b) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(new_body(&b));
     if lookup(&app, &union_id, &task_id).is_none() {
         return not_found();
     }

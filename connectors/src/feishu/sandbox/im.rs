@@ -230,22 +230,36 @@ async fn read_form(mut mp: Multipart) -> Result<HashMap<String, Bytes>, Response
     }
 }
 
-async fn upload_image(State(app): AppState, mp: Multipart) -> R {
-    let form = read_form(mp).await?;
-    let image = form.get("image").filter(|b| !b.is_empty()).ok_or_else(|| {
+/// The uploaded bytes of the form field `name`: present, not empty, at most `max` bytes.
+fn upload<'a>(
+    form: &'a HashMap<String, Bytes>,
+    name: &str,
+    max: usize,
+) -> Result<&'a Bytes, Response> {
+    let bytes = form.get(name).filter(|b| !b.is_empty()).ok_or_else(|| {
         fs_err(
             StatusCode::BAD_REQUEST,
             99992402,
-            "field validation failed: image",
+            &format!("field validation failed: {name}"),
         )
     })?;
-    if image.len() > crate::feishu::im::FILE_LIMITS.max_image_bytes {
+    if bytes.len() > max {
         return Err(fs_err(
             StatusCode::BAD_REQUEST,
             234006,
             "the file size exceeds the limit",
         ));
     }
+    Ok(bytes)
+}
+
+async fn upload_image(State(app): AppState, mp: Multipart) -> R {
+    let form = read_form(mp).await?;
+    let image = upload(
+        &form,
+        "image",
+        crate::feishu::im::FILE_LIMITS.max_image_bytes,
+    )?;
     let key = format!("img_v3_{}", uuid::Uuid::new_v4().simple());
     lock(&app.im).images.insert(key.clone(), image.clone());
     Ok(ok(json!({"image_key": key})))
@@ -273,20 +287,7 @@ async fn upload_file(State(app): AppState, mp: Multipart) -> R {
             "field validation failed: file_type",
         ));
     }
-    let file = form.get("file").filter(|b| !b.is_empty()).ok_or_else(|| {
-        fs_err(
-            StatusCode::BAD_REQUEST,
-            99992402,
-            "field validation failed: file",
-        )
-    })?;
-    if file.len() > crate::feishu::im::FILE_LIMITS.max_file_bytes {
-        return Err(fs_err(
-            StatusCode::BAD_REQUEST,
-            234006,
-            "the file size exceeds the limit",
-        ));
-    }
+    let file = upload(&form, "file", crate::feishu::im::FILE_LIMITS.max_file_bytes)?;
     let key = format!("file_v3_{}", uuid::Uuid::new_v4().simple());
     lock(&app.im).files.insert(key.clone(), file.clone());
     Ok(ok(json!({"file_key": key})))
@@ -316,10 +317,7 @@ async fn chats(State(app): AppState, Query(q): Q) -> R {
 /// `{"from", "msg_type", "content": {…}}`, optional `"chat_id"` (`oc_…`, a group chat; default the
 /// user's one-to-one chat with the bot).
 pub(super) async fn receive(State(app): AppState, body: axum::body::Bytes) -> Response {
-    let b = match json_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b = or_reply!(json_body(&body));
     let from = b.get("from").and_then(Value::as_str).unwrap_or_default();
     let (msg_type, content) = match (b.get("text").and_then(Value::as_str), b.get("content")) {
         (Some(t), _) => ("text".to_string(), json!({ "text": t })),

@@ -52,68 +52,62 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
     fn app_label(&self) -> String {
         format!("app {}", self.app_id)
     }
+    /// The sandbox as a router (for embedding); `stop` ends its event delivery.
     fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
-        router(self, stop)
+        let opts = self;
+        opts.check_app("app id", &opts.app_id)?;
+        let core = SandboxCore::for_options("feishu", &opts, stop.clone(), || {
+            Ok(Arc::new(FeishuEncoder {
+                encrypt_key: opts
+                    .encrypt_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_string()),
+            }))
+        })?;
+        let app = Arc::new(App {
+            org: Mutex::new(Org::new(&opts.org, &opts.app_id)),
+            core: core.clone(),
+            tokens: Tokens::default(),
+            windows: Mutex::new(HashMap::new()),
+            im: Mutex::new(im::ImState::default()),
+            tasks: Mutex::new(task::TaskState::default()),
+            ws_devices: Mutex::new(HashMap::new()),
+            stop,
+            opts,
+        });
+        let api = Router::new()
+            .merge(contact::routes())
+            .merge(im::routes())
+            .merge(task::routes())
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
+            .route(
+                "/open-apis/auth/v3/tenant_access_token/internal",
+                post(tenant_token),
+            )
+            .route(
+                "/open-apis/auth/v3/app_access_token/internal",
+                post(app_token),
+            )
+            .merge(ws::routes())
+            .route("/_sandbox/im/receive", post(im::receive))
+            .with_state(app.clone());
+        Ok(api
+            .merge(admin_router(core, Arc::new(AdminHandle(app))))
+            .fallback(|| async { fs_err(StatusCode::NOT_FOUND, 99991201, "path not found") })
+            .layer(axum::middleware::map_response(
+                |mut r: Response| async move {
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        r.headers_mut().insert("x-tt-logid", v);
+                    }
+                    r
+                },
+            )))
     }
 }
 
-/// Runs the sandbox on `listener` until `shutdown` resolves.
-pub use crate::sandbox::serve_vendor as serve;
-
-/// The sandbox as a router (for embedding); `stop` ends its event delivery.
-pub fn router(
-    opts: SandboxOptions,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Router, SandboxError> {
-    opts.check_app("app id", &opts.app_id)?;
-    let core = SandboxCore::for_options("feishu", &opts, stop.clone(), || {
-        Ok(Arc::new(FeishuEncoder {
-            encrypt_key: opts
-                .encrypt_key
-                .as_ref()
-                .map(|k| k.expose_secret().to_string()),
-        }))
-    })?;
-    let app = Arc::new(App {
-        org: Mutex::new(Org::new(&opts.org, &opts.app_id)),
-        core: core.clone(),
-        tokens: Tokens::default(),
-        windows: Mutex::new(HashMap::new()),
-        im: Mutex::new(im::ImState::default()),
-        tasks: Mutex::new(task::TaskState::default()),
-        ws_devices: Mutex::new(HashMap::new()),
-        stop,
-        opts,
-    });
-    let api = Router::new()
-        .merge(contact::routes())
-        .merge(im::routes())
-        .merge(task::routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
-        .route(
-            "/open-apis/auth/v3/tenant_access_token/internal",
-            post(tenant_token),
-        )
-        .route(
-            "/open-apis/auth/v3/app_access_token/internal",
-            post(app_token),
-        )
-        .merge(ws::routes())
-        .route("/_sandbox/im/receive", post(im::receive))
-        .with_state(app.clone());
-    Ok(api
-        .merge(admin_router(core, Arc::new(AdminHandle(app))))
-        .fallback(|| async { fs_err(StatusCode::NOT_FOUND, 99991201, "path not found") })
-        .layer(axum::middleware::map_response(
-            |mut r: Response| async move {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    r.headers_mut().insert("x-tt-logid", v);
-                }
-                r
-            },
-        )))
-}
+/// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.
+pub use crate::sandbox::{serve_vendor as serve, vendor_router as router};
 
 pub(crate) struct App {
     pub opts: SandboxOptions,
@@ -499,6 +493,14 @@ fn admin_err(e: OrgError) -> AdminError {
 /// The `/_sandbox/org…` operations, standing in for an HR admin in Feishu's console.
 struct AdminHandle(Arc<App>);
 
+impl AdminHandle {
+    /// Emits the events of a change made in the console.
+    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
+        self.0.emit(r.map_err(admin_err)?);
+        Ok(())
+    }
+}
+
 impl OrgAdmin for AdminHandle {
     fn snapshot(&self) -> Value {
         lock(&self.0.org).snapshot()
@@ -515,11 +517,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .users()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let (_, fx) = org.patched_user(key, &patch)?;
             org.update_user(key, fx, Map::new()).map_err(admin_err)?
         };
         self.0.emit(ev);
@@ -527,9 +525,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_user(key);
+        self.emit(r)
     }
 
     fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
@@ -546,11 +543,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .depts()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let fx = org.patched_dept(key, &patch)?;
             org.update_dept(key, fx).map_err(admin_err)?
         };
         self.0.emit(ev);
@@ -558,9 +551,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_dept(key);
+        self.emit(r)
     }
 
     fn expire_tokens(&self) {

@@ -331,29 +331,11 @@ impl Org {
     }
 
     pub fn snapshot(&self) -> Value {
-        let depts: Vec<Value> = self
-            .r
-            .depts()
-            .values()
-            .map(|d| {
-                let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
-                v["feishu"] =
-                    json!({"open_department_id": d.open_id, "department_id": d.custom_id});
-                v
-            })
-            .collect();
-        let users: Vec<Value> = self
-            .r
-            .users()
-            .values()
-            .map(|u| {
-                let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
-                v["feishu"] =
-                    json!({"open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id});
-                v
-            })
-            .collect();
-        json!({"departments": depts, "users": users})
+        self.r.snapshot_with(
+            "feishu",
+            |d| json!({"open_department_id": d.open_id, "department_id": d.custom_id}),
+            |u| json!({"open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id}),
+        )
     }
 
     // ---- mutations: every change returns the events Feishu would emit ----

@@ -21,10 +21,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 
 async fn endpoint(State(app): AppState, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     app.core.count_call("POST /callback/ws/endpoint");
-    let m = match json_body(&body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let m = or_reply!(json_body(&body));
     let id = m.get("AppID").and_then(Value::as_str).unwrap_or_default();
     let secret = m
         .get("AppSecret")

@@ -289,14 +289,18 @@ async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({"next_cursor": next, "dept_user": rows})))
 }
 
-async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
-    let b = json_body(&body)?;
-    let userid = b
-        .get("userid")
+/// The body's `userid`, or 41009.
+fn body_userid(b: &Map<String, Value>) -> Result<String, Response> {
+    b.get("userid")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| wc_err(41009, "missing userid"))?
-        .to_string();
+        .map(str::to_string)
+        .ok_or_else(|| wc_err(41009, "missing userid"))
+}
+
+async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
+    let b = json_body(&body)?;
+    let userid = body_userid(&b)?;
     if b.get("name")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty)
@@ -321,12 +325,7 @@ async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
 
 async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let userid = b
-        .get("userid")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| wc_err(41009, "missing userid"))?
-        .to_string();
+    let userid = body_userid(&b)?;
     let ev = {
         let mut org = lock(&app.org);
         let key = user_key(&org, &userid)?;

@@ -429,10 +429,7 @@ async fn robot_send(State(app): AppState, Query(q): Q, body: axum::body::Bytes) 
         app.core.count_fault("rate-limit");
         return wc_err(45009, "api freq out of limit");
     }
-    let b = match json_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b = or_reply!(json_body(&body));
     let msgtype = b.get("msgtype").and_then(Value::as_str).unwrap_or_default();
     let payload = b.get(msgtype).cloned().unwrap_or(Value::Null);
     let content_len = payload
@@ -464,10 +461,7 @@ async fn robot_send(State(app): AppState, Query(q): Q, body: axum::body::Bytes) 
 /// `POST /_sandbox/message/receive` `{"from": user key, "text": "…"}`: a member sends the app a
 /// text message; the app's callback receives it.
 pub(super) async fn receive(State(app): AppState, body: axum::body::Bytes) -> Response {
-    let b = match json_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b = or_reply!(json_body(&body));
     let from = b.get("from").and_then(Value::as_str).unwrap_or_default();
     let Some(text) = b.get("text").and_then(Value::as_str) else {
         return (

@@ -104,64 +104,58 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
         }
         Ok(())
     }
+    /// The sandbox as a router (for embedding); `stop` ends its callback delivery.
     fn router(self, stop: tokio::sync::watch::Receiver<bool>) -> Result<Router, SandboxError> {
-        router(self, stop)
+        let opts = self;
+        opts.check_app("corp id", &opts.corp_id)?;
+        if opts.agent_id <= 0 {
+            return Err(SandboxError::Options("agent id must be positive".into()));
+        }
+        let crypt = wxbiz_crypt(
+            opts.token.as_ref(),
+            opts.encoding_aes_key.as_ref(),
+            "encoding aes key",
+            "token and encoding aes key go together",
+        )?;
+        let core = SandboxCore::for_options("wecom", &opts, stop, || {
+            let Some(crypt) = crypt else {
+                return Err(SandboxError::Options(
+                    "an event url needs a token and an encoding aes key (WeCom encrypts every callback)"
+                        .into(),
+                ));
+            };
+            Ok(Arc::new(WecomEncoder {
+                crypt,
+                corp_id: opts.corp_id.clone(),
+            }))
+        })?;
+        let app = Arc::new(App {
+            org: Mutex::new(Org::new(&opts.org)),
+            core: core.clone(),
+            tokens: Tokens::default(),
+            windows: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            msg: Mutex::new(message::MsgState::default()),
+            schedules: Mutex::new(schedule::ScheduleState::default()),
+            opts,
+        });
+        let api = Router::new()
+            .merge(contact::routes())
+            .merge(message::routes())
+            .merge(schedule::routes())
+            .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
+            .route("/cgi-bin/gettoken", get(gettoken))
+            .merge(message::robot_routes())
+            .route("/_sandbox/message/receive", post(message::receive))
+            .with_state(app.clone());
+        Ok(api
+            .merge(admin_router(core, Arc::new(AdminHandle(app))))
+            .fallback(|| async { wc_err(404, "invalid url") }))
     }
 }
 
-/// Runs the sandbox on `listener` until `shutdown` resolves.
-pub use crate::sandbox::serve_vendor as serve;
-
-/// The sandbox as a router (for embedding); `stop` ends its callback delivery.
-pub fn router(
-    opts: SandboxOptions,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Router, SandboxError> {
-    opts.check_app("corp id", &opts.corp_id)?;
-    if opts.agent_id <= 0 {
-        return Err(SandboxError::Options("agent id must be positive".into()));
-    }
-    let crypt = wxbiz_crypt(
-        opts.token.as_ref(),
-        opts.encoding_aes_key.as_ref(),
-        "encoding aes key",
-        "token and encoding aes key go together",
-    )?;
-    let core = SandboxCore::for_options("wecom", &opts, stop, || {
-        let Some(crypt) = crypt else {
-            return Err(SandboxError::Options(
-                "an event url needs a token and an encoding aes key (WeCom encrypts every callback)"
-                    .into(),
-            ));
-        };
-        Ok(Arc::new(WecomEncoder {
-            crypt,
-            corp_id: opts.corp_id.clone(),
-        }))
-    })?;
-    let app = Arc::new(App {
-        org: Mutex::new(Org::new(&opts.org)),
-        core: core.clone(),
-        tokens: Tokens::default(),
-        windows: Mutex::new(HashMap::new()),
-        in_flight: AtomicUsize::new(0),
-        msg: Mutex::new(message::MsgState::default()),
-        schedules: Mutex::new(schedule::ScheduleState::default()),
-        opts,
-    });
-    let api = Router::new()
-        .merge(contact::routes())
-        .merge(message::routes())
-        .merge(schedule::routes())
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
-        .route("/cgi-bin/gettoken", get(gettoken))
-        .merge(message::robot_routes())
-        .route("/_sandbox/message/receive", post(message::receive))
-        .with_state(app.clone());
-    Ok(api
-        .merge(admin_router(core, Arc::new(AdminHandle(app))))
-        .fallback(|| async { wc_err(404, "invalid url") }))
-}
+/// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.
+pub use crate::sandbox::{serve_vendor as serve, vendor_router as router};
 
 pub(crate) struct App {
     pub opts: SandboxOptions,
@@ -426,6 +420,14 @@ fn admin_err(e: OrgError) -> AdminError {
 /// The `/_sandbox/org…` operations, standing in for an admin in WeCom's console.
 struct AdminHandle(Arc<App>);
 
+impl AdminHandle {
+    /// Emits the events of a change made in the console.
+    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
+        self.0.emit(r.map_err(admin_err)?);
+        Ok(())
+    }
+}
+
 impl OrgAdmin for AdminHandle {
     fn snapshot(&self) -> Value {
         lock(&self.0.org).snapshot()
@@ -444,11 +446,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .users()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("user {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let (cur, fx) = org.patched_user(key, &patch)?;
             let status = match (cur.status, fx.active) {
                 (1 | 4, false) => Some(2),
                 (2, true) => Some(1),
@@ -462,9 +460,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_user(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_user(key);
+        self.emit(r)
     }
 
     fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
@@ -482,11 +479,7 @@ impl OrgAdmin for AdminHandle {
     fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
         let ev = {
             let mut org = lock(&self.0.org);
-            let cur = org
-                .depts()
-                .get(key)
-                .ok_or_else(|| AdminError::NotFound(format!("department {key}")))?;
-            let fx = merge_fixture(&cur.fx, key, &patch)?;
+            let fx = org.patched_dept(key, &patch)?;
             org.update_dept(key, fx, None).map_err(admin_err)?
         };
         self.0.emit(ev);
@@ -494,9 +487,8 @@ impl OrgAdmin for AdminHandle {
     }
 
     fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let ev = lock(&self.0.org).delete_dept(key).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(())
+        let r = lock(&self.0.org).delete_dept(key);
+        self.emit(r)
     }
 
     fn expire_tokens(&self) {

@@ -348,29 +348,18 @@ impl Org {
     }
 
     pub fn snapshot(&self) -> Value {
-        let depts: Vec<Value> = self
-            .r
-            .depts()
-            .values()
-            .map(|d| {
-                let mut v = serde_json::to_value(&d.fx).unwrap_or(Value::Null);
+        self.r.snapshot_with(
+            "wecom",
+            |d| {
                 let parent = d.fx.parent.as_deref().map_or(0, |p| self.dept_id(p));
-                v["wecom"] = json!({"id": d.id, "parentid": parent, "name_en": d.name_en});
-                v
-            })
-            .collect();
-        let users: Vec<Value> = self
-            .r.users()
-            .values()
-            .map(|u| {
-                let mut v = serde_json::to_value(&u.fx).unwrap_or(Value::Null);
+                json!({"id": d.id, "parentid": parent, "name_en": d.name_en})
+            },
+            |u| {
                 let depts: Vec<i64> = u.fx.departments.iter().map(|d| self.dept_id(d)).collect();
-                v["wecom"] = json!({"userid": u.fx.key, "status": u.status, "department": depts,
-                    "main_department": depts.first().copied().unwrap_or(ROOT_ID), "extra": u.extra});
-                v
-            })
-            .collect();
-        json!({"departments": depts, "users": users})
+                json!({"userid": u.fx.key, "status": u.status, "department": depts,
+                    "main_department": depts.first().copied().unwrap_or(ROOT_ID), "extra": u.extra})
+            },
+        )
     }
 
     // ---- events ----
