@@ -149,6 +149,8 @@ pub trait Vendor: Send + Sync + 'static {
             format!("{} has no push channel", self.name()),
         ))
     }
+    /// Whether an event type of this vendor is an org-chart (contact) change.
+    fn is_contact_event(&self, event_type: &str) -> bool;
     /// The records (entity, vendor id) a contact event names; `None` when it can't tell.
     fn contact_records(&self, event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>>;
     /// The vendor's root department id.
@@ -176,6 +178,8 @@ pub trait VendorSpec: Send + Sync + 'static {
     const HAS_PUSH_CHANNEL: bool = false;
     /// The settings a callback receiver needs.
     const CALLBACK_KEYS: CallbackKeys;
+    /// Event types (lower case) that begin so are org-chart changes.
+    const CONTACT_EVENT_PREFIXES: &'static [&'static str];
     /// The vendor app's settings.
     type Config;
 
@@ -265,6 +269,10 @@ impl<T: VendorSpec> Vendor for T {
         }
         let config = T::config(settings).map_err(|p| problem_error(T::NAME, p))?;
         T::push_channel(config).unwrap_or_else(|| Err(none()))
+    }
+    fn is_contact_event(&self, event_type: &str) -> bool {
+        let t = event_type.to_ascii_lowercase();
+        T::CONTACT_EVENT_PREFIXES.iter().any(|p| t.starts_with(p))
     }
     fn contact_records(&self, event_type: &str, payload: &Value) -> Option<Vec<(Entity, String)>> {
         T::contact_records(event_type, payload)

@@ -32,14 +32,9 @@ use crate::queue::{Envelope, Handler, Outcome, Queue, Task};
 use crate::store::{Store, now_ms};
 use crate::sync::{self, DEPARTMENT, Endpoint, PERSON, RouteContext};
 
-/// Whether a vendor event type is an org-chart (contact) change.
-pub fn is_contact_event(event_type: &str) -> bool {
-    let t = event_type.to_ascii_lowercase();
-    t.starts_with("contact.")            // Feishu: contact.user.created_v3, contact.department.updated_v3 …
-        || t.starts_with("change_contact") // WeCom: change_contact.create_user …
-        || t.starts_with("user_") // DingTalk: user_add_org, user_modify_org, user_leave_org
-        || t.starts_with("org_dept_") // DingTalk: org_dept_create, org_dept_modify, org_dept_remove
-        || t.contains("contact_change")
+/// Whether an event of this connector's vendor is an org-chart (contact) change.
+pub fn is_contact_event(kind: ConnectorKind, event_type: &str) -> bool {
+    kind.is_contact_event(event_type) || event_type.to_ascii_lowercase().contains("contact_change")
 }
 
 /// The records (entity, vendor id) a contact event names — each connector reads its own
@@ -233,7 +228,12 @@ impl IngressHandler {
                 envelope.task
             ));
         };
-        if !is_contact_event(event_type) {
+        let contact = self
+            .config
+            .connectors
+            .get(connector.as_str())
+            .is_some_and(|c| is_contact_event(c.kind, event_type));
+        if !contact {
             tracing::debug!(connector = %connector, event_type = %event_type, "not an org change; nothing to do");
             return Outcome::Ok;
         }
@@ -292,6 +292,21 @@ mod tests {
 
     fn kind(name: &str) -> ConnectorKind {
         ConnectorKind::parse(name).expect("a registered vendor")
+    }
+
+    #[test]
+    fn each_vendor_says_which_of_its_events_are_org_changes() {
+        assert!(is_contact_event(kind("feishu"), "contact.user.created_v3"));
+        assert!(!is_contact_event(kind("feishu"), "im.message.receive_v1"));
+        assert!(is_contact_event(kind("dingtalk"), "user_modify_org"));
+        assert!(is_contact_event(kind("dingtalk"), "org_dept_create"));
+        assert!(is_contact_event(
+            kind("wecom"),
+            "change_contact.create_user"
+        ));
+        assert!(!is_contact_event(kind("wecom"), "message.text"));
+        // Another vendor's event names mean nothing here.
+        assert!(!is_contact_event(kind("feishu"), "user_add_org"));
     }
 
     #[test]

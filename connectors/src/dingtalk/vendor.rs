@@ -29,6 +29,8 @@ impl VendorSpec for DingTalk {
     const ROOT_DEPARTMENT_ID: &'static str = "1";
     const HAS_PUSH_CHANNEL: bool = true;
     const CALLBACK_KEYS: CallbackKeys = CallbackKeys::All(&["token", "aes_key", "app_key"]);
+    /// user_add_org, user_modify_org, user_leave_org, org_dept_create, …
+    const CONTACT_EVENT_PREFIXES: &'static [&'static str] = &["user_", "org_dept_"];
     type Config = DingTalkConfig;
 
     /// `base_url` is one origin for both API generations (a sandbox), `api_base_url` the v1.0

@@ -25,6 +25,8 @@ impl VendorSpec for Feishu {
     const HAS_PUSH_CHANNEL: bool = true;
     /// Either suffices: an encrypt key, or the verification token of plain callbacks.
     const CALLBACK_KEYS: CallbackKeys = CallbackKeys::AnyOf(&["encrypt_key", "verification_token"]);
+    /// contact.user.created_v3, contact.department.updated_v3, …
+    const CONTACT_EVENT_PREFIXES: &'static [&'static str] = &["contact."];
     type Config = FeishuConfig;
 
     fn config(s: &Settings) -> Result<FeishuConfig, SettingProblem> {

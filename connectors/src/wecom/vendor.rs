@@ -51,6 +51,8 @@ impl VendorSpec for WeCom {
     const PERSON_CARRIES_LEADERSHIP: bool = true;
     const CALLBACK_KEYS: CallbackKeys =
         CallbackKeys::All(&["token", "encoding_aes_key", "corp_id"]);
+    /// change_contact.create_user, …
+    const CONTACT_EVENT_PREFIXES: &'static [&'static str] = &["change_contact"];
     type Config = WecomConfig;
 
     fn config(s: &Settings) -> Result<WecomConfig, SettingProblem> {
