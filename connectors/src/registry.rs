@@ -356,6 +356,19 @@ pub fn vendor(kind: &str) -> Option<Kind> {
     Kind::parse(kind)
 }
 
+/// A WXBizMsgCrypt EncodingAESKey secret (DingTalk `aes_key`, WeCom `encoding_aes_key`), when
+/// set, must be 43 base64 characters decoding to 32 bytes; the problem never repeats the value.
+pub fn check_aes_key(settings: &Settings, key: &'static str) -> Option<SettingProblem> {
+    use secrecy::ExposeSecret;
+    let value = settings.secrets.get(key)?;
+    crate::wxbiz::decode_aes_key(value.expose_secret().trim())
+        .err()
+        .map(|e| SettingProblem {
+            key,
+            message: format!("(secret) {e}"),
+        })
+}
+
 /// A setting problem as a [`ConnectorError`] (for building a connector outside `config check`).
 pub fn problem_error(vendor: &'static str, p: SettingProblem) -> ConnectorError {
     ConnectorError::permanent(vendor, format!("`{}` {}", p.key, p.message))
@@ -383,6 +396,26 @@ mod tests {
                 "{} has no required secret",
                 v.name()
             );
+        }
+    }
+
+    #[test]
+    fn callback_aes_keys_are_checked_at_load_without_echoing_them() {
+        let settings = |key: &str, value: &str| Settings {
+            name: "c".into(),
+            plain: [("agent_id".to_owned(), "1".to_owned())].into(),
+            secrets: [(key.to_owned(), SecretString::from(value.to_owned()))].into(),
+        };
+        for (kind, key) in [("wecom", "encoding_aes_key"), ("dingtalk", "aes_key")] {
+            let v = Kind::parse(kind).unwrap();
+            let bad = v.check(&settings(key, "too-short-secret-value"));
+            assert_eq!(bad.len(), 1, "{kind}: {bad:?}");
+            assert_eq!(bad[0].key, key);
+            assert!(!bad[0].message.contains("too-short-secret-value"));
+            let not_base64 = "!".repeat(43);
+            assert_eq!(v.check(&settings(key, &not_base64)).len(), 1, "{kind}");
+            let good = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+            assert!(v.check(&settings(key, good)).is_empty(), "{kind}");
         }
     }
 }

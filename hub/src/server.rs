@@ -113,13 +113,29 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
+/// The method as a metric label, from a closed set: any other method (a client may send any
+/// token, 300 KB long) is counted as `other`, so no request can grow the label space.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

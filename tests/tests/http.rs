@@ -106,3 +106,46 @@ async fn readyz_names_the_database_when_it_goes_away() {
     );
     let _ = stop.send(());
 }
+
+/// Every label of the HTTP metrics comes from a closed set: made-up methods and paths are
+/// counted as `other` / `unmatched`, never as labels of their own (each would be a new series
+/// kept for the life of the process).
+#[tokio::test]
+async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
+    let dir = std::env::temp_dir().join(format!("huitong-http-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/huitong.db", dir.display());
+    let (base, stop, handle) = start(vec![("HUITONG_DATABASE_URL".into(), url)]).await;
+    let client = reqwest::Client::new();
+    for i in 0..50 {
+        let method =
+            reqwest::Method::from_bytes(format!("MADEUP{i}{}", "X".repeat(i * 100)).as_bytes())
+                .unwrap();
+        let r = client
+            .request(method, format!("{base}/healthz-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    assert!(!text.contains("healthz-"), "a made-up path became a label");
+    let other = text
+        .lines()
+        .find(|l| {
+            l.starts_with("huitong_http_requests_total{")
+                && l.contains("method=\"other\"")
+                && l.contains("route=\"unmatched\"")
+        })
+        .unwrap_or_else(|| panic!("no series for other methods: {text}"));
+    assert!(other.ends_with(" 50"), "{other}");
+    let _ = stop.send(());
+    handle.await.unwrap();
+}

@@ -48,6 +48,11 @@ impl VendorSpec for DingTalk {
         cfg.robot_code = s.get("robot_code").map(str::to_owned);
         Ok(cfg)
     }
+    fn check(s: &Settings) -> Vec<SettingProblem> {
+        crate::registry::check_aes_key(s, "aes_key")
+            .into_iter()
+            .collect()
+    }
     fn directory(cfg: DingTalkConfig) -> Result<Arc<dyn Directory>, ConnectorError> {
         Ok(Arc::new(DingTalkConnector::new(cfg)?))
     }

@@ -70,7 +70,11 @@ impl VendorSpec for WeCom {
     }
     fn check(s: &Settings) -> Vec<SettingProblem> {
         let agent = s.get("agent_id").and_then(|_| agent_id(s).err());
-        agent.into_iter().chain(user_listing(s).err()).collect()
+        agent
+            .into_iter()
+            .chain(user_listing(s).err())
+            .chain(crate::registry::check_aes_key(s, "encoding_aes_key"))
+            .collect()
     }
     fn directory(cfg: WecomConfig) -> Result<Arc<dyn Directory>, ConnectorError> {
         Ok(Arc::new(WecomConnector::new(cfg)?))
