@@ -77,3 +77,37 @@ impl VendorSpec for DingTalk {
         crate::dingtalk::events::contact_records(event_type, payload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One config for the directory, the Stream client and the robots: `api_base_url` and
+    /// `robot_code` reach all of them (the directory used to ignore the first, nothing read
+    /// the second).
+    #[test]
+    fn api_base_url_and_robot_code_reach_the_config() {
+        let s = Settings {
+            name: "sub".into(),
+            plain: [
+                ("app_key".to_owned(), "dingk".to_owned()),
+                (
+                    "api_base_url".to_owned(),
+                    "http://127.0.0.1:9/api".to_owned(),
+                ),
+                ("robot_code".to_owned(), "robot-7".to_owned()),
+            ]
+            .into(),
+            secrets: [("app_secret".to_owned(), "s".to_owned().into())].into(),
+        };
+        let cfg = DingTalk::config(&s).unwrap();
+        assert_eq!(cfg.api(), "http://127.0.0.1:9/api");
+        assert_eq!(cfg.robot(), "robot-7");
+        let client = crate::dingtalk::DingTalkClient::new(cfg).unwrap();
+        assert_eq!(client.config().api(), "http://127.0.0.1:9/api");
+        let mut plain = s.plain.clone();
+        plain.remove("robot_code");
+        let cfg = DingTalk::config(&Settings { plain, ..s }).unwrap();
+        assert_eq!(cfg.robot(), "dingk", "the app key by default");
+    }
+}
