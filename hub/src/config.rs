@@ -443,12 +443,27 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The layer that set `key` or, for a list item (`routes.org.targets[0]`) or a missing
+    /// key, the nearest enclosing key that a layer set.
+    fn origin(&self, key: &str) -> String {
+        let mut at = key;
+        loop {
+            if let Some(o) = self.origins.get(at) {
+                return o.clone();
+            }
+            let parent = match at.strip_suffix(']').and_then(|k| k.rfind('[')) {
+                Some(i) => &at[..i],
+                None => match at.rfind('.') {
+                    Some(i) => &at[..i],
+                    None => return BUILT_IN.to_owned(),
+                },
+            };
+            at = parent;
+        }
+    }
+
     fn problem(&mut self, key: &str, message: impl Into<String>) {
-        let origin = self
-            .origins
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| BUILT_IN.to_owned());
+        let origin = self.origin(key);
         self.problems.push(Problem {
             origin,
             key: key.to_owned(),
@@ -1455,6 +1470,32 @@ mod tests {
         let err = r.unwrap_err();
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, vec!["routes.org.source", "routes.org.targets[0]"]);
+    }
+
+    #[test]
+    fn problems_in_list_items_and_missing_keys_blame_the_users_file() {
+        let (r, f) = load_text(
+            "[routes.org]\ntargets = [\"nowhere\"]\nmatch = [\"phone\"]\n\
+             [queue]\nretry_tiers = [\"5s\", \"soon\"]\n",
+            &[],
+        );
+        let err = r.unwrap_err();
+        let path = f.path().display().to_string();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "queue.retry_tiers[1]",
+                "routes.org.source",
+                "routes.org.targets[0]",
+                "routes.org.match[0]"
+            ],
+            "{err}"
+        );
+        for p in &err.problems {
+            assert_eq!(p.origin, path, "{p}");
+        }
+        assert!(!err.to_string().contains(BUILT_IN), "{err}");
     }
 
     #[test]

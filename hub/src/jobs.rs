@@ -27,13 +27,16 @@ pub struct Runner {
 /// Reconcile one route: plan, then apply (never forced; a plan above the safety
 /// threshold fails the fire, visible in `huitong schedule list`).
 /// The steps go through `deliver.<route>`, whose consumer must run (`start_deliveries`).
+/// `run_kind` is what started it (`sync::run_kind::SCHEDULED` or `RECONCILE`), as
+/// `huitong sync runs` shows it.
 pub async fn reconcile(
     config: &Config,
     store: &dyn Store,
     queue: &dyn Queue,
     route: &str,
+    run_kind: &'static str,
 ) -> Result<String, String> {
-    reconcile_route(config, store, queue, route)
+    reconcile_route(config, store, queue, route, run_kind)
         .instrument(tracing::info_span!("reconcile", route = %route))
         .await
 }
@@ -43,9 +46,13 @@ async fn reconcile_route(
     store: &dyn Store,
     queue: &dyn Queue,
     route: &str,
+    run_kind: &'static str,
 ) -> Result<String, String> {
     let ctx = RouteContext::new(config, route).map_err(|e| e.to_string())?;
-    let plan = sync::plan(&ctx, store).await.map_err(|e| e.to_string())?;
+    let plan = sync::plan(&ctx, store)
+        .await
+        .map_err(|e| e.to_string())?
+        .run_as(run_kind);
     let report = sync::apply(&ctx, &plan, store, queue, false, &|_, _| {})
         .await
         .map_err(|e| e.to_string())?;
@@ -82,42 +89,84 @@ impl JobRunner for Runner {
             return Err(format!("job {job} is not supported by this huitong"));
         };
         tracing::info!(schedule, route, fire_time = %fire_time, "scheduled reconcile");
-        let summary = reconcile(&self.config, &*self.store, &*self.queue, route).await?;
+        let summary = reconcile(
+            &self.config,
+            &*self.store,
+            &*self.queue,
+            route,
+            sync::run_kind::SCHEDULED,
+        )
+        .await?;
         Ok(JobOutcome {
             summary: Some(summary),
         })
     }
 }
 
-/// Start the scheduler with the configured schedules whose routes exist.
-/// Returns `None` when there is nothing to schedule.
+/// The schedule files judged by the one rule `config check` and `serve` share: a file
+/// that does not load is an error (neither runs); a schedule whose job names a route that
+/// is not configured is skipped with a warning (the shipped `schedules/files/org.yaml`
+/// names `org`, which a fresh configuration has not yet).
+#[derive(Debug, Default)]
+pub struct ScheduleCheck {
+    /// The schedules to run.
+    pub schedules: Vec<huitong_schedules::Schedule>,
+    /// Problems that leave the set usable, one line each.
+    pub warnings: Vec<String>,
+    /// Problems that stop `config check` (exit 2) and `serve` from starting, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Load and judge the configured schedule folder (see [`ScheduleCheck`]); a missing
+/// folder means no schedules.
+pub fn check_schedules(config: &Config) -> ScheduleCheck {
+    let dir = &config.schedules.dir;
+    let mut check = ScheduleCheck::default();
+    if !dir.exists() {
+        return check;
+    }
+    let set = match huitong_schedules::load_dir(dir) {
+        Ok(set) => set,
+        Err(e) => {
+            for d in &e.diagnostics {
+                match d.severity {
+                    huitong_schedules::Severity::Error => check.errors.push(d.to_string()),
+                    huitong_schedules::Severity::Warning => check.warnings.push(d.to_string()),
+                }
+            }
+            return check;
+        }
+    };
+    check.warnings = set.warnings.iter().map(ToString::to_string).collect();
+    for s in set.schedules {
+        match s.job.route() {
+            Some(route) if !config.routes.contains_key(route) => check.warnings.push(format!(
+                "warning: {}: schedule `{}`: key `job`: route {route:?} is not configured under [routes]; the schedule is skipped",
+                s.source.display(),
+                s.name
+            )),
+            _ => check.schedules.push(s),
+        }
+    }
+    check
+}
+
+/// Start the scheduler with the configured schedules whose routes exist (see
+/// [`check_schedules`]). Returns `None` when there is nothing to schedule.
 pub fn start_scheduler(
     config: &Config,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
 ) -> Option<SchedulerHandle> {
-    let dir = &config.schedules.dir;
-    if !dir.exists() {
+    let check = check_schedules(config);
+    for w in &check.warnings {
+        tracing::warn!("{}", w.trim_start_matches("warning: "));
+    }
+    if !check.errors.is_empty() {
+        tracing::error!(dir = %config.schedules.dir.display(), problems = %check.errors.join("; "), "schedules not started: the files have errors");
         return None;
     }
-    let set = match huitong_schedules::load_dir(dir) {
-        Ok(set) => set,
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), problems = %e, "schedules not started: the files have errors");
-            return None;
-        }
-    };
-    let schedules: Vec<_> = set
-        .schedules
-        .into_iter()
-        .filter(|s| match s.job.route() {
-            Some(r) if !config.routes.contains_key(r) => {
-                tracing::warn!(schedule = %s.name, route = r, "schedule skipped: its route is not configured");
-                false
-            }
-            _ => true,
-        })
-        .collect();
+    let schedules = check.schedules;
     if schedules.is_empty() {
         return None;
     }

@@ -273,8 +273,14 @@ impl IngressHandler {
             *last_start = now_ms();
             tracing::info!(route = %route, connector = %connector, event_type = %event_type, event_id = ?event_id,
                 "org change: reconciling the route");
-            if let Err(e) =
-                crate::jobs::reconcile(&self.config, &*self.store, &*self.queue, &route).await
+            if let Err(e) = crate::jobs::reconcile(
+                &self.config,
+                &*self.store,
+                &*self.queue,
+                &route,
+                sync::run_kind::RECONCILE,
+            )
+            .await
             {
                 // Let the next try run again.
                 *last_start = 0;

@@ -159,6 +159,26 @@ fn load(sources: &Sources) -> Result<Config, ExitCode> {
     })
 }
 
+/// The schedule files by the rule `config check` and `serve` share
+/// (`huitong::jobs::check_schedules`): errors are printed and give exit code 2; warnings
+/// are printed here when `warnings` (`serve` logs them as it starts the scheduler).
+fn schedule_problems(config: &Config, warnings: bool) -> Option<ExitCode> {
+    let check = huitong::jobs::check_schedules(config);
+    if warnings {
+        for w in &check.warnings {
+            eprintln!("{w}");
+        }
+    }
+    if check.errors.is_empty() {
+        return None;
+    }
+    eprintln!("schedules have {} problem(s):", check.errors.len());
+    for p in &check.errors {
+        eprintln!("  - {p}");
+    }
+    Some(ExitCode::from(2))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,6 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            if let Some(code) = schedule_problems(&config, false) {
+                return Ok(code);
+            }
             huitong::telemetry::init_logging(&config.log.level, config.log.format);
             runtime()?.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
@@ -182,13 +205,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let schedule_problems = cmd::schedule::check(&config);
-            if !schedule_problems.is_empty() {
-                eprintln!("schedules have {} problem(s):", schedule_problems.len());
-                for p in &schedule_problems {
-                    eprintln!("  - {p}");
-                }
-                return Ok(ExitCode::from(2));
+            // The same rule as `serve`: errors stop both, a skipped schedule is a warning.
+            if let Some(code) = schedule_problems(&config, true) {
+                return Ok(code);
             }
             println!("configuration OK");
             println!("  server.listen   {}", config.server.listen);

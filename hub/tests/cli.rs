@@ -328,11 +328,117 @@ fn schedule_list_shows_next_fires_and_config_check_flags_unknown_routes() {
         .env("HUITONG_SCHEDULES_DIR", &sched)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("schedule `nightly`") && err.contains("route \"org\""),
+        err.contains("warning:")
+            && err.contains("schedule `nightly`")
+            && err.contains("route \"org\" is not configured")
+            && err.contains("skipped"),
         "{err}"
+    );
+}
+
+/// Runs `huitong serve` in `dir` until `until` holds for its stderr or it exits; returns
+/// its exit code (None: it was still running and was stopped) and its stderr.
+fn serve_until(dir: &Path, env: &[(&str, &Path)], until: &str) -> (Option<i32>, String) {
+    let mut c = huitong(dir);
+    c.args(["serve", "--listen", "127.0.0.1:0"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let until = until.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(&until) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if rx.try_recv().is_ok() || std::time::Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, reader.join().unwrap())
+}
+
+#[test]
+fn config_check_and_serve_judge_schedules_by_one_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched = dir.path().join("sched");
+    std::fs::create_dir(&sched).unwrap();
+    // A schedule naming a route that is not configured: skipped with a warning by both.
+    std::fs::write(
+        sched.join("org.yaml"),
+        "schedules:\n  - name: nightly\n    cron: \"0 30 2 * * *\"\n    job: reconcile org\n",
+    )
+    .unwrap();
+    let check = huitong(dir.path())
+        .args(["config", "check"])
+        .env("HUITONG_SCHEDULES_DIR", &sched)
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{check_err}");
+    let (code, serve_err) = serve_until(
+        dir.path(),
+        &[("HUITONG_SCHEDULES_DIR", &sched)],
+        "listening",
+    );
+    assert_eq!(code, None, "serve runs:\n{serve_err}");
+    let rule = "schedule `nightly`: key `job`: route \"org\" is not configured under [routes]; the schedule is skipped";
+    assert!(check_err.contains(rule), "{check_err}");
+    assert!(serve_err.contains(rule), "{serve_err}");
+
+    // A schedule file that does not load: an error for both (exit 2, nothing started).
+    std::fs::write(sched.join("org.yaml"), "schedules:\n  - name: nightly\n").unwrap();
+    let check = huitong(dir.path())
+        .args(["config", "check"])
+        .env("HUITONG_SCHEDULES_DIR", &sched)
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{check_err}");
+    let (code, serve_err) = serve_until(
+        dir.path(),
+        &[("HUITONG_SCHEDULES_DIR", &sched)],
+        "listening",
+    );
+    assert_eq!(
+        code,
+        Some(2),
+        "serve refuses like config check:\n{serve_err}"
+    );
+    assert!(
+        serve_err.contains("schedules have 2 problem"),
+        "{serve_err}"
+    );
+    assert!(
+        check_err.contains("schedules have 2 problem"),
+        "{check_err}"
     );
 }
 
@@ -367,6 +473,136 @@ fn demo_once_tours_plan_apply_and_a_live_change_and_says_what_it_synced() {
         "{last}"
     );
     assert!(dir.path().join("demo/huitong.db").exists());
+
+    // Once it exited, it prints no URL (they would be dead) and only commands that work.
+    let next = stdout
+        .split("Where to look next")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(!next.contains("http://"), "dead URLs printed:\n{next}");
+    let commands = printed_commands(next);
+    assert!(commands.iter().any(|c| c.ends_with("sync runs")), "{next}");
+    for c in &commands {
+        let out = run_printed(dir.path(), c);
+        assert!(
+            out.status.success(),
+            "`{c}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The `… --config FILE …` command lines printed after "Where to look next", each cut
+/// before its two-space comment.
+fn printed_commands(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.contains(" --config "))
+        .map(|l| l.split("  ").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Runs a printed command as a shell would (its words; no quoting in these test paths),
+/// in `dir`, with none of the demo's environment.
+fn run_printed(dir: &Path, command: &str) -> std::process::Output {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert!(
+        !words.is_empty()
+            && Path::new(words[0]).canonicalize().ok() == Path::new(BIN).canonicalize().ok(),
+        "`{command}` does not call this huitong ({BIN})"
+    );
+    let mut c = huitong(dir);
+    c.args(&words[1..]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DEMO_") {
+            c.env_remove(k);
+        }
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn demo_prints_commands_that_work_as_pasted_and_runs_labelled_by_what_started_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = huitong(dir.path())
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("demo"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            if line.starts_with("Running;") || line.starts_with("demo FAILED") {
+                let _ = tx.send(all.clone());
+            }
+        }
+        let _ = tx.send(all);
+    });
+    let text = rx.recv_timeout(Duration::from_secs(120));
+    let stop = || {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    };
+    let Ok(text) = text else {
+        stop();
+        panic!("the demo did not get to running");
+    };
+    let next = text
+        .split("Where to look next")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let commands = printed_commands(&next);
+    let results: Vec<(String, std::process::Output)> = commands
+        .iter()
+        .map(|c| (c.clone(), run_printed(dir.path(), c)))
+        .collect();
+    let runs = commands
+        .iter()
+        .find(|c| c.ends_with("sync runs"))
+        .map(|c| run_printed(dir.path(), &format!("{c} --output json")));
+    stop();
+    assert!(child.wait().unwrap().success());
+
+    assert!(
+        commands.iter().any(|c| c.ends_with("sync plan org")) && commands.len() >= 2,
+        "{text}"
+    );
+    assert!(
+        text.contains("/_sandbox/org/users with a JSON user"),
+        "{text}"
+    );
+    for (c, out) in &results {
+        assert!(
+            out.status.success(),
+            "`{c}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The runs as the demo describes them: the apply, then the reconcile of the new hire.
+    let runs = runs.expect("a sync runs command");
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let mut kinds: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default())
+        .collect();
+    kinds.reverse();
+    assert_eq!(kinds.first(), Some(&"apply"), "{kinds:?}");
+    assert!(
+        kinds.len() >= 2 && kinds[1..].iter().all(|k| *k == "reconcile" || *k == "live"),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"reconcile"), "{kinds:?}");
 }
 
 #[test]
@@ -518,4 +754,81 @@ fn sandbox_fixture_is_deterministic_and_loadable() {
     );
     let org = huitong_connectors::fixture::OrgFixture::load(&file).unwrap();
     assert_eq!((org.users.len(), org.departments.len()), (300, 12));
+}
+
+#[test]
+fn human_logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // stderr is a pipe here: no ANSI colour codes, with or without NO_COLOR.
+    for no_color in [None, Some("1")] {
+        let mut c = huitong(dir.path());
+        c.args(["migrate", "--log-level", "debug"]);
+        c.env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("DEBUG"), "expected some log lines:\n{err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "ANSI codes in a non-terminal log:\n{err}"
+        );
+    }
+}
+
+/// The display column (East Asian wide characters count two) where `needle` starts in `line`.
+fn display_column(line: &str, needle: &str) -> Option<usize> {
+    let at = line.find(needle)?;
+    Some(
+        line[..at]
+            .chars()
+            .map(|c| {
+                let u = c as u32;
+                if (0x2E80..=0x9FFF).contains(&u) || (0xFF00..=0xFF60).contains(&u) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum(),
+    )
+}
+
+#[test]
+fn runs_table_aligns_chinese_route_names_by_display_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("runs.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = huitong::store::open(&huitong::config::DatabaseConfig {
+            url: url.clone().into(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        store.start_run("org", "reconcile", 1_000).await.unwrap();
+        store
+            .start_run("华东组织", "reconcile", 2_000)
+            .await
+            .unwrap();
+    });
+    let out = huitong(dir.path())
+        .args(["sync", "runs"])
+        .env("HUITONG_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let columns: Vec<Option<usize>> = table
+        .lines()
+        .filter(|l| l.contains(" reconcile "))
+        .map(|l| display_column(l, " reconcile "))
+        .collect();
+    assert_eq!(columns.len(), 2, "{table}");
+    assert_eq!(columns[0], columns[1], "kind column misaligned:\n{table}");
 }

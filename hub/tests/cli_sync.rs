@@ -267,6 +267,13 @@ fn ctrl_c_stops_an_apply_and_the_next_apply_finishes_it() {
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["succeeded", "interrupted"]);
+    let kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["apply", "apply"], "runs of `sync apply`");
     let table = huitong(&env, &["sync", "runs", "--route", "org"])
         .output()
         .unwrap();

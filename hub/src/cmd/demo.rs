@@ -79,32 +79,74 @@ fn count(org: &Value, kind: &str) -> usize {
     org[kind].as_array().map_or(0, Vec::len)
 }
 
+/// The demo's secrets, each in a file beside its configuration (readable by the owner only),
+/// so that the printed commands work as pasted: (file name, config key, value).
+const SECRETS: [(&str, &str, &str); 5] = [
+    ("hq-app-secret", "app_secret_file", HQ_SECRET),
+    ("hq-encrypt-key", "encrypt_key_file", HQ_ENCRYPT_KEY),
+    ("hq-verification-token", "verification_token_file", HQ_TOKEN),
+    ("subsidiary-app-secret", "app_secret_file", SUB_SECRET),
+    ("factory-corp-secret", "corp_secret_file", FACTORY_SECRET),
+];
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{value}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 fn write_config(dir: &Path, feishu: &str, dingtalk: &str, wecom: &str) -> anyhow::Result<PathBuf> {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)
+        .with_context(|| format!("cannot create {}", secrets.display()))?;
+    let mut lines = Vec::new();
+    for (name, key, value) in SECRETS {
+        let path = secrets.join(name);
+        write_secret(&path, value)?;
+        // TOML basic string: the path with `\` and `"` escaped.
+        let quoted = path
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        lines.push(format!("{key} = \"{quoted}\""));
+    }
+    let [hq_secret, hq_key, hq_token, sub_secret, factory_secret] = &lines[..] else {
+        bail!("the demo has five secrets");
+    };
     let file = dir.join("huitong.toml");
     let text = format!(
-        r#"# Written by `huitong demo`: three sandboxes and one route.
+        r#"# Written by `huitong demo`: three sandboxes and one route. The sandboxes' demo
+# credentials are in secrets/ beside this file.
 [database]
 url = "sqlite://{db}"
 
 [connectors.hq]
 kind = "feishu"
 app_id = "cli_demo_hq"
-app_secret_env = "DEMO_HQ_SECRET"
-encrypt_key_env = "DEMO_HQ_ENCRYPT_KEY"
-verification_token_env = "DEMO_HQ_TOKEN"
+{hq_secret}
+{hq_key}
+{hq_token}
 base_url = "{feishu}"
 
 [connectors.subsidiary]
 kind = "dingtalk"
 app_key = "dingdemosub"
-app_secret_env = "DEMO_SUB_SECRET"
+{sub_secret}
 base_url = "{dingtalk}"
 
 [connectors.factory]
 kind = "wecom"
 corp_id = "wwdemofactory"
 agent_id = 1000002
-corp_secret_env = "DEMO_FACTORY_SECRET"
+{factory_secret}
 base_url = "{wecom}"
 
 [routes.org]
@@ -118,17 +160,40 @@ match = ["employee_no", "email", "mobile"]
     Ok(file)
 }
 
-fn demo_env() -> Vec<(String, String)> {
-    [
-        ("DEMO_HQ_SECRET", HQ_SECRET),
-        ("DEMO_HQ_ENCRYPT_KEY", HQ_ENCRYPT_KEY),
-        ("DEMO_HQ_TOKEN", HQ_TOKEN),
-        ("DEMO_SUB_SECRET", SUB_SECRET),
-        ("DEMO_FACTORY_SECRET", FACTORY_SECRET),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
+/// `s` as one shell word (single-quoted unless it is plainly safe).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// How to call this very binary from the current directory: `huitong` when that is what
+/// PATH finds, else its path (relative when below the current directory, as after
+/// `cargo run`: `target/debug/huitong`).
+fn this_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "huitong".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .filter_map(|d| std::fs::canonicalize(d.join("huitong")).ok())
+            .next()
+            .is_some_and(|found| found == exe)
+    });
+    if on_path {
+        return "huitong".to_owned();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| std::fs::canonicalize(cwd).ok())
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| exe.clone());
+    shell_word(&shown.display().to_string())
 }
 
 pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
@@ -193,7 +258,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let file = write_config(&dir, &feishu, &dingtalk, &wecom)?;
     let config = config::load(&Sources {
         file: Some(file.clone()),
-        env: demo_env(),
+        env: vec![],
         overrides: vec![],
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -210,7 +275,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 4. Plan.
     let ctx = RouteContext::new(&config, "org")?;
-    let plan = sync::plan(&ctx, &*store).await?;
+    let plan = sync::plan(&ctx, &*store)
+        .await?
+        .run_as(sync::run_kind::APPLY);
     println!("\n3. huitong sync plan org\n");
     print!("{}", sync::render_plan(&plan));
     let conflicts: usize = plan.targets.iter().map(|t| t.conflicts.len()).sum();
@@ -290,21 +357,30 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    println!("\nWhere to look next:");
-    println!("   {hub}/healthz  {hub}/readyz  {hub}/metrics");
-    println!(
-        "   {feishu}/_sandbox/org (edit it: POST/PATCH/DELETE {feishu}/_sandbox/org/users/<key>)"
+    // Every command printed here works when pasted (tested): the secrets are in files.
+    let huitong = format!(
+        "{} --config {}",
+        this_command(),
+        shell_word(&file.display().to_string())
     );
-    println!("   {dingtalk}/_sandbox/org   {wecom}/_sandbox/org");
-    println!("   huitong --config {} sync plan org", file.display());
+    if args.once {
+        // The sandboxes and huitong stop with this process: no URLs that would be dead.
+        println!(
+            "\nWhere to look next (the URLs above were live during the tour; the sandboxes and huitong stopped with it):"
+        );
+    } else {
+        println!("\nWhere to look next (while the demo runs):");
+        println!("   {hub}/healthz  {hub}/readyz  {hub}/metrics");
+        println!(
+            "   {feishu}/_sandbox/org (edit it: POST {feishu}/_sandbox/org/users with a JSON user, \
+             PATCH/DELETE {feishu}/_sandbox/org/users/<key>)"
+        );
+        println!("   {dingtalk}/_sandbox/org   {wecom}/_sandbox/org");
+        println!("   {huitong} sync plan org");
+    }
     println!(
-        "   huitong --config {} sync runs   (the apply and the live run, with their counts)",
-        file.display()
+        "   {huitong} sync runs   (the apply, then the reconcile the new hire's event started, with their counts)"
     );
-    println!(
-        "   (the demo's secrets are in its environment only: DEMO_* variables; export them to use that config)"
-    );
-
     let ok = problems.is_empty();
     if args.once || !ok {
         ingress.shutdown().await;

@@ -49,33 +49,3 @@ pub async fn run(config: Config, command: &ScheduleCommand) -> anyhow::Result<Ex
     }
     Ok(ExitCode::SUCCESS)
 }
-
-/// Problems `config check` reports about schedules: load errors, and jobs naming unknown routes.
-pub fn check(config: &Config) -> Vec<String> {
-    let dir = &config.schedules.dir;
-    if !dir.exists() {
-        return Vec::new();
-    }
-    match load_dir(dir) {
-        Err(e) => e
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == huitong_schedules::Severity::Error)
-            .map(ToString::to_string)
-            .collect(),
-        Ok(set) => set
-            .schedules
-            .iter()
-            .filter_map(|s| {
-                let route = s.job.route()?;
-                (!config.routes.contains_key(route)).then(|| {
-                    format!(
-                        "error: {}: schedule `{}`: key `job`: route {route:?} is not configured under [routes]",
-                        dir.display(),
-                        s.name
-                    )
-                })
-            })
-            .collect(),
-    }
-}

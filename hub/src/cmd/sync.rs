@@ -7,6 +7,7 @@ use clap::Subcommand;
 use huitong::config::Config;
 use huitong::store::{NewAudit, StepStatus, SyncRun, now_ms};
 use huitong::sync::{self, Action, RouteContext, SyncError};
+use huitong::text::{pad, pad_left, width};
 
 use super::OutputFormat;
 
@@ -30,7 +31,9 @@ pub enum SyncCommand {
         #[arg(long)]
         actor: Option<String>,
     },
-    /// The latest sync runs (applies, scheduled and live): kind, status, duration, counts.
+    /// The latest sync runs: kind (apply: `sync apply`; scheduled: a schedule's job;
+    /// reconcile: a whole route reconciled after a vendor event; live: the records of one
+    /// event), status, duration, counts.
     Runs {
         /// Only this route's runs.
         #[arg(long)]
@@ -72,6 +75,42 @@ fn counts(run: &SyncRun) -> String {
         .join(", ")
 }
 
+/// The runs as a table, columns padded by display width (route names may be Chinese).
+fn runs_table(runs: &[SyncRun]) -> String {
+    let mut out = String::new();
+    let route_w = runs.iter().map(|r| width(&r.route)).fold(10, usize::max);
+    let kind_w = runs.iter().map(|r| width(&r.kind)).fold(9, usize::max);
+    let mut line = |cells: [&str; 7]| {
+        let [run, started, route, kind, status, took, counts] = cells;
+        let text = format!(
+            "{}  {}  {}  {}  {}  {}  {counts}",
+            pad(run, 36),
+            pad(started, 23),
+            pad(route, route_w),
+            pad(kind, kind_w),
+            pad(status, 11),
+            pad_left(took, 9),
+        );
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line([
+        "run", "started", "route", "kind", "status", "took", "counts",
+    ]);
+    for r in runs {
+        line([
+            &r.id,
+            &when(r.started_at_ms),
+            &r.route,
+            &r.kind,
+            r.status.as_str(),
+            &took(r),
+            &counts(r),
+        ]);
+    }
+    out
+}
+
 pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCode> {
     let store = huitong::store::open(&config.database).await?;
     match command {
@@ -87,22 +126,7 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
                     if runs.is_empty() {
                         println!("no sync runs yet");
                     }
-                    println!(
-                        "{:<36}  {:<23}  {:<10}  {:<9}  {:<11}  {:>9}  counts",
-                        "run", "started", "route", "kind", "status", "took"
-                    );
-                    for r in &runs {
-                        println!(
-                            "{:<36}  {:<23}  {:<10}  {:<9}  {:<11}  {:>9}  {}",
-                            r.id,
-                            when(r.started_at_ms),
-                            r.route,
-                            r.kind,
-                            r.status.as_str(),
-                            took(r),
-                            counts(r)
-                        );
-                    }
+                    print!("{}", runs_table(&runs));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -139,9 +163,9 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
                         println!("\nfailed steps:");
                         for s in &failed {
                             println!(
-                                "  #{:<6} {:<10} {:<7} {}",
+                                "  #{:<6} {} {:<7} {}",
                                 s.seq,
-                                s.target,
+                                pad(&s.target, 10),
                                 s.action,
                                 s.error.as_deref().unwrap_or("")
                             );
@@ -175,7 +199,9 @@ pub async fn run(config: Config, command: &SyncCommand) -> anyhow::Result<ExitCo
         } => {
             let ctx = RouteContext::new(&config, route)?;
             let started = std::time::Instant::now();
-            let plan = sync::plan(&ctx, &*store).await?;
+            let plan = sync::plan(&ctx, &*store)
+                .await?
+                .run_as(sync::run_kind::APPLY);
             if matches!(output, OutputFormat::Table) {
                 print!("{}", sync::render_plan(&plan));
             }

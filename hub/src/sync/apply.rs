@@ -166,15 +166,16 @@ pub async fn apply_until(
         }
     }
     let route = &ctx.route.name;
-    let run = store.start_run(route, plan.kind, now_ms()).await?;
+    let run = store.start_run(route, plan.run_kind, now_ms()).await?;
     // An older full run of this route still marked running (its coordinator died or is still
     // waiting): this plan was made from the state that run left, so it takes over. (A live
     // run — the few records of one event — supersedes nothing and is superseded by nothing.)
+    // Full runs are recorded as apply, scheduled or reconcile, by what started them.
     let superseding = plan.kind == "reconcile";
     let mut superseded = false;
     for old in store.list_runs(Some(route), 200).await? {
         if superseding
-            && old.kind == "reconcile"
+            && old.kind != super::run_kind::LIVE
             && old.status == RunStatus::Running
             && old.id != run.id
         {

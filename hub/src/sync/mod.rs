@@ -506,6 +506,10 @@ pub struct Plan {
     pub source: String,
     /// `reconcile` (both sides read completely) or `live` (only the records an event named).
     pub kind: &'static str,
+    /// What its run is recorded as (`huitong sync runs`): one of [`run_kind`]; by default
+    /// the plan's `kind`. Set with [`Plan::run_as`].
+    #[serde(skip)]
+    pub run_kind: &'static str,
     pub records_read: usize,
     pub targets: Vec<TargetPlan>,
     /// Source records, canonical (to store them on apply).
@@ -513,7 +517,26 @@ pub struct Plan {
     source_records: Vec<(&'static str, String, Arc<Canon>)>,
 }
 
+/// The kinds of sync run, as `huitong sync runs` lists them: what started the run.
+pub mod run_kind {
+    /// `huitong sync apply` (and the demo's apply).
+    pub const APPLY: &str = "apply";
+    /// A schedule's `reconcile <route>` job.
+    pub const SCHEDULED: &str = "scheduled";
+    /// A whole-route reconcile started by a vendor event (a new person or department, a
+    /// deleted department, a scoped route, …).
+    pub const RECONCILE: &str = "reconcile";
+    /// The records one vendor event named, planned alone.
+    pub const LIVE: &str = "live";
+}
+
 impl Plan {
+    /// The same plan, its run recorded as `kind` (one of [`run_kind`]).
+    pub fn run_as(mut self, kind: &'static str) -> Self {
+        self.run_kind = kind;
+        self
+    }
+
     /// A plan with no targets yet, keeping the source's records (stored on apply).
     fn new(
         ctx: &RouteContext,
@@ -528,6 +551,7 @@ impl Plan {
             route: ctx.route.name.clone(),
             source: ctx.source.name.clone(),
             kind,
+            run_kind: kind,
             records_read,
             targets: Vec::new(),
             source_records: departments
@@ -965,7 +989,7 @@ pub async fn plan_records(
                 .list_runs(Some(&route.name), 1000)
                 .await?
                 .iter()
-                .filter(|r| r.kind == "live" && r.started_at_ms >= since)
+                .filter(|r| r.kind == run_kind::LIVE && r.started_at_ms >= since)
                 .flat_map(|r| ["disable", "delete"].map(|k| r.counts.get(k).copied().unwrap_or(0)))
                 .sum();
             let percent = 100.0 * (recent + tp.removals as i64) as f64 / linked.max(1) as f64;
@@ -1872,14 +1896,15 @@ pub fn render_plan(plan: &Plan) -> String {
             t.conflicts.len()
         );
         for s in &t.steps {
-            let _ = writeln!(
-                out,
-                "  {:<7} {:<10} {:<24} {}",
+            // Padded by display width: Chinese names take two columns a character.
+            let line = format!(
+                "  {:<7} {:<10} {} {}",
                 format!("{:?}", s.action).to_lowercase(),
                 s.entity,
-                s.name,
+                crate::text::pad(&s.name, 24),
                 s.target_id.as_deref().unwrap_or("")
             );
+            let _ = writeln!(out, "{}", line.trim_end());
             for (field, c) in &s.changes {
                 let _ = writeln!(out, "          {field}: {} -> {}", c.old, c.new);
             }
@@ -1901,6 +1926,53 @@ pub fn render_plan(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_table_pads_chinese_names_by_display_width() {
+        let step = |name: &str, id: &str| Step {
+            action: Action::Update,
+            entity: PERSON,
+            canonical_id: format!("p-{id}"),
+            name: name.to_owned(),
+            target_id: Some(id.to_owned()),
+            source_id: None,
+            depth: 0,
+            link_first: false,
+            changes: BTreeMap::new(),
+            record: Arc::new(Canon::new(&json!({}))),
+        };
+        let plan = Plan {
+            route: "org".into(),
+            source: "hq".into(),
+            kind: "reconcile",
+            run_kind: "reconcile",
+            records_read: 0,
+            targets: vec![TargetPlan {
+                target: "sub".into(),
+                steps: vec![
+                    step("Lin Xin", "u1"),
+                    step("林新", "u2"),
+                    step("欧阳娜娜 Nana", "u3"),
+                ],
+                conflicts: vec![],
+                people_in_target: 3,
+                removals: 0,
+                records_read: 0,
+            }],
+            source_records: vec![],
+        };
+        let table = render_plan(&plan);
+        let columns: Vec<usize> = table
+            .lines()
+            .filter(|l| l.starts_with("  update"))
+            .map(|l| crate::text::width(&l[..l.rfind(' ').unwrap_or(0)]))
+            .collect();
+        assert_eq!(columns.len(), 3, "{table}");
+        assert!(
+            columns.iter().all(|c| *c == columns[0]),
+            "{columns:?}\n{table}"
+        );
+    }
 
     #[test]
     fn placeholders_paired_since_mapping_are_resolved_and_others_kept() {
