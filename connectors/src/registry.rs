@@ -90,6 +90,21 @@ impl Settings {
         })
     }
 
+    /// A WXBizMsgCrypt receiver's settings (DingTalk, WeCom): the token and EncodingAESKey
+    /// secrets and the receive id, by these keys.
+    pub fn wxbiz_keys(
+        &self,
+        vendor: &'static str,
+        [token, aes_key, receive_id]: [&'static str; 3],
+    ) -> Result<(SecretString, SecretString, String), ConnectorError> {
+        let need = |p| problem_error(vendor, p);
+        Ok((
+            self.require_secret(token).map_err(need)?,
+            self.require_secret(aes_key).map_err(need)?,
+            self.require(receive_id).map_err(need)?.to_owned(),
+        ))
+    }
+
     /// A required secret.
     pub fn require_secret(&self, key: &'static str) -> Result<SecretString, SettingProblem> {
         self.secret(key).ok_or(SettingProblem {

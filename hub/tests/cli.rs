@@ -298,16 +298,21 @@ fn sandbox_feishu_serves_the_fixture_until_sigterm() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A schedules folder under `dir` holding one file, `org.yaml`.
+fn schedules(dir: &Path, yaml: &str) -> std::path::PathBuf {
+    let sched = dir.join("sched");
+    std::fs::create_dir(&sched).unwrap();
+    std::fs::write(sched.join("org.yaml"), yaml).unwrap();
+    sched
+}
+
 #[test]
 fn schedule_list_shows_next_fires_and_config_check_flags_unknown_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let sched = dir.path().join("sched");
-    std::fs::create_dir(&sched).unwrap();
-    std::fs::write(
-        sched.join("org.yaml"),
+    let sched = schedules(
+        dir.path(),
         "schedules:\n  - name: nightly\n    cron: \"0 30 2 * * Mon-Fri\"\n    job: reconcile org\n",
-    )
-    .unwrap();
+    );
     let out = huitong(dir.path())
         .args(["schedule", "list", "--output", "json", "--next", "2"])
         .env("HUITONG_SCHEDULES_DIR", &sched)
@@ -388,14 +393,11 @@ fn serve_until(dir: &Path, env: &[(&str, &Path)], until: &str) -> (Option<i32>, 
 #[test]
 fn config_check_and_serve_judge_schedules_by_one_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let sched = dir.path().join("sched");
-    std::fs::create_dir(&sched).unwrap();
     // A schedule naming a route that is not configured: skipped with a warning by both.
-    std::fs::write(
-        sched.join("org.yaml"),
+    let sched = schedules(
+        dir.path(),
         "schedules:\n  - name: nightly\n    cron: \"0 30 2 * * *\"\n    job: reconcile org\n",
-    )
-    .unwrap();
+    );
     let check = huitong(dir.path())
         .args(["config", "check"])
         .env("HUITONG_SCHEDULES_DIR", &sched)

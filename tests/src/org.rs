@@ -145,3 +145,17 @@ pub async fn console(method: reqwest::Method, url: &str, body: Value) {
         r.text().await.unwrap_or_default()
     );
 }
+
+/// The configuration of `file` with these environment variables (secrets), as `huitong` loads
+/// it; panics naming the problems.
+pub fn load_config(file: PathBuf, env: &[(&str, &str)]) -> huitong::config::Config {
+    huitong::config::load(&huitong::config::Sources {
+        file: Some(file),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        overrides: vec![],
+    })
+    .unwrap_or_else(|e| panic!("config: {e}"))
+}

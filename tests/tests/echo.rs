@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use huitong::app::App;
-use huitong::config::{self, Sources};
 use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, sandbox, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, load_config, sandbox, temp_dir, user,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -98,15 +97,7 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         ("SUB_AES", DT_AES_KEY),
         ("SUB_TOKEN", DT_TOKEN),
     ];
-    let config = config::load(&Sources {
-        file: Some(file),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        overrides: vec![],
-    })
-    .unwrap();
+    let config = load_config(file, &env);
 
     let app = App::start(config.clone()).await.unwrap();
     let store = app.store.clone();

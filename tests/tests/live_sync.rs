@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use huitong::app::App;
-use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, sandbox, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, load_config, sandbox, temp_dir, user,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -98,15 +97,7 @@ async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_an
         ("HQ_KEY", ENCRYPT_KEY),
         ("HQ_TOKEN", VTOKEN),
     ];
-    let config = config::load(&Sources {
-        file: Some(file),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        overrides: vec![],
-    })
-    .unwrap();
+    let config = load_config(file, &env);
 
     let app = App::start(config.clone()).await.unwrap();
     let store = app.store.clone();

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use huitong::app::App;
-use huitong::config::{self, Sources};
 use huitong::sync::{self, RouteContext};
-use huitong_tests::org::{console, empty_org, eventually, get, sandbox, temp_dir, user};
+use huitong_tests::org::{
+    console, empty_org, eventually, get, load_config, sandbox, temp_dir, user,
+};
 use reqwest::Method;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -78,15 +79,7 @@ async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
         ("HQ_KEY", ENCRYPT_KEY),
         ("HQ_TOKEN", VTOKEN),
     ];
-    let config = config::load(&Sources {
-        file: Some(file),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        overrides: vec![],
-    })
-    .unwrap();
+    let config = load_config(file, &env);
 
     // The recorder first: the connectors count from their first call.
     huitong::telemetry::metrics();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use huitong::app::App;
-use huitong::config::{self, Config, Sources};
+use huitong::config::Config;
 use huitong::push::{Accepted, PushIngress};
 use huitong::queue::{
     ConsumeOptions, ConsumerHandle, DeadLetter, Envelope, Handler, INGRESS, Outcome, Queue,
@@ -54,15 +54,7 @@ fn load_config(connectors: &str, env: &[(&str, &str)]) -> (Config, Dir) {
         ),
     )
     .unwrap();
-    let config = config::load(&Sources {
-        file: Some(file),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        overrides: vec![],
-    })
-    .unwrap();
+    let config = huitong_tests::org::load_config(file, env);
     (config, Dir(dir))
 }
 

@@ -9,9 +9,7 @@ use crate::dingtalk::{
     CallbackConfig, DingTalkConfig, DingTalkConnector, DingTalkReceiver, StreamClient, VENDOR,
 };
 use crate::error::ConnectorError;
-use crate::registry::{
-    CallbackKeys, Directory, SettingKey, SettingProblem, Settings, VendorSpec, problem_error,
-};
+use crate::registry::{CallbackKeys, Directory, SettingKey, SettingProblem, Settings, VendorSpec};
 
 pub struct DingTalk;
 
@@ -61,12 +59,8 @@ impl VendorSpec for DingTalk {
         dedup: Arc<dyn EventDedup>,
         max_body_bytes: usize,
     ) -> Result<Box<dyn ReceiveEvents>, ConnectorError> {
-        let need = |p| problem_error(VENDOR, p);
-        let mut cfg = CallbackConfig::new(
-            s.require_secret("token").map_err(need)?,
-            s.require_secret("aes_key").map_err(need)?,
-            s.require("app_key").map_err(need)?,
-        );
+        let (token, aes_key, id) = s.wxbiz_keys(VENDOR, ["token", "aes_key", "app_key"])?;
+        let mut cfg = CallbackConfig::new(token, aes_key, id);
         cfg.max_body_bytes = max_body_bytes;
         Ok(Box::new(DingTalkReceiver::new(cfg, dedup)?))
     }

@@ -6,9 +6,7 @@ use serde_json::Value;
 
 use crate::capability::{Entity, EventDedup, ReceiveEvents};
 use crate::error::ConnectorError;
-use crate::registry::{
-    CallbackKeys, Directory, SettingKey, SettingProblem, Settings, VendorSpec, problem_error,
-};
+use crate::registry::{CallbackKeys, Directory, SettingKey, SettingProblem, Settings, VendorSpec};
 use crate::wecom::config::UserListing;
 use crate::wecom::{
     CallbackConfig, MAX_DEPARTMENT_LEVELS, VENDOR, WecomConfig, WecomConnector, WecomReceiver,
@@ -84,12 +82,9 @@ impl VendorSpec for WeCom {
         dedup: Arc<dyn EventDedup>,
         max_body_bytes: usize,
     ) -> Result<Box<dyn ReceiveEvents>, ConnectorError> {
-        let need = |p| problem_error(VENDOR, p);
-        let mut cfg = CallbackConfig::new(
-            s.require_secret("token").map_err(need)?,
-            s.require_secret("encoding_aes_key").map_err(need)?,
-            s.require("corp_id").map_err(need)?,
-        );
+        let (token, aes_key, id) =
+            s.wxbiz_keys(VENDOR, ["token", "encoding_aes_key", "corp_id"])?;
+        let mut cfg = CallbackConfig::new(token, aes_key, id);
         cfg.max_body_bytes = max_body_bytes;
         Ok(Box::new(WecomReceiver::new(cfg, dedup)?))
     }
