@@ -53,16 +53,27 @@ pub fn pkcs7_pad(data: &mut Vec<u8>, block: usize) {
 }
 
 /// Strips PKCS#7 padding for `block` bytes, checking every pad byte.
+///
+/// The check does not branch on the plaintext: it reads the same last `block` bytes whatever
+/// they hold and decides once, so how long it takes says nothing about where the padding went
+/// wrong (a padding oracle needs only that). Callers still must not answer a bad padding
+/// differently from any other failure of a request that is not authenticated.
 pub fn pkcs7_unpad(data: &[u8], block: usize) -> Result<&[u8], CryptoError> {
-    let last = *data.last().ok_or(CryptoError::BadPadding)? as usize;
-    if last == 0 || last > block || last > data.len() {
+    use subtle::{Choice, ConstantTimeGreater, ConstantTimeLess};
+    let (Some(&last), Ok(block8)) = (data.last(), u8::try_from(block)) else {
+        return Err(CryptoError::BadPadding);
+    };
+    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    let mut bad: Choice = last.ct_eq(&0) | last.ct_gt(&block8) | u64::from(last).ct_gt(&len);
+    for (i, &b) in data.iter().rev().take(block).enumerate() {
+        // i < block <= 255
+        let in_pad = (i as u8).ct_lt(&last);
+        bad |= in_pad & !b.ct_eq(&last);
+    }
+    if bool::from(bad) {
         return Err(CryptoError::BadPadding);
     }
-    let (body, pad) = data.split_at(data.len() - last);
-    if pad.iter().any(|&b| b as usize != last) {
-        return Err(CryptoError::BadPadding);
-    }
-    Ok(body)
+    Ok(&data[..data.len() - usize::from(last)])
 }
 
 /// AES-256-CBC encryption of already padded data.
@@ -130,6 +141,17 @@ mod tests {
         assert_eq!(pkcs7_unpad(&[1, 2, 3, 0], 16), Err(CryptoError::BadPadding));
         assert_eq!(pkcs7_unpad(&[1, 2, 2, 3], 16), Err(CryptoError::BadPadding));
         assert_eq!(pkcs7_unpad(&[17; 17], 16), Err(CryptoError::BadPadding));
+        assert_eq!(pkcs7_unpad(&[], 16), Err(CryptoError::BadPadding));
+        assert_eq!(pkcs7_unpad(&[3, 3], 16), Err(CryptoError::BadPadding));
+        assert_eq!(pkcs7_unpad(&[2, 2], 16).unwrap(), &[] as &[u8]);
+        assert_eq!(pkcs7_unpad(&[9, 1], 16).unwrap(), &[9]);
+        assert_eq!(pkcs7_unpad(&[32; 32], 32).unwrap(), &[] as &[u8]);
+        assert_eq!(pkcs7_unpad(&[33; 33], 32), Err(CryptoError::BadPadding));
+        // Every pad byte is checked, the first one of a full block too.
+        let mut full = [32u8; 64];
+        full[32] = 31;
+        assert_eq!(pkcs7_unpad(&full, 32), Err(CryptoError::BadPadding));
+        assert_eq!(pkcs7_unpad(&[1; 4], 300), Err(CryptoError::BadPadding));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! [`CallbackOutcome`] / [`CallbackReply`] plumbing and its log line, plus the checks each
 //! vendor's crypto calls: the timestamp window and the constant-time signature comparison.
 //!
+//! Where the vendor signs, [`VendorCallbacks::open`] checks the signature before it decrypts
+//! anything, and every failure to open what it decrypted is the one [`opaque`] error: a
+//! receiver must never answer according to what a decryption found (a padding oracle).
+//!
 //! A vendor plugs in its crypto and event parsing as a [`VendorCallbacks`] impl
 //! ([`VendorCallbacks::configure`]: settings checked; [`VendorCallbacks::open`]: verify,
 //! decrypt, parse into an [`Opened`] with its reply and de-duplication keys) and names its
@@ -289,6 +293,22 @@ pub fn check_signature(expected: &str, given: &str) -> Result<(), CallbackError>
     } else {
         Err(CallbackError::BadSignature)
     }
+}
+
+/// What [`opaque`] answers, whatever went wrong.
+pub const OPAQUE: &str = "the encrypted content cannot be opened";
+
+/// The one error for a callback whose encrypted content cannot be opened — not decodable,
+/// bad padding, a malformed buffer, another receive id, a plaintext that does not parse or
+/// lacks a field — once the signature checked out.
+///
+/// Every such failure gets the same answer: answers that differ with what the decryption
+/// found (above all "bad padding" against anything else) are a padding oracle, which decrypts
+/// captured callbacks without the key. The `detail` goes to the log only: error texts, never
+/// a key (a parser's error may quote a few bytes of the vendor's signed plaintext).
+pub fn opaque(vendor: &'static str, detail: impl std::fmt::Display) -> CallbackError {
+    tracing::warn!(vendor, detail = %detail, "callback content cannot be opened");
+    CallbackError::Decrypt(OPAQUE.to_owned())
 }
 
 /// Parses JSON; `what` names it in the error (`body`, `decrypted body`, `reply`).

@@ -7,6 +7,9 @@
 //! - signature = lowercase hex SHA-1 of token, timestamp, nonce, encrypt sorted lexicographically
 //!   and concatenated.
 //!
+//! The signature covers `encrypt`: [`WxBizMsgCrypt::open`] checks it before decrypting, and a
+//! receiver answers every failure after it alike ([`WxBizError::into_callback`]).
+//!
 //! Vendor-neutral: the receive id (DingTalk app key / corp id / suite key; WeCom corp id or
 //! suite id) is returned by [`WxBizMsgCrypt::decrypt`] and checked by the caller, or checked
 //! in constant time by [`WxBizMsgCrypt::decrypt_for`].
@@ -24,6 +27,7 @@ use crate::crypto::{
     CryptoError, aes256_cbc_decrypt_raw, aes256_cbc_encrypt_raw, ct_eq, hex_signature_eq,
     pkcs7_pad, pkcs7_unpad, random_bytes,
 };
+use crate::receiver;
 
 /// The PKCS#7 block size of the format.
 pub const BLOCK: usize = 32;
@@ -58,11 +62,14 @@ impl WxBizError {
         }
     }
 
-    /// The callback error for this failure, with the vendor's `code` in the message.
-    pub fn into_callback(self, code: fn(&Self) -> i64) -> CallbackError {
+    /// The callback error for this failure: a bad signature is one; every other failure (of
+    /// the decryption or of the buffer, found only after the signature checked out) is the one
+    /// [`receiver::opaque`] error, whatever it was, so that the answer says nothing about what
+    /// the decryption found. `vendor` and its `code` go to the log with the detail.
+    pub fn into_callback(self, vendor: &'static str, code: fn(&Self) -> i64) -> CallbackError {
         match self {
             Self::BadSignature => CallbackError::BadSignature,
-            other => CallbackError::Decrypt(format!("{other} ({})", code(&other))),
+            other => receiver::opaque(vendor, format_args!("{other} ({})", code(&other))),
         }
     }
 

@@ -296,3 +296,88 @@ async fn legacy_format_pushes_use_the_corp_id_and_a_plain_ok_is_not_a_delivery()
     assert_eq!(last["delivery"], "failed");
     assert_eq!(last["attempts"], 2);
 }
+
+/// A correctly signed push whose `encrypt` is `enc` (DingTalk signs the `encrypt` value).
+fn signed_push(enc: &str, nonce: &str) -> (HashMap<String, String>, Vec<u8>) {
+    let ts = NOW.to_string();
+    let sig = crypt().signature(&ts, nonce, enc);
+    let q = [
+        ("msg_signature", sig),
+        ("timestamp", ts),
+        ("nonce", nonce.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    (q, json!({ "encrypt": enc }).to_string().into_bytes())
+}
+
+/// base64 of AES-256-CBC(key, iv = key[..16], `blocks`), `blocks` not padded here.
+fn raw_encrypt(blocks: &[u8]) -> String {
+    use base64::Engine;
+    let key = huitong_connectors::wxbiz::decode_aes_key(AES).unwrap();
+    let ct = huitong_connectors::crypto::aes256_cbc_encrypt_raw(&key, &key[..16], blocks).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(ct)
+}
+
+/// Issue 21, finding 2: whatever a signed push's ciphertext turns out to be once decrypted
+/// (bad padding, a malformed buffer, another owner, not JSON, no EventType), the answer is one
+/// and the same: it must not tell what the decryption found.
+#[tokio::test]
+async fn signed_pushes_that_cannot_be_opened_are_refused_alike() {
+    use huitong_connectors::crypto::pkcs7_pad;
+    let r = receiver();
+    let padded = |plain: &[u8]| {
+        let mut v = plain.to_vec();
+        pkcs7_pad(&mut v, 32);
+        raw_encrypt(&v)
+    };
+    let mut bad_padding = vec![b'x'; 32];
+    bad_padding[31] = 0;
+    let mut long_len = vec![0u8; 16];
+    long_len.extend_from_slice(&1000u32.to_be_bytes());
+    long_len.extend_from_slice(b"abc");
+    let cases: Vec<(&str, String)> = vec![
+        ("bad padding", raw_encrypt(&bad_padding)),
+        ("padding of 16 in a 32-byte block", raw_encrypt(&[16u8; 32])),
+        ("buffer too short", padded(b"short")),
+        ("length field beyond the buffer", padded(&long_len)),
+        (
+            "another owner",
+            crypt().encrypt(br#"{"EventType":"check_url"}"#, "dingother"),
+        ),
+        ("not JSON", crypt().encrypt(b"not json", OWNER)),
+        ("no EventType", crypt().encrypt(b"{}", OWNER)),
+        ("not base64", "***".into()),
+        (
+            "not whole blocks",
+            raw_encrypt(&[1u8; 16])[..10].to_string(),
+        ),
+    ];
+    let mut answers = std::collections::BTreeMap::new();
+    for (i, (what, enc)) in cases.iter().enumerate() {
+        let (q, body) = signed_push(enc, &format!("n{i}"));
+        let e = r.handle_at(&q, &body, NOW).await.unwrap_err();
+        answers
+            .entry(format!("{} {e}", e.status()))
+            .or_insert_with(Vec::new)
+            .push(*what);
+    }
+    assert_eq!(answers.len(), 1, "distinct answers: {answers:#?}");
+    let only = answers.keys().next().unwrap();
+    assert!(
+        !only.contains("padding") && !only.contains("owner"),
+        "{only}"
+    );
+    // A genuine push still goes through.
+    let (q, body) = push(
+        &json!({"EventType": "user_add_org", "eventId": "after", "userId": ["u1"]}),
+        &NOW.to_string(),
+        "ok",
+        OWNER,
+    );
+    assert!(matches!(
+        r.handle_at(&q, &body, NOW).await.unwrap(),
+        CallbackOutcome::Event { .. }
+    ));
+}

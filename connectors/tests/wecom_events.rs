@@ -266,7 +266,7 @@ async fn callbacks_for_another_corp_are_rejected() {
     assert!(
         rejected
             .iter()
-            .all(|e| matches!(e, CallbackError::Decrypt(m) if m.contains("receive id")))
+            .all(|e| *e == CallbackError::Decrypt(huitong_connectors::receiver::OPAQUE.into()))
     );
     assert_eq!(s.sb.first_event_settled().await["delivery"], "failed");
 }
@@ -299,4 +299,100 @@ async fn url_verification_answers_the_bare_plaintext() {
     let r = verify("deadbeef").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(s.hub.events().is_empty());
+}
+
+/// base64 of AES-256-CBC(key, iv = key[..16], `blocks`), `blocks` not padded here.
+fn raw_encrypt(blocks: &[u8]) -> String {
+    use base64::Engine;
+    let key = huitong_connectors::wxbiz::decode_aes_key(AES_KEY).unwrap();
+    let ct = huitong_connectors::crypto::aes256_cbc_encrypt_raw(&key, &key[..16], blocks).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(ct)
+}
+
+/// Issue 21, finding 2: whatever a correctly signed callback's ciphertext turns out to be
+/// once decrypted (bad padding, a malformed buffer, another corp, not UTF-8, not XML, no
+/// MsgType), the answer is one and the same, for POSTed events and for the GET verification.
+#[tokio::test]
+async fn signed_callbacks_that_cannot_be_opened_are_refused_alike() {
+    use huitong_connectors::crypto::pkcs7_pad;
+    use huitong_connectors::wecom::events::envelope_xml;
+    let r = WecomReceiver::new(
+        CallbackConfig::new(TOKEN.to_string().into(), AES_KEY.to_string().into(), CORP),
+        Arc::new(InMemoryDedup::default()),
+    )
+    .unwrap();
+    let crypt = r.crypt();
+    let now = 1_700_000_000;
+    let ts = now.to_string();
+    let padded = |plain: &[u8]| {
+        let mut v = plain.to_vec();
+        pkcs7_pad(&mut v, 32);
+        raw_encrypt(&v)
+    };
+    let mut bad_padding = vec![b'x'; 32];
+    bad_padding[31] = 0;
+    let mut long_len = vec![0u8; 16];
+    long_len.extend_from_slice(&1000u32.to_be_bytes());
+    long_len.extend_from_slice(b"abc");
+    let event = "<xml><ToUserName>c</ToUserName><FromUserName>sys</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_contact</Event><ChangeType>delete_user</ChangeType><UserID>x</UserID></xml>";
+    let cases: Vec<(&str, String)> = vec![
+        ("bad padding", raw_encrypt(&bad_padding)),
+        ("padding of 16 in a 32-byte block", raw_encrypt(&[16u8; 32])),
+        ("buffer too short", padded(b"short")),
+        ("length field beyond the buffer", padded(&long_len)),
+        (
+            "another corp",
+            crypt.encrypt(event.as_bytes(), "wwOTHERCORP"),
+        ),
+        ("not UTF-8", crypt.encrypt(b"\xff\xfe<xml/>", CORP)),
+        ("not XML", crypt.encrypt(b"not xml <", CORP)),
+        ("no MsgType", crypt.encrypt(b"<xml><A>1</A></xml>", CORP)),
+        (
+            "event without Event",
+            crypt.encrypt(b"<xml><MsgType>event</MsgType></xml>", CORP),
+        ),
+        ("not base64", "***".into()),
+        (
+            "not whole blocks",
+            raw_encrypt(&[1u8; 16])[..10].to_string(),
+        ),
+    ];
+    let mut posted = std::collections::BTreeMap::new();
+    let mut verified = std::collections::BTreeMap::new();
+    for (i, (what, enc)) in cases.iter().enumerate() {
+        let nonce = format!("n{i}");
+        let sig = crypt.signature(&ts, &nonce, enc);
+        let mut q: HashMap<String, String> = [
+            ("msg_signature", sig),
+            ("timestamp", ts.clone()),
+            ("nonce", nonce),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let body = envelope_xml(CORP, enc, Some(1000002));
+        let e = r.handle_at(&q, body.as_bytes(), now).await.unwrap_err();
+        posted
+            .entry(format!("{} {e}", e.status()))
+            .or_insert_with(Vec::new)
+            .push(*what);
+        // The same ciphertext as a GET URL verification's echostr.
+        q.insert("echostr".into(), enc.clone());
+        if let Err(e) = r.handle_at(&q, b"", now).await {
+            verified
+                .entry(format!("{} {e}", e.status()))
+                .or_insert_with(Vec::new)
+                .push(*what);
+        }
+    }
+    assert_eq!(posted.len(), 1, "POST, distinct answers: {posted:#?}");
+    // As an echostr, any decryptable buffer for this corp is a valid echo: only the ones that
+    // cannot be opened are refused, and alike.
+    assert_eq!(verified.len(), 1, "GET, distinct answers: {verified:#?}");
+    assert_eq!(posted.keys().next(), verified.keys().next());
+    let only = posted.keys().next().unwrap();
+    assert!(
+        !only.contains("padding") && !only.contains("receive id"),
+        "{only}"
+    );
 }

@@ -16,6 +16,13 @@
 //! new; the handler marks them for [`DEDUP_TTL`] once the publish succeeded. Two identical
 //! callbacks racing each other may then both be published: harmless, delivery is at-least-once
 //! and the stages after ingress are idempotent.
+//!
+//! **What a stranger learns.** These endpoints face the internet, unauthenticated. A refused
+//! callback is told the class of its failure only ([`public_message`]), never the detail (that
+//! goes to the log): the receivers check the signature before decrypting and answer every
+//! failure after it alike, so no answer depends on what a decryption found (a padding oracle).
+//! An unknown connector, a connector under another vendor's path and one without callback
+//! settings all get the same 404 ([`not_found`]), naming nothing; every 503 is the same too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -183,7 +190,7 @@ enum Receiver {
         receiver: Box<dyn ReceiveEvents>,
         dedup: Arc<DeferredDedup>,
     },
-    /// Callback settings not configured: 404.
+    /// Callback settings not configured: 404, the same as for an unknown connector.
     Missing(Vec<&'static str>),
     /// Configured but unusable (e.g. a malformed aes key): 503, so the vendor keeps retrying
     /// until the operator fixed it.
@@ -273,8 +280,48 @@ fn vendor_matches(kind: ConnectorKind, vendor: &str) -> bool {
     kind.answers_to(vendor)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+fn error(status: StatusCode, message: &'static str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// The one answer to a callback for no receiver: an unknown connector, a connector under
+/// another vendor's path, a connector without callback settings. Identical in all three cases
+/// (status, headers, body), so that a stranger cannot learn which connectors exist, of which
+/// kind, or which settings they lack; the detail goes to the log.
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+/// The one answer when the hub cannot take a callback now (a receiver that cannot be built,
+/// the de-duplication store or the queue failing): 503, so the vendor retries; the reason goes
+/// to the log only (it may name settings, tables or hosts).
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily unavailable; retry later",
+    )
+}
+
+/// What a refused caller is told: the class of the failure, never its detail (the detail of
+/// a decryption — "bad padding" against "not JSON" — is a padding oracle; a store error names
+/// its internals). The receivers already answer every failure after the signature alike; this
+/// keeps the hub from adding detail back.
+fn public_message(e: &CallbackError) -> &'static str {
+    match e {
+        CallbackError::TooLarge(_) => "body too large",
+        CallbackError::MissingSignature => "signature headers missing",
+        CallbackError::BadSignature => "signature mismatch",
+        CallbackError::StaleTimestamp => "timestamp outside the allowed window",
+        CallbackError::BadToken => "verification token mismatch",
+        CallbackError::Decrypt(_) => "cannot decrypt",
+        CallbackError::Malformed(_) => "malformed callback",
+        CallbackError::Dedup(_) => "temporarily unavailable; retry later",
+    }
+}
+
+/// At most 64 characters of a path segment a stranger chose, for the log.
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }
 
 fn reply(r: CallbackReply) -> Response {
@@ -318,7 +365,8 @@ fn rejected(
     connector: &str,
     reason: &'static str,
     status: StatusCode,
-    message: String,
+    detail: &dyn std::fmt::Display,
+    public: &'static str,
 ) -> Response {
     metric::rejected(vendor, connector, reason);
     tracing::warn!(
@@ -326,10 +374,10 @@ fn rejected(
         connector,
         reason,
         status = status.as_u16(),
-        error = %message,
+        error = %detail,
         "callback rejected"
     );
-    error(status, message)
+    error(status, public)
 }
 
 async fn callback(
@@ -341,50 +389,56 @@ async fn callback(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(entry) = cb.entries.get(&connector) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no connector named {connector:?} is configured"),
+        tracing::debug!(
+            vendor = ?clip(&vendor),
+            connector = ?clip(&connector),
+            "callback for no configured connector: 404"
         );
+        return not_found();
     };
     let kind = entry.kind.as_str();
     if !vendor_matches(entry.kind, &vendor) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "connector {connector:?} is a {kind} connector, not {vendor:?}: its callbacks go to /callbacks/{kind}/{connector}"
-            ),
+        tracing::warn!(
+            vendor = kind,
+            connector = %connector,
+            path_vendor = ?clip(&vendor),
+            "callback under another vendor's path: 404; its callbacks go to /callbacks/{kind}/{connector}"
         );
+        return not_found();
     }
     let (receiver, dedup) = match &entry.receiver {
         Receiver::Ready { receiver, dedup } => (receiver, dedup),
         Receiver::Missing(keys) => {
             metric::outcome(kind, &connector, "unavailable");
-            return error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "connector {connector:?} has no callback receiver: set {} under [connectors.{connector}] (secrets as `<key>_env` or `<key>_file`)",
-                    keys.join(", ")
-                ),
+            tracing::warn!(
+                vendor = kind,
+                connector = %connector,
+                missing = %keys.join(", "),
+                "callback for a connector without a callback receiver: 404; set the missing keys under [connectors.{connector}] (secrets as `<key>_env` or `<key>_file`)"
             );
+            return not_found();
         }
         Receiver::Invalid(why) => {
             metric::outcome(kind, &connector, "unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("callback receiver of connector {connector:?} is misconfigured: {why}"),
+            tracing::error!(
+                vendor = kind,
+                connector = %connector,
+                reason = %why,
+                "callback receiver is misconfigured: 503"
             );
+            return unavailable();
         }
     };
     let body = match body {
         Ok(b) => b,
         Err(e) => {
             let status = e.status();
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
+            let (reason, public) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ("too_large", "body too large")
             } else {
-                "unreadable_body"
+                ("unreadable_body", "cannot read the body")
             };
-            return rejected(kind, &connector, reason, status, e.body_text());
+            return rejected(kind, &connector, reason, status, &e.body_text(), public);
         }
     };
     let query = match Query::<HashMap<String, String>>::try_from_uri(&uri) {
@@ -395,7 +449,8 @@ async fn callback(
                 &connector,
                 "bad_query",
                 StatusCode::BAD_REQUEST,
-                format!("cannot read the query string: {}", e.body_text()),
+                &e.body_text(),
+                "cannot read the query string",
             );
         }
     };
@@ -430,10 +485,7 @@ async fn callback(
                         error = %e,
                         "cannot publish the callback's event; answering 503 so the vendor retries"
                     );
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the event could not be queued; retry later",
-                    );
+                    return unavailable();
                 }
             };
             if let Err(e) = dedup.commit(&keys).await {
@@ -460,7 +512,7 @@ async fn callback(
         }
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            rejected(kind, &connector, reason(&e), status, e.to_string())
+            rejected(kind, &connector, reason(&e), status, &e, public_message(&e))
         }
     }
 }
@@ -480,6 +532,26 @@ mod tests {
         .await
         .unwrap();
         (store, dir)
+    }
+
+    #[test]
+    fn refusals_carry_no_detail() {
+        let detailed = [
+            CallbackError::Decrypt("bad padding".into()),
+            CallbackError::Decrypt("receive id mismatch (-40005)".into()),
+            CallbackError::Malformed("decrypted body is not JSON: line 1 column 2".into()),
+            CallbackError::Dedup("error returned from database: /srv/huitong.db locked".into()),
+        ];
+        for e in &detailed {
+            let public = public_message(e);
+            for word in ["padding", "receive id", "JSON", "database", "locked"] {
+                assert!(!public.contains(word), "{e}: {public}");
+            }
+        }
+        // One answer for what must not be told apart.
+        assert_eq!(public_message(&detailed[0]), public_message(&detailed[1]));
+        assert_eq!(clip(&"名".repeat(100)).chars().count(), 64);
+        assert_eq!(clip("fs"), "fs");
     }
 
     #[tokio::test]

@@ -628,34 +628,37 @@ async fn misrouted_and_unconfigured_callbacks_are_refused_clearly() {
     let http = reqwest::Client::new();
     let post = |path: &str| http.post(format!("{}{path}", hub.base)).body("{}").send();
 
-    let r = post("/callbacks/feishu/nobody").await.unwrap();
-    assert_eq!(r.status(), 404);
-    let e: Value = r.json().await.unwrap();
-    assert!(e["error"].as_str().unwrap().contains("\"nobody\""), "{e}");
-
-    // The vendor in the path must be the connector's kind.
-    let r = post("/callbacks/wecom/fs").await.unwrap();
-    assert_eq!(r.status(), 404);
-    let e = r.json::<Value>().await.unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        e.contains("\"fs\"") && e.contains("feishu") && e.contains("wecom"),
-        "{e}"
-    );
-
-    // A connector without callback settings has no receiver.
-    let r = post("/callbacks/dingtalk/plain").await.unwrap();
-    assert_eq!(r.status(), 404);
-    let e = r.json::<Value>().await.unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        e.contains("\"plain\"") && e.contains("token") && e.contains("aes_key"),
-        "{e}"
-    );
+    // An unknown connector, a known one under another vendor's path, and one without callback
+    // settings: one and the same 404, which names no connector, kind or setting (the detail
+    // goes to the log), so a stranger cannot enumerate the configuration.
+    let mut answers = Vec::new();
+    for path in [
+        "/callbacks/feishu/nobody",
+        "/callbacks/wecom/fs",
+        "/callbacks/dingtalk/plain",
+        "/callbacks/feishu/plain",
+    ] {
+        let r = post(path).await.unwrap();
+        let status = r.status();
+        let content_type = r.headers().get("content-type").cloned();
+        let body = r.bytes().await.unwrap();
+        answers.push((path, status, content_type, body));
+    }
+    for (path, status, content_type, body) in &answers {
+        assert_eq!(*status, 404, "{path}");
+        assert_eq!(
+            (status, content_type, body),
+            (&answers[0].1, &answers[0].2, &answers[0].3),
+            "{path} answers differently from {}",
+            answers[0].0
+        );
+        let text = String::from_utf8_lossy(body);
+        for word in [
+            "nobody", "fs", "plain", "feishu", "wecom", "dingtalk", "token", "aes",
+        ] {
+            assert!(!text.contains(word), "{path}: {text} names {word:?}");
+        }
+    }
 
     // Over server.body_limit_bytes (64 KiB here).
     let r = http
@@ -669,4 +672,217 @@ async fn misrouted_and_unconfigured_callbacks_are_refused_clearly() {
     // Unsigned garbage for a configured receiver.
     let r = post("/callbacks/dingtalk/dt").await.unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// Standard base64 with padding (the test crate has no base64 dependency).
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One answer of the hub, as a stranger sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    body: String,
+}
+
+async fn answer_of(r: reqwest::Response) -> Answer {
+    Answer {
+        status: r.status().as_u16(),
+        content_type: r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// `{"encrypt": base64(iv ‖ AES-256-CBC(sha256(encrypt key), iv, blocks))}`, `blocks` as given.
+fn feishu_body(iv: [u8; 16], blocks: &[u8]) -> Vec<u8> {
+    use huitong_connectors::crypto;
+    let key = crypto::sha256(secret("T_FS_ENCRYPT_KEY").as_bytes());
+    let mut data = iv.to_vec();
+    data.extend(crypto::aes256_cbc_encrypt_raw(&key, &iv, blocks).unwrap());
+    json!({ "encrypt": b64(&data) }).to_string().into_bytes()
+}
+
+/// Issue 21, finding 2, as the attacker ran it: unsigned Feishu callbacks whose ciphertext has
+/// a bad padding, or a good one, must get byte-identical answers; 50 modified ciphertexts of a
+/// captured event get one answer; the challenge and signed events still work.
+#[tokio::test]
+async fn feishu_padding_oracle_is_closed() {
+    use huitong_connectors::crypto::pkcs7_pad;
+    use huitong_connectors::feishu::events::{build_callback, encrypt};
+    let mut hub = Hub::start(0).await;
+    let url = format!("{}/callbacks/feishu/fs", hub.base);
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>| http.post(&url).body(body).send();
+
+    let mut bad = [b'x'; 16];
+    bad[15] = 0;
+    let mut good = b"not json".to_vec();
+    pkcs7_pad(&mut good, 16);
+    let bad_padding = answer_of(post(feishu_body([1; 16], &bad)).await.unwrap()).await;
+    let good_padding = answer_of(post(feishu_body([1; 16], &good)).await.unwrap()).await;
+    println!("unsigned, bad padding:  {bad_padding:?}");
+    println!("unsigned, good padding: {good_padding:?}");
+    assert_eq!(bad_padding, good_padding);
+    assert!(!bad_padding.body.contains("padding"), "{bad_padding:?}");
+    assert!(bad_padding.status >= 400);
+
+    // A captured event (its headers lost), the last byte of its next-to-last block flipped 50
+    // ways: one of them makes the padding valid again, one is the capture itself.
+    let vt = secret("T_FS_VTOKEN");
+    let ek = secret("T_FS_ENCRYPT_KEY");
+    let event = json!({"schema":"2.0","header":{"event_id":"captured-1","event_type":"contact.user.updated_v3",
+        "create_time":"0","token":vt,"app_id":"cli_sandbox","tenant_key":"t"},
+        "event":{"object":{"open_id":"ou_x","name":"张三","mobile":"+8613800000000"}}});
+    let now = chrono::Utc::now().timestamp();
+    let (signed_headers, captured) = build_callback(Some(&ek), &event, now, "n1");
+    let v: Value = serde_json::from_slice(&captured).unwrap();
+    let data = b64_decode(v["encrypt"].as_str().unwrap());
+    let pad = (16 - event.to_string().len() % 16) as u8;
+    let flip = data.len() - 17;
+    let mut guesses: Vec<u8> = (0u8..49).collect();
+    guesses.push(if pad ^ 1 < 49 { 200 } else { pad ^ 1 });
+    let mut answers = std::collections::BTreeMap::new();
+    for d in guesses {
+        let mut forged = data.clone();
+        forged[flip] ^= d;
+        let body = json!({ "encrypt": b64(&forged) }).to_string().into_bytes();
+        *answers
+            .entry(answer_of(post(body).await.unwrap()).await)
+            .or_insert(0) += 1;
+    }
+    println!("50 forged ciphertexts: {answers:?}");
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+    assert_eq!(answers.keys().next(), Some(&bad_padding));
+
+    // The challenge (encrypted, unsigned) is still answered …
+    let challenge = json!({"type":"url_verification","challenge":"chal-42","token":vt});
+    let body = json!({ "encrypt": encrypt(&ek, challenge.to_string().as_bytes()) });
+    let r = post(body.to_string().into_bytes()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"challenge": "chal-42"})
+    );
+    // … and a correctly signed event is accepted and queued.
+    let mut req = http.post(&url).body(captured);
+    for (k, v) in signed_headers {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let msg = hub.next_message().await;
+    assert!(
+        matches!(&msg.task, Task::IngressV1 { event_id: Some(id), .. } if id == "captured-1"),
+        "{msg:?}"
+    );
+}
+
+/// Decodes standard base64 (with padding).
+fn b64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).unwrap() as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    out
+}
+
+/// DingTalk and WeCom sign the ciphertext: a correctly signed callback whose ciphertext has a
+/// bad padding, a malformed buffer, another owner or a plaintext that does not parse gets one
+/// answer, without detail.
+#[tokio::test]
+async fn signed_callbacks_that_cannot_be_opened_are_answered_alike() {
+    use huitong_connectors::crypto::{aes256_cbc_encrypt_raw, pkcs7_pad};
+    use huitong_connectors::wxbiz::{WxBizMsgCrypt, decode_aes_key};
+    let hub = Hub::start(0).await;
+    let http = reqwest::Client::new();
+    let key = decode_aes_key(AES_KEY).unwrap();
+    let raw = |blocks: &[u8]| b64(&aes256_cbc_encrypt_raw(&key, &key[..16], blocks).unwrap());
+    let mut bad = vec![b'x'; 32];
+    bad[31] = 0;
+    let mut short = b"short".to_vec();
+    pkcs7_pad(&mut short, 32);
+    for (vendor, connector, token, owner) in [
+        ("dingtalk", "dt", "T_DT_TOKEN", DINGTALK_APP_KEY),
+        ("wecom", "wc", "T_WC_TOKEN", WECOM_CORP),
+    ] {
+        let crypt =
+            WxBizMsgCrypt::new(secret(token).into(), &secret("T_DT_AES_KEY").into()).unwrap();
+        let cases = [
+            ("bad padding", raw(&bad)),
+            ("buffer too short", raw(&short)),
+            ("another owner", crypt.encrypt(b"{}", "someoneelse")),
+            ("not JSON / XML", crypt.encrypt(b"<<{{", owner)),
+        ];
+        let mut answers = std::collections::BTreeMap::new();
+        for (i, (what, enc)) in cases.iter().enumerate() {
+            let ts = if vendor == "dingtalk" {
+                chrono::Utc::now().timestamp_millis().to_string()
+            } else {
+                chrono::Utc::now().timestamp().to_string()
+            };
+            let nonce = format!("n{i}");
+            let sig = crypt.signature(&ts, &nonce, enc);
+            let body = if vendor == "dingtalk" {
+                json!({ "encrypt": enc }).to_string()
+            } else {
+                format!(
+                    "<xml><ToUserName><![CDATA[{owner}]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+                )
+            };
+            let r = http
+                .post(format!("{}/callbacks/{vendor}/{connector}", hub.base))
+                .query(&[
+                    ("msg_signature", sig.as_str()),
+                    ("timestamp", ts.as_str()),
+                    ("nonce", nonce.as_str()),
+                ])
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            answers
+                .entry(answer_of(r).await)
+                .or_insert_with(Vec::new)
+                .push(*what);
+        }
+        println!("{vendor}: {answers:?}");
+        assert_eq!(answers.len(), 1, "{vendor}: {answers:#?}");
+        let only = answers.keys().next().unwrap();
+        assert!(only.status >= 400, "{vendor}: {only:?}");
+        for word in ["padding", "receive id", "owner", "JSON", "XML", "buffer"] {
+            assert!(!only.body.contains(word), "{vendor}: {only:?}");
+        }
+    }
 }

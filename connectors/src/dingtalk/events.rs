@@ -94,7 +94,7 @@ pub fn open_reply(
 }
 
 fn wx_err(e: WxBizError) -> CallbackError {
-    e.into_callback(WxBizError::dingtalk_code)
+    e.into_callback(VENDOR, WxBizError::dingtalk_code)
 }
 
 /// Builds the query and body of a push exactly as DingTalk sends it (sandbox and tests): both
@@ -252,16 +252,18 @@ impl VendorCallbacks for DingTalkCallbacks {
             .and_then(Value::as_str)
             .ok_or_else(|| CallbackError::Malformed("body without encrypt".into()))?;
         self.crypt.verify(ts, nonce, enc, sig).map_err(wx_err)?;
+        // Signed: from here on every failure is answered alike (receiver::opaque).
         let plain = self
             .crypt
             .decrypt_for(enc, &self.owner_key)
             .map_err(wx_err)?;
-        let event = receiver::json(&plain, "decrypted body")?;
+        let event =
+            receiver::json(&plain, "decrypted body").map_err(|e| receiver::opaque(VENDOR, e))?;
         let event_type = event
             .get("EventType")
             .or_else(|| event.get("eventType"))
             .and_then(Value::as_str)
-            .ok_or_else(|| CallbackError::Malformed("event without EventType".into()))?
+            .ok_or_else(|| receiver::opaque(VENDOR, "event without EventType"))?
             .to_string();
         match event_type.as_str() {
             "check_url" => {

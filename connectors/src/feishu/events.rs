@@ -2,6 +2,11 @@
 //! Key decryption (AES-256-CBC, key = SHA-256 of the Encrypt Key), `X-Lark-Signature` checked on
 //! the raw body in constant time, a timestamp window, and event_id de-duplication.
 //!
+//! The signature is checked before anything is decrypted. Only the encrypted `url_verification`
+//! comes unsigned, so it must be decrypted to be recognised: every unsigned request that is not
+//! that challenge gets one and the same answer, whatever its decryption found (issue 21: a bad
+//! padding once answered differently, a padding oracle that decrypted captured events).
+//!
 //! The reply must go out fast (Feishu: 3 s, some pages say 1 s): the hub acks with the reply of
 //! the outcome first and processes the event afterwards.
 
@@ -20,9 +25,7 @@ use crate::capability::CallbackOutcome;
 use crate::capability::{CallbackError, CallbackReply, RawEvent};
 use crate::crypto;
 use crate::feishu::VENDOR;
-use crate::receiver::{
-    self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks, Window,
-};
+use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
 
 pub const HEADER_TIMESTAMP: &str = "x-lark-request-timestamp";
 pub const HEADER_NONCE: &str = "x-lark-request-nonce";
@@ -117,82 +120,96 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-impl FeishuCallbacks {
-    /// Checks the signature headers when all are present; `false` when the request is unsigned.
-    fn signed(
-        &self,
-        headers: &HeaderMap,
-        key: &str,
-        body: &[u8],
-        window: &Window,
-    ) -> Result<bool, CallbackError> {
-        let (Some(ts), Some(nonce), Some(sig)) = (
-            header(headers, HEADER_TIMESTAMP),
-            header(headers, HEADER_NONCE),
-            header(headers, HEADER_SIGNATURE),
-        ) else {
-            return Ok(false);
-        };
-        window.check(ts)?;
-        receiver::check_signature(&signature(ts, nonce, key, body), sig.trim())?;
-        Ok(true)
+/// The signature headers of a request.
+enum SignatureHeaders<'a> {
+    /// All three: `X-Lark-Request-Timestamp`, `X-Lark-Request-Nonce`, `X-Lark-Signature`.
+    Signed {
+        timestamp: &'a str,
+        nonce: &'a str,
+        signature: &'a str,
+    },
+    /// Not all three (none, or some).
+    Unsigned,
+}
+
+impl<'a> SignatureHeaders<'a> {
+    fn of(h: &'a HeaderMap) -> Self {
+        match (
+            header(h, HEADER_TIMESTAMP),
+            header(h, HEADER_NONCE),
+            header(h, HEADER_SIGNATURE),
+        ) {
+            (Some(timestamp), Some(nonce), Some(signature)) => Self::Signed {
+                timestamp,
+                nonce,
+                signature,
+            },
+            _ => Self::Unsigned,
+        }
     }
 }
 
-impl VendorCallbacks for FeishuCallbacks {
-    type Config = CallbackConfig;
-    type Params = HeaderMap;
-    const VENDOR: &'static str = VENDOR;
-    const LOG: LogWords = LogWords {
-        duplicate: "duplicate event ignored (vendor retry or replay)",
-        accepted: "event accepted",
-        handshake: "url_verification answered",
-    };
-    const CLOCK: Clock = Clock::Seconds;
-
-    /// At least one of Encrypt Key and Verification Token must be set: otherwise nothing
-    /// authenticates a callback.
-    fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
-        if cfg.encrypt_key.is_none() && cfg.verification_token.is_none() {
-            return Err(crate::ConnectorError::permanent(
-                VENDOR,
-                "callbacks need an Encrypt Key or a Verification Token",
-            ));
-        }
-        let limits = Limits::new(cfg.timestamp_window, cfg.max_body_bytes);
-        Ok((Self { cfg }, limits))
+impl FeishuCallbacks {
+    /// A signed callback with an Encrypt Key: the timestamp and the signature over the raw body
+    /// are checked before anything is parsed or decrypted; after that, whatever fails in the
+    /// decryption or in the plaintext is the one [`receiver::opaque`] error (the verification
+    /// token, an authentication check, keeps its own).
+    fn open_signed(
+        &self,
+        key: &str,
+        (timestamp, nonce, sig): (&str, &str, &str),
+        req: &Incoming<'_, HeaderMap>,
+    ) -> Result<Opened, CallbackError> {
+        req.window.check(timestamp)?;
+        receiver::check_signature(&signature(timestamp, nonce, key, req.body), sig.trim())?;
+        let outer = receiver::json(req.body, "body")?;
+        let enc = outer
+            .get("encrypt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                CallbackError::Malformed("expected an encrypted body (Encrypt Key is set)".into())
+            })?;
+        let plain = decrypt(key, enc).map_err(|e| receiver::opaque(VENDOR, e))?;
+        let envelope =
+            receiver::json(&plain, "decrypted body").map_err(|e| receiver::opaque(VENDOR, e))?;
+        self.read(envelope).map_err(|e| match e {
+            CallbackError::BadToken => e,
+            other => receiver::opaque(VENDOR, other),
+        })
     }
 
-    fn open(&self, req: Incoming<'_, HeaderMap>) -> Result<Opened, CallbackError> {
-        let outer = receiver::json(req.body, "body")?;
-        let (envelope, signed) = match (
-            outer.get("encrypt").and_then(Value::as_str),
-            &self.cfg.encrypt_key,
-        ) {
-            (Some(enc), Some(key)) => {
-                let key = key.expose_secret();
-                let signed = self.signed(req.params, key, req.body, &req.window)?;
-                let plain = decrypt(key, enc)?;
-                (receiver::json(&plain, "decrypted body")?, signed)
+    /// An unsigned callback with an Encrypt Key: only the encrypted `url_verification` comes
+    /// unsigned. Anything else — whatever it decrypts to, or fails to — is refused with one and
+    /// the same [`CallbackError::MissingSignature`], the reason going to the log only: an answer
+    /// that depends on the decryption (bad padding, not JSON, not a challenge, a wrong token)
+    /// would be a padding oracle for anyone, no key needed.
+    fn open_unsigned(&self, key: &str, body: &[u8]) -> Result<Opened, CallbackError> {
+        let challenge = || -> Result<Opened, String> {
+            let outer = receiver::json(body, "body").map_err(|e| e.to_string())?;
+            let enc = outer
+                .get("encrypt")
+                .and_then(Value::as_str)
+                .ok_or("the body has no encrypt field")?;
+            let plain = decrypt(key, enc).map_err(|e| e.to_string())?;
+            let envelope = receiver::json(&plain, "decrypted body").map_err(|e| e.to_string())?;
+            if !is_challenge(&envelope) {
+                return Err("not a url_verification".into());
             }
-            (Some(_), None) => {
-                return Err(CallbackError::Decrypt(
-                    "encrypted callback but no Encrypt Key configured".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(CallbackError::Malformed(
-                    "expected an encrypted body (Encrypt Key is set)".into(),
-                ));
-            }
-            (None, None) => (outer, false),
+            self.read(envelope).map_err(|e| e.to_string())
         };
+        challenge().map_err(|detail| {
+            tracing::warn!(
+                vendor = VENDOR,
+                detail = %detail,
+                "unsigned callback refused: only an encrypted url_verification may come without X-Lark-Signature"
+            );
+            CallbackError::MissingSignature
+        })
+    }
 
-        let is_challenge = envelope.get("type").and_then(Value::as_str) == Some("url_verification");
-        // With an Encrypt Key every event must be signed; only the handshake may come unsigned.
-        if self.cfg.encrypt_key.is_some() && !signed && !is_challenge {
-            return Err(CallbackError::MissingSignature);
-        }
+    /// The envelope of a callback that passed the checks of its mode: the verification token,
+    /// then the challenge or the event.
+    fn read(&self, envelope: Value) -> Result<Opened, CallbackError> {
         let v2 = envelope.get("schema").and_then(Value::as_str) == Some("2.0");
         let token = if v2 {
             envelope.pointer("/header/token").and_then(Value::as_str)
@@ -205,7 +222,7 @@ impl VendorCallbacks for FeishuCallbacks {
             return Err(CallbackError::BadToken);
         }
 
-        if is_challenge {
+        if is_challenge(&envelope) {
             let challenge = envelope
                 .get("challenge")
                 .and_then(Value::as_str)
@@ -260,6 +277,60 @@ impl VendorCallbacks for FeishuCallbacks {
             },
             success_reply(),
         ))
+    }
+}
+
+fn is_challenge(envelope: &Value) -> bool {
+    envelope.get("type").and_then(Value::as_str) == Some("url_verification")
+}
+
+impl VendorCallbacks for FeishuCallbacks {
+    type Config = CallbackConfig;
+    type Params = HeaderMap;
+    const VENDOR: &'static str = VENDOR;
+    const LOG: LogWords = LogWords {
+        duplicate: "duplicate event ignored (vendor retry or replay)",
+        accepted: "event accepted",
+        handshake: "url_verification answered",
+    };
+    const CLOCK: Clock = Clock::Seconds;
+
+    /// At least one of Encrypt Key and Verification Token must be set: otherwise nothing
+    /// authenticates a callback.
+    fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
+        if cfg.encrypt_key.is_none() && cfg.verification_token.is_none() {
+            return Err(crate::ConnectorError::permanent(
+                VENDOR,
+                "callbacks need an Encrypt Key or a Verification Token",
+            ));
+        }
+        let limits = Limits::new(cfg.timestamp_window, cfg.max_body_bytes);
+        Ok((Self { cfg }, limits))
+    }
+
+    /// With an Encrypt Key, Feishu signs every event (`X-Lark-Signature` over the raw body):
+    /// the signature is checked first, before any decryption; only the `url_verification`
+    /// comes unsigned, and an unsigned request is either that challenge or refused alike.
+    /// Without one (plaintext mode), the Verification Token authenticates the callback.
+    fn open(&self, req: Incoming<'_, HeaderMap>) -> Result<Opened, CallbackError> {
+        if let Some(key) = &self.cfg.encrypt_key {
+            let key = key.expose_secret();
+            return match SignatureHeaders::of(req.params) {
+                SignatureHeaders::Signed {
+                    timestamp,
+                    nonce,
+                    signature,
+                } => self.open_signed(key, (timestamp, nonce, signature), &req),
+                SignatureHeaders::Unsigned => self.open_unsigned(key, req.body),
+            };
+        }
+        let envelope = receiver::json(req.body, "body")?;
+        if envelope.get("encrypt").and_then(Value::as_str).is_some() {
+            return Err(CallbackError::Decrypt(
+                "encrypted callback but no Encrypt Key configured".into(),
+            ));
+        }
+        self.read(envelope)
     }
 }
 
@@ -429,12 +500,18 @@ mod tests {
             r.handle_at(&to_headers(h2), &b2, 1_700_000_000).await,
             Err(CallbackError::BadToken)
         );
-        // Plaintext when an Encrypt Key is set.
+        // Plaintext when an Encrypt Key is set: the signature (over another body) is checked
+        // first; unsigned, it is not the challenge.
         let plain = envelope("e4").to_string();
-        assert!(matches!(
+        assert_eq!(
             r.handle_at(&h, plain.as_bytes(), 1_700_000_000).await,
-            Err(CallbackError::Malformed(_))
-        ));
+            Err(CallbackError::BadSignature)
+        );
+        assert_eq!(
+            r.handle_at(&HeaderMap::new(), plain.as_bytes(), 1_700_000_000)
+                .await,
+            Err(CallbackError::MissingSignature)
+        );
         // None of the rejected events was recorded as seen.
         let (h5, b5) = build_callback(Some("ek"), &envelope("e2"), 1_700_000_000, "n9");
         assert!(matches!(

@@ -289,7 +289,7 @@ fn empty_reply() -> CallbackReply {
 }
 
 fn wx_err(e: WxBizError) -> CallbackError {
-    e.into_callback(WxBizError::wecom_code)
+    e.into_callback(VENDOR, WxBizError::wecom_code)
 }
 
 impl WecomReceiver {
@@ -373,21 +373,23 @@ impl VendorCallbacks for WecomCallbacks {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| CallbackError::Malformed("no Encrypt element".into()))?;
+        // The signature is checked first; after it, every failure is answered alike
+        // (receiver::opaque), whatever the decryption found.
         let plain = self
             .crypt
             .open(ts, nonce, encrypt, sig, &self.receive_id)
             .map_err(wx_err)?;
         let plain = String::from_utf8(plain)
-            .map_err(|_| CallbackError::Malformed("decrypted body is not UTF-8".into()))?;
-        let payload = parse_xml(&plain).map_err(CallbackError::Malformed)?;
+            .map_err(|_| receiver::opaque(VENDOR, "decrypted body is not UTF-8"))?;
+        let payload = parse_xml(&plain).map_err(|e| receiver::opaque(VENDOR, e))?;
         let s = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("");
         let msg_type = s("MsgType");
         if msg_type.is_empty() {
-            return Err(CallbackError::Malformed("no MsgType".into()));
+            return Err(receiver::opaque(VENDOR, "no MsgType"));
         }
         let event_type = if msg_type == "event" {
             match (s("Event"), s("ChangeType")) {
-                ("", _) => return Err(CallbackError::Malformed("event without Event".into())),
+                ("", _) => return Err(receiver::opaque(VENDOR, "event without Event")),
                 (e, "") => e.to_string(),
                 (e, c) => format!("{e}.{c}"),
             }
@@ -638,10 +640,10 @@ mod tests {
         // encrypted for another corp, correctly signed: receive id mismatch
         let (qs2, body2) = build_callback(r.crypt(), "wwOTHERCORP", None, ev, now, "n2");
         let q2: HashMap<String, String> = qs2.into_iter().collect();
-        assert!(matches!(
+        assert_eq!(
             r.handle_at(&q2, body2.as_bytes(), now).await,
-            Err(CallbackError::Decrypt(m)) if m.contains("receive id")
-        ));
+            Err(CallbackError::Decrypt(receiver::OPAQUE.into()))
+        );
         // not XML / no Encrypt
         assert!(matches!(
             r.handle_at(&query, b"{\"a\":1}", now).await,
