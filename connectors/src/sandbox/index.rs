@@ -60,6 +60,15 @@ impl SortedKeys {
         }
     }
 
+    /// Inserts `key` when `present`, else removes it.
+    pub fn set(&mut self, key: &str, present: bool) {
+        if present {
+            self.insert(key);
+        } else {
+            self.remove(key);
+        }
+    }
+
     /// Removes `key`; false when it was not there.
     pub fn remove(&mut self, key: &str) -> bool {
         let bi = self.block_of(key);
@@ -155,6 +164,15 @@ impl<V: Hash + Eq> PartialEq for Groups<V> {
 impl<V: Hash + Eq> Groups<V> {
     pub fn add(&mut self, value: V, key: &str) {
         self.map.entry(value).or_default().insert(key);
+    }
+
+    /// Adds `key` under `value` when `present`, else removes it.
+    pub fn set(&mut self, value: V, key: &str, present: bool) {
+        if present {
+            self.add(value, key);
+        } else {
+            self.remove(&value, key);
+        }
     }
 
     pub fn remove<Q>(&mut self, value: &Q, key: &str)
@@ -269,6 +287,37 @@ mod tests {
     }
 }
 
+/// The small org the vendors' org tests start from: root `d0`; `d1` (order 2, led by `u1`) and
+/// `d2` (order 1) under it; `d3` under `d1`; `u1` in `d1`, `u2` in `d1` and `d2`, each with a
+/// mobile and an email.
+#[cfg(test)]
+pub(crate) fn test_org() -> crate::fixture::OrgFixture {
+    crate::fixture::OrgFixture::from_json(
+        r#"{"departments": [
+            {"key": "d0", "name": "root"},
+            {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
+            {"key": "d2", "name": "two", "parent": "d0", "order": 1},
+            {"key": "d3", "name": "three", "parent": "d1"}
+        ], "users": [
+            {"key": "u1", "name": "A", "mobile": "13800000001", "email": "a@x.cn", "departments": ["d1"]},
+            {"key": "u2", "name": "B", "mobile": "13800000002", "email": "b@x.cn", "departments": ["d1", "d2"]}
+        ]}"#,
+    )
+    .unwrap()
+}
+
+/// A fixture user for the vendors' org tests: named after its key in capitals, active.
+#[cfg(test)]
+pub(crate) fn test_user(key: &str, mobile: &str, email: &str, depts: &[&str]) -> FixtureUser {
+    FixtureUser {
+        name: key.to_uppercase(),
+        email: email.into(),
+        mobile: mobile.into(),
+        departments: depts.iter().map(|d| d.to_string()).collect(),
+        ..super::kit::blank_user(key)
+    }
+}
+
 /// A vendor's department record: its fixture entry plus the vendor's ids.
 pub(crate) trait DeptRecord {
     fn fx(&self) -> &FixtureDepartment;
@@ -305,12 +354,12 @@ macro_rules! fixture_records {
 }
 pub(crate) use fixture_records;
 
-/// The lookups a vendor's sandbox org keeps beside its records, besides the [`Links`].
+/// The lookups a vendor's sandbox org keeps beside its records, besides the [`Links`]. Each
+/// record's entries are written by one function, adding them (`present`) or removing them, so a
+/// removal undoes exactly what the addition did.
 pub(crate) trait OrgIndex<D, U> {
-    fn add_dept(&mut self, d: &D);
-    fn remove_dept(&mut self, d: &D);
-    fn add_user(&mut self, u: &U);
-    fn remove_user(&mut self, u: &U);
+    fn set_dept(&mut self, d: &D, present: bool);
+    fn set_user(&mut self, u: &U, present: bool);
 }
 
 /// The links of the fixture records every vendor's org follows: the departments without a
@@ -327,41 +376,20 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    fn add_dept(&mut self, d: &FixtureDepartment) {
+    fn set_dept(&mut self, d: &FixtureDepartment, present: bool) {
         let k = &d.key;
         match &d.parent {
-            None => {
-                self.roots.insert(k);
-            }
-            Some(p) => self.children.add(p.clone(), k),
+            None => self.roots.set(k, present),
+            Some(p) => self.children.set(p.clone(), k, present),
         }
         for l in &d.leaders {
-            self.led.add(l.clone(), k);
+            self.led.set(l.clone(), k, present);
         }
     }
 
-    fn remove_dept(&mut self, d: &FixtureDepartment) {
-        let k = &d.key;
-        match &d.parent {
-            None => {
-                self.roots.remove(k);
-            }
-            Some(p) => self.children.remove(p, k),
-        }
-        for l in &d.leaders {
-            self.led.remove(l, k);
-        }
-    }
-
-    fn add_user(&mut self, u: &FixtureUser) {
+    fn set_user(&mut self, u: &FixtureUser, present: bool) {
         for d in &u.departments {
-            self.members.add(d.clone(), &u.key);
-        }
-    }
-
-    fn remove_user(&mut self, u: &FixtureUser) {
-        for d in &u.departments {
-            self.members.remove(d, &u.key);
+            self.members.set(d.clone(), &u.key, present);
         }
     }
 }
@@ -374,6 +402,8 @@ pub(crate) struct Records<D, U, I> {
     users: BTreeMap<String, U>,
     links: Links,
     idx: I,
+    /// The last number [`Records::next_key`] gave.
+    seq: u64,
 }
 
 impl<D, U, I: Default> Default for Records<D, U, I> {
@@ -383,6 +413,7 @@ impl<D, U, I: Default> Default for Records<D, U, I> {
             users: Default::default(),
             links: Links::default(),
             idx: I::default(),
+            seq: 0,
         }
     }
 }
@@ -391,36 +422,36 @@ impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
     /// Inserts or replaces a department.
     pub fn put_dept(&mut self, d: D) {
         if let Some(old) = self.depts.remove(&d.fx().key) {
-            self.links.remove_dept(old.fx());
-            self.idx.remove_dept(&old);
+            self.links.set_dept(old.fx(), false);
+            self.idx.set_dept(&old, false);
         }
-        self.links.add_dept(d.fx());
-        self.idx.add_dept(&d);
+        self.links.set_dept(d.fx(), true);
+        self.idx.set_dept(&d, true);
         self.depts.insert(d.fx().key.clone(), d);
     }
 
     pub fn take_dept(&mut self, key: &str) -> Option<D> {
         let d = self.depts.remove(key)?;
-        self.links.remove_dept(d.fx());
-        self.idx.remove_dept(&d);
+        self.links.set_dept(d.fx(), false);
+        self.idx.set_dept(&d, false);
         Some(d)
     }
 
     /// Inserts or replaces a user.
     pub fn put_user(&mut self, u: U) {
         if let Some(old) = self.users.remove(&u.fx().key) {
-            self.links.remove_user(old.fx());
-            self.idx.remove_user(&old);
+            self.links.set_user(old.fx(), false);
+            self.idx.set_user(&old, false);
         }
-        self.links.add_user(u.fx());
-        self.idx.add_user(&u);
+        self.links.set_user(u.fx(), true);
+        self.idx.set_user(&u, true);
         self.users.insert(u.fx().key.clone(), u);
     }
 
     pub fn take_user(&mut self, key: &str) -> Option<U> {
         let u = self.users.remove(key)?;
-        self.links.remove_user(u.fx());
-        self.idx.remove_user(&u);
+        self.links.set_user(u.fx(), false);
+        self.idx.set_user(&u, false);
         Some(u)
     }
 
@@ -432,12 +463,12 @@ impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
     {
         let (mut links, mut idx) = (Links::default(), I::default());
         for d in self.depts.values() {
-            links.add_dept(d.fx());
-            idx.add_dept(d);
+            links.set_dept(d.fx(), true);
+            idx.set_dept(d, true);
         }
         for u in self.users.values() {
-            links.add_user(u.fx());
-            idx.add_user(u);
+            links.set_user(u.fx(), true);
+            idx.set_user(u, true);
         }
         assert_eq!(self.links, links);
         assert_eq!(self.idx, idx);
@@ -445,6 +476,17 @@ impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
 }
 
 impl<D, U, I> Records<D, U, I> {
+    /// A key no department or user has: `prefix` and the next number.
+    pub fn next_key(&mut self, prefix: &str) -> String {
+        loop {
+            self.seq += 1;
+            let k = format!("{prefix}{}", self.seq);
+            if !self.depts.contains_key(&k) && !self.users.contains_key(&k) {
+                return k;
+            }
+        }
+    }
+
     pub fn depts(&self) -> &BTreeMap<String, D> {
         &self.depts
     }
@@ -510,6 +552,19 @@ impl<D: DeptRecord, U: UserRecord, I> Records<D, U, I> {
             .map(|u| entry(u.fx(), vendor, user_ids(u)))
             .collect();
         serde_json::json!({"departments": depts, "users": users})
+    }
+
+    /// The direct sub-departments of `key`, in the vendor's order (`cmp`).
+    pub fn sub_depts(
+        &self,
+        key: &str,
+        mut cmp: impl FnMut(&D, &D) -> std::cmp::Ordering,
+    ) -> Vec<String> {
+        let mut c: Vec<&D> = (self.links.children.keys(key))
+            .filter_map(|c| self.depts.get(c))
+            .collect();
+        c.sort_by(|a, b| cmp(a, b));
+        c.into_iter().map(|d| d.fx().key.clone()).collect()
     }
 
     /// The fixture entry of department `key` with `patch` merged in (an admin's PATCH).

@@ -312,6 +312,11 @@ pub(crate) fn blank_user(key: &str) -> FixtureUser {
     }
 }
 
+/// A JSON string's text (empty when missing or not a string).
+pub(crate) fn str_or_empty(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
 /// The strings of a JSON array (other items skipped; none when it is not an array).
 pub(crate) fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)

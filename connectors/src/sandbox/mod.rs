@@ -724,6 +724,140 @@ pub trait OrgAdmin: Send + Sync + 'static {
     fn expire_tokens(&self);
 }
 
+/// A vendor's sandbox as an admin's console changes it: its org behind a lock, and the vendor's
+/// own calls to add, change, delete and render its entries. [`AdminHandle`] makes any console the
+/// [`OrgAdmin`] of the `/_sandbox/org…` endpoints, the same way for every vendor: each change is
+/// made under the org's lock, its events are emitted once the lock is released, and the entry is
+/// read back in the vendor's shape.
+pub(crate) trait Console: Send + Sync + 'static {
+    type Org: Send;
+    /// The events a change emits.
+    type Emitted;
+    fn org(&self) -> &Mutex<Self::Org>;
+    /// Emits the vendor's events for a change.
+    fn emit(&self, events: Self::Emitted);
+    /// Every access token expires now.
+    fn expire_tokens(&self);
+    /// `{"departments":[…],"users":[…]}` in the fixture format plus vendor ids.
+    fn snapshot(org: &Self::Org) -> Value;
+    /// A user as the console shows it.
+    fn render_user(org: &Self::Org, key: &str) -> Value;
+    /// A department as the console shows it.
+    fn render_dept(org: &Self::Org, key: &str) -> Value;
+    /// Adds a fixture user: its key and the events.
+    fn add_user(
+        &self,
+        org: &mut Self::Org,
+        user: FixtureUser,
+    ) -> Result<(String, Self::Emitted), AdminError>;
+    /// Merges `patch` into the user `key`.
+    fn patch_user(
+        org: &mut Self::Org,
+        key: &str,
+        patch: &Value,
+    ) -> Result<Self::Emitted, AdminError>;
+    fn delete_user(org: &mut Self::Org, key: &str) -> Result<Self::Emitted, AdminError>;
+    /// Adds a fixture department: its key and the events.
+    fn add_dept(
+        &self,
+        org: &mut Self::Org,
+        dept: FixtureDepartment,
+    ) -> Result<(String, Self::Emitted), AdminError>;
+    /// Merges `patch` into the department `key`.
+    fn patch_dept(
+        org: &mut Self::Org,
+        key: &str,
+        patch: &Value,
+    ) -> Result<Self::Emitted, AdminError>;
+    fn delete_dept(org: &mut Self::Org, key: &str) -> Result<Self::Emitted, AdminError>;
+
+    /// Emits the events of a change made through the vendor's API: as the console's, unless the
+    /// vendor says otherwise (WeCom's `echo_api_changes`).
+    fn emit_api(&self, events: Self::Emitted) {
+        self.emit(events);
+    }
+
+    /// Makes an API call's change under the org's lock, then emits its events (`emit_api`) once
+    /// the lock is released.
+    fn change<E>(
+        &self,
+        f: impl FnOnce(&mut Self::Org) -> Result<Self::Emitted, E>,
+    ) -> Result<(), E> {
+        self.change_with(|org| f(org).map(|events| ((), events)))
+    }
+
+    /// [`Console::change`] for a change that also gives a value (what it made or changed).
+    fn change_with<T, E>(
+        &self,
+        f: impl FnOnce(&mut Self::Org) -> Result<(T, Self::Emitted), E>,
+    ) -> Result<T, E> {
+        let (out, events) = f(&mut lock(self.org()))?;
+        self.emit_api(events);
+        Ok(out)
+    }
+}
+
+/// A vendor's [`Console`] as the `/_sandbox/org…` endpoints' [`OrgAdmin`].
+pub(crate) struct AdminHandle<C>(pub Arc<C>);
+
+impl<C: Console> AdminHandle<C> {
+    fn user(&self, key: &str) -> Value {
+        C::render_user(&lock(self.0.org()), key)
+    }
+
+    fn dept(&self, key: &str) -> Value {
+        C::render_dept(&lock(self.0.org()), key)
+    }
+}
+
+// Each change holds the org's lock for its own statement only: the events are emitted, and the
+// entry read back, after it is released.
+impl<C: Console> OrgAdmin for AdminHandle<C> {
+    fn snapshot(&self) -> Value {
+        C::snapshot(&lock(self.0.org()))
+    }
+
+    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
+        let (key, events) = self.0.add_user(&mut lock(self.0.org()), user)?;
+        self.0.emit(events);
+        Ok(self.user(&key))
+    }
+
+    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let events = C::patch_user(&mut lock(self.0.org()), key, &patch)?;
+        self.0.emit(events);
+        Ok(self.user(key))
+    }
+
+    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
+        let events = C::delete_user(&mut lock(self.0.org()), key)?;
+        self.0.emit(events);
+        Ok(())
+    }
+
+    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
+        let (key, events) = self.0.add_dept(&mut lock(self.0.org()), dept)?;
+        self.0.emit(events);
+        Ok(self.dept(&key))
+    }
+
+    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
+        let events = C::patch_dept(&mut lock(self.0.org()), key, &patch)?;
+        self.0.emit(events);
+        Ok(self.dept(key))
+    }
+
+    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
+        let events = C::delete_dept(&mut lock(self.0.org()), key)?;
+        self.0.emit(events);
+        Ok(())
+    }
+
+    fn expire_tokens(&self) {
+        self.0.expire_tokens();
+    }
+}
+
 /// Applies a JSON merge of `patch` onto a fixture record; the key cannot change.
 pub fn merge_fixture<T>(record: &T, key: &str, patch: &Value) -> Result<T, AdminError>
 where

@@ -16,10 +16,10 @@ pub(crate) use tokio::time::Instant;
 
 pub(crate) use super::kit::{
     FaultReplies, Reissue, Tokens, blank_user, endpoint_of, json_object, matched_path, or_reply,
-    query_param, str_list, wxbiz_crypt,
+    query_param, str_list, str_or_empty, wxbiz_crypt,
 };
 pub(crate) use super::{
-    AdminError, CommonOptions, EncodedEvent, EventEncoder, OrgAdmin, RateWindow, SandboxCore,
-    SandboxError, admin_router, lock,
+    AdminError, AdminHandle, CommonOptions, Console, EncodedEvent, EventEncoder, RateWindow,
+    SandboxCore, SandboxError, admin_router, lock,
 };
 pub(crate) use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};

@@ -3,7 +3,7 @@
 use crate::sandbox::prelude::*;
 use axum::body::Bytes;
 
-use super::org::{self, OrgError, int, string};
+use super::org::{OrgError, int, string};
 use super::{App, AppState, old_body, old_err, old_ok, org_err};
 use crate::dingtalk::contact::{
     DEPT_CREATE, DEPT_DELETE, DEPT_GET, DEPT_LISTSUB, DEPT_UPDATE, USER_CREATE, USER_DELETE,
@@ -39,16 +39,9 @@ fn dept_of(app: &App, m: &Map<String, Value>, default: Option<i64>) -> Result<St
         .ok_or_else(|| old_err(60003, "部门不存在"))
 }
 
-/// Emits the events of a change; its value.
-fn emitted<T>(app: &App, r: Result<(T, org::Emitted), OrgError>) -> Result<T, Response> {
-    let (v, ev) = r.map_err(org_err)?;
-    app.emit(ev);
-    Ok(v)
-}
-
-/// Emits the events of a change answered with `{}`.
-fn changed(app: &App, r: Result<org::Emitted, OrgError>) -> R {
-    emitted(app, r.map(|ev| ((), ev)))?;
+/// A change (made with [`Console::change`]) answered with `{}`.
+fn changed(r: Result<(), OrgError>) -> R {
+    r.map_err(org_err)?;
     Ok(old_ok(json!({})))
 }
 
@@ -81,22 +74,21 @@ async fn dept_get(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
 
 async fn dept_create(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
-    let r = lock(&app.org).api_create_dept(&m);
-    let id = emitted(&app, r)?;
+    let id = app
+        .change_with(|org| org.api_create_dept(&m))
+        .map_err(org_err)?;
     Ok(old_ok(json!({"result": {"dept_id": id}})))
 }
 
 async fn dept_update(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
-    let r = lock(&app.org).api_update_dept(&m);
-    changed(&app, r)
+    changed(app.change(|org| org.api_update_dept(&m)))
 }
 
 async fn dept_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
     let key = dept_of(&app, &m, None)?;
-    let r = lock(&app.org).delete_dept(&key);
-    changed(&app, r)
+    changed(app.change(|org| org.delete_dept(&key)))
 }
 
 async fn user_list(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
@@ -148,8 +140,9 @@ async fn user_get(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
 
 async fn user_create(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
-    let r = lock(&app.org).api_create_user(&m);
-    let key = emitted(&app, r)?;
+    let key = app
+        .change_with(|org| org.api_create_user(&m))
+        .map_err(org_err)?;
     let union = super::org::unionid_of(&key);
     // camelCase here, as DingTalk answers.
     Ok(old_ok(json!({"result": {"userid": key, "unionId": union}})))
@@ -157,13 +150,11 @@ async fn user_create(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
 
 async fn user_update(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
-    let r = lock(&app.org).api_update_user(&m);
-    changed(&app, r)
+    changed(app.change(|org| org.api_update_user(&m)))
 }
 
 async fn user_delete(State(app): AppState, h: HeaderMap, b: Bytes) -> R {
     let m = old_body(&h, &b)?;
     let uid = string(m.get("userid")).unwrap_or_default();
-    let r = lock(&app.org).delete_user(&uid);
-    changed(&app, r)
+    changed(app.change(|org| org.delete_user(&uid)))
 }

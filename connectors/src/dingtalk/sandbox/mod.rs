@@ -262,32 +262,6 @@ pub(crate) fn new_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
 }
 
 impl App {
-    /// Emits DingTalk events (current HTTP push plaintext format) to HTTP push and Stream.
-    pub fn emit(&self, events: org::Emitted) {
-        for (event_type, body) in events {
-            let ms = now_ms();
-            let mut m = match body {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
-            m.insert("EventType".into(), json!(event_type));
-            m.insert("EventTime".into(), json!(ms));
-            m.insert("CorpId".into(), json!(self.opts.corp_id));
-            m.insert(
-                "BizId".into(),
-                json!(uuid::Uuid::new_v4().simple().to_string()),
-            );
-            m.insert(
-                "eventId".into(),
-                json!(uuid::Uuid::new_v4().simple().to_string()),
-            );
-            m.insert("timeStamp".into(), json!(ms.to_string()));
-            let ev = Value::Object(m);
-            self.stream.enqueue(&ev, &self.opts.app_key);
-            self.core.emit(ev);
-        }
-    }
-
     /// 20 calls/s per app per API: exactly (sliding window, per endpoint) with
     /// `enforce_rate_limits`, else with `rate_limits` a token bucket with a burst of 20. A
     /// refusal is counted (fault `rate-limit`) and answered with `refused()`.
@@ -366,44 +340,54 @@ fn unknown_error() -> Response {
     )
 }
 
-/// Old generation: counts the call, checks `?access_token=`, injects faults, enforces limits.
-async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
-    let endpoint = endpoint_of(&req);
-    app.core.count_call(&endpoint);
-    let Some(token) = query_param(&req, "access_token").filter(|t| !t.is_empty()) else {
-        return old_err(41001, "缺少access_token参数");
-    };
-    if !app.tokens.is_live(&token) {
-        return old_err(40014, "不合法的access_token");
-    }
-    app.core
-        .gated(
-            &OLD_FAULTS,
-            || app.tokens.revoke(&token),
-            || app.rate_check(&endpoint, OLD_FAULTS.rate_limited),
-            next.run(req),
-        )
-        .await
+/// What differs between the two API generations' gates: where the token travels, the replies to
+/// a missing or unknown token, and the replies to injected faults.
+struct Generation {
+    token: fn(&Request) -> Option<String>,
+    missing_token: fn() -> Response,
+    invalid_token: fn() -> Response,
+    faults: FaultReplies,
 }
 
-/// The old generation's answers to injected faults.
-const OLD_FAULTS: FaultReplies = FaultReplies {
-    server_error: bad_gateway,
-    rate_limited: || old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次"),
-    token_expired: || old_err(42001, "access_token超时"),
+/// The old generation: `?access_token=`, errcodes with HTTP 200 (its gateway fails in HTML).
+const OLD: Generation = Generation {
+    token: |req| query_param(req, "access_token"),
+    missing_token: || old_err(41001, "缺少access_token参数"),
+    invalid_token: || old_err(40014, "不合法的access_token"),
+    faults: FaultReplies {
+        server_error: bad_gateway,
+        rate_limited: || old_err(90018, "当前企业调用该接口超过限制, 限制规则为每秒20次"),
+        token_expired: || old_err(42001, "access_token超时"),
+    },
 };
 
-/// v1.0's answers to injected faults.
-const NEW_FAULTS: FaultReplies = FaultReplies {
-    server_error: unknown_error,
-    rate_limited: || {
+/// v1.0: `x-acs-dingtalk-access-token`, HTTP-status errors.
+const NEW: Generation = Generation {
+    token: |req| {
+        req.headers()
+            .get(crate::dingtalk::client::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string())
+    },
+    missing_token: || {
         new_err(
-            StatusCode::FORBIDDEN,
-            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
-            "调用该接口触发了限流",
+            StatusCode::UNAUTHORIZED,
+            "MissingParameter.AccessToken",
+            "缺少access_token",
         )
     },
-    token_expired: invalid_authentication,
+    invalid_token: invalid_authentication,
+    faults: FaultReplies {
+        server_error: unknown_error,
+        rate_limited: || {
+            new_err(
+                StatusCode::FORBIDDEN,
+                "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+                "调用该接口触发了限流",
+            )
+        },
+        token_expired: invalid_authentication,
+    },
 };
 
 fn invalid_authentication() -> Response {
@@ -414,34 +398,32 @@ fn invalid_authentication() -> Response {
     )
 }
 
-/// v1.0: counts the call, checks `x-acs-dingtalk-access-token`, injects faults, limits.
-async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
+/// Counts the call, checks the generation's token, injects faults, enforces the limits.
+async fn gate(app: &App, g: &Generation, req: Request, next: Next) -> Response {
     let endpoint = endpoint_of(&req);
     app.core.count_call(&endpoint);
-    let Some(token) = req
-        .headers()
-        .get(crate::dingtalk::client::TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-        .filter(|t| !t.is_empty())
-    else {
-        return new_err(
-            StatusCode::UNAUTHORIZED,
-            "MissingParameter.AccessToken",
-            "缺少access_token",
-        );
+    let Some(token) = (g.token)(&req).filter(|t| !t.is_empty()) else {
+        return (g.missing_token)();
     };
     if !app.tokens.is_live(&token) {
-        return invalid_authentication();
+        return (g.invalid_token)();
     }
     app.core
         .gated(
-            &NEW_FAULTS,
+            &g.faults,
             || app.tokens.revoke(&token),
-            || app.rate_check(&endpoint, NEW_FAULTS.rate_limited),
+            || app.rate_check(&endpoint, g.faults.rate_limited),
             next.run(req),
         )
         .await
+}
+
+async fn gate_old(State(app): AppState, req: Request, next: Next) -> Response {
+    gate(&app, &OLD, req, next).await
+}
+
+async fn gate_new(State(app): AppState, req: Request, next: Next) -> Response {
+    gate(&app, &NEW, req, next).await
 }
 
 /// `GET /gettoken?appkey&appsecret` (old).
@@ -531,78 +513,104 @@ impl EventEncoder for DingTalkEncoder {
     }
 }
 
-fn admin_err(e: OrgError) -> AdminError {
-    match e.0 {
-        60003 | 60004 | 60121 => AdminError::NotFound(e.1),
-        60102 | 60104 | 60008 | 60005 | 60006 => AdminError::Conflict(e.1),
-        _ => AdminError::Invalid(format!("{} ({})", e.1, e.0)),
-    }
-}
-
-/// The `/_sandbox/org…` operations, standing in for an admin in DingTalk's console.
-struct AdminHandle(Arc<App>);
-
-impl AdminHandle {
-    /// Emits the events of a change made in the console.
-    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
-        self.0.emit(r.map_err(admin_err)?);
-        Ok(())
-    }
-}
-
-impl OrgAdmin for AdminHandle {
-    fn snapshot(&self) -> Value {
-        lock(&self.0.org).snapshot()
-    }
-
-    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
-        let key = user.key.clone();
-        let ev = lock(&self.0.org).insert_user(user).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(&key))
-    }
-
-    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let (cur, fx) = org.patched_user(key, &patch)?;
-            let extra = cur.extra.clone();
-            org.replace_user(key, fx, extra).map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(key))
-    }
-
-    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_user(key);
-        self.emit(r)
-    }
-
-    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
-        if dept.key.is_empty() {
-            return Err(AdminError::Invalid("key is required".into()));
+impl From<OrgError> for AdminError {
+    fn from(e: OrgError) -> Self {
+        match e.0 {
+            60003 | 60004 | 60121 => AdminError::NotFound(e.1),
+            60102 | 60104 | 60008 | 60005 | 60006 => AdminError::Conflict(e.1),
+            _ => AdminError::Invalid(format!("{} ({})", e.1, e.0)),
         }
-        let (key, _, ev) = lock(&self.0.org).insert_dept(dept).map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(&key))
+    }
+}
+
+/// DingTalk's console (`/_sandbox/org…`): what an admin does there, and the events it emits.
+impl Console for App {
+    type Org = Org;
+    type Emitted = org::Emitted;
+
+    fn org(&self) -> &Mutex<Org> {
+        &self.org
     }
 
-    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let fx = org.patched_dept(key, &patch)?;
-            org.replace_dept(key, fx).map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(key))
-    }
-
-    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_dept(key);
-        self.emit(r)
+    /// Emits DingTalk events (current HTTP push plaintext format) to HTTP push and Stream.
+    fn emit(&self, events: org::Emitted) {
+        for (event_type, body) in events {
+            let ms = now_ms();
+            let mut m = match body {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            m.insert("EventType".into(), json!(event_type));
+            m.insert("EventTime".into(), json!(ms));
+            m.insert("CorpId".into(), json!(self.opts.corp_id));
+            m.insert(
+                "BizId".into(),
+                json!(uuid::Uuid::new_v4().simple().to_string()),
+            );
+            m.insert(
+                "eventId".into(),
+                json!(uuid::Uuid::new_v4().simple().to_string()),
+            );
+            m.insert("timeStamp".into(), json!(ms.to_string()));
+            let ev = Value::Object(m);
+            self.stream.enqueue(&ev, &self.opts.app_key);
+            self.core.emit(ev);
+        }
     }
 
     fn expire_tokens(&self) {
-        self.0.tokens.clear();
+        self.tokens.clear();
+    }
+
+    fn snapshot(org: &Org) -> Value {
+        org.snapshot()
+    }
+
+    fn render_user(org: &Org, key: &str) -> Value {
+        org.render_user(key)
+    }
+
+    fn render_dept(org: &Org, key: &str) -> Value {
+        org.render_dept(key)
+    }
+
+    fn add_user(
+        &self,
+        org: &mut Org,
+        user: FixtureUser,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        let key = user.key.clone();
+        Ok((key, org.insert_user(user)?))
+    }
+
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let (cur, fx) = org.patched_user(key, patch)?;
+        let extra = cur.extra.clone();
+        Ok(org.replace_user(key, fx, extra)?)
+    }
+
+    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_user(key)?)
+    }
+
+    fn add_dept(
+        &self,
+        org: &mut Org,
+        dept: FixtureDepartment,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        if dept.key.is_empty() {
+            return Err(AdminError::Invalid("key is required".into()));
+        }
+        let (key, _, events) = org.insert_dept(dept)?;
+        Ok((key, events))
+    }
+
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let fx = org.patched_dept(key, patch)?;
+        Ok(org.replace_dept(key, fx)?)
+    }
+
+    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_dept(key)?)
     }
 }

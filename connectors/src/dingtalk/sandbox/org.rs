@@ -30,11 +30,10 @@ pub(crate) struct User {
 /// Events to emit: (EventType, body fields such as `userId` / `deptId`).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
-/// The org: its records (kept in step with their index by [`Records`]) and id counters.
+/// The org: its records (kept in step with their index by [`Records`]) and the next dept_id.
 pub(crate) struct Org {
     r: Records<Dept, User, Index>,
     next_dept: i64,
-    seq: u64,
 }
 
 /// Lookups kept beside the records so that no API call scans the org.
@@ -48,26 +47,14 @@ pub(crate) struct Index {
 fixture_records!(Org, Dept, User, Index);
 
 impl OrgIndex<Dept, User> for Index {
-    fn add_dept(&mut self, d: &Dept) {
-        let k = &d.fx.key;
-        self.dept_by_id.add(d.id, k);
+    fn set_dept(&mut self, d: &Dept, present: bool) {
+        self.dept_by_id.set(d.id, &d.fx.key, present);
     }
 
-    fn remove_dept(&mut self, d: &Dept) {
-        let k = &d.fx.key;
-        self.dept_by_id.remove(&d.id, k);
-    }
-
-    fn add_user(&mut self, u: &User) {
+    fn set_user(&mut self, u: &User, present: bool) {
         let k = &u.fx.key;
-        self.user_by_unionid.add(u.unionid.clone(), k);
-        self.user_by_mobile.add(u.fx.mobile.clone(), k);
-    }
-
-    fn remove_user(&mut self, u: &User) {
-        let k = &u.fx.key;
-        self.user_by_unionid.remove(&u.unionid, k);
-        self.user_by_mobile.remove(&u.fx.mobile, k);
+        self.user_by_unionid.set(u.unionid.clone(), k, present);
+        self.user_by_mobile.set(u.fx.mobile.clone(), k, present);
     }
 }
 
@@ -152,7 +139,6 @@ impl Org {
         let mut org = Self {
             r: Records::default(),
             next_dept: 2,
-            seq: 0,
         };
         for d in &fx.departments {
             let id = if d.parent.is_none() {
@@ -178,16 +164,6 @@ impl Org {
         let id = self.next_dept;
         self.next_dept += 1;
         id
-    }
-
-    fn next_key(&mut self, prefix: &str) -> String {
-        loop {
-            self.seq += 1;
-            let k = format!("{prefix}{}", self.seq);
-            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
-                return k;
-            }
-        }
     }
 
     pub fn dept_key(&self, id: i64) -> Option<String> {
@@ -333,15 +309,8 @@ impl Org {
 
     /// Direct sub-departments (by order, then id).
     pub fn children(&self, key: &str) -> Vec<String> {
-        let mut v: Vec<&Dept> = self
-            .r
-            .links()
-            .children
-            .keys(key)
-            .filter_map(|c| self.r.depts().get(c))
-            .collect();
-        v.sort_by_key(|d| (d.fx.order, d.id));
-        v.into_iter().map(|d| d.fx.key.clone()).collect()
+        self.r
+            .sub_depts(key, |a, b| (a.fx.order, a.id).cmp(&(b.fx.order, b.id)))
     }
 
     pub fn snapshot(&self) -> Value {
@@ -449,7 +418,7 @@ impl Org {
                 }
                 k
             }
-            None => self.next_key("user"),
+            None => self.r.next_key("user"),
         };
         let mut fx = blank_user(&key);
         let mut extra = Map::new();
@@ -587,7 +556,7 @@ impl Org {
         }
         self.check_sibling_name(&parent, &fx.name, None)?;
         if fx.key.is_empty() {
-            fx.key = self.next_key("dept");
+            fx.key = self.r.next_key("dept");
         } else if self.r.depts().contains_key(&fx.key) || self.r.users().contains_key(&fx.key) {
             return err(60008, "部门已存在");
         }
@@ -713,21 +682,7 @@ impl Org {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture() -> OrgFixture {
-        OrgFixture::from_json(
-            r#"{"departments": [
-                {"key": "d0", "name": "root"},
-                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
-                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
-                {"key": "d3", "name": "three", "parent": "d1"}
-            ], "users": [
-                {"key": "u1", "name": "A", "mobile": "13800000001", "departments": ["d1"]},
-                {"key": "u2", "name": "B", "mobile": "13800000002", "departments": ["d1", "d2"]}
-            ]}"#,
-        )
-        .unwrap()
-    }
+    use crate::sandbox::index::test_org;
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
@@ -735,7 +690,7 @@ mod tests {
 
     #[test]
     fn indices_follow_create_move_rename_delete_and_recreate() {
-        let mut org = Org::new(&fixture());
+        let mut org = Org::new(&test_org());
         org.assert_indexed();
         let (d2, d3) = (org.dept_id("d2"), org.dept_id("d3"));
         assert_eq!(org.dept_key(1).as_deref(), Some("d0"));
@@ -831,7 +786,7 @@ mod tests {
 
     #[test]
     fn member_pages_are_sliced_in_key_order() {
-        let mut org = Org::new(&fixture());
+        let mut org = Org::new(&test_org());
         let d2 = org.dept_id("d2");
         for i in 0..600 {
             org.api_create_user(&body(json!({"userid": format!("m{i}"), "name": "M",

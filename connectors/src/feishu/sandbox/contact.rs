@@ -71,6 +71,25 @@ fn user_key(org: &Org, id: &str, u: &str) -> Result<String, Response> {
         .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))
 }
 
+/// `client_token`: the key of the `kind` (`dept`, `user`) a create with this token made before.
+/// A retried create changes nothing and answers with that one (if it still exists).
+fn created_before(app: &App, q: &HashMap<String, String>, kind: &str) -> Option<String> {
+    let ct = q.get("client_token")?;
+    lock(&app.im)
+        .client_tokens
+        .get(&format!("{kind}:{ct}"))
+        .cloned()
+}
+
+/// Remembers the `kind` `key` a create with a `client_token` made.
+fn remember_created(app: &App, q: &HashMap<String, String>, kind: &str, key: &str) {
+    if let Some(ct) = q.get("client_token") {
+        lock(&app.im)
+            .client_tokens
+            .insert(format!("{kind}:{ct}"), key.to_string());
+    }
+}
+
 async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let org = lock(&app.org);
@@ -135,14 +154,9 @@ async fn create_dept(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
             ));
         }
     }
-    let (key, ev) = {
-        let mut org = lock(&app.org);
-        // client_token: a retried create returns the department created the first time.
-        if let Some(ct) = q.get("client_token")
-            && let Some(k) = lock(&app.im).client_tokens.get(&format!("dept:{ct}"))
-            && org.depts().contains_key(k)
-        {
-            return Ok(ok(json!({"department": org.render_dept(k, &u, &d)})));
+    let key = app.change_with(|org| {
+        if let Some(k) = created_before(&app, &q, "dept").filter(|k| org.depts().contains_key(k)) {
+            return Ok((k, Vec::new()));
         }
         let key = custom.clone().unwrap_or_else(|| org.next_key("api-d"));
         let mut fx = FixtureDepartment {
@@ -157,14 +171,9 @@ async fn create_dept(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
         let r = org
             .create_dept(fx, custom, &app.opts.app_id)
             .map_err(|e| org_err(e, 40015))?;
-        if let Some(ct) = q.get("client_token") {
-            lock(&app.im)
-                .client_tokens
-                .insert(format!("dept:{ct}"), key.clone());
-        }
-        r
-    };
-    app.emit(ev);
+        remember_created(&app, &q, "dept", &key);
+        Ok(r)
+    })?;
     let org = lock(&app.org);
     Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
 }
@@ -177,28 +186,24 @@ async fn patch_dept(
 ) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let b = json_body(&body)?;
-    let (key, ev) = {
-        let mut org = lock(&app.org);
-        let key = dept_key(&org, &id, &d)?;
+    let key = app.change_with(|org| {
+        let key = dept_key(org, &id, &d)?;
         let mut fx = org.depts()[&key].fx.clone();
         org.apply_dept_body(&mut fx, &b, &u, &d)
             .map_err(|e| org_err(e, 40015))?;
         let ev = org.update_dept(&key, fx).map_err(|e| org_err(e, 40015))?;
-        (key, ev)
-    };
-    app.emit(ev);
+        Ok((key, ev))
+    })?;
     let org = lock(&app.org);
     Ok(ok(json!({"department": org.render_dept(&key, &u, &d)})))
 }
 
 async fn delete_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let d = did_type(&q)?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = dept_key(&org, &id, &d)?;
-        org.delete_dept(&key).map_err(|e| org_err(e, 40015))?
-    };
-    app.emit(ev);
+    app.change(|org| {
+        let key = dept_key(org, &id, &d)?;
+        org.delete_dept(&key).map_err(|e| org_err(e, 40015))
+    })?;
     Ok(ok(json!({})))
 }
 
@@ -249,13 +254,9 @@ async fn create_user(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
             ));
         }
     }
-    let (key, ev) = {
-        let mut org = lock(&app.org);
-        if let Some(ct) = q.get("client_token")
-            && let Some(k) = lock(&app.im).client_tokens.get(&format!("user:{ct}"))
-            && org.users().contains_key(k)
-        {
-            return Ok(ok(json!({"user": strip_mobile(org.render_user(k, &d))})));
+    let key = app.change_with(|org| {
+        if let Some(k) = created_before(&app, &q, "user").filter(|k| org.users().contains_key(k)) {
+            return Ok((k, Vec::new()));
         }
         let key = match b
             .get("user_id")
@@ -272,15 +273,10 @@ async fn create_user(State(app): AppState, Query(q): Q, body: axum::body::Bytes)
         let r = org
             .create_user(fx, extra, &app.opts.app_id)
             .map_err(|e| org_err(e, 40015))?;
-        if let Some(ct) = q.get("client_token") {
-            lock(&app.im)
-                .client_tokens
-                .insert(format!("user:{ct}"), key.clone());
-        }
-        r
-    };
+        remember_created(&app, &q, "user", &key);
+        Ok(r)
+    })?;
     let _ = u;
-    app.emit(ev);
     let org = lock(&app.org);
     Ok(ok(json!({"user": strip_mobile(org.render_user(&key, &d))})))
 }
@@ -301,9 +297,8 @@ async fn patch_user(
 ) -> R {
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let b = json_body(&body)?;
-    let (key, ev) = {
-        let mut org = lock(&app.org);
-        let key = user_key(&org, &id, &u)?;
+    let key = app.change_with(|org| {
+        let key = user_key(org, &id, &u)?;
         let mut fx = org.users()[&key].fx.clone();
         let extra = org
             .apply_user_body(&mut fx, &b, &d)
@@ -311,20 +306,17 @@ async fn patch_user(
         let ev = org
             .update_user(&key, fx, extra)
             .map_err(|e| org_err(e, 40015))?;
-        (key, ev)
-    };
-    app.emit(ev);
+        Ok((key, ev))
+    })?;
     let org = lock(&app.org);
     Ok(ok(json!({"user": org.render_user(&key, &d)})))
 }
 
 async fn delete_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
     let u = uid_type(&q)?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = user_key(&org, &id, &u)?;
-        org.delete_user(&key).map_err(|e| org_err(e, 40015))?
-    };
-    app.emit(ev);
+    app.change(|org| {
+        let key = user_key(org, &id, &u)?;
+        org.delete_user(&key).map_err(|e| org_err(e, 40015))
+    })?;
     Ok(ok(json!({})))
 }

@@ -98,16 +98,8 @@ async fn send(State(app): AppState, Query(q): Q, body: axum::body::Bytes) -> R {
         ));
     }
     let b = json_body(&body)?;
-    let rid = b
-        .get("receive_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let msg_type = b
-        .get("msg_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let rid = str_or_empty(b.get("receive_id"));
+    let msg_type = str_or_empty(b.get("msg_type"));
     let parsed = check_content(&msg_type, b.get("content"))?;
     let uuid = b.get("uuid").and_then(Value::as_str).map(str::to_string);
     if let Some(u) = &uuid
@@ -181,11 +173,7 @@ fn message_data(
 
 async fn reply(State(app): AppState, Path(id): Path<String>, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let msg_type = b
-        .get("msg_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let msg_type = str_or_empty(b.get("msg_type"));
     let parsed = check_content(&msg_type, b.get("content"))?;
     let chat_id = lock(&app.im)
         .by_id

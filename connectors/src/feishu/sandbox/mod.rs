@@ -252,31 +252,6 @@ pub(crate) fn json_body(body: &[u8]) -> Result<Map<String, Value>, Response> {
 }
 
 impl App {
-    /// Emits Feishu events (schema 2.0 envelopes).
-    pub fn emit(&self, events: org::Emitted) {
-        for (event_type, event) in events {
-            let token = self
-                .opts
-                .verification_token
-                .as_ref()
-                .map(|t| t.expose_secret().to_string())
-                .unwrap_or_default();
-            let envelope = json!({
-                "schema": "2.0",
-                "header": {
-                    "event_id": uuid::Uuid::new_v4().simple().to_string(),
-                    "event_type": event_type,
-                    "create_time": now_ms().to_string(),
-                    "token": token,
-                    "app_id": self.opts.app_id,
-                    "tenant_key": self.opts.tenant_key,
-                },
-                "event": event,
-            });
-            self.core.emit(envelope);
-        }
-    }
-
     /// Feishu's published limits per API.
     fn rate_check(&self, endpoint: &str) -> Result<(), (u32, u64)> {
         if !self.opts.rate_limits {
@@ -482,81 +457,101 @@ impl EventEncoder for FeishuEncoder {
     }
 }
 
-fn admin_err(e: OrgError) -> AdminError {
-    match e {
-        OrgError::NotFound(m) => AdminError::NotFound(m),
-        OrgError::Conflict(m) => AdminError::Conflict(m),
-        OrgError::Invalid(m) => AdminError::Invalid(m),
-    }
-}
-
-/// The `/_sandbox/org…` operations, standing in for an HR admin in Feishu's console.
-struct AdminHandle(Arc<App>);
-
-impl AdminHandle {
-    /// Emits the events of a change made in the console.
-    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
-        self.0.emit(r.map_err(admin_err)?);
-        Ok(())
-    }
-}
-
-impl OrgAdmin for AdminHandle {
-    fn snapshot(&self) -> Value {
-        lock(&self.0.org).snapshot()
-    }
-
-    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
-        let (key, ev) = lock(&self.0.org)
-            .create_user(user, Map::new(), &self.0.opts.app_id)
-            .map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(&key, "open_department_id"))
-    }
-
-    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let (_, fx) = org.patched_user(key, &patch)?;
-            org.update_user(key, fx, Map::new()).map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(key, "open_department_id"))
-    }
-
-    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_user(key);
-        self.emit(r)
-    }
-
-    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
-        if dept.parent.is_none() {
-            return Err(AdminError::Invalid("parent is required".into()));
+impl From<OrgError> for AdminError {
+    fn from(e: OrgError) -> Self {
+        match e {
+            OrgError::NotFound(m) => AdminError::NotFound(m),
+            OrgError::Conflict(m) => AdminError::Conflict(m),
+            OrgError::Invalid(m) => AdminError::Invalid(m),
         }
-        let (key, ev) = lock(&self.0.org)
-            .create_dept(dept, None, &self.0.opts.app_id)
-            .map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(&key, "open_id", "open_department_id"))
+    }
+}
+
+/// Feishu's console (`/_sandbox/org…`): what an HR admin does there, and the events it emits.
+impl Console for App {
+    type Org = Org;
+    type Emitted = org::Emitted;
+
+    fn org(&self) -> &Mutex<Org> {
+        &self.org
     }
 
-    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let fx = org.patched_dept(key, &patch)?;
-            org.update_dept(key, fx).map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(key, "open_id", "open_department_id"))
-    }
-
-    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_dept(key);
-        self.emit(r)
+    /// Emits Feishu events (schema 2.0 envelopes).
+    fn emit(&self, events: org::Emitted) {
+        for (event_type, event) in events {
+            let token = self
+                .opts
+                .verification_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string())
+                .unwrap_or_default();
+            let envelope = json!({
+                "schema": "2.0",
+                "header": {
+                    "event_id": uuid::Uuid::new_v4().simple().to_string(),
+                    "event_type": event_type,
+                    "create_time": now_ms().to_string(),
+                    "token": token,
+                    "app_id": self.opts.app_id,
+                    "tenant_key": self.opts.tenant_key,
+                },
+                "event": event,
+            });
+            self.core.emit(envelope);
+        }
     }
 
     fn expire_tokens(&self) {
-        self.0.tokens.clear();
+        self.tokens.clear();
+    }
+
+    fn snapshot(org: &Org) -> Value {
+        org.snapshot()
+    }
+
+    fn render_user(org: &Org, key: &str) -> Value {
+        org.render_user(key, "open_department_id")
+    }
+
+    fn render_dept(org: &Org, key: &str) -> Value {
+        org.render_dept(key, "open_id", "open_department_id")
+    }
+
+    fn add_user(
+        &self,
+        org: &mut Org,
+        user: FixtureUser,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        Ok(org.create_user(user, Map::new(), &self.opts.app_id)?)
+    }
+
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let (_, fx) = org.patched_user(key, patch)?;
+        Ok(org.update_user(key, fx, Map::new())?)
+    }
+
+    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_user(key)?)
+    }
+
+    fn add_dept(
+        &self,
+        org: &mut Org,
+        dept: FixtureDepartment,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        if dept.parent.is_none() {
+            return Err(AdminError::Invalid("parent is required".into()));
+        }
+        Ok(org.create_dept(dept, None, &self.opts.app_id)?)
+    }
+
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let fx = org.patched_dept(key, patch)?;
+        Ok(org.update_dept(key, fx)?)
+    }
+
+    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_dept(key)?)
     }
 }
 

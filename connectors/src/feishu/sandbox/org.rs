@@ -33,10 +33,9 @@ fixture_records!(Org, Dept, User, Index);
 /// An event to emit: (event_type, event body).
 pub(crate) type Emitted = Vec<(&'static str, Value)>;
 
-/// The org: its records (kept in step with their index by [`Records`]) and id counters.
+/// The org: its records, kept in step with their index by [`Records`].
 pub(crate) struct Org {
     r: Records<Dept, User, Index>,
-    seq: u64,
 }
 
 /// Lookups kept beside the records so that no API call scans the org.
@@ -50,30 +49,17 @@ pub(crate) struct Index {
 }
 
 impl OrgIndex<Dept, User> for Index {
-    fn add_dept(&mut self, d: &Dept) {
+    fn set_dept(&mut self, d: &Dept, present: bool) {
         let k = &d.fx.key;
-        self.dept_by_open.add(d.open_id.clone(), k);
-        self.dept_by_custom.add(d.custom_id.clone(), k);
+        self.dept_by_open.set(d.open_id.clone(), k, present);
+        self.dept_by_custom.set(d.custom_id.clone(), k, present);
     }
 
-    fn remove_dept(&mut self, d: &Dept) {
-        let k = &d.fx.key;
-        self.dept_by_open.remove(&d.open_id, k);
-        self.dept_by_custom.remove(&d.custom_id, k);
-    }
-
-    fn add_user(&mut self, u: &User) {
+    fn set_user(&mut self, u: &User, present: bool) {
         let k = &u.fx.key;
-        self.user_by_open.add(u.open_id.clone(), k);
-        self.user_by_union.add(u.union_id.clone(), k);
-        self.user_by_email.add(u.fx.email.clone(), k);
-    }
-
-    fn remove_user(&mut self, u: &User) {
-        let k = &u.fx.key;
-        self.user_by_open.remove(&u.open_id, k);
-        self.user_by_union.remove(&u.union_id, k);
-        self.user_by_email.remove(&u.fx.email, k);
+        self.user_by_open.set(u.open_id.clone(), k, present);
+        self.user_by_union.set(u.union_id.clone(), k, present);
+        self.user_by_email.set(u.fx.email.clone(), k, present);
     }
 }
 
@@ -126,7 +112,6 @@ impl Org {
     pub fn new(fx: &OrgFixture, app_id: &str) -> Self {
         let mut org = Self {
             r: Records::default(),
-            seq: 0,
         };
         for d in &fx.departments {
             org.insert_dept(d.clone(), None, app_id);
@@ -167,13 +152,7 @@ impl Org {
     // ---- the only writers of `depts` / `users`: each keeps `idx` in step ----
 
     pub fn next_key(&mut self, prefix: &str) -> String {
-        loop {
-            self.seq += 1;
-            let k = format!("{prefix}{}", self.seq);
-            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
-                return k;
-            }
-        }
+        self.r.next_key(prefix)
     }
 
     pub fn root_key(&self) -> Option<String> {
@@ -308,15 +287,9 @@ impl Org {
     /// Direct (or all, breadth first) sub-departments, by (order, key).
     pub fn children(&self, key: &str, recursive: bool) -> Vec<String> {
         let direct = |k: &str| {
-            let mut c: Vec<&Dept> = self
-                .r
-                .links()
-                .children
-                .keys(k)
-                .filter_map(|c| self.r.depts().get(c))
-                .collect();
-            c.sort_by(|a, b| (a.fx.order, &a.fx.key).cmp(&(b.fx.order, &b.fx.key)));
-            c.into_iter().map(|d| d.fx.key.clone()).collect::<Vec<_>>()
+            self.r.sub_depts(k, |a, b| {
+                (a.fx.order, &a.fx.key).cmp(&(b.fx.order, &b.fx.key))
+            })
         };
         let mut out = direct(key);
         if recursive {
@@ -645,6 +618,7 @@ impl Org {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::index::{test_org, test_user};
 
     #[test]
     fn dates_roundtrip_in_shanghai_time() {
@@ -659,33 +633,9 @@ mod tests {
         assert_eq!(d, json!({"b":2}));
     }
 
-    fn fixture() -> OrgFixture {
-        OrgFixture::from_json(
-            r#"{"departments": [
-                {"key": "d0", "name": "root"},
-                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
-                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
-                {"key": "d3", "name": "three", "parent": "d1"}
-            ], "users": [
-                {"key": "u1", "name": "A", "email": "a@x.cn", "departments": ["d1"]},
-                {"key": "u2", "name": "B", "email": "b@x.cn", "departments": ["d1", "d2"]}
-            ]}"#,
-        )
-        .unwrap()
-    }
-
-    fn user(key: &str, email: &str, depts: &[&str]) -> FixtureUser {
-        FixtureUser {
-            name: key.to_uppercase(),
-            email: email.into(),
-            departments: depts.iter().map(|d| d.to_string()).collect(),
-            ..blank_user(key)
-        }
-    }
-
     #[test]
     fn indices_follow_create_move_rename_delete_and_recreate() {
-        let mut org = Org::new(&fixture(), "cli_x");
+        let mut org = Org::new(&test_org(), "cli_x");
         org.assert_indexed();
         assert_eq!(org.children("d0", false), ["d2", "d1"]);
         assert_eq!(org.children("d0", true), ["d2", "d1", "d3"]);
@@ -693,7 +643,7 @@ mod tests {
         assert_eq!(org.root_key().as_deref(), Some("d0"));
 
         // create
-        org.create_user(user("u3", "c@x.cn", &["d2"]), Map::new(), "cli_x")
+        org.create_user(test_user("u3", "", "c@x.cn", &["d2"]), Map::new(), "cli_x")
             .unwrap();
         org.assert_indexed();
         let open = org.user_ext("u3", "open_id");
@@ -764,7 +714,7 @@ mod tests {
             "cli_x",
         )
         .unwrap();
-        org.create_user(user("u1", "a@x.cn", &["d3"]), Map::new(), "cli_x")
+        org.create_user(test_user("u1", "", "a@x.cn", &["d3"]), Map::new(), "cli_x")
             .unwrap();
         org.assert_indexed();
         assert_eq!(
@@ -779,10 +729,14 @@ mod tests {
 
     #[test]
     fn pages_are_sliced_in_key_order() {
-        let mut org = Org::new(&fixture(), "cli_x");
+        let mut org = Org::new(&test_org(), "cli_x");
         for i in 0..700 {
-            org.create_user(user(&format!("m{i}"), "", &["d2"]), Map::new(), "cli_x")
-                .unwrap();
+            org.create_user(
+                test_user(&format!("m{i}"), "", "", &["d2"]),
+                Map::new(),
+                "cli_x",
+            )
+            .unwrap();
         }
         let all = org.members("d2");
         assert_eq!(all.len(), 701);

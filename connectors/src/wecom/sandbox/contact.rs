@@ -106,8 +106,7 @@ async fn dept_create(State(app): AppState, body: axum::body::Bytes) -> R {
     if b.get("parentid").is_none() {
         return Err(wc_err(60004, "parent department not found"));
     }
-    let (id, ev) = {
-        let mut org = lock(&app.org);
+    let id = app.change_with(|org| {
         let id = match b.get("id") {
             None => org.alloc_dept_id(),
             Some(v) => as_int(v).ok_or_else(|| wc_err(60123, "invalid party id"))?,
@@ -124,9 +123,8 @@ async fn dept_create(State(app): AppState, body: axum::body::Bytes) -> R {
         let ev = org
             .create_dept(fx, id, name_en.unwrap_or_default())
             .map_err(org_err)?;
-        (id, ev)
-    };
-    app.emit_api(ev);
+        Ok((id, ev))
+    })?;
     Ok(ok_msg("created", json!({ "id": id })))
 }
 
@@ -136,25 +134,21 @@ async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
         .get("id")
         .and_then(as_int)
         .ok_or_else(|| wc_err(60123, "invalid party id"))?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = dept_key(&org, id)?;
+    app.change(|org| {
+        let key = dept_key(org, id)?;
         let mut fx = org.depts()[&key].fx.clone();
         let name_en = org.apply_dept_body(&mut fx, &b).map_err(org_err)?;
-        org.update_dept(&key, fx, name_en).map_err(org_err)?
-    };
-    app.emit_api(ev);
+        org.update_dept(&key, fx, name_en).map_err(org_err)
+    })?;
     Ok(ok_msg("updated", json!({})))
 }
 
 async fn dept_delete(State(app): AppState, Query(q): Q) -> R {
     let id = qint(&q, "id")?.ok_or_else(|| wc_err(60123, "invalid party id"))?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = dept_key(&org, id)?;
-        org.delete_dept(&key).map_err(org_err)?
-    };
-    app.emit_api(ev);
+    app.change(|org| {
+        let key = dept_key(org, id)?;
+        org.delete_dept(&key).map_err(org_err)
+    })?;
     Ok(ok_msg("deleted", json!({})))
 }
 
@@ -310,25 +304,22 @@ async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
     if b.get("department").is_none() {
         return Err(wc_err(60127, "missing department"));
     }
-    let ev = {
-        let mut org = lock(&app.org);
+    app.change(|org| {
         let mut fx = blank_user(&userid);
         let (enable, extra) = org.apply_user_body(&mut fx, &b).map_err(org_err)?;
         fx.active = enable != Some(false);
         // A member created through the API has not joined yet: status 4 until activated.
         let status = if fx.active { 4 } else { 2 };
-        org.create_user(fx, status, extra).map_err(org_err)?
-    };
-    app.emit_api(ev);
+        org.create_user(fx, status, extra).map_err(org_err)
+    })?;
     Ok(ok_msg("created", json!({})))
 }
 
 async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let userid = body_userid(&b)?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = user_key(&org, &userid)?;
+    app.change(|org| {
+        let key = user_key(org, &userid)?;
         let mut fx = org.users()[&key].fx.clone();
         let cur_status = org.users()[&key].status;
         let (enable, extra) = org.apply_user_body(&mut fx, &b).map_err(org_err)?;
@@ -340,9 +331,8 @@ async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
         if let Some(e) = enable {
             fx.active = e;
         }
-        org.update_user(&key, fx, status, extra).map_err(org_err)?
-    };
-    app.emit_api(ev);
+        org.update_user(&key, fx, status, extra).map_err(org_err)
+    })?;
     Ok(ok_msg("updated", json!({})))
 }
 
@@ -351,12 +341,10 @@ async fn user_delete(State(app): AppState, Query(q): Q) -> R {
         .get("userid")
         .filter(|s| !s.is_empty())
         .ok_or_else(|| wc_err(41009, "missing userid"))?;
-    let ev = {
-        let mut org = lock(&app.org);
-        let key = user_key(&org, id)?;
-        org.delete_user(&key).map_err(org_err)?
-    };
-    app.emit_api(ev);
+    app.change(|org| {
+        let key = user_key(org, id)?;
+        org.delete_user(&key).map_err(org_err)
+    })?;
     Ok(ok_msg("deleted", json!({})))
 }
 
@@ -366,8 +354,7 @@ async fn user_batchdelete(State(app): AppState, body: axum::body::Bytes) -> R {
     if ids.is_empty() || ids.len() > 200 {
         return Err(wc_err(40058, "useridlist must have 1..200 userids"));
     }
-    let ev = {
-        let mut org = lock(&app.org);
+    app.change(|org| {
         let mut keys = Vec::new();
         for id in &ids {
             keys.push(
@@ -379,9 +366,8 @@ async fn user_batchdelete(State(app): AppState, body: axum::body::Bytes) -> R {
         for k in keys {
             ev.extend(org.delete_user(&k).map_err(org_err)?);
         }
-        ev
-    };
-    app.emit_api(ev);
+        Ok(ev)
+    })?;
     Ok(ok_msg("deleted", json!({})))
 }
 

@@ -80,11 +80,7 @@ fn payload_err(msgtype: &str, m: &str) -> Response {
 }
 
 fn check_message(app: &App, b: &Map<String, Value>) -> Result<(String, Value), Response> {
-    let msgtype = b
-        .get("msgtype")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let msgtype = str_or_empty(b.get("msgtype"));
     if !MSG_TYPES.contains(&msgtype.as_str()) {
         return Err(wc_err(40008, "invalid message type"));
     }

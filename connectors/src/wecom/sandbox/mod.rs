@@ -218,18 +218,6 @@ pub(crate) fn opaque(prefix: &str) -> String {
 }
 
 impl App {
-    /// Emits `change_contact` (or other) callbacks, completing the common fields.
-    pub fn emit(&self, events: org::Emitted) {
-        self.emit_with(events, false);
-    }
-
-    /// Emits callbacks for a change made through the API (see `echo_api_changes`).
-    pub fn emit_api(&self, events: org::Emitted) {
-        if self.opts.echo_api_changes {
-            self.emit_with(events, false);
-        }
-    }
-
     pub fn emit_with(&self, events: org::Emitted, with_agent: bool) {
         for mut e in events {
             e.entry("ToUserName")
@@ -405,93 +393,97 @@ impl EventEncoder for WecomEncoder {
     }
 }
 
-fn admin_err(e: OrgError) -> AdminError {
-    match e {
-        OrgError::Code(c @ (60003 | 60004 | 60111 | 60123), m) => {
-            AdminError::NotFound(format!("{m} ({c})"))
+impl From<OrgError> for AdminError {
+    fn from(e: OrgError) -> Self {
+        match e {
+            OrgError::Code(c @ (60003 | 60004 | 60111 | 60123), m) => {
+                AdminError::NotFound(format!("{m} ({c})"))
+            }
+            OrgError::Code(c @ (60102 | 60104 | 60106 | 60008), m) => {
+                AdminError::Conflict(format!("{m} ({c})"))
+            }
+            OrgError::Code(c, m) => AdminError::Invalid(format!("{m} ({c})")),
         }
-        OrgError::Code(c @ (60102 | 60104 | 60106 | 60008), m) => {
-            AdminError::Conflict(format!("{m} ({c})"))
-        }
-        OrgError::Code(c, m) => AdminError::Invalid(format!("{m} ({c})")),
     }
 }
 
-/// The `/_sandbox/org…` operations, standing in for an admin in WeCom's console.
-struct AdminHandle(Arc<App>);
+/// WeCom's console (`/_sandbox/org…`): what an admin does there, and the callbacks it sends.
+impl Console for App {
+    type Org = Org;
+    type Emitted = org::Emitted;
 
-impl AdminHandle {
-    /// Emits the events of a change made in the console.
-    fn emit(&self, r: Result<org::Emitted, OrgError>) -> Result<(), AdminError> {
-        self.0.emit(r.map_err(admin_err)?);
-        Ok(())
-    }
-}
-
-impl OrgAdmin for AdminHandle {
-    fn snapshot(&self) -> Value {
-        lock(&self.0.org).snapshot()
+    fn org(&self) -> &Mutex<Org> {
+        &self.org
     }
 
-    fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
-        let key = user.key.clone();
-        let status = if user.active { 1 } else { 2 };
-        let ev = lock(&self.0.org)
-            .create_user(user, status, Map::new())
-            .map_err(admin_err)?;
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(&key, false))
+    /// Emits `change_contact` (or other) callbacks, completing the common fields.
+    fn emit(&self, events: org::Emitted) {
+        self.emit_with(events, false);
     }
 
-    fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let (cur, fx) = org.patched_user(key, &patch)?;
-            let status = match (cur.status, fx.active) {
-                (1 | 4, false) => Some(2),
-                (2, true) => Some(1),
-                _ => None,
-            };
-            org.update_user(key, fx, status, Map::new())
-                .map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_user(key, false))
-    }
-
-    fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_user(key);
-        self.emit(r)
-    }
-
-    fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
-        let key = dept.key.clone();
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let id = org.alloc_dept_id();
-            org.create_dept(dept, id, String::new())
-                .map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(&key))
-    }
-
-    fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let ev = {
-            let mut org = lock(&self.0.org);
-            let fx = org.patched_dept(key, &patch)?;
-            org.update_dept(key, fx, None).map_err(admin_err)?
-        };
-        self.0.emit(ev);
-        Ok(lock(&self.0.org).render_dept(key))
-    }
-
-    fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let r = lock(&self.0.org).delete_dept(key);
-        self.emit(r)
+    /// Emits callbacks for a change made through the API (see `echo_api_changes`).
+    fn emit_api(&self, events: org::Emitted) {
+        if self.opts.echo_api_changes {
+            self.emit_with(events, false);
+        }
     }
 
     fn expire_tokens(&self) {
-        self.0.tokens.expire_all();
+        self.tokens.expire_all();
+    }
+
+    fn snapshot(org: &Org) -> Value {
+        org.snapshot()
+    }
+
+    fn render_user(org: &Org, key: &str) -> Value {
+        org.render_user(key, false)
+    }
+
+    fn render_dept(org: &Org, key: &str) -> Value {
+        org.render_dept(key)
+    }
+
+    fn add_user(
+        &self,
+        org: &mut Org,
+        user: FixtureUser,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        let key = user.key.clone();
+        let status = if user.active { 1 } else { 2 };
+        Ok((key, org.create_user(user, status, Map::new())?))
+    }
+
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let (cur, fx) = org.patched_user(key, patch)?;
+        let status = match (cur.status, fx.active) {
+            (1 | 4, false) => Some(2),
+            (2, true) => Some(1),
+            _ => None,
+        };
+        Ok(org.update_user(key, fx, status, Map::new())?)
+    }
+
+    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_user(key)?)
+    }
+
+    fn add_dept(
+        &self,
+        org: &mut Org,
+        dept: FixtureDepartment,
+    ) -> Result<(String, org::Emitted), AdminError> {
+        let key = dept.key.clone();
+        let id = org.alloc_dept_id();
+        Ok((key, org.create_dept(dept, id, String::new())?))
+    }
+
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+        let fx = org.patched_dept(key, patch)?;
+        Ok(org.update_dept(key, fx, None)?)
+    }
+
+    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
+        Ok(org.delete_dept(key)?)
     }
 }

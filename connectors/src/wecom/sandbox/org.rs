@@ -36,11 +36,10 @@ pub(crate) struct User {
 /// A `change_contact` event body (XML fields), emitted after the change.
 pub(crate) type Emitted = Vec<Map<String, Value>>;
 
-/// The org: its records (kept in step with their index by [`Records`]) and id counters.
+/// The org: its records (kept in step with their index by [`Records`]) and the next dept id.
 pub(crate) struct Org {
     r: Records<Dept, User, Index>,
     next_id: i64,
-    seq: u64,
 }
 
 /// Lookups kept beside the records so that no API call scans the org.
@@ -71,36 +70,24 @@ fn direct_leader_ids(u: &User) -> impl Iterator<Item = &str> {
 fixture_records!(Org, Dept, User, Index);
 
 impl OrgIndex<Dept, User> for Index {
-    fn add_dept(&mut self, d: &Dept) {
-        let k = &d.fx.key;
-        self.dept_by_id.add(d.id, k);
+    fn set_dept(&mut self, d: &Dept, present: bool) {
+        self.dept_by_id.set(d.id, &d.fx.key, present);
     }
 
-    fn remove_dept(&mut self, d: &Dept) {
-        let k = &d.fx.key;
-        self.dept_by_id.remove(&d.id, k);
-    }
-
-    fn add_user(&mut self, u: &User) {
+    fn set_user(&mut self, u: &User, present: bool) {
         let k = &u.fx.key;
-        self.user_by_lower.add(k.to_ascii_lowercase(), k);
-        self.user_by_mobile.add(u.fx.mobile.clone(), k);
-        self.user_by_email.add(u.fx.email.to_ascii_lowercase(), k);
-        self.rows += u.fx.departments.len();
-        for l in direct_leader_ids(u) {
-            self.led_directly.add(l.to_string(), k);
-        }
-    }
-
-    fn remove_user(&mut self, u: &User) {
-        let k = &u.fx.key;
-        self.user_by_lower.remove(&k.to_ascii_lowercase(), k);
-        self.user_by_mobile.remove(&u.fx.mobile, k);
+        self.user_by_lower.set(k.to_ascii_lowercase(), k, present);
+        self.user_by_mobile.set(u.fx.mobile.clone(), k, present);
         self.user_by_email
-            .remove(&u.fx.email.to_ascii_lowercase(), k);
-        self.rows = self.rows.saturating_sub(u.fx.departments.len());
+            .set(u.fx.email.to_ascii_lowercase(), k, present);
+        let rows = u.fx.departments.len();
+        self.rows = if present {
+            self.rows + rows
+        } else {
+            self.rows.saturating_sub(rows)
+        };
         for l in direct_leader_ids(u) {
-            self.led_directly.remove(l, k);
+            self.led_directly.set(l.to_string(), k, present);
         }
     }
 }
@@ -150,7 +137,6 @@ impl Org {
         let mut org = Self {
             r: Records::default(),
             next_id: ROOT_ID + 1,
-            seq: 0,
         };
         for d in &fx.departments {
             let id = if d.parent.is_none() {
@@ -184,13 +170,7 @@ impl Org {
     }
 
     pub fn next_key(&mut self, prefix: &str) -> String {
-        loop {
-            self.seq += 1;
-            let k = format!("{prefix}{}", self.seq);
-            if !self.r.depts().contains_key(&k) && !self.r.users().contains_key(&k) {
-                return k;
-            }
-        }
+        self.r.next_key(prefix)
     }
 
     pub fn alloc_dept_id(&mut self) -> i64 {
@@ -322,15 +302,9 @@ impl Org {
 
     /// Direct sub-departments, larger `order` first.
     fn direct(&self, key: &str) -> Vec<String> {
-        let mut c: Vec<&Dept> = self
-            .r
-            .links()
-            .children
-            .keys(key)
-            .filter_map(|c| self.r.depts().get(c))
-            .collect();
-        c.sort_by(|a, b| b.fx.order.cmp(&a.fx.order).then(a.id.cmp(&b.id)));
-        c.into_iter().map(|d| d.fx.key.clone()).collect()
+        self.r.sub_depts(key, |a, b| {
+            b.fx.order.cmp(&a.fx.order).then(a.id.cmp(&b.id))
+        })
     }
 
     /// The department and its subtree, depth first (pre-order, siblings by `direct`).
@@ -859,6 +833,7 @@ impl Org {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::index::{test_org, test_user};
 
     #[test]
     fn userids_and_genders() {
@@ -870,38 +845,13 @@ mod tests {
         assert_eq!(gender_name("1"), "male");
     }
 
-    fn fixture() -> OrgFixture {
-        OrgFixture::from_json(
-            r#"{"departments": [
-                {"key": "d0", "name": "root"},
-                {"key": "d1", "name": "one", "parent": "d0", "order": 2, "leaders": ["u1"]},
-                {"key": "d2", "name": "two", "parent": "d0", "order": 1},
-                {"key": "d3", "name": "three", "parent": "d1"}
-            ], "users": [
-                {"key": "u1", "name": "A", "mobile": "13800000001", "email": "a@x.cn", "departments": ["d1"]},
-                {"key": "u2", "name": "B", "mobile": "13800000002", "departments": ["d1", "d2"]}
-            ]}"#,
-        )
-        .unwrap()
-    }
-
-    fn user(key: &str, mobile: &str, email: &str, depts: &[&str]) -> FixtureUser {
-        FixtureUser {
-            name: key.to_uppercase(),
-            email: email.into(),
-            mobile: mobile.into(),
-            departments: depts.iter().map(|d| d.to_string()).collect(),
-            ..blank_user(key)
-        }
-    }
-
     fn code<T>(r: Result<T, OrgError>) -> Option<i64> {
         r.err().map(|OrgError::Code(c, _)| c)
     }
 
     #[test]
     fn indices_follow_create_move_rename_delete_and_recreate() {
-        let mut org = Org::new(&fixture());
+        let mut org = Org::new(&test_org());
         org.assert_indexed();
         let d3 = org.dept_id("d3");
         assert_eq!(org.dept_key(ROOT_ID).as_deref(), Some("d0"));
@@ -910,19 +860,19 @@ mod tests {
         assert_eq!(org.membership_rows(), 3);
 
         // create: mobile and email (any case) must be new; userids are case-insensitive
-        let dup = org.create_user(user("Zed", "13800000002", "", &["d2"]), 1, Map::new());
+        let dup = org.create_user(test_user("Zed", "13800000002", "", &["d2"]), 1, Map::new());
         assert_eq!(code(dup), Some(60104));
-        let dup = org.create_user(user("Zed", "", "A@X.CN", &["d2"]), 1, Map::new());
+        let dup = org.create_user(test_user("Zed", "", "A@X.CN", &["d2"]), 1, Map::new());
         assert_eq!(code(dup), Some(60106));
         let mut extra = Map::new();
         extra.insert("direct_leader".into(), json!(["u1"]));
-        org.create_user(user("Zed", "13800000003", "z@x.cn", &["d2"]), 1, extra)
+        org.create_user(test_user("Zed", "13800000003", "z@x.cn", &["d2"]), 1, extra)
             .unwrap();
         org.assert_indexed();
         assert_eq!(org.user_key("zed").as_deref(), Some("Zed"));
         assert_eq!(org.user_key("ZED").as_deref(), Some("Zed"));
         assert_eq!(
-            code(org.create_user(user("zED", "13800000004", "", &["d2"]), 1, Map::new())),
+            code(org.create_user(test_user("zED", "13800000004", "", &["d2"]), 1, Map::new())),
             Some(60102)
         );
         assert_eq!(org.members("d2"), ["Zed", "u2"]);
@@ -938,8 +888,12 @@ mod tests {
         org.assert_indexed();
         assert_eq!(org.members("d3"), ["Zed"]);
         assert_eq!(org.membership_rows(), 5);
-        org.create_user(user("u4", "13800000003", "Z@x.cn", &["d2"]), 1, Map::new())
-            .unwrap();
+        org.create_user(
+            test_user("u4", "13800000003", "Z@x.cn", &["d2"]),
+            1,
+            Map::new(),
+        )
+        .unwrap();
         org.delete_user("u4").unwrap();
         org.assert_indexed();
 
@@ -987,7 +941,7 @@ mod tests {
         .unwrap();
         let mut extra = Map::new();
         extra.insert("__leads".into(), json!([[id, 1]]));
-        org.create_user(user("u1", "13800000001", "a@x.cn", &["d3"]), 1, extra)
+        org.create_user(test_user("u1", "13800000001", "a@x.cn", &["d3"]), 1, extra)
             .unwrap();
         org.assert_indexed();
         assert_eq!(org.dept_key(id).as_deref(), Some("d3"));

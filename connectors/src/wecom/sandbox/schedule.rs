@@ -128,11 +128,7 @@ async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
         .get("schedule")
         .and_then(Value::as_object)
         .ok_or_else(|| wc_err(40058, "schedule is required"))?;
-    let id = s
-        .get("schedule_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let id = str_or_empty(s.get("schedule_id"));
     check(&app, s)?;
     let rec = {
         let mut st = lock(&app.schedules);
