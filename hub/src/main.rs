@@ -68,7 +68,7 @@ enum Command {
     #[command(subcommand)]
     Schedule(cmd::schedule::ScheduleCommand),
     /// Run a vendor's API emulator seeded from an org fixture.
-    #[command(subcommand)]
+    #[command(subcommand, long_about = cmd::sandbox::LONG_ABOUT)]
     Sandbox(cmd::sandbox::SandboxCommand),
     /// Inspect and replay dead-lettered messages (RabbitMQ or the embedded queue).
     #[command(subcommand)]

@@ -834,3 +834,379 @@ fn runs_table_aligns_chinese_route_names_by_display_width() {
     assert_eq!(columns.len(), 2, "{table}");
     assert_eq!(columns[0], columns[1], "kind column misaligned:\n{table}");
 }
+
+/// One `curl` of a documented console example, as curl sends it.
+struct ConsoleCall {
+    /// The comment above it: what it does and `→ STATUS`.
+    comment: String,
+    method: String,
+    /// The URL after the sandbox's base (`/_sandbox/…`).
+    path: String,
+    body: Option<String>,
+}
+
+/// The console examples of a shell snippet in the docs: the sandbox it starts (the arguments
+/// after `huitong`), the base URL it names, and each `curl`.
+#[derive(Default)]
+struct ConsoleScript {
+    launch: Option<Vec<String>>,
+    base: Option<String>,
+    calls: Vec<ConsoleCall>,
+}
+
+/// Shell words: split on blanks, `'…'` and `"…"` quoted.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => (quote, any) = (Some(c), true),
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            (None, c) => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+/// The `sh` code blocks of a Markdown text, unindented.
+fn sh_blocks(md: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        let t = line.trim_start();
+        match current.take() {
+            Some(b) if t == "```" => blocks.push(b),
+            Some(mut b) => {
+                b.push_str(t);
+                b.push('\n');
+                current = Some(b);
+            }
+            None if t == "```sh" => current = Some(String::new()),
+            None => {}
+        }
+    }
+    blocks
+}
+
+fn console_script(text: &str) -> ConsoleScript {
+    let mut s = ConsoleScript::default();
+    let mut comment = String::new();
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        match lines.last_mut() {
+            Some(last) if last.ends_with('\\') => {
+                last.pop();
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    for line in lines {
+        if let Some(c) = line.strip_prefix('#') {
+            comment = c.trim().to_owned();
+            continue;
+        }
+        let words = shell_words(&line);
+        if let Some(base) = line.strip_prefix("SANDBOX=") {
+            s.base = Some(base.trim().to_owned());
+        } else if words.first().map(String::as_str) == Some("curl") {
+            let (mut method, mut path, mut body) = (None, None, None);
+            let mut it = words.iter().skip(1);
+            while let Some(w) = it.next() {
+                match w.as_str() {
+                    "-s" => {}
+                    "-X" => method = it.next().cloned(),
+                    "-d" => body = it.next().cloned(),
+                    url => {
+                        let rest = url.strip_prefix("$SANDBOX").or_else(|| {
+                            let base = s.base.as_deref()?;
+                            url.strip_prefix(base)
+                        });
+                        path = Some(rest.unwrap_or_else(|| panic!("unknown URL in `{line}`")));
+                    }
+                }
+            }
+            s.calls.push(ConsoleCall {
+                comment: std::mem::take(&mut comment),
+                method: method
+                    .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into()),
+                path: path
+                    .unwrap_or_else(|| panic!("no URL in `{line}`"))
+                    .to_owned(),
+                body,
+            });
+        } else if let Some(i) = words.iter().position(|w| w == "sandbox")
+            && let Some(at) = words.iter().position(|w| w == "--listen")
+        {
+            s.launch = Some(words[i..].to_vec());
+            s.base = Some(format!("http://{}", words[at + 1]));
+        }
+    }
+    s
+}
+
+/// `huitong ARGS` in the repository's root, with `--listen` on a free port: the child and its
+/// base URL.
+fn start_sandbox(args: &[String]) -> (std::process::Child, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = args.to_vec();
+    let at = args.iter().position(|w| w == "--listen").unwrap();
+    args[at + 1] = "127.0.0.1:0".into();
+    let mut child = huitong(&root)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: String = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    assert!(
+        !addr.is_empty(),
+        "`huitong {}` printed {line:?}",
+        args.join(" ")
+    );
+    (child, format!("http://{addr}"))
+}
+
+fn stop_sandbox(mut child: std::process::Child) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(child.wait().unwrap().success());
+}
+
+const VENDORS: [&str; 3] = ["Feishu", "DingTalk", "WeCom"];
+
+/// Runs each call as curl would send it (`-d`: `application/x-www-form-urlencoded`) against
+/// `base`, skipping the other vendors' (their comment starts with `Vendor:`), and checks its
+/// documented status (`→ NNN`, else any 2xx) and its effect on `/_sandbox/org`. The calls run.
+async fn run_console_calls(
+    what: &str,
+    calls: &[ConsoleCall],
+    base: &str,
+    vendor: &str,
+) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut ran = Vec::new();
+    for c in calls {
+        if VENDORS
+            .iter()
+            .any(|v| *v != vendor && c.comment.starts_with(&format!("{v}:")))
+        {
+            continue;
+        }
+        let label = format!("{what}: {} {} ({vendor})", c.method, c.path);
+        let mut req = client.request(c.method.parse().unwrap(), format!("{base}{}", c.path));
+        if let Some(b) = &c.body {
+            req = req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(b.clone());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let reply = r.text().await.unwrap();
+        match c.comment.split('→').nth(1) {
+            Some(doc) => {
+                let want: u16 = doc.trim()[..3].parse().unwrap();
+                assert_eq!(status, want, "{label}: {reply}");
+            }
+            None => assert!((200..300).contains(&status), "{label}: {status} {reply}"),
+        }
+        // The org as the call left it.
+        let segs: Vec<&str> = c.path.trim_start_matches('/').split('/').collect();
+        if let ["_sandbox", "org", kind, rest @ ..] = segs.as_slice() {
+            let org: serde_json::Value = client
+                .get(format!("{base}/_sandbox/org"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let body: serde_json::Value = c
+                .body
+                .as_deref()
+                .map(|b| serde_json::from_str(b).unwrap())
+                .unwrap_or_default();
+            let key = rest.first().copied().or(body["key"].as_str()).unwrap();
+            let entry = org[*kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["key"] == key);
+            if c.method == "DELETE" {
+                assert!(entry.is_none(), "{label}: {key} is still there");
+            } else {
+                let entry = entry.unwrap_or_else(|| panic!("{label}: no {key} in {org}"));
+                for (field, value) in body.as_object().unwrap() {
+                    assert_eq!(&entry[field], value, "{label}: {field} of {entry}");
+                }
+            }
+        }
+        ran.push(format!("{} {}", c.method, c.path));
+    }
+    ran
+}
+
+/// `METHOD /_sandbox/…` with the keys in paths as `{key}`.
+fn endpoint(method: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let mut segs: Vec<&str> = path.split('/').collect();
+    if segs.len() == 5 && segs[2] == "org" {
+        segs[4] = "{key}";
+    }
+    format!("{method} {}", segs.join("/"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_console_examples_in_the_docs_work_as_pasted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reference = std::fs::read_to_string(root.join("connectors/README.md")).unwrap();
+    let contract = reference
+        .split("## The sandbox contract")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let reference: Vec<ConsoleCall> = sh_blocks(contract)
+        .iter()
+        .flat_map(|b| console_script(b).calls)
+        .collect();
+    let documented: std::collections::BTreeSet<String> = reference
+        .iter()
+        .map(|c| endpoint(&c.method, &c.path))
+        .collect();
+    assert!(documented.len() >= 16, "{documented:?}");
+
+    // `huitong sandbox --help` lists the same endpoints.
+    let help = huitong(&root).args(["sandbox", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let listed: std::collections::BTreeSet<String> = help
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                [m @ ("GET" | "POST" | "PATCH" | "DELETE"), p, ..]
+                    if p.starts_with("/_sandbox/") =>
+                {
+                    Some(format!("{m} {p}"))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(listed, documented, "`huitong sandbox --help`:\n{help}");
+
+    // Every example of the reference, on every vendor's sandbox.
+    let org = "tests/fixtures/small-org.json".to_owned();
+    for (vendor, args) in [
+        (
+            "Feishu",
+            vec!["feishu", "--app-id", "cli_demo", "--app-secret", "s"],
+        ),
+        (
+            "DingTalk",
+            vec!["dingtalk", "--app-key", "ding_demo", "--app-secret", "s"],
+        ),
+        (
+            "WeCom",
+            vec![
+                "wecom",
+                "--corp-id",
+                "ww1",
+                "--corp-secret",
+                "s",
+                "--agent-id",
+                "1000002",
+            ],
+        ),
+    ] {
+        let mut launch: Vec<String> = ["sandbox", "--listen", "127.0.0.1:9001", "--org", &org]
+            .map(String::from)
+            .to_vec();
+        launch.splice(1..1, args.iter().map(|a| a.to_string()));
+        let (child, base) = start_sandbox(&launch);
+        let ran = run_console_calls("connectors/README.md", &reference, &base, vendor).await;
+        stop_sandbox(child);
+        assert!(ran.len() >= 12, "{vendor}: {ran:?}");
+    }
+
+    // The top-level README's and the help's example: the sandbox they start, then their calls.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = sh_blocks(&readme)
+        .into_iter()
+        .map(|b| console_script(&b))
+        .find(|s| !s.calls.is_empty())
+        .expect("README.md: a console example");
+    let help = console_script(help.split("Example:").nth(1).unwrap_or_default());
+    for (what, script) in [("README.md", readme), ("huitong sandbox --help", help)] {
+        let launch = script
+            .launch
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no `huitong sandbox …` line"));
+        let (child, base) = start_sandbox(launch);
+        // A token taken before the calls.
+        let client = reqwest::Client::new();
+        let token: serde_json::Value = client
+            .get(format!(
+                "{base}/cgi-bin/gettoken?corpid=ww1&corpsecret=sandbox-secret"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ran = run_console_calls(what, &script.calls, &base, "WeCom").await;
+        if ran.iter().any(|c| c == "POST /_sandbox/tokens/expire") {
+            let t = token["access_token"].as_str().unwrap_or_default();
+            let after: serde_json::Value = client
+                .get(format!(
+                    "{base}/cgi-bin/user/get?access_token={t}&userid=u0"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(after["errcode"], 42001, "{what}: {token} then {after}");
+        }
+        stop_sandbox(child);
+        if what == "README.md" {
+            for want in [
+                "POST /_sandbox/org/users",
+                "PATCH /_sandbox/org/users/hire-1",
+                "DELETE /_sandbox/org/users/hire-1",
+                "POST /_sandbox/tokens/expire",
+            ] {
+                assert!(ran.iter().any(|c| c == want), "{what}: {want} in {ran:?}");
+            }
+        } else {
+            assert_eq!(ran, ["POST /_sandbox/org/users"], "{what}");
+        }
+    }
+}

@@ -125,3 +125,73 @@ fn preview_shows_input_output_and_validation() {
     assert!(out.contains("+8613800000001"), "{out}");
     assert!(out.contains("phone(\"CN\")"), "{out}");
 }
+
+/// Every `cargo run -p huitong -- mapping preview …` line of the READMEs, run as pasted from the
+/// repository's root: the shipped mapping and its sample in `mappings/samples/` give a valid
+/// canonical record.
+#[test]
+fn readme_preview_examples_work_as_pasted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    const PREFIX: &str = "cargo run -p huitong -- ";
+    for readme in ["README.md", "mappings/README.md"] {
+        let text = std::fs::read_to_string(root.join(readme)).unwrap();
+        let examples: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(PREFIX))
+            .filter(|args| args.starts_with("mapping preview "))
+            .collect();
+        assert!(!examples.is_empty(), "{readme}: no preview example");
+        for args in examples {
+            let out = Command::new(BIN)
+                .args(args.split_whitespace())
+                .current_dir(&root)
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(
+                out.status.success(),
+                "{readme}: `huitong {args}`:\n{stdout}{stderr}"
+            );
+            assert!(
+                stdout.contains("ok: valid "),
+                "{readme}: `huitong {args}`:\n{stdout}"
+            );
+        }
+    }
+}
+
+/// `huitong mapping preview NAME --sample mappings/samples/NAME.json` for every shipped mapping,
+/// by its shipped name and by its file.
+#[test]
+fn preview_of_every_shipped_mapping_on_its_sample() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (file, _) in huitong_mappings::shipped::FILES {
+        let name = file.trim_end_matches(".yaml");
+        let sample = format!("mappings/samples/{name}.json");
+        assert!(
+            root.join(&sample).is_file(),
+            "no sample {sample} for {file}"
+        );
+        let entity = name.split_once('-').unwrap().1;
+        for mapping in [name.to_owned(), format!("mappings/files/{file}")] {
+            let out = Command::new(BIN)
+                .args(["mapping", "preview", &mapping, "--sample", &sample])
+                .current_dir(&root)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{mapping}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains(&format!("ok: valid {entity} record; key ")),
+                "{mapping}:\n{stdout}"
+            );
+        }
+    }
+}

@@ -10,6 +10,38 @@ use huitong_connectors::fixture::OrgFixture;
 use huitong_connectors::sandbox::{FaultSpec, VendorSandbox};
 use secrecy::SecretString;
 
+/// `huitong sandbox --help`: the console endpoints (connectors/README.md, "The sandbox contract",
+/// has each with a body example; `tests/cli.rs` checks that both list the same ones).
+pub const LONG_ABOUT: &str = "\
+Run a vendor's API emulator seeded from an org fixture (tests/fixtures/README.md).
+
+Each sandbox serves its vendor's API and, on the same address, a console under /_sandbox/.
+Bodies are JSON; users and departments are fixture entries. Every change to the org emits the
+vendor's event. Each endpoint with a body example: connectors/README.md, \"The sandbox contract\".
+
+  GET    /_sandbox/org                    the org, each entry with its vendor ids
+  GET    /_sandbox/calls                  API calls, faults and rate windows per endpoint
+  GET    /_sandbox/messages               messages sent through the API
+  GET    /_sandbox/events                 events emitted and their delivery
+  POST   /_sandbox/org/users              add a user: a fixture entry, key included (201)
+  PATCH  /_sandbox/org/users/{key}        change the fields given (200)
+  DELETE /_sandbox/org/users/{key}        remove the user (204)
+  POST   /_sandbox/org/departments        add a department: a fixture entry, key included (201)
+  PATCH  /_sandbox/org/departments/{key}  change the fields given (200)
+  DELETE /_sandbox/org/departments/{key}  remove the department (204)
+  POST   /_sandbox/tokens/expire          every access token expires now (204)
+  POST   /_sandbox/im/receive             Feishu: {\"from\": key, \"text\"}, a user messages the bot
+  POST   /_sandbox/robot/receive          DingTalk: {\"from\", \"text\"}, a message to the robot
+  GET    /_sandbox/stream                 DingTalk: Stream connections, acks, pending
+  POST   /_sandbox/stream/disconnect      DingTalk: close every Stream connection
+  POST   /_sandbox/message/receive        WeCom: {\"from\", \"text\"}, a member messages the app
+
+Example:
+  huitong sandbox wecom --listen 127.0.0.1:9001 --org tests/fixtures/small-org.json \\
+    --corp-id ww1 --corp-secret sandbox-secret --agent-id 1000002
+  curl -s -X POST http://127.0.0.1:9001/_sandbox/org/users \\
+    -d '{\"key\": \"hire-1\", \"name\": \"林晓\", \"email\": \"lin.xiao@example.cn\", \"departments\": [\"d1\"]}'";
+
 #[derive(Subcommand)]
 pub enum SandboxCommand {
     /// Feishu / Lark (open-apis, events, long connection).
