@@ -257,34 +257,20 @@ fn serve_on_the_embedded_default_answers_health_ready_metrics_and_stops_on_sigte
 fn sandbox_feishu_serves_the_fixture_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let org = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/small-org.json");
-    let mut child = huitong(dir.path())
-        .args([
-            "sandbox",
-            "feishu",
-            "--listen",
-            "127.0.0.1:0",
-            "--app-id",
-            "cli_demo",
-            "--app-secret",
-            "s",
-        ])
-        .arg("--org")
-        .arg(&org)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: String = line
-        .split("http://")
-        .nth(1)
-        .unwrap_or_default()
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
+    let mut cmd = huitong(dir.path());
+    cmd.args([
+        "sandbox",
+        "feishu",
+        "--listen",
+        "127.0.0.1:0",
+        "--app-id",
+        "cli_demo",
+        "--app-secret",
+        "s",
+    ])
+    .arg("--org")
+    .arg(&org);
+    let (mut child, line, addr) = spawn_sandbox(cmd);
     assert!(line.contains("20 users, 3 departments"), "{line}");
     let (status, body) = http_get(&addr, "/_sandbox/org");
     assert_eq!(status, 200, "{body}");
@@ -958,15 +944,10 @@ fn console_script(text: &str) -> ConsoleScript {
     s
 }
 
-/// `huitong ARGS` in the repository's root, with `--listen` on a free port: the child and its
-/// base URL.
-fn start_sandbox(args: &[String]) -> (std::process::Child, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut args = args.to_vec();
-    let at = args.iter().position(|w| w == "--listen").unwrap();
-    args[at + 1] = "127.0.0.1:0".into();
-    let mut child = huitong(&root)
-        .args(&args)
+/// Starts a `huitong sandbox …` command: the child, the line it printed first and the address
+/// (`HOST:PORT`) that line names.
+fn spawn_sandbox(mut cmd: Command) -> (std::process::Child, String, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -982,6 +963,19 @@ fn start_sandbox(args: &[String]) -> (std::process::Child, String) {
         .chars()
         .take_while(|c| !c.is_whitespace())
         .collect();
+    (child, line, addr)
+}
+
+/// `huitong ARGS` in the repository's root, with `--listen` on a free port: the child and its
+/// base URL.
+fn start_sandbox(args: &[String]) -> (std::process::Child, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut args = args.to_vec();
+    let at = args.iter().position(|w| w == "--listen").unwrap();
+    args[at + 1] = "127.0.0.1:0".into();
+    let mut cmd = huitong(&root);
+    cmd.args(&args);
+    let (child, line, addr) = spawn_sandbox(cmd);
     assert!(
         !addr.is_empty(),
         "`huitong {}` printed {line:?}",

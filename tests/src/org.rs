@@ -159,3 +159,22 @@ pub fn load_config(file: PathBuf, env: &[(&str, &str)]) -> huitong::config::Conf
     })
     .unwrap_or_else(|e| panic!("config: {e}"))
 }
+
+/// Resolves once `rx` changes or its sender is gone: the shutdown signal the tests give
+/// `App::serve`.
+pub async fn until(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.changed().await;
+}
+
+/// A listener for huitong on a free port of 127.0.0.1, bound first (the sandboxes need its
+/// callback address), and its base URL.
+pub async fn hub_listener() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let base = format!(
+        "http://{}",
+        l.local_addr().unwrap_or_else(|e| panic!("address: {e}"))
+    );
+    (l, base)
+}

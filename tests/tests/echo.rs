@@ -11,11 +11,11 @@ use huitong::live::IngressHandler;
 use huitong::queue::{Envelope, Handler, Outcome, Task};
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, load_config, sandbox, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, hub_listener, load_config, sandbox,
+    temp_dir, until, user,
 };
 use reqwest::Method;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const ENCRYPT_KEY: &str = "echo-test-encrypt-key";
 const VTOKEN: &str = "echo-test-verification-token";
@@ -43,11 +43,7 @@ async fn runs_of(store: &dyn huitong::store::Store, route: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() {
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub = format!("http://{}", hub_listener.local_addr().unwrap());
+    let (hub_listener, hub) = hub_listener().await;
 
     let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
         fixture("small-org.json"),

@@ -7,11 +7,11 @@ use std::time::Duration;
 use huitong::app::App;
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    calls_where, console, empty_org, eventually, fixture, get, load_config, sandbox, temp_dir, user,
+    calls_where, console, empty_org, eventually, fixture, get, hub_listener, load_config, sandbox,
+    temp_dir, until, user,
 };
 use reqwest::Method;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const ENCRYPT_KEY: &str = "live-test-encrypt-key";
 const VTOKEN: &str = "live-test-verification-token";
@@ -40,12 +40,8 @@ async fn list_calls(base: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_renamed_moved_and_resigned_in_feishu_reaches_dingtalk_and_wecom() {
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
     // huitong's listener first: Feishu needs its callback address.
-    let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub = format!("http://{}", hub_listener.local_addr().unwrap());
+    let (hub_listener, hub) = hub_listener().await;
 
     let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
         fixture("small-org.json"),

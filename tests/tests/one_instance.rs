@@ -8,11 +8,10 @@ use std::time::Duration;
 use huitong::app::App;
 use huitong::sync::{self, RouteContext};
 use huitong_tests::org::{
-    console, empty_org, eventually, get, load_config, sandbox, temp_dir, user,
+    console, empty_org, eventually, get, hub_listener, load_config, sandbox, temp_dir, until, user,
 };
 use reqwest::Method;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const ENCRYPT_KEY: &str = "one-instance-encrypt-key";
 const VTOKEN: &str = "one-instance-verification-token";
@@ -21,11 +20,7 @@ const TOKEN_CALL: &str = "POST /open-apis/auth/v3/tenant_access_token/internal";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_routes_and_the_live_path_share_one_limiter_and_one_token() {
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub = format!("http://{}", hub_listener.local_addr().unwrap());
+    let (hub_listener, hub) = hub_listener().await;
 
     // 100 departments: each route's read lists the members of every one, 200 list calls of
     // one API between them, four times the per-second limit.
