@@ -379,18 +379,22 @@ fn serve_until(dir: &Path, env: &[(&str, &Path)], until: &str) -> (Option<i32>, 
 #[test]
 fn config_check_and_serve_judge_schedules_by_one_rule() {
     let dir = tempfile::tempdir().unwrap();
+    let config_check = |sched: &Path| {
+        let out = huitong(dir.path())
+            .args(["config", "check"])
+            .env("HUITONG_SCHEDULES_DIR", sched)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status, err)
+    };
     // A schedule naming a route that is not configured: skipped with a warning by both.
     let sched = schedules(
         dir.path(),
         "schedules:\n  - name: nightly\n    cron: \"0 30 2 * * *\"\n    job: reconcile org\n",
     );
-    let check = huitong(dir.path())
-        .args(["config", "check"])
-        .env("HUITONG_SCHEDULES_DIR", &sched)
-        .output()
-        .unwrap();
-    let check_err = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(0), "{check_err}");
+    let (check, check_err) = config_check(&sched);
+    assert_eq!(check.code(), Some(0), "{check_err}");
     let (code, serve_err) = serve_until(
         dir.path(),
         &[("HUITONG_SCHEDULES_DIR", &sched)],
@@ -403,13 +407,8 @@ fn config_check_and_serve_judge_schedules_by_one_rule() {
 
     // A schedule file that does not load: an error for both (exit 2, nothing started).
     std::fs::write(sched.join("org.yaml"), "schedules:\n  - name: nightly\n").unwrap();
-    let check = huitong(dir.path())
-        .args(["config", "check"])
-        .env("HUITONG_SCHEDULES_DIR", &sched)
-        .output()
-        .unwrap();
-    let check_err = String::from_utf8_lossy(&check.stderr);
-    assert_eq!(check.status.code(), Some(2), "{check_err}");
+    let (check, check_err) = config_check(&sched);
+    assert_eq!(check.code(), Some(2), "{check_err}");
     let (code, serve_err) = serve_until(
         dir.path(),
         &[("HUITONG_SCHEDULES_DIR", &sched)],
