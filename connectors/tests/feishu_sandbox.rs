@@ -240,6 +240,89 @@ async fn create_update_delete_through_the_connector() {
     assert_eq!(upd["event"]["event"]["object"]["name"], "改名");
 }
 
+/// A delete that already happened (a step retried after its reply was lost, two runs racing):
+/// Feishu answers its not-found code, and the connector counts the record as gone.
+#[tokio::test]
+async fn deleting_a_user_or_department_twice_is_done_the_second_time() {
+    let sb = Sandbox::start(opts("small-org.json")).await;
+    let conn = FeishuConnector::new(sb.config()).unwrap();
+    let dept_id = conn
+        .create(Entity::Department, json!({"name": "两次删除", "parent_department_id": "0", "department_id": "twice", "order": "9"}))
+        .await
+        .unwrap();
+    let user_id = conn
+        .create(
+            Entity::User,
+            json!({"name": "删两次", "mobile": "+8613800000002", "email": "twice@example.cn",
+                   "department_ids": [dept_id], "employee_type": 1, "employee_no": "E10"}),
+        )
+        .await
+        .unwrap();
+    conn.delete(Entity::User, &user_id).await.unwrap();
+    conn.delete(Entity::Department, &dept_id).await.unwrap();
+
+    // On the wire: the vendor's own not-found answers (HTTP 400; 41050 for a user, 40015 for
+    // a department), nothing deleted.
+    let token = sb.tenant_token().await;
+    let http = reqwest::Client::new();
+    let user_again = http
+        .delete(format!(
+            "{}/open-apis/contact/v3/users/{user_id}?user_id_type=open_id",
+            sb.base
+        ))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user_again.status(), 400);
+    let v: Value = user_again.json().await.unwrap();
+    assert_eq!(v["code"], 41050, "{v}");
+    let dept_again = http
+        .delete(format!(
+            "{}/open-apis/contact/v3/departments/{dept_id}?department_id_type=open_department_id",
+            sb.base
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dept_again.status(), 400);
+    let v: Value = dept_again.json().await.unwrap();
+    assert_eq!(v["code"], 40015, "{v}");
+    // …which are Feishu's not-found codes, not a failure to retry or to report.
+    for code in [41050, 40015] {
+        assert!(
+            huitong_connectors::feishu::client::NOT_FOUND_CODES.contains(&code),
+            "{code}"
+        );
+    }
+
+    // Through the connector: the second delete of each is done, not an error.
+    let deletes_before = sb.calls("DELETE /open-apis/contact/v3/users/{id}").await;
+    conn.delete(Entity::User, &user_id).await.unwrap();
+    assert_eq!(
+        sb.calls("DELETE /open-apis/contact/v3/users/{id}").await,
+        deletes_before + 1,
+        "asked the vendor once, no retries"
+    );
+    conn.delete(Entity::Department, &dept_id).await.unwrap();
+    assert!(conn.get(Entity::User, &user_id).await.unwrap().is_none());
+
+    // The org lost the pair once: one deleted event each, the fixture's people untouched.
+    let snap = sb.get("/_sandbox/org").await;
+    assert_eq!(snap["users"].as_array().unwrap().len(), 20);
+    let events = sb.events().await;
+    let deleted = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"]["header"]["event_type"] == t)
+            .count()
+    };
+    assert_eq!(deleted("contact.user.deleted_v3"), 1);
+    assert_eq!(deleted("contact.department.deleted_v3"), 1);
+}
+
 #[tokio::test]
 async fn create_rejects_missing_required_fields_as_permanent() {
     let sb = Sandbox::start(opts("small-org.json")).await;

@@ -77,11 +77,7 @@ impl App {
             self.store.clone(),
             self.queue.clone(),
         ));
-        server::router_with(
-            state,
-            self.config.server.body_limit_bytes,
-            callbacks.routes(),
-        )
+        server::router_with(state, &self.config.server, callbacks.routes())
     }
 
     /// Serve on a pre-bound listener, and run the push channels (`push.rs`), until `shutdown`
@@ -100,7 +96,14 @@ impl App {
             shutdown.await;
             let _ = stop_push.send(true);
         };
-        let served = server::serve(listener, router, shutdown).await;
+        let served = server::serve(
+            listener,
+            router,
+            self.config.server.limits,
+            self.config.server.shutdown_grace,
+            shutdown,
+        )
+        .await;
         push.shutdown().await;
         served.map_err(AppError::Serve)
     }

@@ -46,6 +46,34 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub body_limit_bytes: usize,
     pub shutdown_grace: Duration,
+    pub limits: ConnectionLimits,
+}
+
+/// What one client may hold of the HTTP listener (`[server]` `*_timeout_ms`, `max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From the first byte of a request until its headers are complete.
+    pub header_timeout: Duration,
+    /// From the end of a request's headers until its whole body has arrived.
+    pub body_timeout: Duration,
+    /// From the end of a request's headers until its response is ready.
+    pub request_timeout: Duration,
+    /// A connection with no request in progress and no byte of a new one is closed after this.
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap a new connection displaces the longest-idle one.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -151,6 +179,9 @@ pub struct ConnectorConfig {
     pub events: EventSource,
     pub settings: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, SecretString>,
+    /// The admin's own mappings (`[connectors.NAME.mappings]`), by entity; the others are
+    /// the vendor's shipped ones.
+    pub mappings: BTreeMap<crate::model::Entity, crate::sync::connect::MappingSource>,
     /// The connector's one live instance in this process, built on first use and shared by
     /// every clone of the loaded configuration (one limiter, one token cache per vendor app).
     pub instance: crate::sync::connect::Instance,
@@ -170,8 +201,20 @@ impl ConnectorConfig {
             events: EventSource::Callback,
             settings,
             secrets,
+            mappings: BTreeMap::new(),
             instance: Default::default(),
         }
+    }
+
+    /// Where its mapping of `entity` comes from: the admin's, else the shipped one.
+    pub fn mapping_source(
+        &self,
+        entity: crate::model::Entity,
+    ) -> crate::sync::connect::MappingSource {
+        self.mappings
+            .get(&entity)
+            .cloned()
+            .unwrap_or_else(|| crate::sync::connect::MappingSource::shipped(self.kind, entity))
     }
 
     /// Its settings as the vendor registry takes them.
@@ -322,7 +365,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
 
     if let Some(path) = &sources.file {
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        match crate::files::read_capped(path, crate::files::CONFIG_MAX_BYTES) {
             Ok(text) => match text.parse::<Table>() {
                 Ok(t) => layers.merge(t, &origin),
                 Err(e) => problems.push(Problem {
@@ -334,7 +377,7 @@ pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
             Err(e) => problems.push(Problem {
                 origin,
                 key: "(file)".into(),
-                message: format!("cannot read the file: {e}"),
+                message: format!("cannot use the configuration file: {e}"),
             }),
         }
     }
@@ -730,7 +773,16 @@ impl Reader<'_> {
         self.unknown_keys(
             t,
             "server",
-            &["listen", "body_limit_bytes", "shutdown_grace_secs"],
+            &[
+                "listen",
+                "body_limit_bytes",
+                "shutdown_grace_secs",
+                "header_timeout_ms",
+                "body_timeout_ms",
+                "request_timeout_ms",
+                "idle_timeout_ms",
+                "max_connections",
+            ],
         );
         let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
         let listen = match self.string(t, "server", "listen") {
@@ -752,10 +804,25 @@ impl Reader<'_> {
         let grace = self
             .integer(t, "server", "shutdown_grace_secs", 0, 3600)
             .unwrap_or(10);
+        let d = ConnectionLimits::default();
+        let mut ms = |key: &str, default: Duration| {
+            self.integer(t, "server", key, 100, 3_600_000)
+                .map_or(default, |n| Duration::from_millis(n as u64))
+        };
+        let limits = ConnectionLimits {
+            header_timeout: ms("header_timeout_ms", d.header_timeout),
+            body_timeout: ms("body_timeout_ms", d.body_timeout),
+            request_timeout: ms("request_timeout_ms", d.request_timeout),
+            idle_timeout: ms("idle_timeout_ms", d.idle_timeout),
+            max_connections: self
+                .integer(t, "server", "max_connections", 1, 1_000_000)
+                .map_or(d.max_connections, |n| n as usize),
+        };
         ServerConfig {
             listen,
             body_limit_bytes,
             shutdown_grace: Duration::from_secs(grace as u64),
+            limits,
         }
     }
 
@@ -929,7 +996,8 @@ impl Reader<'_> {
                 .filter(|k| k.secret)
                 .map(|k| (k.name, k.required))
                 .collect();
-            let mut allowed: Vec<String> = vec!["kind".into(), "events".into()];
+            let mut allowed: Vec<String> =
+                vec!["kind".into(), "events".into(), "mappings".into()];
             allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
             for (k, _) in &secret {
                 allowed.push(format!("{k}_env"));
@@ -984,12 +1052,68 @@ impl Reader<'_> {
             };
             let mut c = ConnectorConfig::new(name.clone(), kind, settings, secrets);
             c.events = events;
+            c.mappings = self.connector_mappings(ct, &prefix);
             // Values the vendor checks itself (numbers, enums); absent required keys were
             // reported above.
             for p in kind.check(&c.vendor_settings()) {
                 self.problem(&format!("{prefix}.{}", p.key), p.message);
             }
             out.insert(name.clone(), c);
+        }
+        out
+    }
+
+    /// `[connectors.NAME.mappings]`: entity = a shipped mapping's name or a file, each loaded
+    /// and compiled here so that its problems (with file and line) stop `config check`.
+    fn connector_mappings(
+        &mut self,
+        ct: &Table,
+        prefix: &str,
+    ) -> BTreeMap<crate::model::Entity, crate::sync::connect::MappingSource> {
+        use crate::model::Entity;
+        use crate::sync::connect::MappingSource;
+        let mut out = BTreeMap::new();
+        let key = format!("{prefix}.mappings");
+        let Some(v) = ct.get("mappings") else {
+            return out;
+        };
+        let Value::Table(mt) = v else {
+            self.problem(
+                &key,
+                format!(
+                    "expected a table such as `[{key}]` with `person = \"mappings/my-person.yaml\"`, got {}",
+                    v.type_str()
+                ),
+            );
+            return out;
+        };
+        for (entity_name, v) in mt {
+            let entry = format!("{key}.{entity_name}");
+            let Some(entity) = Entity::parse(entity_name) else {
+                let known: Vec<&str> = Entity::ORG.iter().map(|e| e.as_str()).collect();
+                self.problem(
+                    &entry,
+                    format!("unknown entity; mappings can be set for {}", known.join(", ")),
+                );
+                continue;
+            };
+            let Value::String(text) = v else {
+                self.problem(
+                    &entry,
+                    format!(
+                        "expected a mapping file's path or a shipped mapping's name, got {}",
+                        v.type_str()
+                    ),
+                );
+                continue;
+            };
+            let source = MappingSource::parse(text);
+            match source.load(entity) {
+                Ok(_) => {
+                    out.insert(entity, source);
+                }
+                Err(e) => self.problem(&entry, e),
+            }
         }
         out
     }
@@ -1180,7 +1304,7 @@ fn is_secret_name(key: &str) -> bool {
 }
 
 fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    match std::fs::read_to_string(path) {
+    match crate::files::read_capped(path, crate::files::SECRET_MAX_BYTES) {
         Ok(s) => {
             let s = s.trim_end_matches(['\n', '\r']).to_owned();
             if s.is_empty() {
@@ -1189,7 +1313,7 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
                 Ok(SecretString::from(s))
             }
         }
-        Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot use secret file: {e}")),
     }
 }
 
@@ -1522,6 +1646,24 @@ mod tests {
             "postgres://u:p%40ss%20word@db/x"
         );
         assert_eq!(c.database.redacted_url(), "postgres://u:***@db/x");
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_bounds() {
+        let c = load(&Sources::default()).unwrap();
+        assert_eq!(c.server.limits, ConnectionLimits::default());
+        let (c, _f) = load_text(
+            "[server]\nheader_timeout_ms = 1500\nmax_connections = 7\n",
+            &[("HUITONG_SERVER_IDLE_TIMEOUT_MS", "2000")],
+        );
+        let l = c.unwrap().server.limits;
+        assert_eq!(l.header_timeout, Duration::from_millis(1500));
+        assert_eq!(l.idle_timeout, Duration::from_secs(2));
+        assert_eq!(l.max_connections, 7);
+        let (r, _f) = load_text("[server]\nbody_timeout_ms = 0\nmax_connections = 0\n", &[]);
+        let err = r.unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["server.body_timeout_ms", "server.max_connections"]);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! `deliver.<route>` queue (the steps every apply publishes).
 
 use std::sync::Arc;
-use tracing::Instrument;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,66 +14,13 @@ use huitong_schedules::{
 use crate::config::Config;
 use crate::queue::{ConsumeOptions, ConsumerHandle, Queue, QueueError};
 use crate::store::Store;
-use crate::sync::{self, Action, RouteContext, SyncError};
+use crate::sync::{self, RouteContext, SyncError};
 
 /// Runs scheduled jobs against this process's configuration and store.
 pub struct Runner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
-}
-
-/// Reconcile one route: plan, then apply (never forced; a plan above the safety
-/// threshold fails the fire, visible in `huitong schedule list`).
-/// The steps go through `deliver.<route>`, whose consumer must run (`start_deliveries`).
-/// `run_kind` is what started it (`sync::run_kind::SCHEDULED` or `RECONCILE`), as
-/// `huitong sync runs` shows it.
-pub async fn reconcile(
-    config: &Config,
-    store: &dyn Store,
-    queue: &dyn Queue,
-    route: &str,
-    run_kind: &'static str,
-) -> Result<String, String> {
-    reconcile_route(config, store, queue, route, run_kind)
-        .instrument(tracing::info_span!("reconcile", route = %route))
-        .await
-}
-
-async fn reconcile_route(
-    config: &Config,
-    store: &dyn Store,
-    queue: &dyn Queue,
-    route: &str,
-    run_kind: &'static str,
-) -> Result<String, String> {
-    let ctx = RouteContext::new(config, route).map_err(|e| e.to_string())?;
-    let plan = sync::plan(&ctx, store)
-        .await
-        .map_err(|e| e.to_string())?
-        .run_as(run_kind);
-    let report = sync::apply(&ctx, &plan, store, queue, false, &|_, _| {})
-        .await
-        .map_err(|e| e.to_string())?;
-    let summary = format!(
-        "{} created, {} updated, {} moved, {} disabled, {} deleted, {} conflicts",
-        plan.count(Action::Create),
-        plan.count(Action::Update),
-        plan.count(Action::Move),
-        plan.count(Action::Disable),
-        plan.count(Action::Delete),
-        plan.targets
-            .iter()
-            .map(|t| t.conflicts.len())
-            .sum::<usize>()
-    );
-    match report.errors.first() {
-        None => Ok(summary),
-        Some(e) => Err(format!(
-            "{summary}; {} failed, first: {e}",
-            report.errors.len()
-        )),
-    }
 }
 
 #[async_trait]
@@ -89,16 +35,17 @@ impl JobRunner for Runner {
             return Err(format!("job {job} is not supported by this huitong"));
         };
         tracing::info!(schedule, route, fire_time = %fire_time, "scheduled reconcile");
-        let summary = reconcile(
+        let done = sync::reconcile(
             &self.config,
             &*self.store,
             &*self.queue,
             route,
-            sync::run_kind::SCHEDULED,
+            sync::RunKind::Scheduled,
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(JobOutcome {
-            summary: Some(summary),
+            summary: Some(done.to_string()),
         })
     }
 }
@@ -257,6 +204,54 @@ pub async fn start_delivery(
         )
         .await
         .map_err(SyncError::Queue)
+}
+
+/// How often `serve` looks at the admins' mapping files for changes.
+pub const MAPPING_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Watch the admins' mapping files (`[connectors.NAME.mappings]`): every
+/// [`MAPPING_RELOAD_INTERVAL`], a file whose modification time changed is loaded again; one
+/// that compiles replaces its mapping in the connector's one instance (the next plan, live
+/// change and step use it), one that does not is refused with its file and line in the log,
+/// and the mapping in use stays. `None` when no connector has a mapping file.
+pub fn start_mapping_reload(config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+    let mut endpoints = Vec::new();
+    for c in config.connectors.values() {
+        if !c
+            .mappings
+            .values()
+            .any(|s| matches!(s, sync::connect::MappingSource::File(_)))
+        {
+            continue;
+        }
+        match sync::connect::endpoint(c) {
+            Ok(e) => endpoints.push(e),
+            Err(e) => {
+                tracing::warn!(connector = %c.name, error = %e, "mapping files not watched: the connector does not build");
+            }
+        }
+    }
+    if endpoints.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAPPING_RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for e in &endpoints {
+                let r = e.reload();
+                for entity in &r.replaced {
+                    tracing::info!(connector = %e.name, entity = %entity, "mapping file changed: reloaded");
+                    crate::telemetry::mapping_reloaded(&e.name, true);
+                }
+                for problem in &r.refused {
+                    tracing::error!(connector = %e.name, problem = %problem, "mapping file changed but does not compile: the mapping in use is kept");
+                    crate::telemetry::mapping_reloaded(&e.name, false);
+                }
+            }
+        }
+    }))
 }
 
 /// Hourly housekeeping: forget processed event ids past their expiry.

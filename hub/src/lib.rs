@@ -3,8 +3,10 @@
 pub mod app;
 pub mod callbacks;
 pub mod config;
+pub mod files;
 pub mod jobs;
 pub mod live;
+pub mod model;
 pub mod push;
 pub mod queue;
 pub mod server;

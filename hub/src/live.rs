@@ -28,9 +28,10 @@ use tokio::sync::Mutex;
 use serde_json::Value;
 
 use crate::config::{Config, ConnectorKind};
+use crate::model::Entity;
 use crate::queue::{Envelope, Handler, Outcome, Queue, Task};
 use crate::store::{Store, now_ms};
-use crate::sync::{self, DEPARTMENT, Endpoint, PERSON, RouteContext};
+use crate::sync::{self, Endpoint, RouteContext};
 
 /// Whether an event of this connector's vendor is an org-chart (contact) change.
 pub fn is_contact_event(kind: ConnectorKind, event_type: &str) -> bool {
@@ -43,22 +44,12 @@ pub fn changed_records(
     kind: ConnectorKind,
     event_type: &str,
     payload: &Value,
-) -> Option<Vec<(&'static str, String)>> {
-    use huitong_connectors::capability::Entity;
+) -> Option<Vec<(Entity, String)>> {
     let records = kind.contact_records(event_type, payload)?;
     Some(
         records
             .into_iter()
-            .map(|(e, id)| {
-                (
-                    if e == Entity::User {
-                        PERSON
-                    } else {
-                        DEPARTMENT
-                    },
-                    id,
-                )
-            })
+            .filter_map(|(e, id)| Some((Entity::of_vendor(e)?, id)))
             .collect(),
     )
 }
@@ -118,20 +109,20 @@ impl IngressHandler {
         connector: &str,
         event_type: &str,
         payload: &Value,
-    ) -> Option<(Arc<Endpoint>, Vec<(&'static str, String)>)> {
+    ) -> Option<(Arc<Endpoint>, Vec<(Entity, String)>)> {
         let endpoint = self.endpoint(connector).await?;
         let records = changed_records(endpoint.kind, event_type, payload)?;
         Some((endpoint, records))
     }
 
     /// Whether every record the event names holds exactly what huitong last wrote there.
-    async fn is_echo(&self, endpoint: &Endpoint, records: &[(&'static str, String)]) -> bool {
+    async fn is_echo(&self, endpoint: &Endpoint, records: &[(Entity, String)]) -> bool {
         for (entity, id) in records {
-            match sync::is_echo(&*self.store, endpoint, entity, id).await {
+            match sync::is_echo(&*self.store, endpoint, *entity, id).await {
                 Ok(true) => {}
                 Ok(false) => return false,
                 Err(e) => {
-                    tracing::warn!(connector = %endpoint.name, entity, id = %id, error = %e, "echo check failed; treating the event as a change");
+                    tracing::warn!(connector = %endpoint.name, entity = %entity, id = %id, error = %e, "echo check failed; treating the event as a change");
                     return false;
                 }
             }
@@ -151,7 +142,7 @@ impl IngressHandler {
 
     /// The live fast path: plan and apply only the records the event names. `false` when the
     /// route must be reconciled as a whole instead.
-    async fn deliver_records(&self, route: &str, records: &[(&'static str, String)]) -> bool {
+    async fn deliver_records(&self, route: &str, records: &[(Entity, String)]) -> bool {
         let ctx = match self.route_context(route).await {
             Ok(c) => c,
             Err(e) => {
@@ -273,12 +264,12 @@ impl IngressHandler {
             *last_start = now_ms();
             tracing::info!(route = %route, connector = %connector, event_type = %event_type, event_id = ?event_id,
                 "org change: reconciling the route");
-            if let Err(e) = crate::jobs::reconcile(
+            if let Err(e) = sync::reconcile(
                 &self.config,
                 &*self.store,
                 &*self.queue,
                 &route,
-                sync::run_kind::RECONCILE,
+                sync::RunKind::Reconcile,
             )
             .await
             {
@@ -321,12 +312,12 @@ mod tests {
             "event": {"object": {"open_id": "ou_1", "name": "x"}, "old_object": {"name": "y"}}});
         assert_eq!(
             changed_records(kind("feishu"), "contact.user.updated_v3", &feishu),
-            Some(vec![(PERSON, "ou_1".to_owned())])
+            Some(vec![(Entity::Person, "ou_1".to_owned())])
         );
         let dept = json!({"event": {"object": {"open_department_id": "od-9"}}});
         assert_eq!(
             changed_records(kind("feishu"), "contact.department.created_v3", &dept),
-            Some(vec![(DEPARTMENT, "od-9".to_owned())])
+            Some(vec![(Entity::Department, "od-9".to_owned())])
         );
         assert_eq!(
             changed_records(kind("feishu"), "im.message.receive_v1", &feishu),
@@ -338,7 +329,7 @@ mod tests {
                 "change_contact.update_user",
                 &json!({"UserID": "zhangsan", "ChangeType": "update_user"})
             ),
-            Some(vec![(PERSON, "zhangsan".to_owned())])
+            Some(vec![(Entity::Person, "zhangsan".to_owned())])
         );
         assert_eq!(
             changed_records(
@@ -346,7 +337,7 @@ mod tests {
                 "change_contact.create_party",
                 &json!({"Id": 7})
             ),
-            Some(vec![(DEPARTMENT, "7".to_owned())])
+            Some(vec![(Entity::Department, "7".to_owned())])
         );
         assert_eq!(
             changed_records(
@@ -354,7 +345,10 @@ mod tests {
                 "user_modify_org",
                 &json!({"EventType": "user_modify_org", "UserId": ["u1", "u2"]})
             ),
-            Some(vec![(PERSON, "u1".to_owned()), (PERSON, "u2".to_owned())])
+            Some(vec![
+                (Entity::Person, "u1".to_owned()),
+                (Entity::Person, "u2".to_owned())
+            ])
         );
         assert_eq!(
             changed_records(
@@ -362,7 +356,7 @@ mod tests {
                 "org_dept_modify",
                 &json!({"DeptId": [42]})
             ),
-            Some(vec![(DEPARTMENT, "42".to_owned())])
+            Some(vec![(Entity::Department, "42".to_owned())])
         );
         assert_eq!(
             changed_records(kind("dingtalk"), "user_modify_org", &json!({})),

@@ -385,6 +385,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let deliveries =
         huitong::jobs::start_deliveries(&app.config, app.store.clone(), &*app.queue).await?;
     let housekeeping = huitong::jobs::start_housekeeping(app.store.clone());
+    let mapping_reload = huitong::jobs::start_mapping_reload(&app.config);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -394,6 +395,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %local, "huitong listening on http://{local}");
     app.serve(listener, shutdown_signal()).await?;
     housekeeping.abort();
+    if let Some(r) = mapping_reload {
+        r.abort();
+    }
     // Runs in flight (scheduled or live) wait on their steps: the deliver consumers stop last.
     if let Some(s) = scheduler {
         s.shutdown().await;

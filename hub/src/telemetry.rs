@@ -86,6 +86,13 @@ pub fn echo_suppressed(connector: &str) {
         .increment(1);
 }
 
+/// An admin's mapping file reloaded by `serve` (`ok`), or refused because it does not compile.
+pub fn mapping_reloaded(connector: &str, ok: bool) {
+    metrics::counter!("huitong_mapping_reloads_total", "connector" => connector.to_owned(),
+        "outcome" => if ok { "reloaded" } else { "refused" })
+    .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::colour;

@@ -72,6 +72,36 @@ fn config_check_reports_every_mistake_with_its_key_and_exits_2() {
 }
 
 #[test]
+fn a_bad_value_given_by_a_flag_is_reported_with_the_flag_as_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huitong.toml");
+    // The file and the environment both give good addresses; the flag, applied last, does not.
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let out = huitong(dir.path())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--listen", "nowhere-at-all"])
+        .env("HUITONG_SERVER_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 problem"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("`server.listen`"))
+        .unwrap_or_else(|| panic!("no server.listen problem in:\n{err}"));
+    // `ORIGIN: `KEY`: MESSAGE`, the origin being the flag itself.
+    assert!(
+        line.trim().starts_with("- --listen: `server.listen`: "),
+        "{err}"
+    );
+    assert!(line.contains("nowhere-at-all"), "{err}");
+    assert!(!line.contains(&file.display().to_string()), "{err}");
+    assert!(!line.contains("HUITONG_SERVER_LISTEN"), "{err}");
+}
+
+#[test]
 fn config_check_accepts_the_default_and_never_prints_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("wecom.secret");

@@ -132,9 +132,30 @@ fn user_count(env: &Env) -> (usize, usize) {
     (total, nos.len())
 }
 
+/// The people huitong has linked in the target `sub` (its xrefs), read from the CLI's
+/// database while the CLI may still be writing to it.
+fn linked_people(env: &Env, store: &mut Option<huitong::store::SqliteStore>) -> Option<i64> {
+    use huitong::store::Store;
+    let db = env.dir.path().join("data/huitong.db");
+    if !db.exists() {
+        return None;
+    }
+    env._rt.block_on(async {
+        if store.is_none() {
+            // No migrations: the CLI made the schema; until it has, there is nothing to read.
+            *store = huitong::store::SqliteStore::connect(&format!("sqlite://{}", db.display()), 1)
+                .await
+                .ok();
+        }
+        store.as_ref()?.count_xrefs("person", "sub").await.ok()
+    })
+}
+
 #[test]
 fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
-    let env = setup("slow=100%@15ms");
+    // Every call answers after 15 ms; one in 20 is carried out at once and its answer held back
+    // 3 s: the person exists in DingTalk while huitong has not yet recorded the link to them.
+    let env = setup("slow=100%@15ms,late=5%@3s,seed=7");
     let plan = huitong(&env, &["sync", "plan", "org", "--output", "json"])
         .output()
         .unwrap();
@@ -146,29 +167,6 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     let steps = plan["targets"][0]["steps"].as_array().unwrap().len();
     assert!(steps > 300, "{steps} steps");
-
-    let mut child = huitong(&env, &["sync", "apply", "org"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill once part of the people exist in the target.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while user_count(&env).0 < 40 {
-        assert!(Instant::now() < deadline, "apply made no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let (partial, _) = user_count(&env);
-    assert!(
-        partial < 300,
-        "the apply was interrupted ({partial} users written)"
-    );
-
-    let again = huitong(&env, &["sync", "apply", "org"]).output().unwrap();
-    assert!(again.status.success(), "{}", tails(&again));
-    let (total, distinct) = user_count(&env);
     // DingTalk has no disabled state: only the fixture's active people are created there.
     let active = fixture("medium-org.json")
         .users
@@ -176,11 +174,60 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
         .filter(|u| u.active)
         .count();
     assert!(active > 250 && active < 300, "{active}");
+
+    let mut child = huitong(&env, &["sync", "apply", "org"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once part of the people exist in the target and DingTalk holds someone huitong has
+    // not linked yet: created (people read first), its link not recorded (links read after).
+    let mut store = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "apply made no progress");
+        let (created, _) = user_count(&env);
+        if created >= 20
+            && let Some(linked) = linked_people(&env, &mut store)
+            && (linked as usize) < created
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(store);
+    let (partial, _) = user_count(&env);
+    let linked = linked_people(&env, &mut None).unwrap() as usize;
+    assert!(
+        linked < partial && partial < active,
+        "killed between a vendor write and its link: {partial} of {active} people in DingTalk, \
+         {linked} linked"
+    );
+    let killed = runs(&env);
+    assert_eq!(killed.len(), 1);
+    assert_ne!(
+        killed[0].status,
+        huitong::store::RunStatus::Succeeded,
+        "the killed run did not finish"
+    );
+
+    let again = huitong(&env, &["sync", "apply", "org"]).output().unwrap();
+    assert!(again.status.success(), "{}", tails(&again));
+    let (total, distinct) = user_count(&env);
     assert_eq!(
         (total, distinct),
         (active, active),
         "every person once, none twice"
     );
+    assert_eq!(
+        linked_people(&env, &mut None),
+        Some(active as i64),
+        "every person linked"
+    );
+    let after = runs(&env);
+    assert_eq!(after[0].status, huitong::store::RunStatus::Succeeded);
 
     let last = huitong(&env, &["sync", "plan", "org", "--output", "json"])
         .output()

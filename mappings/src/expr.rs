@@ -7,8 +7,6 @@
 //! its interpreter; both paths share the domain built-ins (`xref`, `table`, `phone`, time).
 
 use std::borrow::Cow;
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 
 use chrono_tz::Tz;
@@ -19,151 +17,12 @@ use jaq_core::path::{Opt, Part};
 use serde_json::{Map, Value};
 
 use crate::builtins::{self, Region};
+use crate::eval::{self, EvalCx, EvalError, short, table, type_name, xref};
+pub use crate::eval::{CompileError, Direction, Limits, Table, Tables, Unresolved};
+use jaq_core::load::lex::{Tok, Token};
 use crate::jaqrt::{self, JaqFilter};
-use crate::resolver::XrefResolver;
-
-/// Which way a mapping runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Vendor record → canonical record.
-    ToCanonical,
-    /// Canonical record → vendor record.
-    FromCanonical,
-}
-
-impl Direction {
-    /// `to-canonical` or `from-canonical`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ToCanonical => "to-canonical",
-            Self::FromCanonical => "from-canonical",
-        }
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Direction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "to-canonical" | "to_canonical" => Ok(Self::ToCanonical),
-            "from-canonical" | "from_canonical" => Ok(Self::FromCanonical),
-            other => Err(format!(
-                "unknown direction {other:?} (use to-canonical or from-canonical)"
-            )),
-        }
-    }
-}
-
-/// An id that `xref(...)` could not translate. The output carries no id for it (it is never
-/// invented); the hub decides whether to create the link, retry later or reject the record.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Unresolved {
-    /// Target field whose expression asked for the id (`key` for the key expression).
-    pub field: String,
-    /// Entity of the id (`person`, `department`, …).
-    pub entity: String,
-    /// The vendor system of the mapping.
-    pub system: String,
-    /// The id that had no link (external in to-canonical, canonical in from-canonical).
-    pub id: String,
-    /// Direction of the lookup.
-    pub direction: &'static str,
-}
-
-/// A value table declared in a mapping file (`tables:`), e.g. vendor status codes.
-#[derive(Debug, Clone, Default)]
-pub struct Table {
-    entries: Vec<(String, Value)>,
-    forward: HashMap<String, usize>,
-    reverse: HashMap<String, usize>,
-}
-
-impl Table {
-    /// Builds a table; keys are compared as text, so `1` and `"1"` are the same key.
-    pub fn new(entries: Vec<(String, Value)>) -> Self {
-        let mut forward = HashMap::new();
-        let mut reverse = HashMap::new();
-        for (i, (k, v)) in entries.iter().enumerate() {
-            forward.entry(k.clone()).or_insert(i);
-            reverse.entry(key_text(v).into_owned()).or_insert(i);
-        }
-        Self {
-            entries,
-            forward,
-            reverse,
-        }
-    }
-
-    fn known_keys(&self) -> String {
-        let keys: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
-        keys.join(", ")
-    }
-}
-
-/// Named tables of one mapping.
-pub type Tables = HashMap<String, Table>;
-
-/// Evaluation context of one record: resolver, tables and what went unresolved.
-pub(crate) struct EvalCx<'r> {
-    pub resolver: &'r dyn XrefResolver,
-    pub system: &'r str,
-    pub dir: Direction,
-    pub tables: &'r Tables,
-    pub unresolved: RefCell<Vec<Unresolved>>,
-    /// The record converted to jaq's value type, made at most once per record.
-    pub jaq_input: OnceCell<jaq_json::Val>,
-}
-
-/// Why an expression failed on a record.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct EvalError {
-    /// The input path being read when it failed, if known (e.g. `.hired_date`).
-    pub path: Option<String>,
-    pub reason: String,
-}
-
-impl EvalError {
-    fn new(reason: String) -> Self {
-        Self { path: None, reason }
-    }
-}
 
 type Out<'v> = Result<Option<Cow<'v, Value>>, EvalError>;
-
-/// Text used for table keys and ids: strings as they are, numbers and booleans as JSON.
-fn key_text(v: &Value) -> Cow<'_, str> {
-    match v {
-        Value::String(s) => Cow::Borrowed(s.as_str()),
-        other => Cow::Owned(other.to_string()),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 40 {
-        let cut: String = s.chars().take(37).collect();
-        format!("{cut}...")
-    } else {
-        s
-    }
-}
 
 fn truthy(v: &Value) -> bool {
     !matches!(v, Value::Null | Value::Bool(false))
@@ -370,6 +229,7 @@ enum Node {
 pub struct Expr {
     source: String,
     kind: Kind,
+    reads_input: bool,
 }
 
 #[derive(Clone)]
@@ -387,14 +247,169 @@ impl fmt::Debug for Expr {
     }
 }
 
-/// Why an expression does not compile; the text quotes jq's own message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompileError(pub String);
-
-impl fmt::Display for CompileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// Checks an expression's size and nesting before jaq's lexer and parser (both recursive) see
+/// it, so that a huge or deeply nested expression is an error, not a stack overflow.
+fn check_source(src: &str, limits: &Limits) -> Result<(), CompileError> {
+    if src.len() > limits.max_expr_bytes {
+        return Err(CompileError(format!(
+            "expression is {} bytes long; the limit is {} bytes",
+            src.len(),
+            limits.max_expr_bytes
+        )));
     }
+    // Brackets and string interpolation, as the lexer nests them.
+    let mut stack: Vec<u8> = Vec::new();
+    let mut chars = src.char_indices();
+    let mut in_str = false;
+    while let Some((at, c)) = chars.next() {
+        let opened = if in_str {
+            match c {
+                '"' => {
+                    in_str = false;
+                    false
+                }
+                '\\' => match chars.next() {
+                    Some((_, '(')) => {
+                        stack.push(b'"');
+                        in_str = false;
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        } else {
+            match c {
+                '"' => {
+                    in_str = true;
+                    false
+                }
+                '#' => {
+                    // A comment runs to the end of the line.
+                    for (_, c) in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                    false
+                }
+                '(' | '[' | '{' => {
+                    stack.push(c as u8);
+                    true
+                }
+                ')' => {
+                    // Closes an interpolation: back inside its string.
+                    if stack.pop() == Some(b'"') {
+                        in_str = true;
+                    }
+                    false
+                }
+                ']' | '}' => {
+                    stack.pop();
+                    false
+                }
+                _ => false,
+            }
+        };
+        if opened && stack.len() > limits.max_expr_nesting {
+            let (line, col) = line_col(src, at);
+            return Err(CompileError(format!(
+                "expression nests brackets or strings deeper than {} levels (at line {line}, column {col} of the expression)",
+                limits.max_expr_nesting
+            )));
+        }
+    }
+    // Depth bound of the syntax tree: operators and keywords, counted along every path
+    // through the nesting. Bracket nesting is bounded above, so the lexer's recursion is too.
+    let Ok(tokens) = lex::Lexer::new(src).lex() else {
+        return Ok(()); // reported by `syntax_error`
+    };
+    let depth = depth_bound(&tokens);
+    if depth > limits.max_expr_depth {
+        return Err(CompileError(format!(
+            "expression is too deep: about {depth} operators and nested terms in a chain (limit {}); split it or use a table",
+            limits.max_expr_depth
+        )));
+    }
+    Ok(())
+}
+
+fn line_col(src: &str, at: usize) -> (usize, usize) {
+    let before = &src[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// An upper bound on the depth of the syntax tree of `tokens`: every operator, keyword or
+/// `-` may open one more level, and every bracket or interpolation one more.
+fn depth_bound(tokens: &[Token<&str>]) -> usize {
+    let mut here = 0usize;
+    let mut deepest = 0usize;
+    for Token(s, tok) in tokens {
+        match tok {
+            Tok::Block(inner) => deepest = deepest.max(1 + depth_bound(inner)),
+            Tok::Str(parts) => {
+                for p in parts {
+                    if let StrPart::Term(t) = p {
+                        deepest = deepest.max(1 + depth_bound(std::slice::from_ref(t)));
+                    }
+                }
+            }
+            Tok::Sym
+                if matches!(
+                    *s,
+                    "|" | ","
+                        | "//"
+                        | "?//"
+                        | "="
+                        | "|="
+                        | "+="
+                        | "-="
+                        | "*="
+                        | "/="
+                        | "%="
+                        | "//="
+                        | "=="
+                        | "!="
+                        | "<"
+                        | "<="
+                        | ">"
+                        | ">="
+                        | "+"
+                        | "-"
+                        | "*"
+                        | "/"
+                        | "%"
+                        | "?"
+                ) =>
+            {
+                here += 1
+            }
+            Tok::Word
+                if matches!(
+                    *s,
+                    "and"
+                        | "or"
+                        | "as"
+                        | "if"
+                        | "then"
+                        | "elif"
+                        | "else"
+                        | "reduce"
+                        | "foreach"
+                        | "try"
+                        | "catch"
+                        | "def"
+                        | "label"
+                ) =>
+            {
+                here += 1
+            }
+            _ => {}
+        }
+    }
+    here + deepest
 }
 
 /// Reports a lexer or parser error the way jq users read them.
@@ -464,23 +479,47 @@ impl Expr {
     }
 
     fn compile_with(src: &str, tables: &Tables, fast: bool) -> Result<Self, CompileError> {
+        Self::compile_limited(src, tables, fast, &Limits::default())
+    }
+
+    /// Compiles `src` within `limits` (size and nesting are checked before parsing); `fast`
+    /// allows the direct evaluator.
+    pub(crate) fn compile_limited(
+        src: &str,
+        tables: &Tables,
+        fast: bool,
+        limits: &Limits,
+    ) -> Result<Self, CompileError> {
+        check_source(src, limits)?;
         if let Some(e) = syntax_error(src) {
             return Err(e);
         }
         let term: Term<&str> = jaq_core::load::parse(src, |p| p.term())
             .ok_or_else(|| CompileError("jq syntax error".to_owned()))?;
         check_names(&term, tables)?;
+        let reads_input = reads(&term);
         if fast && let Some(node) = lower(&term)? {
             return Ok(Self {
                 source: src.to_owned(),
                 kind: Kind::Fast(node),
+                reads_input,
             });
         }
-        let filter = jaqrt::compile(src)?;
+        let filter = jaqrt::compile(term)?;
         Ok(Self {
             source: src.to_owned(),
             kind: Kind::Jaq(std::sync::Arc::new(filter)),
+            reads_input,
         })
+    }
+
+    /// True if the value of this expression can depend on its input record: it reads a path
+    /// (`.name`, `.a.b`, `.[0]`), uses `.` or `..`, or calls a function on the input. False for
+    /// constants such as `"Dept. A"`, `42`, `null`, `["a", "b"]` or `"x" | ascii_downcase`.
+    /// Decided from the parsed expression; where that is not certain (local `def`s,
+    /// assignments, unknown functions) it says true.
+    pub fn reads_input(&self) -> bool {
+        self.reads_input
     }
 
     /// The expression text.
@@ -640,6 +679,95 @@ fn walk<'a>(t: &'a Term<&'a str>, f: &mut impl FnMut(&'a Term<&'a str>)) {
             }
         }
         _ => {}
+    }
+}
+
+/// Built-ins whose value does not depend on their input (only on their arguments, if any).
+const INPUT_FREE: &[(&str, usize)] = &[
+    ("empty", 0),
+    ("null", 0),
+    ("true", 0),
+    ("false", 0),
+    ("nan", 0),
+    ("infinite", 0),
+    ("now", 0),
+    ("env", 0),
+    ("range", 1),
+    ("range", 2),
+    ("range", 3),
+    ("error", 1),
+    ("limit", 2),
+    ("first", 1),
+    ("last", 1),
+    ("isempty", 1),
+];
+
+/// Whether evaluating `t` can depend on its input (see [`Expr::reads_input`]). Recursion is
+/// bounded by the depth checked in `check_source`.
+fn reads(t: &Term<&str>) -> bool {
+    let any = |ts: &[Term<&str>]| ts.iter().any(reads);
+    match t {
+        Term::Id | Term::Recurse => true,
+        Term::Num(_) | Term::Break(_) | Term::Var(_) | Term::Arr(None) => false,
+        // `@csv` and friends format their input.
+        Term::Str(Some(_), _) => true,
+        Term::Str(None, parts) => parts.iter().any(|p| match p {
+            StrPart::Term(t) => reads(t),
+            StrPart::Str(_) | StrPart::Char(_) => false,
+        }),
+        Term::Arr(Some(t)) | Term::Neg(t) | Term::Label(_, t) => reads(t),
+        Term::Obj(kvs) => kvs.iter().any(|(k, v)| {
+            let key = match k {
+                // `{a: …}`: the name is text, not a call.
+                Term::Call(_, args) if args.is_empty() => false,
+                k => reads(k),
+            };
+            key || match v {
+                Some(v) => reads(v),
+                // `{$x}` reads a variable; `{a}`, `{"a"}` read `.a`.
+                None => !matches!(k, Term::Var(_)),
+            }
+        }),
+        Term::BinOp(l, op, r) => match op {
+            // The right side runs on the left side's output.
+            BinaryOp::Pipe(None) => reads(l),
+            BinaryOp::Pipe(Some(_))
+            | BinaryOp::Comma
+            | BinaryOp::Alt
+            | BinaryOp::Or
+            | BinaryOp::And
+            | BinaryOp::Math(_)
+            | BinaryOp::Cmp(_) => reads(l) || reads(r),
+            // Assignments update paths of the input.
+            BinaryOp::Assign
+            | BinaryOp::Update
+            | BinaryOp::UpdateMath(_)
+            | BinaryOp::UpdateAlt => true,
+        },
+        // `reduce SRC as $x (INIT; UPDATE)`: UPDATE (and foreach's EXTRACT) run on the
+        // accumulator.
+        Term::Fold(_, src, _, args) => reads(src) || args.first().is_some_and(reads),
+        // `catch` runs on the error, which comes from the body.
+        Term::TryCatch(body, _) => reads(body),
+        Term::IfThenElse(branches, otherwise) => {
+            branches.iter().any(|(c, b)| reads(c) || reads(b))
+                // A missing `else` gives `.`.
+                || otherwise.as_deref().is_none_or(reads)
+        }
+        // Local functions: not analysed.
+        Term::Def(..) => true,
+        Term::Call(name, args) => {
+            !INPUT_FREE.contains(&(*name, args.len())) || any(args)
+        }
+        Term::Path(base, path) => {
+            reads(base)
+                || path.0.iter().any(|(part, _)| match part {
+                    Part::Index(i) => reads(i),
+                    Part::Range(a, b) => {
+                        a.as_ref().is_some_and(reads) || b.as_ref().is_some_and(reads)
+                    }
+                })
+        }
     }
 }
 
@@ -889,13 +1017,6 @@ fn then<'v>(x: Cow<'v, Value>, f: &Node, cx: &EvalCx<'_>) -> Out<'v> {
     }
 }
 
-fn tostring(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn deep_merge(mut a: Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
     for (k, v) in b {
         let merged = match (a.remove(k), v) {
@@ -907,8 +1028,15 @@ fn deep_merge(mut a: Map<String, Value>, b: &Map<String, Value>) -> Map<String, 
     a
 }
 
-fn math(l: &Value, op: Math, r: &Value) -> Result<Value, String> {
+fn math(l: &Value, op: Math, r: &Value, cx: &EvalCx<'_>) -> Result<Value, String> {
     use Math::*;
+    let (max_str, max_arr) = (cx.budget.max_string_bytes, cx.budget.max_array_len);
+    let too_big = |what: String| {
+        Err(format!(
+            "`{}` would build a {what} (limit {max_str} bytes for strings, {max_arr} elements for arrays)",
+            op.as_str()
+        ))
+    };
     let fail = || {
         Err(format!(
             "cannot calculate {} {} {}",
@@ -943,6 +1071,12 @@ fn math(l: &Value, op: Math, r: &Value) -> Result<Value, String> {
                 Rem => f % g,
             }))
         }
+        (Value::String(x), Add, Value::String(y)) if x.len() + y.len() > max_str => {
+            too_big(format!("string of {} bytes", x.len() + y.len()))
+        }
+        (Value::Array(x), Add, Value::Array(y)) if x.len() + y.len() > max_arr => {
+            too_big(format!("array of {} elements", x.len() + y.len()))
+        }
         (Value::String(x), Add, Value::String(y)) => Ok(Value::String(format!("{x}{y}"))),
         (Value::Array(x), Add, Value::Array(y)) => {
             let mut v = x.clone();
@@ -956,6 +1090,8 @@ fn math(l: &Value, op: Math, r: &Value) -> Result<Value, String> {
             let times = n.as_f64().unwrap_or(0.0);
             if times <= 0.0 {
                 Ok(Value::Null)
+            } else if times.ceil() * s.len() as f64 > max_str as f64 {
+                too_big(format!("string of {} bytes", times.ceil() * s.len() as f64))
             } else {
                 Ok(Value::String(s.repeat(times.ceil() as usize)))
             }
@@ -1161,7 +1297,7 @@ impl Node {
                 let Some(a) = l.eval(x, cx)? else {
                     return Ok(None);
                 };
-                math(&a, *op, &c)
+                math(&a, *op, &c, cx)
                     .map(Cow::Owned)
                     .map(Some)
                     .map_err(EvalError::new)
@@ -1171,7 +1307,7 @@ impl Node {
                     return Ok(None);
                 };
                 match as_f64(&v) {
-                    Some(_) => math(&Value::from(0), Math::Sub, &v)
+                    Some(_) => math(&Value::from(0), Math::Sub, &v, cx)
                         .map(|v| Some(Cow::Owned(v)))
                         .map_err(EvalError::new),
                     None => Err(EvalError::new(format!("cannot negate {}", short(&v)))),
@@ -1295,7 +1431,7 @@ fn call<'v>(bi: &Builtin, x: &'v Value, cx: &EvalCx<'_>) -> Out<'v> {
                 } else {
                     match t.parse::<f64>() {
                         Ok(f) if f.is_finite() => owned(num(f)),
-                        _ => Err(e(format!("cannot parse {s:?} as a number"))),
+                        _ => Err(e(format!("cannot parse {} as a number", eval::quote(s)))),
                     }
                 }
             }
@@ -1309,7 +1445,7 @@ fn call<'v>(bi: &Builtin, x: &'v Value, cx: &EvalCx<'_>) -> Out<'v> {
             let s = str_in(x, "fromjson")?;
             serde_json::from_str(s)
                 .map(|v| Some(Cow::Owned(v)))
-                .map_err(|err| e(format!("fromjson: {s:?} is not JSON ({err})")))
+                .map_err(|err| e(format!("fromjson: {} is not JSON ({err})", eval::quote(s))))
         }
         Builtin::Type => owned(Value::String(type_name(x).to_owned())),
         Builtin::Trim => owned(Value::String(str_in(x, "trim")?.trim().to_owned())),
@@ -1398,112 +1534,6 @@ fn call<'v>(bi: &Builtin, x: &'v Value, cx: &EvalCx<'_>) -> Out<'v> {
     }
 }
 
-/// `xref("entity")`: translates one id or an array of ids; unresolved ids are dropped from
-/// arrays (null for a single id) and reported in the context.
-pub(crate) fn xref(x: &Value, entity: &str, cx: &EvalCx<'_>) -> Result<Value, String> {
-    let one = |id: &Value| -> Result<Value, String> {
-        let text = match id {
-            Value::Null => return Ok(Value::Null),
-            Value::String(s) if s.is_empty() => return Ok(Value::Null),
-            Value::String(s) => Cow::Borrowed(s.as_str()),
-            Value::Number(n) => Cow::Owned(n.to_string()),
-            other => {
-                return Err(format!(
-                    "xref({entity:?}): expected an id (string or number), got {} ({})",
-                    type_name(other),
-                    short(other)
-                ));
-            }
-        };
-        let found = match cx.dir {
-            Direction::ToCanonical => cx.resolver.to_canonical(entity, cx.system, &text),
-            Direction::FromCanonical => cx.resolver.to_external(entity, cx.system, &text),
-        };
-        match found {
-            Some(id) => Ok(Value::String(id)),
-            None => {
-                cx.unresolved.borrow_mut().push(Unresolved {
-                    field: String::new(),
-                    entity: entity.to_owned(),
-                    system: cx.system.to_owned(),
-                    id: text.into_owned(),
-                    direction: cx.dir.as_str(),
-                });
-                Ok(Value::Null)
-            }
-        }
-    };
-    match x {
-        Value::Array(ids) => {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                match one(id)? {
-                    Value::Null => {}
-                    v => out.push(v),
-                }
-            }
-            Ok(Value::Array(out))
-        }
-        other => one(other),
-    }
-}
-
-/// `table("name")` / `rtable("name")`: value-table lookup (arrays are mapped element-wise).
-pub(crate) fn table(
-    x: &Value,
-    name: &str,
-    reverse: bool,
-    cx: &EvalCx<'_>,
-) -> Result<Value, String> {
-    let fname = if reverse { "rtable" } else { "table" };
-    let t = cx
-        .tables
-        .get(name)
-        .ok_or_else(|| format!("{fname}({name:?}): no such table"))?;
-    let one = |v: &Value| -> Result<Value, String> {
-        if v.is_null() {
-            return Ok(Value::Null);
-        }
-        if matches!(v, Value::Array(_) | Value::Object(_)) {
-            return Err(format!(
-                "{fname}({name:?}): cannot look up {}",
-                type_name(v)
-            ));
-        }
-        let k = key_text(v);
-        if reverse {
-            match t.reverse.get(k.as_ref()) {
-                Some(&i) => Ok(Value::String(t.entries[i].0.clone())),
-                None => {
-                    let values: Vec<String> = t.entries.iter().map(|(_, v)| tostring(v)).collect();
-                    Err(format!(
-                        "rtable({name:?}): value {} is not in the table (values: {})",
-                        short(v),
-                        values.join(", ")
-                    ))
-                }
-            }
-        } else {
-            match t.forward.get(k.as_ref()) {
-                Some(&i) => Ok(t.entries[i].1.clone()),
-                None => Err(format!(
-                    "table({name:?}): key {} is not in the table (keys: {})",
-                    short(v),
-                    t.known_keys()
-                )),
-            }
-        }
-    };
-    match x {
-        Value::Array(items) => items
-            .iter()
-            .map(one)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        other => one(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1537,14 +1567,7 @@ mod tests {
     ) -> (Result<Option<Value>, EvalError>, Vec<Unresolved>) {
         let r = resolver();
         let t = tables();
-        let cx = EvalCx {
-            resolver: &r,
-            system: "dingtalk",
-            dir,
-            tables: &t,
-            unresolved: RefCell::new(Vec::new()),
-            jaq_input: OnceCell::new(),
-        };
+        let cx = EvalCx::new(&r, "dingtalk", dir, &t, &Limits::default());
         let out = expr.eval(input, &cx).map(|o| o.map(Cow::into_owned));
         (out, cx.unresolved.into_inner())
     }

@@ -3,14 +3,18 @@
 
 use jaq_core::box_iter::box_once;
 use jaq_core::data::HasLut;
+use jaq_core::load::lex::StrPart;
+use jaq_core::load::parse::{BinaryOp, Def, Pattern, Term};
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::native::{Fun, v};
+use jaq_core::ops::Math;
+use jaq_core::path::Part;
 use jaq_core::{Bind, Ctx, DataT, Error, Exn, Lut, Native, RunPtr, ValXs, Vars};
 use jaq_json::{Num, Val};
 use serde_json::Value;
 
 use crate::builtins;
-use crate::expr::{self, CompileError, EvalCx, EvalError};
+use crate::eval::{self, CompileError, EvalCx, EvalError};
 
 /// Data kind of our filters: jaq values plus the record's evaluation context.
 pub(crate) struct Data;
@@ -80,17 +84,17 @@ type NativeDef = (&'static str, Box<[Bind]>, RunPtr<Data>);
 fn natives() -> Vec<Fun<Data>> {
     let funs: Vec<NativeDef> = vec![
         ("xref", v(1), |cv| {
-            with_arg!(cv, "xref", |cx, entity, x| apply(&x, |j| expr::xref(
+            with_arg!(cv, "xref", |cx, entity, x| apply(&x, |j| eval::xref(
                 j, &entity, cx
             )))
         }),
         ("table", v(1), |cv| {
-            with_arg!(cv, "table", |cx, name, x| apply(&x, |j| expr::table(
+            with_arg!(cv, "table", |cx, name, x| apply(&x, |j| eval::table(
                 j, &name, false, cx
             )))
         }),
         ("rtable", v(1), |cv| {
-            with_arg!(cv, "rtable", |cx, name, x| apply(&x, |j| expr::table(
+            with_arg!(cv, "rtable", |cx, name, x| apply(&x, |j| eval::table(
                 j, &name, true, cx
             )))
         }),
@@ -139,25 +143,286 @@ fn natives() -> Vec<Fun<Data>> {
             apply(&cv.1, builtins::to_epoch_ms)
         }),
         ("to_epoch_s", v(0), |cv| apply(&cv.1, builtins::to_epoch_s)),
+        ("__fromjson", v(0), |cv| {
+            apply(&cv.1, |j| match j {
+                Value::String(s) => serde_json::from_str::<Value>(s)
+                    .map_err(|e| format!("fromjson: {} is not JSON ({e})", eval::quote(s))),
+                other => Err(format!(
+                    "fromjson: expected a string, got {}",
+                    eval::type_name(other)
+                )),
+            })
+        }),
+        ("__add", v(2), |mut cv| {
+            let r = cv.0.pop_var();
+            let l = cv.0.pop_var();
+            let b = &cv.0.data().cx.budget;
+            let too_long = match (&l, &r) {
+                (Val::TStr(x) | Val::BStr(x), Val::TStr(y) | Val::BStr(y)) => {
+                    (x.len() + y.len() > b.max_string_bytes)
+                        .then(|| format!("string of {} bytes", x.len() + y.len()))
+                }
+                (Val::Arr(x), Val::Arr(y)) => (x.len() + y.len() > b.max_array_len)
+                    .then(|| format!("array of {} elements", x.len() + y.len())),
+                _ => None,
+            };
+            match too_long {
+                Some(what) => err(b.fail(format!(
+                    "`+` would build a {what} (limit {} bytes for strings, {} elements for arrays)",
+                    b.max_string_bytes, b.max_array_len
+                ))),
+                None => box_once((l + r).map_err(Exn::from)),
+            }
+        }),
+        ("__mul", v(2), |mut cv| {
+            let r = cv.0.pop_var();
+            let l = cv.0.pop_var();
+            let b = &cv.0.data().cx.budget;
+            let repeat = match (&l, &r) {
+                (Val::TStr(s) | Val::BStr(s), Val::Num(n))
+                | (Val::Num(n), Val::TStr(s) | Val::BStr(s)) => {
+                    Some(num_f64(n).ceil() * s.len() as f64)
+                }
+                _ => None,
+            };
+            match repeat {
+                Some(len) if len > b.max_string_bytes as f64 => err(b.fail(format!(
+                    "`*` would repeat a string to {len} bytes (limit {} bytes)",
+                    b.max_string_bytes
+                ))),
+                _ => box_once((l * r).map_err(Exn::from)),
+            }
+        }),
+        ("__range", v(3), |mut cv| {
+            let by = cv.0.pop_var();
+            let to = cv.0.pop_var();
+            let from = cv.0.pop_var();
+            let cx = cv.0.data().cx;
+            Box::new(range(from, to, by).map(move |x| {
+                cx.budget.tick().map_err(|e| Exn::from(Error::str(e)))?;
+                x.map_err(Exn::from)
+            }))
+        }),
     ];
-    funs.into_iter()
+    let mut out: Vec<Fun<Data>> = funs
+        .into_iter()
         .map(|(name, args, run)| (name, args, Native::<Data>::new(run)))
-        .collect()
+        .collect();
+    out.push((
+        TICK,
+        v(0),
+        Native::<Data>::new(|cv| match cv.0.data().cx.budget.tick() {
+            Ok(()) => box_once(Ok(cv.1)),
+            Err(e) => err(e),
+        })
+        .with_paths(|cv| match cv.0.data().cx.budget.tick() {
+            Ok(()) => box_once(Ok(cv.1)),
+            Err(e) => box_once(Err(Exn::from(Error::str(e)))),
+        })
+        .with_update(|cv, f| match cv.0.data().cx.budget.tick() {
+            Ok(()) => f(cv.1),
+            Err(e) => err(e),
+        }),
+    ));
+    out
 }
 
-/// Compiles `src` with the jq standard library and our built-ins.
-pub(crate) fn compile(src: &str) -> Result<JaqFilter, CompileError> {
+fn num_f64(n: &Num) -> f64 {
+    match n {
+        Num::Int(i) => *i as f64,
+        Num::Float(f) => *f,
+        other => other.to_string().parse().unwrap_or(f64::INFINITY),
+    }
+}
+
+/// `range($from; $upto; $by)` as jaq's native one, but counted in the budget.
+fn range(from: Val, to: Val, by: Val) -> impl Iterator<Item = Result<Val, Error<Val>>> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let cmp = by.partial_cmp(&Val::from(0usize)).unwrap_or(Equal);
+    let mut next = Some(Ok(from));
+    std::iter::from_fn(move || match next.take()? {
+        Ok(x) => {
+            let more = match cmp {
+                Greater => x < to,
+                Less => x > to,
+                Equal => x != to,
+            };
+            if more {
+                next = Some(x.clone() + by.clone());
+                Some(Ok(x))
+            } else {
+                None
+            }
+        }
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// Name of the native that spends one step of the budget and passes its input on.
+const TICK: &str = "__tick";
+
+/// Definitions that replace jaq's for mappings: counted `range`, depth-limited `fromjson`.
+const PRELUDE: &str = "
+def range($upto): __range(0; $upto; 1);
+def range($from; $upto): __range($from; $upto; 1);
+def range($from; $upto; $by): __range($from; $upto; $by);
+def fromjson: __fromjson;
+";
+
+fn call<'s>(name: &'s str, args: Vec<Term<&'s str>>) -> Term<&'s str> {
+    Term::Call(name, args)
+}
+
+fn pipe<'s>(l: Term<&'s str>, r: Term<&'s str>) -> Term<&'s str> {
+    Term::BinOp(Box::new(l), BinaryOp::Pipe(None), Box::new(r))
+}
+
+/// Puts a step of the budget at the start of every definition's body, before every call of a
+/// filter argument (`f` in `def map(f)`: a chain of them recurses without calling a `def`) and
+/// after every value collected by `[…]`, and routes `+` and `*` through the size-checked natives.
+fn instrument_def<'s>(d: Def<&'s str>) -> Def<&'s str> {
+    instrument_def_in(d, &mut Vec::new())
+}
+
+fn instrument_def_in<'s>(d: Def<&'s str>, params: &mut Vec<&'s str>) -> Def<&'s str> {
+    let outer = params.len();
+    params.extend(d.args.iter().filter(|a| !a.starts_with('$')));
+    let body = pipe(call(TICK, Vec::new()), instrument_in(d.body, params));
+    params.truncate(outer);
+    Def {
+        name: d.name,
+        args: d.args,
+        body,
+    }
+}
+
+fn instrument<'s>(t: Term<&'s str>) -> Term<&'s str> {
+    instrument_in(t, &mut Vec::new())
+}
+
+/// `params`: the filter arguments of the enclosing definitions.
+fn instrument_in<'s>(t: Term<&'s str>, params: &mut Vec<&'s str>) -> Term<&'s str> {
+    macro_rules! i {
+        ($t:expr) => {
+            Box::new(instrument_in(*$t, params))
+        };
+    }
+    match t {
+        Term::Def(defs, t) => {
+            let defs = defs
+                .into_iter()
+                .map(|d| instrument_def_in(d, params))
+                .collect();
+            Term::Def(defs, i!(t))
+        }
+        Term::Call(name, args) if args.is_empty() && params.contains(&name) => {
+            pipe(call(TICK, Vec::new()), Term::Call(name, args))
+        }
+        Term::Arr(Some(t)) => Term::Arr(Some(Box::new(pipe(
+            instrument_in(*t, params),
+            call(TICK, Vec::new()),
+        )))),
+        Term::BinOp(l, BinaryOp::Math(op @ (Math::Add | Math::Mul)), r) => call(
+            if matches!(op, Math::Add) { "__add" } else { "__mul" },
+            vec![instrument_in(*l, params), instrument_in(*r, params)],
+        ),
+        // `l op= r` is `r as $x | l |= . op $x`.
+        Term::BinOp(l, BinaryOp::UpdateMath(op @ (Math::Add | Math::Mul)), r) => {
+            let x = "$__update";
+            let name = if matches!(op, Math::Add) { "__add" } else { "__mul" };
+            Term::BinOp(
+                i!(r),
+                BinaryOp::Pipe(Some(Pattern::Var(x))),
+                Box::new(Term::BinOp(
+                    i!(l),
+                    BinaryOp::Update,
+                    Box::new(call(name, vec![Term::Id, Term::Var(x)])),
+                )),
+            )
+        }
+        Term::BinOp(l, op, r) => Term::BinOp(i!(l), op, i!(r)),
+        Term::Str(fmt, parts) => Term::Str(
+            fmt,
+            parts
+                .into_iter()
+                .map(|p| match p {
+                    StrPart::Term(t) => StrPart::Term(instrument_in(t, params)),
+                    p => p,
+                })
+                .collect(),
+        ),
+        Term::Obj(kvs) => Term::Obj(
+            kvs.into_iter()
+                .map(|(k, v)| (instrument_in(k, params), v.map(|v| instrument_in(v, params))))
+                .collect(),
+        ),
+        Term::Neg(t) => Term::Neg(i!(t)),
+        Term::Label(l, t) => Term::Label(l, i!(t)),
+        Term::Fold(kind, x, pat, ys) => {
+            Term::Fold(kind, i!(x), pat, ys.into_iter().map(|y| instrument_in(y, params)).collect())
+        }
+        Term::TryCatch(t, c) => Term::TryCatch(i!(t), c.map(|c| i!(c))),
+        Term::IfThenElse(bs, e) => Term::IfThenElse(
+            bs.into_iter()
+                .map(|(c, t)| (instrument_in(c, params), instrument_in(t, params)))
+                .collect(),
+            e.map(|e| i!(e)),
+        ),
+        Term::Call(name, args) => Term::Call(
+            name,
+            args.into_iter().map(|a| instrument_in(a, params)).collect(),
+        ),
+        Term::Path(base, path) => Term::Path(
+            i!(base),
+            jaq_core::path::Path(
+                path.0
+                    .into_iter()
+                    .map(|(part, opt)| {
+                        let part = match part {
+                            Part::Index(t) => Part::Index(instrument_in(t, params)),
+                            Part::Range(a, b) => Part::Range(
+                                a.map(|a| instrument_in(a, params)),
+                                b.map(|b| instrument_in(b, params)),
+                            ),
+                        };
+                        (part, opt)
+                    })
+                    .collect(),
+            ),
+        ),
+        t @ (Term::Id
+        | Term::Recurse
+        | Term::Num(_)
+        | Term::Arr(None)
+        | Term::Break(_)
+        | Term::Var(_)) => t,
+    }
+}
+
+/// Compiles a parsed expression with the jq standard library and our built-ins. The
+/// expression and the library's definitions are instrumented (see [`instrument`]) so that
+/// every record's evaluation is bounded by its [`crate::eval::Budget`].
+pub(crate) fn compile<'s>(main: Term<&'s str>) -> Result<JaqFilter, CompileError> {
+    let arena = Arena::default();
+    let ours = jaq_core::load::parse(PRELUDE, |p| p.defs())
+        .ok_or_else(|| CompileError("internal error: mapping prelude does not parse".into()))?;
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
+        .chain(jaq_json::defs())
+        .map(|d| -> Def<&'s str> { instrument_def(d) })
+        .chain(ours)
+        .chain([Def {
+            name: "__main",
+            args: Vec::new(),
+            body: instrument(main),
+        }]);
     let funs = jaq_core::funs::<Data>()
         .chain(jaq_std::funs::<Data>())
         .chain(jaq_json::funs::<Data>())
         .chain(natives());
     let loader = Loader::new(defs);
-    let arena = Arena::default();
     let program = File {
-        code: src,
+        code: "__main",
         path: (),
     };
     let modules = loader.load(&arena, program).map_err(|errs| {
@@ -189,18 +454,31 @@ pub(crate) fn run(
     cx: &EvalCx<'_>,
 ) -> Result<Option<Value>, EvalError> {
     let val = cx.jaq_input.get_or_init(|| from_json(input)).clone();
+    cx.budget.enter();
     let ctx = Ctx::<Data>::new(RunData { lut: &f.lut, cx }, Vars::new([]));
     let mut outs = f.id.run((ctx, val));
-    let first = match outs.next() {
+    let first = outs.next();
+    let second = match first {
+        Some(Ok(_)) => outs.next(),
+        _ => None,
+    };
+    drop(outs);
+    // A spent budget wins over whatever the expression made of its error (`try`, `?`).
+    if let Some(reason) = cx.budget.exceeded() {
+        return Err(EvalError { path: None, reason });
+    }
+    let first = match first {
         None => return Ok(None),
         Some(r) => r.map_err(exn_text)?,
     };
-    if let Some(second) = outs.next() {
+    if let Some(second) = second {
         let second = second.map_err(exn_text)?;
         return Err(EvalError {
             path: None,
             reason: format!(
-                "expression produced more than one value ({first}, {second}, …); wrap it in [ … ] to collect them"
+                "expression produced more than one value ({}, {}, …); wrap it in [ … ] to collect them",
+                eval::cut(&first.to_string()),
+                eval::cut(&second.to_string())
             ),
         });
     }
@@ -209,7 +487,7 @@ pub(crate) fn run(
 
 fn exn_text(e: Exn<'_, Val>) -> EvalError {
     let reason = match e.get_err() {
-        Ok(e) => e.to_string(),
+        Ok(e) => eval::clip(e.to_string()),
         Err(_) => "halt or break is not allowed in a mapping expression".to_owned(),
     };
     EvalError { path: None, reason }

@@ -28,6 +28,7 @@
 
 pub mod builtins;
 pub mod cli;
+mod eval;
 pub mod expr;
 mod jaqrt;
 pub mod mapping;
@@ -36,6 +37,10 @@ pub mod schema;
 pub mod shipped;
 
 pub use cli::{ApplyOptions, ApplyReport};
+pub use eval::{
+    Limits, MAX_ARRAY_LEN, MAX_EXPR_BYTES, MAX_EXPR_DEPTH, MAX_EXPR_NESTING, MAX_JSON_DEPTH,
+    MAX_QUOTE_CHARS, MAX_STACK_BYTES, MAX_STEPS, MAX_STRING_BYTES, MAX_TIME, MAX_YAML_DEPTH,
+};
 pub use expr::{Direction, Expr, Unresolved};
 pub use mapping::{FieldTrace, LoadError, LoadOptions, Mapped, Mapping, RecordError};
 pub use resolver::{MemoryResolver, NoLinks, XrefResolver};

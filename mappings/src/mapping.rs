@@ -1,6 +1,5 @@
 //! Mapping files: loading, checking and applying.
 
-use std::cell::{OnceCell, RefCell};
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -9,7 +8,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::expr::{Direction, EvalCx, Expr, Table, Tables, Unresolved};
+use crate::eval::{self, Direction, EvalCx, Limits, Table, Tables, Unresolved};
+use crate::expr::Expr;
 use crate::resolver::XrefResolver;
 use crate::schema::{self, Schema, Violation};
 
@@ -221,6 +221,8 @@ pub struct LoadOptions {
     /// Run every expression in jaq's interpreter instead of compiling the common shapes to
     /// direct evaluation. Same results, several times slower: for comparisons and benchmarks.
     pub jaq_only: bool,
+    /// Bounds on the file, its expressions and the evaluation of each record.
+    pub limits: Limits,
 }
 
 /// A loaded, compiled mapping between one vendor system and one canonical entity.
@@ -241,6 +243,7 @@ pub struct Mapping {
     to: Vec<Rule>,
     from: Vec<Rule>,
     schema: &'static Schema,
+    limits: Limits,
 }
 
 /// Finds lines of keys in the YAML text, for messages.
@@ -317,6 +320,82 @@ fn yaml_err(file: &str, e: &yaml_serde::Error) -> LoadError {
     }
 }
 
+/// Checks a mapping file's nesting before the YAML parser sees it (deep nesting makes the
+/// parser slow). Counts block levels by indentation (and `- ` items opening on one line) plus
+/// flow `[`/`{` outside quotes and comments; an over-estimate, never an under-estimate.
+/// The error gives the 1-based line and column where the limit is passed.
+fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let too_deep = |line: usize, col: usize| {
+        Err((
+            line,
+            col,
+            format!("nested deeper than {max} levels (the limit for mapping files)"),
+        ))
+    };
+    for (i, l) in text.lines().enumerate() {
+        let body = l.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - body.len();
+        let mut items = 0usize;
+        let mut rest = body;
+        while let Some(r) = rest.strip_prefix('-')
+            && (r.is_empty() || r.starts_with(' '))
+        {
+            items += 1;
+            rest = r.trim_start_matches(' ');
+        }
+        if flow == 0 {
+            while indents.last().is_some_and(|&top| top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        // Flow collections open where a value starts (line start, after `:`, `-`, `,`, `[`,
+        // `{`) or anywhere inside another one; quotes are plain text elsewhere (`don't`).
+        let (mut quote, mut escaped, mut prev) = (None, false, ' ');
+        let mut value_start = true;
+        for (col, c) in l.char_indices() {
+            if let Some(q) = quote {
+                if q == '"' && c == '\\' && !escaped {
+                    escaped = true;
+                    continue;
+                }
+                if c == q && !escaped {
+                    quote = None;
+                }
+                escaped = false;
+                continue;
+            }
+            match c {
+                ' ' | '\t' => {
+                    prev = c;
+                    continue;
+                }
+                '#' if prev == ' ' || prev == '\t' || col == 0 => break,
+                '"' | '\'' if value_start => quote = Some(c),
+                '[' | '{' if value_start || flow > 0 => {
+                    flow += 1;
+                    if indents.len() + items + flow > max {
+                        return too_deep(i + 1, col + 1);
+                    }
+                }
+                ']' | '}' if flow > 0 => flow -= 1,
+                _ => {}
+            }
+            value_start = matches!(c, ':' | '-' | ',' | '[' | '{') || (flow > 0 && c == '?');
+            prev = c;
+        }
+        if indents.len() + items + flow > max {
+            return too_deep(i + 1, indent + 1);
+        }
+    }
+    Ok(())
+}
+
 fn yaml_key_text(k: &yaml_serde::Value) -> Option<String> {
     match k {
         yaml_serde::Value::String(s) => Some(s.clone()),
@@ -356,6 +435,14 @@ impl Mapping {
 
     /// Like [`Mapping::from_str`], with options.
     pub fn from_str_with(name: &str, text: &str, options: &LoadOptions) -> Result<Self, LoadError> {
+        check_yaml_depth(text, options.limits.max_yaml_depth).map_err(|(line, column, message)| {
+            LoadError::Yaml {
+                file: name.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
         let raw: RawMapping = yaml_serde::from_str(text).map_err(|e| yaml_err(name, &e))?;
         let loc = Locator::new(text);
         let field_err =
@@ -435,17 +522,12 @@ impl Mapping {
         }
 
         let compile = |src: &str, line: usize, section: &str, field: &str| {
-            let compiled = if options.jaq_only {
-                Expr::compile_jaq(src, &tables)
-            } else {
-                Expr::compile(src, &tables)
-            };
-            compiled.map_err(|e| {
+            Expr::compile_limited(src, &tables, !options.jaq_only, &options.limits).map_err(|e| {
                 field_err(
                     line,
                     section,
                     field,
-                    format!("expression `{src}` does not compile: {e}"),
+                    format!("expression `{}` does not compile: {e}", eval::cut(src)),
                 )
             })
         };
@@ -551,6 +633,7 @@ impl Mapping {
             to,
             from,
             schema,
+            limits: options.limits.clone(),
         })
     }
 
@@ -668,14 +751,7 @@ impl Mapping {
                     violations,
                 })?;
         }
-        let cx = EvalCx {
-            resolver,
-            system: &self.system,
-            dir,
-            tables: &self.tables,
-            unresolved: RefCell::new(Vec::new()),
-            jaq_input: OnceCell::new(),
-        };
+        let cx = EvalCx::new(resolver, &self.system, dir, &self.tables, &self.limits);
         let filter = match dir {
             Direction::ToCanonical => &self.when,
             Direction::FromCanonical => &self.when_canonical,
@@ -748,14 +824,7 @@ impl Mapping {
                 })?;
         } else {
             // The vendor-side key is read from the vendor-shaped output.
-            let cx_out = EvalCx {
-                resolver,
-                system: &self.system,
-                dir,
-                tables: &self.tables,
-                unresolved: RefCell::new(Vec::new()),
-                jaq_input: OnceCell::new(),
-            };
+            let cx_out = EvalCx::new(resolver, &self.system, dir, &self.tables, &self.limits);
             key = self.eval_key(&record, &cx_out)?;
         }
         Ok(Mapped {
@@ -776,19 +845,12 @@ impl Mapping {
         self.rules(dir)
             .iter()
             .map(|rule| {
-                let cx = EvalCx {
-                    resolver,
-                    system: &self.system,
-                    dir,
-                    tables: &self.tables,
-                    unresolved: RefCell::new(Vec::new()),
-                    jaq_input: OnceCell::new(),
-                };
+                let cx = EvalCx::new(resolver, &self.system, dir, &self.tables, &self.limits);
                 let result = match rule.expr.eval(input, &cx) {
                     Ok(v) => Ok(v.map(std::borrow::Cow::into_owned)),
                     Err(e) => Err(match e.path {
-                        Some(p) => format!("{} [input path {p}]", e.reason),
-                        None => e.reason,
+                        Some(p) => format!("{} [input path {p}]", eval::clip(e.reason)),
+                        None => eval::clip(e.reason),
                     }),
                 };
                 let mut unresolved = cx.unresolved.into_inner();
@@ -805,6 +867,20 @@ impl Mapping {
                 }
             })
             .collect()
+    }
+
+    /// A vendor record's external id (the mapping's `key`) alone, without mapping its fields:
+    /// so a caller can still say which record failed to map. `None` when the key does not
+    /// evaluate to a non-empty string or a number.
+    pub fn key_of(&self, input: &Value) -> Option<String> {
+        let cx = EvalCx::new(
+            &crate::NoLinks,
+            &self.system,
+            Direction::ToCanonical,
+            &self.tables,
+            &self.limits,
+        );
+        self.eval_key(input, &cx).ok().flatten()
     }
 
     fn eval_key(&self, v: &Value, cx: &EvalCx<'_>) -> Result<Option<String>, RecordError> {
@@ -824,7 +900,7 @@ impl Mapping {
         field: &str,
         line: u32,
         expr: &Expr,
-        e: crate::expr::EvalError,
+        e: crate::eval::EvalError,
     ) -> RecordError {
         RecordError::Field {
             mapping: self.name.clone(),
@@ -834,8 +910,8 @@ impl Mapping {
                 .path
                 .or_else(|| expr.leading_path())
                 .unwrap_or_else(|| ".".to_owned()),
-            expr: expr.source().to_owned(),
-            reason: e.reason,
+            expr: eval::cut(expr.source()),
+            reason: eval::clip(e.reason),
         }
     }
 }

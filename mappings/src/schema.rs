@@ -155,7 +155,7 @@ impl Schema {
                 out.push(Violation {
                     field,
                     rule: rule.clone(),
-                    message: e.to_string(),
+                    message: crate::eval::clip(e.to_string()),
                 });
             }
         }

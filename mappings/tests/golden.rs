@@ -250,7 +250,10 @@ fn compiled_and_jaq_only_mappings_agree_on_the_fixtures() {
             items(&fixture("wecom-department-list.json"), "/department"),
         ),
     ];
-    let jaq_only = LoadOptions { jaq_only: true };
+    let jaq_only = LoadOptions {
+        jaq_only: true,
+        ..LoadOptions::default()
+    };
     for (name, records) in cases {
         let text = shipped::FILES
             .iter()

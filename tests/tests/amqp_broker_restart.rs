@@ -1,6 +1,8 @@
 //! While 5,000 messages flow, the RabbitMQ application is stopped and started
 //! (`rabbitmqctl stop_app` / `start_app`); afterwards every published message
-//! was handled at least once (counted by id). Kept alone in its own test binary
+//! was handled at least once (counted by id). The outage really fell mid-flow (fewer than
+//! all messages were published, and fewer than all handled, when the broker went down) and
+//! the queue really reconnected (a second connection). Kept alone in its own test binary
 //! because it takes the shared broker down.
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +27,15 @@ impl Handler for Counter {
     }
 }
 
+/// `huitong_queue_connections_total` as the process's recorder has it now.
+fn connections_metric() -> u64 {
+    let text = huitong::telemetry::metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("huitong_queue_connections_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
 fn rabbitmqctl(arg: &str) {
     let out = Command::new("rabbitmqctl")
         .arg(arg)
@@ -43,6 +54,8 @@ async fn broker_restart_loses_nothing() {
         return;
     };
     huitong::telemetry::init_logging("huitong=info,lapin=warn", huitong::config::LogFormat::Human);
+    // The recorder is installed before the first connection, so every one is counted.
+    huitong::telemetry::metrics();
     const TOTAL: usize = 5_000;
     const PUBLISHERS: usize = 8;
     let queue = Arc::new(
@@ -108,14 +121,27 @@ async fn broker_restart_loses_nothing() {
     while published.load(Ordering::Relaxed) < TOTAL / 5 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let at_stop = published.load(Ordering::Relaxed);
-    tokio::task::spawn_blocking(|| {
-        rabbitmqctl("stop_app");
-        std::thread::sleep(Duration::from_secs(2));
-        rabbitmqctl("start_app");
-    })
-    .await
-    .unwrap();
+    assert_eq!(queue.connections(), 1, "one connection before the outage");
+    let connections_before = connections_metric();
+    assert_eq!(connections_before, 1);
+    // Read once the broker is down (`stop_app` returned): what was published and handled
+    // by then.
+    let (at_stop, handled_at_stop) = {
+        let published = published.clone();
+        let counter = counter.clone();
+        tokio::task::spawn_blocking(move || {
+            rabbitmqctl("stop_app");
+            let down = (
+                published.load(Ordering::Relaxed),
+                counter.0.lock().unwrap().len(),
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            rabbitmqctl("start_app");
+            down
+        })
+        .await
+        .unwrap()
+    };
     let at_start = published.load(Ordering::Relaxed);
 
     let mut all = HashSet::new();
@@ -141,18 +167,36 @@ async fn broker_restart_loses_nothing() {
     let missing: Vec<&String> = all.iter().filter(|id| !counts.contains_key(*id)).collect();
     let duplicates = counts.values().filter(|c| **c > 1).count();
     println!(
-        "published {TOTAL} (stop at {at_stop}, start at {at_start}); handled {} distinct, {duplicates} more than once, {} missing",
+        "published {TOTAL} (stop at {at_stop}, start at {at_start}); handled {handled_at_stop} when the broker went down, \
+         {} distinct in all, {duplicates} more than once, {} missing; {} connections",
         counts.len(),
-        missing.len()
+        missing.len(),
+        queue.connections()
     );
     assert!(
         missing.is_empty(),
         "{} messages missing after the broker restart",
         missing.len()
     );
+    // The outage fell mid-flow: when the broker went down, messages were still to be
+    // published and to be handled…
     assert!(
         at_stop < TOTAL,
-        "the restart happened while messages were flowing"
+        "the broker went down while messages were still being published ({at_stop} of {TOTAL})"
+    );
+    assert!(
+        handled_at_stop < TOTAL,
+        "the broker went down while messages were still to be handled ({handled_at_stop} of {TOTAL})"
+    );
+    // …and the queue got through it by connecting again.
+    assert!(
+        queue.connections() >= 2,
+        "the queue reconnected after the restart ({} connections)",
+        queue.connections()
+    );
+    assert!(
+        connections_metric() >= connections_before + 1,
+        "huitong_queue_connections_total counts the reconnection"
     );
     consumer.shutdown().await;
     queue.delete_topology("flow").await.unwrap();

@@ -588,7 +588,9 @@ async fn wecom_url_verification_is_answered_through_the_hub() {
     let sig = crypt.signature(&ts, "1372623149", &echostr);
     let url = format!("{}/callbacks/wecom/wc", hub.base);
     let http = reqwest::Client::new();
-    let started = std::time::Instant::now();
+    // WeCom wants the answer within 1 s: how long it takes is measured by the
+    // `callback_verification` bench (tests/benches), against a baseline of the same run, not
+    // asserted here on a shared machine's wall clock.
     let r = http
         .get(&url)
         .query(&[
@@ -602,10 +604,6 @@ async fn wecom_url_verification_is_answered_through_the_hub() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), echo_plain.as_bytes());
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "WeCom wants the answer within 1 s"
-    );
 
     let r = http
         .get(&url)

@@ -36,12 +36,49 @@ async fn writes(base: &str) -> u64 {
     .await
 }
 
+/// `huitong_echo_suppressed_total{connector=…}` as the hub's recorder has it now (0 before the
+/// first echo of that connector).
+fn echoes(connector: &str) -> u64 {
+    let text = huitong::telemetry::metrics().render();
+    let series = format!("huitong_echo_suppressed_total{{connector=\"{connector}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until both sides' echo counters read `(hq, sub)`, and fails if either goes past it.
+async fn echoes_reach(what: &str, hq: u64, sub: u64) {
+    let mut now = (0, 0);
+    for _ in 0..300 {
+        now = (echoes("hq"), echoes("sub"));
+        if now.0 >= hq && now.1 >= sub {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(now, (hq, sub), "{what}: echoes (hq, sub)");
+}
+
+/// The events a sandbox emitted, once every one of them was delivered to huitong.
+async fn delivered_events(base: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    eventually(&format!("{base} delivered its events"), async || {
+        let events = get(&format!("{base}/_sandbox/events")).await;
+        out = events["events"].as_array().unwrap().clone();
+        out.iter().all(|e| e["delivery"] == "delivered")
+    })
+    .await;
+    out
+}
+
 async fn runs_of(store: &dyn huitong::store::Store, route: &str) -> usize {
     store.list_runs(Some(route), 1000).await.unwrap().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() {
+    huitong::telemetry::init_logging("huitong=debug", huitong::config::LogFormat::Human);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let (hub_listener, hub) = hub_listener().await;
 
@@ -111,13 +148,21 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         .await
         .unwrap();
     tokio::spawn(app.serve(hub_listener, until(rx.clone())));
-    // The first apply's own events (DingTalk's user_add_org …) are echoes too: let them drain.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The first apply's own events (DingTalk's user_add_org, org_dept_create …) are echoes too:
+    // every one of them is dropped as such, and Feishu, not written, has none.
+    assert_eq!((echoes("hq"), echoes("sub")), (0, 0));
+    let dt_events_before = delivered_events(&dingtalk).await.len();
+    eprintln!("DBG {:#}", get(&format!("{dingtalk}/_sandbox/org")).await);
+    assert!(dt_events_before > 0, "the first apply made DingTalk emit events");
+    echoes_reach(
+        "every event about the first apply dropped as an echo",
+        0,
+        dt_events_before as u64,
+    )
+    .await;
+    let sub_echoes = dt_events_before as u64;
     let back_runs = runs_of(&*store, "back").await;
-    let dt_events_before = get(&format!("{dingtalk}/_sandbox/events")).await["events"]
-        .as_array()
-        .unwrap()
-        .len();
+    let feishu_events_before = delivered_events(&feishu).await.len();
 
     // Renamed in Feishu: reaches DingTalk, whose event about it is an echo.
     console(
@@ -138,30 +183,22 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
             .is_some_and(|u| u["name"] == "改名的同事")
     })
     .await;
-    eventually("DingTalk delivered its event about our write", async || {
-        let events = get(&format!("{dingtalk}/_sandbox/events")).await;
-        let events = events["events"].as_array().unwrap();
-        events.len() > dt_events_before
-            && events[dt_events_before..]
-                .iter()
-                .all(|e| e["delivery"] == "delivered")
-    })
-    .await;
     let feishu_writes = writes(&feishu).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // DingTalk's one event about our write is dropped as an echo (and Feishu's console edit
+    // is none).
+    echoes_reach("DingTalk's event about the rename dropped", 0, sub_echoes + 1).await;
+    let sub_echoes = sub_echoes + 1;
+    assert_eq!(
+        delivered_events(&dingtalk).await.len(),
+        dt_events_before + 1,
+        "one DingTalk event about the rename"
+    );
     assert_eq!(
         runs_of(&*store, "back").await,
         back_runs,
         "the echo never reconciled the way back"
     );
     assert_eq!(writes(&feishu).await, feishu_writes, "nothing written back");
-    let metrics = huitong::telemetry::metrics().render();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("huitong_echo_suppressed_total{connector=\"sub\"}")),
-        "{metrics}"
-    );
 
     // After a restart (a handler with nothing in memory) the same event is still an echo.
     let events = get(&format!("{dingtalk}/_sandbox/events")).await;
@@ -179,6 +216,12 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
     let fresh = IngressHandler::new(config.clone(), store.clone(), queue.clone());
     assert!(matches!(fresh.handle(&envelope).await, Outcome::Ok));
     assert_eq!(fresh.echoes.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        (echoes("hq"), echoes("sub")),
+        (0, sub_echoes + 1),
+        "the fresh handler counted its echo"
+    );
+    let sub_echoes = sub_echoes + 1;
     assert_eq!(runs_of(&*store, "back").await, back_runs);
 
     // A change made in DingTalk is no echo: it travels back to Feishu.
@@ -186,6 +229,7 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
         .as_str()
         .unwrap()
         .to_owned();
+    let dt_events_before = delivered_events(&dingtalk).await.len();
     console(
         Method::PATCH,
         &format!("{dingtalk}/_sandbox/org/users/{dt_key}"),
@@ -198,10 +242,21 @@ async fn a_two_way_pair_drops_the_echo_of_its_own_writes_even_after_a_restart() 
     })
     .await;
     assert!(runs_of(&*store, "back").await > back_runs);
-    // …and Feishu's event about that write is an echo in turn: both sides settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // …and Feishu's event about that write is an echo in turn (DingTalk's console edit is
+    // none): both sides settle.
     let settled = (writes(&feishu).await, writes(&dingtalk).await);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    echoes_reach("Feishu's event about our write dropped", 1, sub_echoes).await;
+    assert_eq!(
+        delivered_events(&feishu).await.len(),
+        feishu_events_before + 2,
+        "Feishu emitted one event for the console rename and one for our write"
+    );
+    assert_eq!(
+        delivered_events(&dingtalk).await.len(),
+        dt_events_before + 1,
+        "DingTalk emitted only its console edit's event: nothing was written back to it"
+    );
+    assert_eq!((echoes("hq"), echoes("sub")), (1, sub_echoes));
     assert_eq!((writes(&feishu).await, writes(&dingtalk).await), settled);
 
     ingress.shutdown().await;

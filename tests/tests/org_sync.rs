@@ -1037,7 +1037,7 @@ async fn a_changed_email_and_a_renamed_department_update_in_place() {
     .await;
     let plan = setup.sync_once().await;
     for t in &plan.targets {
-        let kinds: Vec<(sync::Action, &str)> =
+        let kinds: Vec<(sync::Action, sync::Entity)> =
             t.steps.iter().map(|s| (s.action, s.entity)).collect();
         assert_eq!(
             kinds,
@@ -1106,7 +1106,7 @@ async fn deliver_to(
             run_id: run_id.to_owned(),
             target: target.into(),
             seq,
-            step: serde_json::to_value(sync::WireStep::of(step)).unwrap(),
+            step: sync::WireStep::of(step),
         },
     );
     handler.handle(&envelope).await
@@ -1397,7 +1397,7 @@ async fn user_count_with(base: &str, employee_no: &str) -> usize {
 async fn whole_route(
     ctx: &RouteContext,
     store: &dyn Store,
-    named: &[(&'static str, String)],
+    named: &[(sync::Entity, String)],
 ) -> bool {
     sync::plan_records(ctx, store, named)
         .await
@@ -1441,7 +1441,7 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
         )
         .await;
     };
-    let named = |ids: &[&str]| -> Vec<(&'static str, String)> {
+    let named = |ids: &[&str]| -> Vec<(sync::Entity, String)> {
         ids.iter()
             .map(|i| (sync::PERSON, (*i).to_owned()))
             .collect()
@@ -1451,7 +1451,10 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
     let p = sync::plan_records(ctx, store, &named(&[&u5]))
         .await
         .unwrap();
-    assert!(p.as_ref().is_some_and(|p| p.is_empty() && p.kind == "live"));
+    assert!(
+        p.as_ref()
+            .is_some_and(|p| p.is_empty() && p.kind == sync::PlanKind::Live)
+    );
 
     // Renamed and moved to another existing department: one update per target, the only
     // records read being that person on each side.

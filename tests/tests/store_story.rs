@@ -9,6 +9,7 @@ use huitong::store::{
     self, LinkOutcome, NewAudit, RecordWrite, RunStatus, StepStatus, Store, UpsertOutcome, Xref,
     content_hash,
 };
+use huitong_schedules::{FireOutcome, FireStatus};
 use huitong_tests::{PgDatabase, service_url};
 use serde_json::json;
 
@@ -457,13 +458,110 @@ async fn story(store: Arc<dyn Store>) {
     );
 }
 
+/// The schedules' fires (`FireStore`) as two huitong nodes see them: `a` and `b` are two stores
+/// opened on one database (two pools, as two processes). Both race to claim the same fire and
+/// exactly one wins; the winner records the outcome and both read it back.
+async fn fires(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    const FIRE: i64 = 1_700_000_000_000;
+    assert!(a.last_fire("nightly").await.unwrap().is_none());
+    assert!(a.recent_fires("nightly", 10).await.unwrap().is_empty());
+
+    // Both nodes claim the same fire at the same moment, several fire times over: each time
+    // exactly one of them wins.
+    for round in 0..20i64 {
+        let t = FIRE + round * 60_000;
+        let (won_a, won_b) = tokio::join!(
+            a.claim_fire("nightly", t, "node-a", t + 5),
+            b.claim_fire("nightly", t, "node-b", t + 7),
+        );
+        let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+        assert!(won_a ^ won_b, "fire {round}: a won {won_a}, b won {won_b}");
+        // A late claim (either node) loses and changes nothing.
+        assert!(!a.claim_fire("nightly", t, "node-a", t + 9).await.unwrap());
+        assert!(!b.claim_fire("nightly", t, "node-b", t + 9).await.unwrap());
+        let holder = if won_a { "node-a" } else { "node-b" };
+        let claimed_at = if won_a { t + 5 } else { t + 7 };
+        let seen = b.last_fire("nightly").await.unwrap().unwrap();
+        assert_eq!(
+            (seen.holder.as_str(), seen.claimed_at_ms, seen.status),
+            (holder, claimed_at, FireStatus::Fired),
+            "fire {round}"
+        );
+    }
+    let last = FIRE + 19 * 60_000;
+
+    // The winner of the last fire records its outcome; the other node reads it back.
+    let winner = a.last_fire("nightly").await.unwrap().unwrap();
+    let (mine, other) = if winner.holder == "node-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    mine.record_outcome(
+        "nightly",
+        last,
+        &FireOutcome {
+            status: FireStatus::Succeeded,
+            finished_at_ms: last + 1_000,
+            error: None,
+            detail: Some("12 created".into()),
+            missed_count: 2,
+        },
+    )
+    .await
+    .unwrap();
+    let done = other.last_fire("nightly").await.unwrap().unwrap();
+    assert_eq!(done.fire_time_ms, last);
+    assert_eq!(done.holder, winner.holder);
+    assert_eq!(done.status, FireStatus::Succeeded);
+    assert_eq!(done.finished_at_ms, Some(last + 1_000));
+    assert_eq!(done.detail.as_deref(), Some("12 created"));
+    assert_eq!(done.error, None);
+    assert_eq!(done.missed_count, 2);
+    // A failed fire keeps its error.
+    other
+        .record_outcome(
+            "nightly",
+            FIRE,
+            &FireOutcome {
+                status: FireStatus::Failed,
+                finished_at_ms: FIRE + 500,
+                error: Some("vendor 502".into()),
+                detail: None,
+                missed_count: 0,
+            },
+        )
+        .await
+        .unwrap();
+
+    // Newest first, limited; another schedule's fires are apart.
+    let recent = a.recent_fires("nightly", 3).await.unwrap();
+    let times: Vec<i64> = recent.iter().map(|f| f.fire_time_ms).collect();
+    assert_eq!(times, [last, last - 60_000, last - 120_000]);
+    assert_eq!(recent[0].status, FireStatus::Succeeded);
+    assert_eq!(recent[1].status, FireStatus::Fired);
+    let all = b.recent_fires("nightly", 100).await.unwrap();
+    assert_eq!(all.len(), 20);
+    let first = all.last().unwrap();
+    assert_eq!(
+        (first.fire_time_ms, first.status, first.error.as_deref()),
+        (FIRE, FireStatus::Failed, Some("vendor 502"))
+    );
+    assert!(b.claim_fire("weekly", FIRE, "node-b", FIRE).await.unwrap());
+    assert_eq!(a.recent_fires("nightly", 100).await.unwrap().len(), 20);
+    assert_eq!(a.recent_fires("weekly", 100).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn store_story_sqlite() {
     let dir = tempfile_dir();
     let url = format!("sqlite://{}/nested/huitong.db", dir.display());
     let store = store::open(&db(&url)).await.unwrap();
     assert_eq!(store.backend(), "sqlite");
-    story(store).await;
+    story(store.clone()).await;
+    // A second node on the same file.
+    let other = store::open(&db(&url)).await.unwrap();
+    fires(store, other).await;
     // The file was created (with its missing parent directory) and is in WAL mode.
     assert!(dir.join("nested/huitong.db").exists());
     let again = store::SqliteStore::connect(&url, 1).await.unwrap();
@@ -483,7 +581,10 @@ async fn store_story_postgres() {
     let pg = PgDatabase::create(&admin).await.unwrap();
     let store = store::open(&db(&pg.url)).await.unwrap();
     assert_eq!(store.backend(), "postgres");
-    story(store).await;
+    story(store.clone()).await;
+    // A second node on the same database.
+    let other = store::open(&db(&pg.url)).await.unwrap();
+    fires(store, other).await;
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

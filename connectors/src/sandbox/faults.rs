@@ -10,6 +10,9 @@
 //!       | "lost=" RATE                 the call is carried out but its reply is lost: the
 //!                                      caller gets a server error (as from a gateway that
 //!                                      timed out after the write committed) and may retry
+//!       | "late=" RATE ["@" DURATION]  the call is carried out at once and its reply held
+//!                                      back DURATION (default 2s): the caller's write is
+//!                                      done while it still waits for the answer
 //!       | "seed=" N                    PRNG seed, for reproducible runs (default 1)
 //! RATE := a fraction 0..1 ("0.1") or a percentage ("10%")
 //! ```
@@ -29,6 +32,9 @@ pub struct FaultSpec {
     pub slow_delay: Duration,
     /// Calls carried out whose reply is replaced by a server error.
     pub lost_reply: f64,
+    /// Calls carried out whose reply is then held back `late_delay`.
+    pub late_reply: f64,
+    pub late_delay: Duration,
     pub seed: u64,
 }
 
@@ -42,6 +48,8 @@ impl Default for FaultSpec {
             slow: 0.0,
             slow_delay: Duration::from_secs(2),
             lost_reply: 0.0,
+            late_reply: 0.0,
+            late_delay: Duration::from_secs(2),
             seed: 1,
         }
     }
@@ -126,7 +134,7 @@ impl FaultSpec {
                 }
                 "token" => out.token_expiry = parse_rate(item, v)?,
                 "lost" => out.lost_reply = parse_rate(item, v)?,
-                "slow" => {
+                "slow" | "late" => {
                     let (rate, delay) = match v.split_once('@') {
                         Some((r, d)) => (
                             r,
@@ -135,8 +143,13 @@ impl FaultSpec {
                         ),
                         None => (v, Duration::from_secs(2)),
                     };
-                    out.slow = parse_rate(item, rate)?;
-                    out.slow_delay = delay;
+                    if k.trim() == "slow" {
+                        out.slow = parse_rate(item, rate)?;
+                        out.slow_delay = delay;
+                    } else {
+                        out.late_reply = parse_rate(item, rate)?;
+                        out.late_delay = delay;
+                    }
                 }
                 "seed" => {
                     out.seed = v
@@ -146,7 +159,7 @@ impl FaultSpec {
                 }
                 _ => {
                     return Err(err(
-                        "unknown fault (expected 5xx, 429, token, slow, lost, seed)",
+                        "unknown fault (expected 5xx, 429, token, slow, lost, late, seed)",
                     ));
                 }
             }
@@ -160,6 +173,7 @@ impl FaultSpec {
             && self.token_expiry == 0.0
             && self.slow == 0.0
             && self.lost_reply == 0.0
+            && self.late_reply == 0.0
     }
 }
 
@@ -184,6 +198,8 @@ pub struct FaultPlan {
     pub fault: Option<Fault>,
     /// Carry the call out, then answer with a server error instead of its reply.
     pub lose_reply: bool,
+    /// Carry the call out, then hold its reply back this long.
+    pub late_reply: Option<Duration>,
 }
 
 struct InjectorState {
@@ -234,6 +250,12 @@ impl FaultInjector {
         } else {
             1.0
         };
+        // Drawn last and only when asked for, like `lost`.
+        let r_late = if self.spec.late_reply > 0.0 {
+            draw()
+        } else {
+            1.0
+        };
         let fault = if st.burst_left > 0 {
             st.burst_left -= 1;
             Some(Fault::RateLimited)
@@ -248,10 +270,13 @@ impl FaultInjector {
             None
         };
         let lose_reply = fault.is_none() && r_lost < self.spec.lost_reply;
+        let late_reply =
+            (fault.is_none() && r_late < self.spec.late_reply).then_some(self.spec.late_delay);
         FaultPlan {
             delay,
             fault,
             lose_reply,
+            late_reply,
         }
     }
 }
@@ -262,9 +287,18 @@ mod tests {
 
     #[test]
     fn parses_full_spec() {
-        let s = FaultSpec::parse("5xx=0.05, 429=2%x5,token=0.01,slow=0.1@300ms,lost=3%,seed=9")
-            .unwrap();
+        let s = FaultSpec::parse(
+            "5xx=0.05, 429=2%x5,token=0.01,slow=0.1@300ms,lost=3%,late=4%@1500ms,seed=9",
+        )
+        .unwrap();
         assert_eq!(s.lost_reply, 0.03);
+        assert_eq!(s.late_reply, 0.04);
+        assert_eq!(s.late_delay, Duration::from_millis(1500));
+        assert!(!FaultSpec::parse("late=1%").unwrap().is_none());
+        assert_eq!(
+            FaultSpec::parse("late=1%").unwrap().late_delay,
+            Duration::from_secs(2)
+        );
         assert_eq!(s.server_error, 0.05);
         assert!((s.rate_limit - 0.02).abs() < 1e-12);
         assert_eq!(s.rate_limit_burst, 5);
@@ -282,6 +316,8 @@ mod tests {
             "5xx=2",
             "429=0.1x0",
             "slow=0.1@fast",
+            "late=2",
+            "late=0.1@soon",
             "boom=0.1",
             "seed=x",
             "token=-1",

@@ -95,7 +95,7 @@ impl SandboxCore {
 
     /// What every vendor's gate does once the caller's token passed: injects the planned faults
     /// (a delay, a server error, a 429, an expired token — `expire_token` drops it — or a reply
-    /// lost after the call was carried out), applies the vendor's limits (`limit`: the refusal
+    /// lost or held back after the call was carried out), applies the vendor's limits (`limit`: the refusal
     /// to answer), and otherwise answers with `call`.
     pub(crate) async fn gated(
         &self,
@@ -129,6 +129,11 @@ impl SandboxCore {
             return r;
         }
         let reply = call.await;
+        if let Some(d) = plan.late_reply {
+            // Carried out; the answer takes its time coming back.
+            self.count_fault("late");
+            tokio::time::sleep(d).await;
+        }
         if plan.lose_reply {
             // Carried out; the reply is lost on the way back.
             self.count_fault("lost");

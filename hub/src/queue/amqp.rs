@@ -253,6 +253,7 @@ impl Inner {
             publishers.push(tokio::sync::Mutex::new(ch));
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        metric::connected();
         tracing::info!(url = %redact_url(url), generation, "connected to RabbitMQ");
         Ok(Arc::new(Link {
             generation,
@@ -456,6 +457,13 @@ impl AmqpQueue {
         });
         inner.link().await?;
         Ok(AmqpQueue { inner })
+    }
+
+    /// Connections to the broker made so far (the first one included): the generation of the
+    /// newest connection. More than 1 means the queue reconnected at least once. Also counted
+    /// process-wide as `huitong_queue_connections_total`.
+    pub fn connections(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// Delete a work queue with its retry tiers and DLQ from the broker (messages included).

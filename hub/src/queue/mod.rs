@@ -70,23 +70,14 @@ pub enum Task {
         deleted: bool,
     },
     /// One step of a `sync apply` run: write one record to one target of a route
-    /// (`step` is a `sync::WireStep`; `seq` numbers it within the run).
+    /// (`seq` numbers it within the run).
     #[serde(rename = "apply_step.v1")]
     ApplyStepV1 {
         route: String,
         run_id: String,
         target: String,
         seq: i64,
-        step: Value,
-    },
-    /// Bring one target of a route up to a canonical version.
-    #[serde(rename = "deliver.v1")]
-    DeliverV1 {
-        route: String,
-        target: String,
-        entity: String,
-        canonical_id: String,
-        version: i64,
+        step: crate::model::WireStep,
     },
 }
 
@@ -348,6 +339,10 @@ pub(crate) mod metric {
     pub fn dead_lettered(queue: &str) {
         metrics::counter!("huitong_queue_dead_lettered_total", "queue" => queue.to_owned())
             .increment(1);
+    }
+    /// A connection to the broker made (the first one and every reconnection).
+    pub fn connected() {
+        metrics::counter!("huitong_queue_connections_total").increment(1);
     }
     pub fn lag(queue: &str, n: u64) {
         metrics::gauge!("huitong_queue_lag", "queue" => queue.to_owned()).set(n as f64);

@@ -29,16 +29,17 @@ use tracing::Instrument;
 
 use futures_util::StreamExt;
 use huitong_connectors::ConnectorError;
-use huitong_connectors::capability::Entity;
 use huitong_mappings::{Direction, Mapping};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::Mappings;
 use super::{
-    Action, DEPARTMENT, Endpoint, Plan, RouteContext, SideResolver, Step, SyncError, echo_hash,
+    Endpoint, Plan, PlanKind, RouteContext, RunKind, SideResolver, Step, SyncError, echo_hash,
 };
+use crate::model::{Action, Entity, WireStep};
 use crate::queue::{self, Envelope, Handler, Outcome, Queue, Task};
 use crate::store::{
     LinkOutcome, RecordWrite, RunStatus, StepStatus, Store, StoreError, Xref, now_ms,
@@ -55,30 +56,11 @@ pub struct ApplyReport {
 /// Called as steps finish (for a progress bar): (done, total).
 pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-/// A plan step as it travels in an `ApplyStepV1` task: everything a handler needs to write
-/// it without the plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireStep {
-    pub action: Action,
-    pub entity: String,
-    pub canonical_id: String,
-    pub name: String,
-    /// The record's id in the target (absent for creates).
-    pub target_id: Option<String>,
-    /// Record the link before writing (a first match by rules).
-    pub link_first: bool,
-    /// List fields the source emptied: sent as `[]` (a missing field would leave them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub emptied: Vec<String>,
-    /// The canonical record to write.
-    pub record: Value,
-}
-
 impl WireStep {
     pub fn of(step: &Step) -> Self {
         WireStep {
             action: step.action,
-            entity: step.entity.to_owned(),
+            entity: step.entity,
             canonical_id: step.canonical_id.clone(),
             name: step.name.clone(),
             target_id: step.target_id.clone(),
@@ -91,21 +73,6 @@ impl WireStep {
                 .collect(),
             record: step.record.value(),
         }
-    }
-
-    fn action_name(&self) -> String {
-        format!("{:?}", self.action).to_lowercase()
-    }
-}
-
-/// The wave a step belongs to: steps of one wave do not depend on each other.
-pub(super) fn wave_of(s: &Step) -> (u8, i64) {
-    let removal = matches!(s.action, Action::Disable | Action::Delete);
-    match (s.entity, removal) {
-        (DEPARTMENT, false) => (0, s.depth as i64),
-        (super::PERSON, false) => (1, s.depth as i64),
-        (super::PERSON, true) => (2, 0),
-        _ => (3, -(s.depth as i64)),
     }
 }
 
@@ -166,16 +133,18 @@ pub async fn apply_until(
         }
     }
     let route = &ctx.route.name;
-    let run = store.start_run(route, plan.run_kind, now_ms()).await?;
+    let run = store
+        .start_run(route, plan.run_kind.as_str(), now_ms())
+        .await?;
     // An older full run of this route still marked running (its coordinator died or is still
     // waiting): this plan was made from the state that run left, so it takes over. (A live
     // run — the few records of one event — supersedes nothing and is superseded by nothing.)
     // Full runs are recorded as apply, scheduled or reconcile, by what started them.
-    let superseding = plan.kind == "reconcile";
+    let superseding = plan.kind == PlanKind::Reconcile;
     let mut superseded = false;
     for old in store.list_runs(Some(route), 200).await? {
         if superseding
-            && old.kind != super::run_kind::LIVE
+            && old.kind != RunKind::Live.as_str()
             && old.status == RunStatus::Running
             && old.id != run.id
         {
@@ -257,7 +226,7 @@ async fn carry_out(
         store
             .upsert_record(
                 &RecordWrite {
-                    entity: (*entity).to_owned(),
+                    entity: entity.as_str().to_owned(),
                     id: id.to_owned(),
                     data: record.value(),
                     source_system: Some(ctx.source.name.clone()),
@@ -267,7 +236,7 @@ async fn carry_out(
                 now_ms(),
             )
             .await?;
-        link(store, entity, id, &ctx.source.name, external, None).await?;
+        link(store, *entity, id, &ctx.source.name, external, None).await?;
     }
 
     // Number the steps (target by target, in plan order) and cut them into waves.
@@ -283,7 +252,7 @@ async fn carry_out(
     let total = numbered.len();
     let mut waves: BTreeMap<(u8, i64), Vec<Numbered>> = BTreeMap::new();
     for n in &numbered {
-        waves.entry(wave_of(n.2)).or_default().push(*n);
+        waves.entry(n.2.wave()).or_default().push(*n);
     }
     let mut waiter = Waiter {
         store,
@@ -319,7 +288,7 @@ async fn carry_out(
     let people: HashMap<&str, &super::Canon> = plan
         .source_records
         .iter()
-        .filter(|(e, _, _)| *e == super::PERSON)
+        .filter(|(e, _, _)| *e == Entity::Person)
         .filter_map(|(_, _, c)| Some((c.get("id")?, &**c)))
         .collect();
     let led_by_people = |target: &str, step: &Step| -> bool {
@@ -330,7 +299,7 @@ async fn carry_out(
         let record = step.record.value();
         let leaders = record.get("leader_ids").and_then(Value::as_array);
         carries
-            && step.entity == DEPARTMENT
+            && step.entity == Entity::Department
             && leaders.is_some_and(|ls| {
                 ls.iter().all(|l| {
                     l.as_str().and_then(|l| people.get(l)).is_some_and(|p| {
@@ -379,7 +348,7 @@ async fn carry_out(
     for (_, _, s) in &numbered {
         *report
             .counts
-            .entry(format!("{:?}", s.action).to_lowercase())
+            .entry(s.action.as_str().to_owned())
             .or_default() += 1;
     }
     for r in store.run_steps(run_id, Some(StepStatus::Failed)).await? {
@@ -429,8 +398,6 @@ async fn publish_wave(
     let deliver = &deliver;
     let mut inflight = futures_util::stream::FuturesUnordered::new();
     for (seq, target, step) in items {
-        let step = serde_json::to_value(&step)
-            .map_err(|e| SyncError::Config(format!("encoding a step: {e}")))?;
         // One lane per target: a consumer writes to one vendor in order.
         let envelope = Envelope::new(
             target.clone(),
@@ -604,12 +571,8 @@ impl StepHandler {
         run_id: &str,
         target: &str,
         seq: i64,
-        step: &Value,
+        step: &WireStep,
     ) -> Outcome {
-        let step: WireStep = match serde_json::from_value(step.clone()) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Permanent(format!("cannot decode the step: {e}")),
-        };
         match self.running(run_id).await {
             Ok(true) => {}
             Ok(false) => {
@@ -626,7 +589,7 @@ impl StepHandler {
         };
         let store = &*self.store;
         let row = match store
-            .begin_step(run_id, seq, target, &step.action_name(), now_ms())
+            .begin_step(run_id, seq, target, step.action.as_str(), now_ms())
             .await
         {
             Ok(r) => r,
@@ -649,14 +612,14 @@ impl StepHandler {
                 // went through. Not linked: the record may exist in the target with its link
                 // lost — never create blindly.
                 return match store
-                    .find_by_canonical(&step.entity, target, &step.canonical_id)
+                    .find_by_canonical(step.entity.as_str(), target, &step.canonical_id)
                     .await
                 {
                     Ok(Some(_)) => finish(StepStatus::Done, None).await,
                     // Keyed creates are idempotent: repeating one cannot make a second record.
-                    Ok(None) if endpoint.directory.keyed_creates(step_entity(&step)) => {
+                    Ok(None) if endpoint.directory.keyed_creates(step.entity.vendor()) => {
                         tracing::info!(run = %run_id, seq, target, name = %step.name, "create interrupted earlier; repeated with its key");
-                        self.write(endpoint, envelope, run_id, target, seq, &step)
+                        self.write(endpoint, envelope, run_id, target, seq, step)
                             .await
                     }
                     Ok(None) => {
@@ -681,7 +644,7 @@ impl StepHandler {
             }
             StepStatus::Started => {}
         }
-        self.write(endpoint, envelope, run_id, target, seq, &step)
+        self.write(endpoint, envelope, run_id, target, seq, step)
             .await
     }
 
@@ -762,7 +725,7 @@ impl Handler for StepHandler {
 
 pub(super) async fn link(
     store: &dyn Store,
-    entity: &str,
+    entity: Entity,
     canonical: &str,
     system: &str,
     external: &str,
@@ -771,7 +734,7 @@ pub(super) async fn link(
     let outcome = store
         .link(
             &Xref {
-                entity: entity.to_owned(),
+                entity: entity.as_str().to_owned(),
                 canonical_id: canonical.to_owned(),
                 system: system.to_owned(),
                 external_id: external.to_owned(),
@@ -786,35 +749,52 @@ pub(super) async fn link(
         LinkOutcome::AlreadyLinked => {
             if let Some(h) = written_hash {
                 store
-                    .set_written_hash(entity, system, external, &h, now_ms())
+                    .set_written_hash(entity.as_str(), system, external, &h, now_ms())
                     .await?;
             }
             Ok(())
         }
-        LinkOutcome::ExternalTaken { canonical_id } => Err(SyncError::Config(format!(
-            "{system} {entity} {external} is already linked to {canonical_id}, not {canonical}"
-        ))),
-        LinkOutcome::CanonicalTaken { external_id } => Err(SyncError::Config(format!(
-            "{canonical} is already linked to {system} {entity} {external_id}, not {external}"
-        ))),
+        LinkOutcome::ExternalTaken { canonical_id } => Err(SyncError::ExternalLinked {
+            system: system.to_owned(),
+            entity,
+            external_id: external.to_owned(),
+            linked: canonical_id,
+            wanted: canonical.to_owned(),
+        }),
+        LinkOutcome::CanonicalTaken { external_id } => Err(SyncError::CanonicalLinked {
+            system: system.to_owned(),
+            entity,
+            canonical_id: canonical.to_owned(),
+            linked: external_id,
+            wanted: external.to_owned(),
+        }),
     }
 }
 
+/// Why one step could not be written.
 #[derive(Debug, thiserror::Error)]
 enum StepError {
+    /// The vendor refused or failed the write.
     #[error(transparent)]
-    Connector(#[from] ConnectorError),
+    Vendor(#[from] ConnectorError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The record could not be mapped for the target.
     #[error("mapping: {0}")]
     Mapping(String),
+    /// An update of a record the target has no id for.
+    #[error("{canonical_id} has no id in {target}")]
+    NoTargetId {
+        canonical_id: String,
+        target: String,
+    },
 }
 
 impl StepError {
     /// Worth trying again later (the vendor or the store was briefly unavailable).
     fn is_transient(&self) -> bool {
         match self {
-            StepError::Connector(e) => e.is_transient(),
+            StepError::Vendor(e) => e.is_transient(),
             StepError::Sync(SyncError::Store(_)) => true,
             _ => false,
         }
@@ -853,25 +833,21 @@ async fn map_for(
         refetched = true;
         let mut found = false;
         for u in missing {
+            // A reference to an entity the hub does not know is left unresolved.
+            let Some(entity) = Entity::parse(&u.entity) else {
+                continue;
+            };
             if let Some(x) = store
-                .find_by_canonical(&u.entity, &resolver.system, &u.id)
+                .find_by_canonical(entity.as_str(), &resolver.system, &u.id)
                 .await?
             {
-                resolver.insert(&u.entity, &x.external_id, &u.id);
+                resolver.insert(entity, &x.external_id, &u.id);
                 found = true;
             }
         }
         if !found {
             return Ok((mapped.record, true));
         }
-    }
-}
-
-/// The vendor entity a step writes.
-fn step_entity(step: &WireStep) -> Entity {
-    match step.entity.as_str() {
-        DEPARTMENT => Entity::Department,
-        _ => Entity::User,
     }
 }
 
@@ -882,31 +858,22 @@ async fn apply_step(
     store: &dyn Store,
     step: &WireStep,
 ) -> Result<bool, StepError> {
-    let (mapping, entity) = match step.entity.as_str() {
-        DEPARTMENT => (&target.department, Entity::Department),
-        _ => (&target.person, Entity::User),
-    };
+    let maps = target.mappings();
+    let mapping = maps.of(step.entity);
+    let entity = step.entity;
     if step.link_first
         && let Some(tid) = &step.target_id
     {
-        link(
-            store,
-            &step.entity,
-            &step.canonical_id,
-            &target.name,
-            tid,
-            None,
-        )
-        .await?;
-        resolver.insert(&step.entity, tid, &step.canonical_id);
+        link(store, entity, &step.canonical_id, &target.name, tid, None).await?;
+        resolver.insert(entity, tid, &step.canonical_id);
     }
     let written_hash = echo_hash(mapping, &step.record);
     match step.action {
         Action::Link => Ok(false),
         Action::Delete => {
             if let Some(tid) = &step.target_id {
-                target.directory.delete(entity, tid).await?;
-                store.unlink(&step.entity, &target.name, tid).await?;
+                target.directory.delete(entity.vendor(), tid).await?;
+                store.unlink(entity.as_str(), &target.name, tid).await?;
             }
             Ok(false)
         }
@@ -914,17 +881,17 @@ async fn apply_step(
             // Already linked in the target: another step created it since the plan was made
             // (a step of an older run still queued, or one of a concurrent run). Write the
             // plan's record to it instead of creating a second one.
-            let existing = match resolver.external(&step.entity, &step.canonical_id) {
+            let existing = match resolver.external(entity, &step.canonical_id) {
                 Some(t) => Some(t),
                 None => store
-                    .find_by_canonical(&step.entity, &target.name, &step.canonical_id)
+                    .find_by_canonical(entity.as_str(), &target.name, &step.canonical_id)
                     .await?
                     .map(|x| x.external_id),
             };
             if let Some(tid) = existing {
-                tracing::info!(entity = %step.entity, canonical = %step.canonical_id, target = %target.name, id = %tid, "created meanwhile by another step; updated instead");
-                resolver.insert(&step.entity, &tid, &step.canonical_id);
-                return update(target, resolver, store, step, &tid, written_hash).await;
+                tracing::info!(entity = %entity, canonical = %step.canonical_id, target = %target.name, id = %tid, "created meanwhile by another step; updated instead");
+                resolver.insert(entity, &tid, &step.canonical_id);
+                return update(target, &maps, resolver, store, step, &tid, written_hash).await;
             }
             let (mapped, unresolved) =
                 map_for(mapping, &step.record, resolver, store, &step.canonical_id).await?;
@@ -932,39 +899,37 @@ async fn apply_step(
             // create returns the first record instead of making a second one.
             let tid = target
                 .directory
-                .create_keyed(entity, without_nulls(mapped), &step.canonical_id)
+                .create_keyed(entity.vendor(), without_nulls(mapped), &step.canonical_id)
                 .await?;
             link(
                 store,
-                &step.entity,
+                entity,
                 &step.canonical_id,
                 &target.name,
                 &tid,
                 Some(written_hash),
             )
             .await?;
-            resolver.insert(&step.entity, &tid, &step.canonical_id);
+            resolver.insert(entity, &tid, &step.canonical_id);
             Ok(unresolved)
         }
         Action::Update | Action::Move | Action::Disable => {
             let tid = match step
                 .target_id
                 .clone()
-                .or_else(|| resolver.external(&step.entity, &step.canonical_id))
+                .or_else(|| resolver.external(entity, &step.canonical_id))
             {
                 Some(t) => t,
                 None => store
-                    .find_by_canonical(&step.entity, &target.name, &step.canonical_id)
+                    .find_by_canonical(entity.as_str(), &target.name, &step.canonical_id)
                     .await?
                     .map(|x| x.external_id)
-                    .ok_or_else(|| {
-                        StepError::Mapping(format!(
-                            "{} has no id in {}",
-                            step.canonical_id, target.name
-                        ))
+                    .ok_or_else(|| StepError::NoTargetId {
+                        canonical_id: step.canonical_id.clone(),
+                        target: target.name.clone(),
                     })?,
             };
-            update(target, resolver, store, step, &tid, written_hash).await
+            update(target, &maps, resolver, store, step, &tid, written_hash).await
         }
     }
 }
@@ -973,32 +938,41 @@ async fn apply_step(
 /// not be resolved yet.
 async fn update(
     target: &Endpoint,
+    maps: &Mappings,
     resolver: &SideResolver,
     store: &dyn Store,
     step: &WireStep,
     tid: &str,
     written_hash: String,
 ) -> Result<bool, StepError> {
-    let (mapping, entity) = match step.entity.as_str() {
-        DEPARTMENT => (&target.department, Entity::Department),
-        _ => (&target.person, Entity::User),
-    };
     let mut record = step.record.clone();
     if let Some(obj) = record.as_object_mut() {
         for field in &step.emptied {
             obj.insert(field.clone(), json!([]));
         }
     }
-    let (mapped, unresolved) =
-        map_for(mapping, &record, resolver, store, &step.canonical_id).await?;
+    let (mapped, unresolved) = map_for(
+        maps.of(step.entity),
+        &record,
+        resolver,
+        store,
+        &step.canonical_id,
+    )
+    .await?;
     // Recorded before the write: the vendor's event about it may arrive before the write call
     // returns, and must already be recognised as our echo.
     store
-        .set_written_hash(&step.entity, &target.name, tid, &written_hash, now_ms())
+        .set_written_hash(
+            step.entity.as_str(),
+            &target.name,
+            tid,
+            &written_hash,
+            now_ms(),
+        )
         .await?;
     target
         .directory
-        .update(entity, tid, without_nulls(mapped))
+        .update(step.entity.vendor(), tid, without_nulls(mapped))
         .await?;
     Ok(unresolved)
 }

@@ -1,0 +1,669 @@
+//! Planning one target, given both sides as read: pair ([`super::pair`]), then turn each
+//! pair's [`diff`] into an update or a move, each unpaired source record into a create, and
+//! each linked target record the source no longer holds into a removal — or a conflict where
+//! the target could not take it (too deep, a value its vendor keeps unique, a leaver it cannot
+//! disable). Pure: no connection, no store; [`TargetRules`] is all it knows of the route.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::canon::{Canon, Rec};
+use super::diff::{diff, drop_unreachable};
+use super::pair::{self, Pairing};
+use super::plan::{Conflict, ConflictKind, Step, TargetPlan};
+use super::read::Side;
+use super::resolve::{SideResolver, is_placeholder, resolve_placeholders};
+use super::scope::depth_of;
+use crate::config::{Deletion, RouteConfig};
+use crate::model::{Action, Entity};
+
+/// Person fields the vendors keep unique (WeCom and Feishu refuse a second person with the
+/// same mobile or email; DingTalk the same mobile).
+const UNIQUE_PERSON_FIELDS: [&str; 2] = ["mobile", "email"];
+
+/// Fields whose change moves a record (an update that is a [`Action::Move`]).
+const PLACEMENT: &[&str] = &["parent_id", "department_ids", "main_department"];
+
+/// What the planner knows of a route and one of its targets: names, rules and the fields to
+/// compare — data, no connection.
+#[derive(Debug, Clone)]
+pub struct TargetRules<'a> {
+    pub route: &'a RouteConfig,
+    /// The source connector's name.
+    pub source: &'a str,
+    /// The target connector's name.
+    pub target: &'a str,
+    /// How many department levels the target's vendor allows (the root is level 1).
+    pub max_department_levels: Option<usize>,
+    /// Department fields compared: both mappings read them and the source owns them.
+    pub department_fields: Vec<String>,
+    /// Person fields compared, likewise.
+    pub person_fields: Vec<String>,
+}
+
+impl<'a> TargetRules<'a> {
+    /// The rules of `target` in `route`: the fields both mappings read (`shared`, per
+    /// entity) that the route's source owns are compared.
+    pub fn new(
+        route: &'a RouteConfig,
+        target: &'a str,
+        max_department_levels: Option<usize>,
+        department_shared: Vec<String>,
+        person_shared: Vec<String>,
+    ) -> Self {
+        let owned = |entity: Entity, fields: Vec<String>| -> Vec<String> {
+            fields
+                .into_iter()
+                .filter(|f| route.source_owns(entity.as_str(), Some(f)))
+                .collect()
+        };
+        TargetRules {
+            route,
+            source: &route.source,
+            target,
+            max_department_levels,
+            department_fields: owned(Entity::Department, department_shared),
+            person_fields: owned(Entity::Person, person_shared),
+        }
+    }
+
+    fn fields(&self, entity: Entity) -> &[String] {
+        match entity {
+            Entity::Department => &self.department_fields,
+            Entity::Person => &self.person_fields,
+        }
+    }
+
+    /// A target with no disabled state (DingTalk) can only remove a leaver.
+    fn can_disable(&self) -> bool {
+        self.person_fields.iter().any(|f| f == "status")
+    }
+}
+
+/// The source's side of a plan: its records in scope, and the canonical ids of those that
+/// failed to map (what they are linked to in a target is neither written nor removed).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub departments: &'a [Rec],
+    pub people: &'a [Rec],
+    pub unmapped: &'a HashSet<String>,
+}
+
+/// Plan one target: `side` is the target as read, mapped with `resolver` (its links); the
+/// pairs found here are added to `resolver`.
+pub fn plan_target(
+    rules: &TargetRules,
+    resolver: &SideResolver,
+    side: Side,
+    source: Source<'_>,
+) -> TargetPlan {
+    let (departments, people) = (source.departments, source.people);
+    // Linked target records that failed to map: what they hold is unknown, so their source
+    // records are neither compared nor created again (the mapping error says why).
+    let unreadable: HashSet<String> = side
+        .unmapped
+        .iter()
+        .filter_map(|(entity, external)| resolver.linked(*entity, external))
+        .collect();
+    let mut planner = Planner {
+        rules,
+        steps: Vec::new(),
+        conflicts: side.failures,
+        link_index: HashMap::new(),
+        removals: 0,
+    };
+    let records_read = side.records_read;
+
+    // ---- pair: links, then the root and names (departments), then match rules (people).
+    let dp = pair::departments(departments, &side.departments, rules.target);
+    let keys: Vec<&'static str> = rules.route.match_rules.iter().map(|r| r.field()).collect();
+    let pp = pair::by_keys(
+        Entity::Person,
+        Pairing::linked(&side.people),
+        people,
+        &side.people,
+        &keys,
+        (rules.source, rules.target),
+    );
+    for (entity, p, source, target) in [
+        (Entity::Department, &dp, departments, &side.departments),
+        (Entity::Person, &pp, people, &side.people),
+    ] {
+        for &(si, ti) in &p.found {
+            resolver.insert(entity, &target[ti].external_id, source[si].id());
+            planner.link(entity, &source[si], &target[ti]);
+        }
+    }
+    planner.conflicts.extend(dp.conflicts);
+    planner.conflicts.extend(pp.conflicts);
+    let conflicted = pp.blocked;
+    let departments_in_conflict = dp.blocked;
+
+    // The target's references to records paired just now still read `?entity:external`:
+    // resolve them (what mapping the vendor records again would give, without keeping them).
+    let relink = |recs: Vec<Rec>| -> Vec<Rec> {
+        recs.into_iter()
+            .map(|mut r| {
+                if r.canonical.contains("\"?") {
+                    let mut v = r.canonical.value();
+                    if resolve_placeholders(&mut v, resolver) {
+                        r.canonical = Arc::new(Canon::new(&v));
+                    }
+                }
+                r
+            })
+            .collect()
+    };
+    let t_depts = relink(side.departments);
+    let t_people = relink(side.people);
+    let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
+    let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
+
+    // ---- departments the target cannot hold (deeper than its vendor allows) are left out,
+    // with their people, as conflicts — not attempted and failed at apply.
+    let src_parents: HashMap<String, Option<String>> = departments
+        .iter()
+        .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+        .collect();
+    let depth = |d: &Rec| depth_of(d.id(), &src_parents);
+    let mut ordered: Vec<&Rec> = departments.iter().collect();
+    ordered.sort_by_key(|d| depth(d).unwrap_or(usize::MAX));
+    let mut too_deep: HashSet<&str> = HashSet::new();
+    if let Some(max) = rules.max_department_levels {
+        for d in &ordered {
+            let level = depth(d).unwrap_or(0);
+            if level >= max && !t_dept_by_id.contains_key(d.id()) {
+                too_deep.insert(d.id());
+                planner.conflicts.push(Conflict {
+                    entity: Entity::Department,
+                    kind: ConflictKind::TooDeep,
+                    detail: format!(
+                        "department {:?} would be at level {} in {}, which allows {max} levels: it is left out with its people",
+                        d.name(),
+                        level + 1,
+                        rules.target
+                    ),
+                    records: vec![d.external_id.clone()],
+                });
+            }
+        }
+    }
+    // Departments in conflict, and those under them, are held back: neither created nor
+    // given people (what the target holds of them is left as it is).
+    let mut held_back: HashSet<&str> = HashSet::new();
+    for d in &ordered {
+        let blocked = departments_in_conflict.contains(&d.external_id)
+            || d.parent().is_some_and(|p| held_back.contains(p));
+        if blocked && !t_dept_by_id.contains_key(d.id()) {
+            held_back.insert(d.id());
+        }
+    }
+    let cannot_hold: HashSet<&str> = too_deep.union(&held_back).copied().collect();
+    let can_disable = rules.can_disable();
+    // People the target will not hold (in conflict, only in departments it cannot hold, or
+    // leavers where it cannot disable): a reference to one (a manager, a leader still named in
+    // the source) cannot be written, so it is not a change.
+    let unreachable: HashSet<&str> = people
+        .iter()
+        .filter(|p| {
+            !t_person_by_id.contains_key(p.id())
+                && (conflicted.contains(&p.external_id)
+                    || without_departments(p, &cannot_hold).1
+                    || (!can_disable && p.inactive()))
+        })
+        .map(Rec::id)
+        .collect();
+
+    // ---- departments: updates and moves, creates; roots are paired, never rewritten.
+    let owns_depts = rules.route.source_owns(Entity::Department.as_str(), None);
+    for d in &ordered {
+        if cannot_hold.contains(d.id()) || unreadable.contains(d.id()) {
+            continue;
+        }
+        let level = depth(d).unwrap_or(0);
+        match t_dept_by_id.get(d.id()) {
+            Some(_) if d.parent().is_none() => {}
+            Some(t) => planner.update(Entity::Department, d, t, level, &unreachable),
+            None if d.parent().is_none() => planner.conflicts.push(Conflict {
+                entity: Entity::Department,
+                kind: ConflictKind::NoRoot,
+                detail: format!(
+                    "{} has no root department to pair with {}'s",
+                    rules.target, rules.source
+                ),
+                records: vec![d.external_id.clone()],
+            }),
+            None if !owns_depts => {} // another system owns departments
+            None => planner.create(Entity::Department, d, level),
+        }
+    }
+
+    // ---- people: updates and moves, creates (unless a unique value is taken), leavers.
+    let owns_people = rules.route.source_owns(Entity::Person.as_str(), None);
+    let manager_depth = manager_depths(people);
+    // Values vendors keep unique among their people: a create repeating one that another
+    // source person or a target person already holds would be refused — a conflict instead.
+    let unique_value = |r: &Rec, field: &str| r.field(field).map(str::to_lowercase);
+    let mut holders: HashMap<(&str, String), usize> = HashMap::new();
+    // (Inactive source people hold nothing in a target that cannot disable: never created.)
+    let held = people
+        .iter()
+        .filter(|r| can_disable || r.canonical.get("status") == Some("active"))
+        .chain(t_people.iter());
+    for field in UNIQUE_PERSON_FIELDS {
+        for r in held.clone() {
+            if let Some(v) = unique_value(r, field) {
+                *holders.entry((field, v)).or_default() += 1;
+            }
+        }
+    }
+    let mut clashes: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
+    let mut left_out: Vec<String> = Vec::new();
+    let mut unplaced: Vec<String> = Vec::new();
+    for p in people {
+        if conflicted.contains(&p.external_id) || unreadable.contains(p.id()) {
+            continue;
+        }
+        // A person also in a department this target cannot hold is synced without it.
+        let (fitted, only_there) = without_departments(p, &cannot_hold);
+        if only_there {
+            if !t_person_by_id.contains_key(p.id()) && owns_people {
+                let in_conflict = p
+                    .canonical
+                    .value()
+                    .get("department_ids")
+                    .and_then(Value::as_array)
+                    .is_some_and(|ids| {
+                        ids.iter()
+                            .any(|i| i.as_str().is_some_and(|i| held_back.contains(i)))
+                    });
+                if in_conflict {
+                    unplaced.push(p.external_id.clone());
+                } else {
+                    left_out.push(p.external_id.clone());
+                }
+            }
+            continue;
+        }
+        let p = fitted.as_ref().unwrap_or(p);
+        let level = manager_depth.get(p.id()).copied().unwrap_or(0);
+        let target = t_person_by_id.get(p.id());
+        if p.inactive() && !can_disable {
+            // Not created; removed if it was there.
+            if let Some(t) = target
+                && owns_people
+            {
+                planner.remove(
+                    Action::Delete,
+                    Entity::Person,
+                    t,
+                    Some(p),
+                    0,
+                    t.canonical.clone(),
+                );
+            }
+            continue;
+        }
+        match target {
+            Some(t) => planner.update(Entity::Person, p, t, level, &unreachable),
+            None if !owns_people => {} // another system owns people
+            None => {
+                let clash = UNIQUE_PERSON_FIELDS.iter().find_map(|field| {
+                    let v = unique_value(p, field)?;
+                    (holders.get(&(*field, v.clone())).copied().unwrap_or(0) > 1)
+                        .then_some((*field, v))
+                });
+                match clash {
+                    Some(key) => clashes.entry(key).or_default().push(p.external_id.clone()),
+                    None => planner.create(Entity::Person, p, level),
+                }
+            }
+        }
+    }
+    for ((field, value), records) in clashes {
+        planner.conflicts.push(Conflict {
+            entity: Entity::Person,
+            kind: ConflictKind::Duplicate(field),
+            detail: format!(
+                "the {field} {value:?} is held by someone else in {} or {}: not created (the vendor would refuse it)",
+                rules.source, rules.target
+            ),
+            records,
+        });
+    }
+    if !left_out.is_empty() {
+        planner.conflicts.push(Conflict {
+            entity: Entity::Person,
+            kind: ConflictKind::TooDeep,
+            detail: format!(
+                "{} people only in departments {} cannot hold are left out",
+                left_out.len(),
+                rules.target
+            ),
+            records: left_out,
+        });
+    }
+
+    if !unplaced.is_empty() {
+        planner.conflicts.push(Conflict {
+            entity: Entity::Person,
+            kind: ConflictKind::Unplaced,
+            detail: format!(
+                "{} people only in departments left out for a conflict are left out",
+                unplaced.len()
+            ),
+            records: unplaced,
+        });
+    }
+
+    // ---- removals: linked target records whose canonical record left the source.
+    let src_people: HashSet<&str> = people.iter().map(Rec::id).collect();
+    let src_depts: HashSet<&str> = departments.iter().map(Rec::id).collect();
+    let removal = if rules.route.deletion == Deletion::Delete || !can_disable {
+        Action::Delete
+    } else {
+        Action::Disable
+    };
+    for t in &t_people {
+        if is_placeholder(t.id())
+            || src_people.contains(t.id())
+            || source.unmapped.contains(t.id())
+            || !owns_people
+        {
+            continue;
+        }
+        if removal == Action::Disable && t.canonical.get("status") == Some("disabled") {
+            continue;
+        }
+        // The leaver keeps their record but leads nothing any more (vendors such as WeCom
+        // set department leadership from the person's own record).
+        let mut record = t.canonical.value();
+        if let Some(o) = record.as_object_mut() {
+            o.insert("status".into(), json!("disabled"));
+            o.insert("leader_of".into(), json!([]));
+        }
+        planner.remove(
+            removal,
+            Entity::Person,
+            t,
+            None,
+            0,
+            Arc::new(Canon::new(&record)),
+        );
+    }
+    if rules.route.deletion == Deletion::Delete && owns_depts {
+        let t_parents: HashMap<String, Option<String>> = t_depts
+            .iter()
+            .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+            .collect();
+        for t in &t_depts {
+            if is_placeholder(t.id())
+                || src_depts.contains(t.id())
+                || source.unmapped.contains(t.id())
+                || t.parent().is_none()
+            {
+                continue;
+            }
+            let level = depth_of(t.id(), &t_parents).unwrap_or(0);
+            // Departments are not counted against the safety threshold (people are).
+            planner.steps.push(Step::removal(
+                Action::Delete,
+                Entity::Department,
+                t,
+                None,
+                level,
+                t.canonical.clone(),
+            ));
+        }
+    }
+
+    let mut steps = planner.steps;
+    steps.sort_by_key(order_key);
+    TargetPlan {
+        target: rules.target.to_owned(),
+        people_in_target: t_people.len(),
+        removals: planner.removals,
+        records_read,
+        steps,
+        conflicts: planner.conflicts,
+    }
+}
+
+/// The steps and conflicts of one target as they are planned.
+struct Planner<'r, 'a> {
+    rules: &'r TargetRules<'a>,
+    steps: Vec<Step>,
+    conflicts: Vec<Conflict>,
+    /// (canonical id, entity) -> index of its link step: an update folds into it.
+    link_index: HashMap<(String, Entity), usize>,
+    removals: usize,
+}
+
+impl Planner<'_, '_> {
+    /// A first pairing by rules: record the link (the diff is folded in later).
+    fn link(&mut self, entity: Entity, source: &Rec, target: &Rec) {
+        self.link_index
+            .insert((source.id().to_owned(), entity), self.steps.len());
+        self.steps.push(Step {
+            action: Action::Link,
+            entity,
+            canonical_id: source.id().to_owned(),
+            name: source.name(),
+            target_id: Some(target.external_id.clone()),
+            source_id: Some(source.external_id.clone()),
+            depth: 0,
+            link_first: true,
+            changes: BTreeMap::new(),
+            record: source.canonical.clone(),
+        });
+    }
+
+    fn create(&mut self, entity: Entity, source: &Rec, depth: usize) {
+        self.steps.push(Step {
+            action: Action::Create,
+            entity,
+            canonical_id: source.id().to_owned(),
+            name: source.name(),
+            target_id: None,
+            source_id: Some(source.external_id.clone()),
+            depth,
+            link_first: false,
+            changes: BTreeMap::new(),
+            record: source.canonical.clone(),
+        });
+    }
+
+    fn remove(
+        &mut self,
+        action: Action,
+        entity: Entity,
+        target: &Rec,
+        source: Option<&Rec>,
+        depth: usize,
+        record: Arc<Canon>,
+    ) {
+        self.removals += 1;
+        self.steps
+            .push(Step::removal(action, entity, target, source, depth, record));
+    }
+
+    /// A pair's diff as an update or a move (folded into the pair's link step, if any).
+    fn update(
+        &mut self,
+        entity: Entity,
+        source: &Rec,
+        target: &Rec,
+        depth: usize,
+        unreachable: &HashSet<&str>,
+    ) {
+        let mut changes = diff(
+            self.rules.fields(entity),
+            &source.canonical.value(),
+            &target.canonical.value(),
+        );
+        drop_unreachable(&mut changes, unreachable);
+        let moved = changes.keys().any(|k| PLACEMENT.contains(&k.as_str()));
+        let action = if moved { Action::Move } else { Action::Update };
+        if let Some(&i) = self.link_index.get(&(source.id().to_owned(), entity)) {
+            let record = owned_record(self.rules.route, entity, source, target);
+            let s = &mut self.steps[i];
+            s.depth = depth;
+            if !changes.is_empty() {
+                s.action = action;
+                s.changes = changes;
+                s.record = record;
+            }
+            return;
+        }
+        if changes.is_empty() {
+            return;
+        }
+        self.steps.push(Step {
+            action,
+            entity,
+            canonical_id: source.id().to_owned(),
+            name: source.name(),
+            target_id: Some(target.external_id.clone()),
+            source_id: Some(source.external_id.clone()),
+            depth,
+            link_first: false,
+            changes,
+            record: owned_record(self.rules.route, entity, source, target),
+        });
+    }
+}
+
+impl Step {
+    fn removal(
+        action: Action,
+        entity: Entity,
+        target: &Rec,
+        source: Option<&Rec>,
+        depth: usize,
+        record: Arc<Canon>,
+    ) -> Step {
+        Step {
+            action,
+            entity,
+            canonical_id: target.id().to_owned(),
+            name: source.map_or_else(|| target.name(), Rec::name),
+            target_id: Some(target.external_id.clone()),
+            source_id: source.map(|s| s.external_id.clone()),
+            depth,
+            link_first: false,
+            changes: BTreeMap::new(),
+            record,
+        }
+    }
+}
+
+/// `p` without the departments in `drop` (and its main department moved to one it keeps):
+/// `(Some(fitted), false)` when some were dropped, `(None, true)` when all of them would be,
+/// `(None, false)` when none is in `drop`.
+fn without_departments(p: &Rec, drop: &HashSet<&str>) -> (Option<Rec>, bool) {
+    if drop.is_empty() {
+        return (None, false);
+    }
+    let mut record = p.canonical.value();
+    let Some(ids) = record.get("department_ids").and_then(Value::as_array) else {
+        return (None, false);
+    };
+    let kept: Vec<Value> = ids
+        .iter()
+        .filter(|i| !i.as_str().is_some_and(|i| drop.contains(i)))
+        .cloned()
+        .collect();
+    if kept.len() == ids.len() {
+        return (None, false);
+    }
+    if kept.is_empty() {
+        return (None, true);
+    }
+    if let Some(o) = record.as_object_mut() {
+        let main_kept = o
+            .get("main_department")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !drop.contains(m));
+        if !main_kept {
+            o.insert("main_department".into(), kept[0].clone());
+        }
+        o.insert("department_ids".into(), Value::Array(kept));
+    }
+    (Some(Rec::new(p.external_id.clone(), &record)), false)
+}
+
+/// Each person's depth in the manager chain (a loop or a missing manager ends the chain).
+fn manager_depths(people: &[Rec]) -> HashMap<&str, usize> {
+    let manager: HashMap<&str, &str> = people
+        .iter()
+        .filter_map(|p| p.canonical.get("manager").map(|m| (p.id(), m)))
+        .collect();
+    let mut depth: HashMap<&str, usize> = HashMap::with_capacity(people.len());
+    for p in people {
+        let mut chain = Vec::new();
+        let mut cur = p.id();
+        let base = loop {
+            if let Some(&d) = depth.get(cur) {
+                break d;
+            }
+            if chain.contains(&cur) || chain.len() > 64 {
+                break 0;
+            }
+            chain.push(cur);
+            match manager.get(cur) {
+                Some(m) => cur = m,
+                None => break 0,
+            }
+        };
+        // The chain's last element reports to nobody known (or closes a loop): depth 0.
+        let mut d = base;
+        for (i, id) in chain.iter().rev().enumerate() {
+            if i > 0 || depth.contains_key(cur) {
+                d += 1;
+            }
+            depth.insert(id, d);
+        }
+    }
+    depth
+}
+
+/// What a write of `source` into `target` should leave there: the source's record, except the
+/// fields another system owns (system of record), which keep the target's current values.
+fn owned_record(route: &RouteConfig, entity: Entity, source: &Rec, target: &Rec) -> Arc<Canon> {
+    if !route
+        .system_of_record
+        .keys()
+        .any(|k| k.split('.').next() == Some(entity.as_str()))
+    {
+        return source.canonical.clone();
+    }
+    let (src, tgt) = (source.canonical.value(), target.canonical.value());
+    let keys: BTreeSet<&String> = [&src, &tgt]
+        .iter()
+        .filter_map(|v| v.as_object())
+        .flat_map(|o| o.keys())
+        .filter(|k| k.as_str() != "id" && !route.source_owns(entity.as_str(), Some(k)))
+        .collect();
+    if keys.is_empty() {
+        return source.canonical.clone();
+    }
+    let mut record = src.clone();
+    if let Some(o) = record.as_object_mut() {
+        for k in keys {
+            match tgt.get(k) {
+                Some(v) => o.insert(k.clone(), v.clone()),
+                None => o.remove(k),
+            };
+        }
+    }
+    Arc::new(Canon::new(&record))
+}
+
+/// Dependency order: departments top-down, then people, then removals of
+/// people, then departments bottom-up (the waves of [`super::apply`]).
+fn order_key(s: &Step) -> (u8, i64, String) {
+    let (class, depth) = s.wave();
+    (class, depth, s.canonical_id.clone())
+}
