@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use crate::capability::{Entity, FileKind, FileLimits, Files, WriteEntities};
 use crate::error::ConnectorError;
 use crate::http::{
     RetryPolicy, build_client, header_secs, read_limited, retry_after_header, with_retry,
@@ -524,7 +526,7 @@ impl<W: Wire> Client<W> {
 }
 
 /// A vendor app's connector: its one [`Client`] behind the capability traits (each vendor
-/// implements them for its `Connector<…Wire>`).
+/// implements them for its `Connector<…Wire>`; [`Files`] comes from its [`FileWire`]).
 pub struct Connector<W: Wire> {
     pub client: Client<W>,
 }
@@ -535,6 +537,99 @@ impl<W: Wire> Connector<W> {
             client: Client::new(cfg)?,
         })
     }
+}
+
+/// A vendor's file endpoints: its limits, an upload by kind (→ the vendor's key for the file)
+/// and a download by that key. Its [`Connector`] gets [`Files`] from them.
+#[async_trait]
+pub trait FileWire: Wire {
+    const FILE_LIMITS: &'static FileLimits;
+    async fn upload(c: &Client<Self>, kind: FileKind, name: &str, data: Bytes) -> Fallible<String>;
+    async fn download(c: &Client<Self>, key: &str) -> Fallible<Bytes>;
+}
+
+/// What a vendor call gives: the value, or the classified failure.
+pub type Fallible<T> = Result<T, ConnectorError>;
+
+#[async_trait]
+impl<W: FileWire> Files for Connector<W> {
+    fn limits(&self) -> &FileLimits {
+        W::FILE_LIMITS
+    }
+    async fn upload(&self, kind: FileKind, name: &str, data: Bytes) -> Fallible<String> {
+        W::upload(&self.client, kind, name, data).await
+    }
+    async fn download(&self, key: &str) -> Fallible<Bytes> {
+        W::download(&self.client, key).await
+    }
+}
+
+/// A vendor's writes, one line of signature each; its [`Connector`] gets [`WriteEntities`] from
+/// them (the external id a write answers, keyed creates only where the vendor has them).
+#[async_trait]
+pub trait VendorWrites: Send + Sync {
+    /// The entities whose keyed creates are idempotent ([`WriteEntities::keyed_creates`]).
+    const KEYED: &'static [Entity];
+    /// Creates a record: its external id.
+    async fn make(&self, entity: Entity, record: Value) -> Fallible<String>;
+    /// [`make`](Self::make) with an idempotency key, for the [`KEYED`](Self::KEYED) entities.
+    async fn make_keyed(&self, entity: Entity, record: Value, key: &str) -> Fallible<String>;
+    /// Patches the record `id` (which keeps its id).
+    async fn patch(&self, entity: Entity, id: &str, patch: Value) -> Fallible<()>;
+    /// Deletes the record, or disables it where the vendor cannot delete.
+    async fn remove(&self, entity: Entity, id: &str) -> Fallible<()>;
+}
+
+#[async_trait]
+impl<W: Wire> WriteEntities for Connector<W>
+where
+    Self: VendorWrites,
+{
+    async fn create(&self, entity: Entity, record: Value) -> Fallible<String> {
+        self.make(entity, record).await
+    }
+    async fn create_keyed(&self, entity: Entity, record: Value, key: &str) -> Fallible<String> {
+        if self.keyed_creates(entity) {
+            self.make_keyed(entity, record, key).await
+        } else {
+            self.make(entity, record).await
+        }
+    }
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        Self::KEYED.contains(&entity)
+    }
+    async fn update(&self, entity: Entity, id: &str, patch: Value) -> Fallible<String> {
+        self.patch(entity, id, patch).await.map(|()| id.to_owned())
+    }
+    async fn delete(&self, entity: Entity, id: &str) -> Fallible<()> {
+        self.remove(entity, id).await
+    }
+}
+
+/// A get's reply: its part under `key`, or `None` when the vendor answered one of `not_found`.
+pub fn found_part(reply: Fallible<Value>, key: &str, not_found: &[i64]) -> Fallible<Option<Value>> {
+    match reply {
+        Ok(mut v) => Ok(v.get_mut(key).map(Value::take)),
+        Err(e) if e.code().is_some_and(|c| not_found.contains(&c)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The array under `key` in a reply (empty when there is none): a page's records.
+pub fn array_at(reply: &Value, key: &str) -> Vec<Value> {
+    match reply.get(key) {
+        Some(Value::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The string under `key` in the reply of `what` (an upload's `media_id`, `image_key`, …).
+pub fn reply_key(vendor: &'static str, what: &str, reply: &Value, key: &str) -> Fallible<String> {
+    reply
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| ConnectorError::permanent(vendor, format!("{what} without {key}")))
 }
 
 fn form(

@@ -1,5 +1,7 @@
 //! The Feishu sandbox checked by the official SDK (lark-oapi): token, paged user listing, user
-//! creation, message sending, and the SDK's webhook handler on the sandbox's signed events.
+//! creation, message sending, the contact writes sync makes (a department and a user created,
+//! read, listed, patched, updated and deleted; the script checks each effect in `/_sandbox/org`),
+//! and the SDK's webhook handler on the sandbox's signed events.
 //!
 //! Needs `HUITONG_TEST_PYTHON` = a python with lark-oapi installed (e.g. a venv made with
 //! `python3 -m venv V && V/bin/pip install lark-oapi`). Without it the test is skipped, unless
@@ -55,6 +57,37 @@ async fn lark_oapi_against_the_sandbox() {
         "GET /open-apis/contact/v3/users/find_by_department",
         2,
     );
-    assert_eq!(calls["calls"]["POST /open-apis/contact/v3/users"], 1);
+    assert_eq!(
+        calls["calls"]["POST /open-apis/contact/v3/users"], 2,
+        "{calls}"
+    );
     assert_eq!(calls["calls"]["POST /open-apis/im/v1/messages"], 1);
+    // The contact writes, each reaching its route (the department delete twice: refused while it
+    // has a member, then done).
+    for (call, n) in [
+        ("POST /open-apis/contact/v3/departments", 1),
+        ("PATCH /open-apis/contact/v3/departments/{id}", 1),
+        ("DELETE /open-apis/contact/v3/departments/{id}", 2),
+        ("PATCH /open-apis/contact/v3/users/{id}", 1),
+        ("PUT /open-apis/contact/v3/users/{id}", 1),
+        ("DELETE /open-apis/contact/v3/users/{id}", 1),
+    ] {
+        assert_eq!(calls["calls"][call], n, "{call}: {calls}");
+    }
+    // What the SDK created and deleted again is gone; the first user it created stays.
+    let snap = sb.get("/_sandbox/org").await;
+    let names: Vec<&str> = snap["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(names.contains(&"SDK 用户") && !names.iter().any(|n| n.starts_with("SDK 写入")));
+    assert!(
+        !snap["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"].as_str().unwrap_or("").starts_with("SDK 部门"))
+    );
 }

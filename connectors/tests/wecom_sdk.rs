@@ -1,6 +1,8 @@
 //! The WeCom sandbox and receiver checked by wechatpy: `wechatpy.enterprise.WeChatClient`
-//! pointed at the sandbox lists departments and users and sends messages; `WeChatCrypto`
-//! decrypts the sandbox's callbacks and produces callbacks huitong's receiver accepts.
+//! pointed at the sandbox lists departments and users, creates, updates and deletes a department
+//! and a member (the script checks each effect in `/_sandbox/org`) and sends messages;
+//! `WeChatCrypto` decrypts the sandbox's callbacks and produces callbacks huitong's receiver
+//! accepts.
 //!
 //! Needs `HUITONG_TEST_PYTHON` = a python with wechatpy installed (see tests/sdk/setup_venv.sh
 //! and tests/sdk/requirements.txt). Without it the test is skipped, unless
@@ -75,7 +77,25 @@ async fn wechatpy_against_the_sandbox_and_the_receiver() {
     let calls = sb.get("/_sandbox/calls").await;
     assert_eq!(calls["calls"]["GET /cgi-bin/gettoken"], 2, "{calls}"); // the good and the bad secret
     assert_calls_at_least(&calls, "POST /cgi-bin/user/list_id", 2);
-    assert_eq!(calls["calls"]["GET /cgi-bin/user/list"], 1);
+    assert_eq!(calls["calls"]["GET /cgi-bin/user/list"], 3, "{calls}");
+    // The contact writes sync makes, each once (update: the fields, then enable=0; delete: the
+    // department refused while it has a member, then deleted).
+    for (call, n) in [
+        ("POST /cgi-bin/department/create", 1),
+        ("POST /cgi-bin/department/update", 1),
+        ("GET /cgi-bin/department/delete", 2),
+        ("POST /cgi-bin/user/create", 1),
+        ("GET /cgi-bin/user/get", 2),
+        ("POST /cgi-bin/user/update", 2),
+        ("GET /cgi-bin/user/delete", 1),
+    ] {
+        assert_eq!(calls["calls"][call], n, "{call}: {calls}");
+    }
+    // What wechatpy created is gone again; the console's user stays.
+    let snap = sb.get("/_sandbox/org").await;
+    assert!(common::find(&snap["users"], "key", "sdk.writer").is_none());
+    assert!(common::find(&snap["users"], "key", "sdk1").is_some());
+    assert_eq!(snap["departments"].as_array().unwrap().len(), 25);
     assert_eq!(calls["calls"]["POST /cgi-bin/message/send"], 3);
     assert_eq!(
         sb.messages().await[0]["content"]["content"],

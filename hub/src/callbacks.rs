@@ -432,9 +432,13 @@ async fn callback(
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            let status = e.status();
+            let mut status = e.status();
             let (reason, public) = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ("too_large", "body too large")
+            } else if crate::server::is_body_timeout(&e) {
+                // `server.body_timeout_ms`: the server closes the connection after this answer.
+                status = StatusCode::REQUEST_TIMEOUT;
+                ("body_timeout", "the request body did not arrive in time")
             } else {
                 ("unreadable_body", "cannot read the body")
             };

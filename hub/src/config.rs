@@ -1663,7 +1663,10 @@ mod tests {
         let (r, _f) = load_text("[server]\nbody_timeout_ms = 0\nmax_connections = 0\n", &[]);
         let err = r.unwrap_err();
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, vec!["server.body_timeout_ms", "server.max_connections"]);
+        assert_eq!(
+            keys,
+            vec!["server.body_timeout_ms", "server.max_connections"]
+        );
     }
 
     #[test]

@@ -140,10 +140,8 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             open = tasks.len(),
@@ -194,7 +192,8 @@ fn fitting_cap(max: usize) -> usize {
 
 /// The soft limit on open files (`ulimit -n`), where the system tells it.
 fn open_file_limit() -> Option<usize> {
-    let text = crate::files::read_capped(std::path::Path::new("/proc/self/limits"), 64 * 1024).ok()?;
+    let text =
+        crate::files::read_capped(std::path::Path::new("/proc/self/limits"), 64 * 1024).ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     line.trim_start_matches("Max open files")
         .split_whitespace()
@@ -269,8 +268,6 @@ struct Conn {
     mark_ms: AtomicU64,
     /// 1 + when (ms after `epoch`) the first byte after `mark_ms` arrived; 0: none yet.
     first_byte_ms: AtomicU64,
-    /// Signalled on every change of the above.
-    changed: Notify,
     /// Signalled to close it to make room for a new connection.
     evict: Notify,
 }
@@ -283,7 +280,6 @@ impl Conn {
             in_flight: AtomicUsize::new(0),
             mark_ms: AtomicU64::new(0),
             first_byte_ms: AtomicU64::new(0),
-            changed: Notify::new(),
             evict: Notify::new(),
         };
         conn.mark_ms.store(conn.now_ms(), Ordering::Release);
@@ -294,45 +290,47 @@ impl Conn {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// A request began or was answered. No wake-up: this only moves deadlines later, and
+    /// `expired` looks again when its sleep ends.
     fn mark(&self) {
         self.mark_ms.store(self.now_ms(), Ordering::Release);
         self.first_byte_ms.store(0, Ordering::Release);
-        self.changed.notify_one();
     }
 
+    /// Bytes arrived. No wake-up either (it would cost every request a timer): `expired`
+    /// looks at least every quarter of the header timeout.
     fn on_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .first_byte_ms
-                .compare_exchange(0, self.now_ms() + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.first_byte_ms.load(Ordering::Acquire) == 0
         {
-            self.changed.notify_one();
+            let _ = self.first_byte_ms.compare_exchange(
+                0,
+                self.now_ms() + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
     /// Resolves with the reason once the connection must be closed: no request in progress
-    /// and either no byte for `idle_timeout` or headers unfinished after `header_timeout`.
+    /// and either no byte for `idle_timeout` or headers unfinished after `header_timeout`
+    /// (noticed within a quarter of it: a first byte does not wake this).
     async fn expired(&self, limits: &ConnectionLimits) -> &'static str {
+        let header_ms = duration_ms(limits.header_timeout);
+        let idle_ms = duration_ms(limits.idle_timeout);
+        let look = (header_ms / 4).max(1);
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
             if self.in_flight.load(Ordering::Acquire) > 0 {
-                changed.await;
+                // Bounded by the request's own timeouts; look again later.
+                tokio::time::sleep(Duration::from_millis(header_ms.min(idle_ms))).await;
                 continue;
             }
             let first = self.first_byte_ms.load(Ordering::Acquire);
             let (at, reason) = if first > 0 {
-                (
-                    (first - 1).saturating_add(duration_ms(limits.header_timeout)),
-                    "header_timeout",
-                )
+                ((first - 1).saturating_add(header_ms), "header_timeout")
             } else {
                 (
-                    self.mark_ms
-                        .load(Ordering::Acquire)
-                        .saturating_add(duration_ms(limits.idle_timeout)),
+                    self.mark_ms.load(Ordering::Acquire).saturating_add(idle_ms),
                     "idle",
                 )
             };
@@ -340,10 +338,7 @@ impl Conn {
             if now >= at {
                 return reason;
             }
-            tokio::select! {
-                _ = changed => {}
-                _ = tokio::time::sleep(Duration::from_millis(at - now)) => {}
-            }
+            tokio::time::sleep(Duration::from_millis((at - now).min(look))).await;
         }
     }
 }
@@ -450,10 +445,7 @@ impl AsyncWrite for Watched {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -540,9 +532,10 @@ async fn bounded(State(limits): State<RequestLimits>, req: Request, next: Next) 
         })
     };
     match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
-        _ if timed_out.load(Ordering::Acquire) => {
-            closing(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
-        }
+        _ if timed_out.load(Ordering::Acquire) => closing(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        ),
         Ok(response) => response,
         Err(_) => closing(StatusCode::SERVICE_UNAVAILABLE, "the request took too long"),
     }
@@ -551,6 +544,18 @@ async fn bounded(State(limits): State<RequestLimits>, req: Request, next: Next) 
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {} ms", .0.as_millis())]
 struct BodyTimeout(Duration);
+
+/// Whether `e` (a body rejection, say) comes from the body timeout (`server.body_timeout_ms`).
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
 
 /// A request body that fails once its time is up.
 struct DeadlineBody {

@@ -132,9 +132,24 @@ fn user_count(env: &Env) -> (usize, usize) {
     (total, nos.len())
 }
 
-/// The people huitong has linked in the target `sub` (its xrefs), read from the CLI's
-/// database while the CLI may still be writing to it.
-fn linked_people(env: &Env, store: &mut Option<huitong::store::SqliteStore>) -> Option<i64> {
+/// The DingTalk user ids of the people in the DingTalk sandbox.
+fn dingtalk_people(env: &Env) -> Vec<String> {
+    let org = http_get(&env.dingtalk, "/_sandbox/org");
+    org["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| u["dingtalk"]["userid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The DingTalk user ids huitong has linked in the target `sub` (its xrefs), read from the
+/// CLI's database while the CLI may still be writing to it; `None` before the CLI made it.
+fn linked_people(
+    env: &Env,
+    store: &mut Option<huitong::store::SqliteStore>,
+) -> Option<std::collections::HashSet<String>> {
     use huitong::store::Store;
     let db = env.dir.path().join("data/huitong.db");
     if !db.exists() {
@@ -147,15 +162,36 @@ fn linked_people(env: &Env, store: &mut Option<huitong::store::SqliteStore>) -> 
                 .await
                 .ok();
         }
-        store.as_ref()?.count_xrefs("person", "sub").await.ok()
+        let ids = store
+            .as_ref()?
+            .xref_ids_in_system("person", "sub")
+            .await
+            .ok()?;
+        Some(ids.into_iter().map(|(external, _)| external).collect())
     })
+}
+
+/// People in DingTalk huitong has not linked: read DingTalk first, then the links (a link is
+/// only ever recorded after its person exists, so whoever is missing was unlinked at that read).
+fn unlinked_people(
+    env: &Env,
+    store: &mut Option<huitong::store::SqliteStore>,
+) -> Option<(usize, Vec<String>)> {
+    let people = dingtalk_people(env);
+    let linked = linked_people(env, store)?;
+    let unlinked = people
+        .iter()
+        .filter(|p| !linked.contains(*p))
+        .cloned()
+        .collect();
+    Some((people.len(), unlinked))
 }
 
 #[test]
 fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
-    // Every call answers after 15 ms; one in 20 is carried out at once and its answer held back
-    // 3 s: the person exists in DingTalk while huitong has not yet recorded the link to them.
-    let env = setup("slow=100%@15ms,late=5%@3s,seed=7");
+    // Every call answers after 15 ms; one in 50 is carried out at once and its answer held back
+    // 2 s: the person exists in DingTalk while huitong has not yet recorded the link to them.
+    let env = setup("slow=100%@15ms,late=2%@2s,seed=7");
     let plan = huitong(&env, &["sync", "plan", "org", "--output", "json"])
         .output()
         .unwrap();
@@ -180,30 +216,42 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once part of the people exist in the target and DingTalk holds someone huitong has
-    // not linked yet: created (people read first), its link not recorded (links read after).
+    // Kill once part of the people exist in the target and one of them has stayed unlinked for
+    // 300 ms: far longer than a write's reply takes to come back and be recorded, so that
+    // person's reply is being held back (2 s) — huitong is between the vendor's write and the
+    // link it records on the reply.
     let mut store = None;
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let held = loop {
         assert!(Instant::now() < deadline, "apply made no progress");
-        let (created, _) = user_count(&env);
-        if created >= 20
-            && let Some(linked) = linked_people(&env, &mut store)
-            && (linked as usize) < created
+        if let Some((created, unlinked)) = unlinked_people(&env, &mut store)
+            && created >= 20
+            && !unlinked.is_empty()
         {
-            break;
+            std::thread::sleep(Duration::from_millis(300));
+            let linked = linked_people(&env, &mut store).unwrap_or_default();
+            if let Some(p) = unlinked.into_iter().find(|p| !linked.contains(p)) {
+                break p;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     drop(store);
     let (partial, _) = user_count(&env);
-    let linked = linked_people(&env, &mut None).unwrap() as usize;
+    let linked = linked_people(&env, &mut None).unwrap();
+    println!(
+        "killed with {partial} of {active} people in DingTalk, {} linked, {held} among the unlinked",
+        linked.len()
+    );
     assert!(
-        linked < partial && partial < active,
-        "killed between a vendor write and its link: {partial} of {active} people in DingTalk, \
-         {linked} linked"
+        dingtalk_people(&env).contains(&held) && !linked.contains(&held),
+        "killed between the vendor's write of {held} and its link"
+    );
+    assert!(
+        partial < active,
+        "the apply was interrupted ({partial} of {active})"
     );
     let killed = runs(&env);
     assert_eq!(killed.len(), 1);
@@ -221,10 +269,11 @@ fn kill_9_during_apply_then_apply_again_finishes_without_duplicates() {
         (active, active),
         "every person once, none twice"
     );
-    assert_eq!(
-        linked_people(&env, &mut None),
-        Some(active as i64),
-        "every person linked"
+    let linked = linked_people(&env, &mut None).unwrap();
+    assert_eq!(linked.len(), active, "every person linked");
+    assert!(
+        linked.contains(&held),
+        "{held}, written by the killed run, linked"
     );
     let after = runs(&env);
     assert_eq!(after[0].status, huitong::store::RunStatus::Succeeded);

@@ -169,8 +169,9 @@ pub struct Limits {
     /// Bound on an expression's syntax-tree depth: operators, keywords and nesting counted
     /// along any path (checked before parsing; a long chain like `a | b | c | …` counts each `|`).
     pub max_expr_depth: usize,
-    /// Evaluation steps per record in the jq interpreter: calls of defined functions (`def`s,
-    /// also `repeat`, `until`, `recurse`, …), values of `range` and values collected by `[…]`.
+    /// Evaluation steps per record in the jq interpreter: calls of the expression's `def`s and
+    /// of their filter arguments, rounds of jq's looping built-ins (`repeat`, `until`,
+    /// `while`, `recurse`, …), values of `range` and values collected by `[…]`.
     pub max_steps: u64,
     /// Wall-clock time per record in the jq interpreter.
     pub max_time: Duration,
@@ -268,7 +269,7 @@ impl Budget {
                 self.max_steps
             )));
         }
-        if n % 256 == 0
+        if n.is_multiple_of(256)
             && let Some(t0) = self.started.get()
             && t0.elapsed() > self.max_time
         {

@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 use crate::builtins::{self, Region};
 use crate::eval::{self, EvalCx, EvalError, short, table, type_name, xref};
 pub use crate::eval::{CompileError, Direction, Limits, Table, Tables, Unresolved};
-use jaq_core::load::lex::{Tok, Token};
 use crate::jaqrt::{self, JaqFilter};
+use jaq_core::load::lex::{Tok, Token};
 
 type Out<'v> = Result<Option<Cow<'v, Value>>, EvalError>;
 
@@ -324,7 +324,12 @@ fn check_source(src: &str, limits: &Limits) -> Result<(), CompileError> {
     let Ok(tokens) = lex::Lexer::new(src).lex() else {
         return Ok(()); // reported by `syntax_error`
     };
-    let depth = depth_bound(&tokens);
+    let Some(depth) = depth_bound(&tokens, 0, limits.max_expr_nesting) else {
+        return Err(CompileError(format!(
+            "expression nests `if`s and brackets deeper than {} levels",
+            limits.max_expr_nesting
+        )));
+    };
     if depth > limits.max_expr_depth {
         return Err(CompileError(format!(
             "expression is too deep: about {depth} operators and nested terms in a chain (limit {}); split it or use a table",
@@ -341,75 +346,64 @@ fn line_col(src: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// An upper bound on the depth of the syntax tree of `tokens`: every operator, keyword or
-/// `-` may open one more level, and every bracket or interpolation one more.
-fn depth_bound(tokens: &[Token<&str>]) -> usize {
-    let mut here = 0usize;
-    let mut deepest = 0usize;
-    for Token(s, tok) in tokens {
+/// Symbols that may open one more level of the syntax tree (binary and prefix operators).
+const OPS: &[&str] = &[
+    "|", ",", "//", "?//", "=", "|=", "+=", "-=", "*=", "/=", "%=", "//=", "==", "!=", "<", "<=",
+    ">", ">=", "+", "-", "*", "/", "%", "?",
+];
+
+/// Keywords that may open one more level (`if … end` is handled as a region).
+const KEYWORDS: &[&str] = &[
+    "and", "or", "as", "reduce", "foreach", "try", "catch", "def", "label",
+];
+
+/// An upper bound on the depth of the syntax tree of `tokens`: within a bracket, every operator
+/// or keyword may open one more level; brackets, string interpolations and `if … end` open one
+/// more, and the branches of an `if` are siblings. `None` if brackets and `if`s together nest
+/// deeper than `max_nest`.
+fn depth_bound(tokens: &[Token<&str>], nest: usize, max_nest: usize) -> Option<usize> {
+    region(tokens, &mut 0, nest, max_nest, false)
+}
+
+fn region(
+    tokens: &[Token<&str>],
+    i: &mut usize,
+    nest: usize,
+    max_nest: usize,
+    in_if: bool,
+) -> Option<usize> {
+    if nest > max_nest {
+        return None;
+    }
+    let (mut best, mut here, mut deepest) = (0usize, 0usize, 0usize);
+    while let Some(Token(s, tok)) = tokens.get(*i) {
+        *i += 1;
         match tok {
-            Tok::Block(inner) => deepest = deepest.max(1 + depth_bound(inner)),
+            Tok::Block(inner) => {
+                deepest = deepest.max(1 + depth_bound(inner, nest + 1, max_nest)?);
+            }
             Tok::Str(parts) => {
                 for p in parts {
                     if let StrPart::Term(t) = p {
-                        deepest = deepest.max(1 + depth_bound(std::slice::from_ref(t)));
+                        let d = depth_bound(std::slice::from_ref(t), nest + 1, max_nest)?;
+                        deepest = deepest.max(1 + d);
                     }
                 }
             }
-            Tok::Sym
-                if matches!(
-                    *s,
-                    "|" | ","
-                        | "//"
-                        | "?//"
-                        | "="
-                        | "|="
-                        | "+="
-                        | "-="
-                        | "*="
-                        | "/="
-                        | "%="
-                        | "//="
-                        | "=="
-                        | "!="
-                        | "<"
-                        | "<="
-                        | ">"
-                        | ">="
-                        | "+"
-                        | "-"
-                        | "*"
-                        | "/"
-                        | "%"
-                        | "?"
-                ) =>
-            {
-                here += 1
+            Tok::Word if *s == "if" => {
+                deepest = deepest.max(1 + region(tokens, i, nest + 1, max_nest, true)?);
             }
-            Tok::Word
-                if matches!(
-                    *s,
-                    "and"
-                        | "or"
-                        | "as"
-                        | "if"
-                        | "then"
-                        | "elif"
-                        | "else"
-                        | "reduce"
-                        | "foreach"
-                        | "try"
-                        | "catch"
-                        | "def"
-                        | "label"
-                ) =>
-            {
-                here += 1
+            Tok::Word if in_if && matches!(*s, "then" | "elif" | "else") => {
+                best = best.max(here + deepest);
+                (here, deepest) = (0, 0);
             }
+            Tok::Word if in_if && *s == "end" => break,
+            Tok::Word if KEYWORDS.contains(s) => here += 1,
+            Tok::Sym if OPS.contains(s) => here += 1,
             _ => {}
         }
     }
-    here + deepest
+    Some(best.max(here + deepest))
 }
 
 /// Reports a lexer or parser error the way jq users read them.
@@ -739,10 +733,9 @@ fn reads(t: &Term<&str>) -> bool {
             | BinaryOp::Math(_)
             | BinaryOp::Cmp(_) => reads(l) || reads(r),
             // Assignments update paths of the input.
-            BinaryOp::Assign
-            | BinaryOp::Update
-            | BinaryOp::UpdateMath(_)
-            | BinaryOp::UpdateAlt => true,
+            BinaryOp::Assign | BinaryOp::Update | BinaryOp::UpdateMath(_) | BinaryOp::UpdateAlt => {
+                true
+            }
         },
         // `reduce SRC as $x (INIT; UPDATE)`: UPDATE (and foreach's EXTRACT) run on the
         // accumulator.
@@ -756,9 +749,7 @@ fn reads(t: &Term<&str>) -> bool {
         }
         // Local functions: not analysed.
         Term::Def(..) => true,
-        Term::Call(name, args) => {
-            !INPUT_FREE.contains(&(*name, args.len())) || any(args)
-        }
+        Term::Call(name, args) => !INPUT_FREE.contains(&(*name, args.len())) || any(args),
         Term::Path(base, path) => {
             reads(base)
                 || path.0.iter().any(|(part, _)| match part {
@@ -1786,6 +1777,164 @@ mod tests {
             .0
             .expect_err("two values");
         assert!(err.reason.contains("more than one"), "{}", err.reason);
+    }
+
+    #[test]
+    fn reads_input_is_decided_from_the_parsed_expression() {
+        let t = tables();
+        let cases: &[(&str, bool)] = &[
+            // constants, also with dots inside strings
+            ("\"Dept. A\"", false),
+            ("\"active\"", false),
+            ("\"v1.2.3\"", false),
+            ("42", false),
+            ("-1.5", false),
+            ("null", false),
+            ("true", false),
+            ("[\"a\", \"b\"]", false),
+            ("{a: 1, \"b.c\": \"x.y\"}", false),
+            ("[]", false),
+            ("\"x\" | ascii_downcase", false),
+            ("\"a.b\" | split(\".\")", false),
+            ("\"\\(1 + 2).0\"", false),
+            ("[range(3)]", false),
+            ("empty", false),
+            ("if true then \"a\" else \"b\" end", false),
+            ("reduce range(3) as $i (0; . + $i)", false),
+            ("\"x\" as $x | $x", false),
+            // reads the record
+            (".", true),
+            ("..", true),
+            (".name", true),
+            (".a.b", true),
+            (".[0]", true),
+            (".[\"dept.name\"]", true),
+            (".dept // \"Dept. A\"", true),
+            ("\"Dept. A\" // .dept", true),
+            ("\"\\(.name) x\"", true),
+            ("{name}", true),
+            ("{a: .x}", true),
+            ("[.a, 1]", true),
+            ("length", true),
+            ("tostring", true),
+            ("select(true)", true),
+            ("map(1)", true),
+            ("xref(\"person\")", true),
+            ("table(\"status\")", true),
+            ("if true then 1 end", true),
+            ("if .a then 1 else 2 end", true),
+            ("1 as $x | .a", true),
+            (". as $x | \"c\" | $x", true),
+            ("reduce .[] as $x (0; . + $x)", true),
+            ("@base64 \"\\(.a)\"", true),
+            ("first(.[])", true),
+            ("\"x\"[.i:]", true),
+            ("try .a catch \"x\"", true),
+            (".a = 1", true),
+            ("def f: 1; f", true),
+        ];
+        let mut wrong = Vec::new();
+        for (src, want) in cases {
+            for e in [Expr::compile(src, &t), Expr::compile_jaq(src, &t)] {
+                let e = e.unwrap_or_else(|e| panic!("{src}: {e}"));
+                if e.reads_input() != *want {
+                    wrong.push(format!("{src}: reads_input() = {}", e.reads_input()));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn instrumented_operators_keep_jaq_semantics() {
+        // `+` and `*` go through size-checked natives, `[…]` counts its values, definitions
+        // count their calls: outputs and their order are jaq's.
+        let t = tables();
+        for (src, want) in [
+            ("[(1,2) + (10,20)]", json!([11, 21, 12, 22])),
+            ("[(\"a\",\"b\") * (1,2)]", json!(["a", "aa", "b", "bb"])),
+            (
+                "[\"ab\" * 0, \"ab\" * 2, null + 1, {a: 1} * {b: 2}]",
+                json!([null, "abab", 1, {"a": 1, "b": 2}]),
+            ),
+            ("[.dept_id_list[] | . + 1]", json!([3, 4])),
+            (".dept_id_list | .[0] += 5", json!([7, 3])),
+            (
+                "[.name | ., . * 2] | join(\",\")",
+                json!("Li Lei,Li LeiLi Lei"),
+            ),
+            ("[limit(3; repeat(1))]", json!([1, 1, 1])),
+            (
+                "[range(0; 10; 3)] + [range(2)] + [range(3; 1; -1)]",
+                json!([0, 3, 6, 9, 0, 1, 3, 2]),
+            ),
+            ("[paths] | length", json!(22)),
+            ("del(.a) | keys | length", json!(14)),
+            (
+                "to_entries | map(select(.key == \"n\")) | from_entries",
+                json!({"n": 3}),
+            ),
+            ("path(first(.a, .b))", json!(["a"])),
+            ("[.a.b | first] | tojson", json!("[10]")),
+            ("\"{\\\"a\\\": [1]}\" | fromjson | .a[0]", json!(1)),
+            ("reduce range(1000) as $i (0; . + $i)", json!(499500)),
+            (
+                "def f($n): if $n > 0 then f($n - 1) + 1 else 0 end; f(30)",
+                json!(30),
+            ),
+            ("[recurse] | length", json!(23)),
+        ] {
+            let e = Expr::compile_jaq(src, &t).unwrap_or_else(|e| panic!("{src}: {e}"));
+            assert_eq!(
+                run(&e, &sample(), Direction::ToCanonical).0,
+                Ok(Some(want)),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn source_checks_count_operators_not_names() {
+        let limits = Limits::default();
+        for ok in [
+            ".a.b.c.d.e.f.g.h.i.j.k",
+            "{a: .a, b: .b, c: .c}",
+            "if .a == 1 then \"x\" elif .a == 2 then \"y\" else \"z\" end",
+            "\"\\(.a) \\(.b)\"",
+            "# ((((\n.a",
+            "\"((((((\"",
+        ] {
+            assert_eq!(check_source(ok, &limits), Ok(()), "{ok}");
+        }
+        let deep = format!("{}.{}", "(".repeat(65), ")".repeat(65));
+        let e = check_source(&deep, &limits).expect_err("65 levels");
+        assert!(e.0.contains("line 1, column 65"), "{e}");
+        let e = check_source(&format!("{}.", ".|".repeat(101)), &limits).expect_err("101 pipes");
+        assert!(e.0.contains("about 101 operators"), "{e}");
+        assert_eq!(
+            check_source(&format!("{}.", ".|".repeat(100)), &limits),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn mappings_cannot_reach_the_process() {
+        // The environment holds secrets; a mapping must not copy them into vendor records,
+        // stop the process or write to its stderr.
+        let t = tables();
+        for expr in [
+            "env.HOME",
+            ".name + env.HUITONG_HQ_APP_SECRET",
+            "halt",
+            "\"x\" | halt_error",
+            ".name | debug",
+            ".name | stderr",
+            "input",
+        ] {
+            let e = Expr::compile(expr, &t).expect_err(expr);
+            assert!(e.0.contains("undefined"), "{expr}: {e}");
+        }
+        assert!(Expr::compile(".name | ascii_downcase", &t).is_ok());
     }
 
     #[test]

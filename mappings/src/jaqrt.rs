@@ -158,10 +158,9 @@ fn natives() -> Vec<Fun<Data>> {
             let l = cv.0.pop_var();
             let b = &cv.0.data().cx.budget;
             let too_long = match (&l, &r) {
-                (Val::TStr(x) | Val::BStr(x), Val::TStr(y) | Val::BStr(y)) => {
-                    (x.len() + y.len() > b.max_string_bytes)
-                        .then(|| format!("string of {} bytes", x.len() + y.len()))
-                }
+                (Val::TStr(x) | Val::BStr(x), Val::TStr(y) | Val::BStr(y)) => (x.len() + y.len()
+                    > b.max_string_bytes)
+                    .then(|| format!("string of {} bytes", x.len() + y.len())),
                 (Val::Arr(x), Val::Arr(y)) => (x.len() + y.len() > b.max_array_len)
                     .then(|| format!("array of {} elements", x.len() + y.len())),
                 _ => None,
@@ -198,6 +197,15 @@ fn natives() -> Vec<Fun<Data>> {
             let to = cv.0.pop_var();
             let from = cv.0.pop_var();
             let cx = cv.0.data().cx;
+            // As in jq: `range("a"; "c"; "b")` would build ever longer strings.
+            if ![&from, &to, &by].iter().all(|v| matches!(v, Val::Num(_))) {
+                return err(format!(
+                    "range: bounds and step must be numbers, got {}, {}, {}",
+                    eval::cut(&from.to_string()),
+                    eval::cut(&to.to_string()),
+                    eval::cut(&by.to_string())
+                ));
+            }
             Box::new(range(from, to, by).map(move |x| {
                 cx.budget.tick().map_err(|e| Exn::from(Error::str(e)))?;
                 x.map_err(Exn::from)
@@ -277,127 +285,182 @@ fn pipe<'s>(l: Term<&'s str>, r: Term<&'s str>) -> Term<&'s str> {
     Term::BinOp(Box::new(l), BinaryOp::Pipe(None), Box::new(r))
 }
 
+/// The size-checked native for `+` or `*`.
+fn checked(op: Math) -> &'static str {
+    if matches!(op, Math::Add) {
+        "__add"
+    } else {
+        "__mul"
+    }
+}
+
 /// Puts a step of the budget at the start of every definition's body, before every call of a
 /// filter argument (`f` in `def map(f)`: a chain of them recurses without calling a `def`) and
 /// after every value collected by `[…]`, and routes `+` and `*` through the size-checked natives.
-fn instrument_def<'s>(d: Def<&'s str>) -> Def<&'s str> {
-    instrument_def_in(d, &mut Vec::new())
+fn instrument(t: Term<&str>) -> Term<&str> {
+    Instr::new(false).term(t)
 }
 
-fn instrument_def_in<'s>(d: Def<&'s str>, params: &mut Vec<&'s str>) -> Def<&'s str> {
-    let outer = params.len();
-    params.extend(d.args.iter().filter(|a| !a.starts_with('$')));
-    let body = pipe(call(TICK, Vec::new()), instrument_in(d.body, params));
-    params.truncate(outer);
-    Def {
-        name: d.name,
-        args: d.args,
-        body,
+/// jaq's own definitions: a step at the start of those that call themselves (also from a
+/// nested definition), which are the ones that can loop (`repeat`, `until`, `while`,
+/// `recurse`, …). The others run a bounded number of steps per call, and instrumenting them
+/// would slow down every expression that uses them.
+fn instrument_library(d: Def<&str>) -> Def<&str> {
+    Instr::new(true).def(d)
+}
+
+struct Instr<'s> {
+    /// jaq's library (see [`instrument_library`]) rather than an expression.
+    library: bool,
+    /// Filter arguments of the enclosing definitions.
+    params: Vec<&'s str>,
+    /// Names called so far (to find recursive definitions).
+    calls: Vec<&'s str>,
+}
+
+impl<'s> Instr<'s> {
+    fn new(library: bool) -> Self {
+        Self {
+            library,
+            params: Vec::new(),
+            calls: Vec::new(),
+        }
     }
-}
 
-fn instrument<'s>(t: Term<&'s str>) -> Term<&'s str> {
-    instrument_in(t, &mut Vec::new())
-}
-
-/// `params`: the filter arguments of the enclosing definitions.
-fn instrument_in<'s>(t: Term<&'s str>, params: &mut Vec<&'s str>) -> Term<&'s str> {
-    macro_rules! i {
-        ($t:expr) => {
-            Box::new(instrument_in(*$t, params))
-        };
+    fn def(&mut self, d: Def<&'s str>) -> Def<&'s str> {
+        let outer = self.params.len();
+        let seen = self.calls.len();
+        if !self.library {
+            self.params
+                .extend(d.args.iter().filter(|a| !a.starts_with('$')));
+        }
+        let body = self.term(d.body);
+        self.params.truncate(outer);
+        let tick = !self.library || self.calls[seen..].contains(&d.name);
+        Def {
+            name: d.name,
+            args: d.args,
+            body: if tick {
+                pipe(call(TICK, Vec::new()), body)
+            } else {
+                body
+            },
+        }
     }
-    match t {
-        Term::Def(defs, t) => {
-            let defs = defs
-                .into_iter()
-                .map(|d| instrument_def_in(d, params))
-                .collect();
-            Term::Def(defs, i!(t))
+
+    fn term(&mut self, t: Term<&'s str>) -> Term<&'s str> {
+        macro_rules! i {
+            ($t:expr) => {
+                Box::new(self.term(*$t))
+            };
         }
-        Term::Call(name, args) if args.is_empty() && params.contains(&name) => {
-            pipe(call(TICK, Vec::new()), Term::Call(name, args))
+        if let Term::Call(name, _) = &t {
+            self.calls.push(name);
         }
-        Term::Arr(Some(t)) => Term::Arr(Some(Box::new(pipe(
-            instrument_in(*t, params),
-            call(TICK, Vec::new()),
-        )))),
-        Term::BinOp(l, BinaryOp::Math(op @ (Math::Add | Math::Mul)), r) => call(
-            if matches!(op, Math::Add) { "__add" } else { "__mul" },
-            vec![instrument_in(*l, params), instrument_in(*r, params)],
-        ),
-        // `l op= r` is `r as $x | l |= . op $x`.
-        Term::BinOp(l, BinaryOp::UpdateMath(op @ (Math::Add | Math::Mul)), r) => {
-            let x = "$__update";
-            let name = if matches!(op, Math::Add) { "__add" } else { "__mul" };
-            Term::BinOp(
-                i!(r),
-                BinaryOp::Pipe(Some(Pattern::Var(x))),
-                Box::new(Term::BinOp(
-                    i!(l),
-                    BinaryOp::Update,
-                    Box::new(call(name, vec![Term::Id, Term::Var(x)])),
-                )),
-            )
-        }
-        Term::BinOp(l, op, r) => Term::BinOp(i!(l), op, i!(r)),
-        Term::Str(fmt, parts) => Term::Str(
-            fmt,
-            parts
-                .into_iter()
-                .map(|p| match p {
-                    StrPart::Term(t) => StrPart::Term(instrument_in(t, params)),
-                    p => p,
-                })
-                .collect(),
-        ),
-        Term::Obj(kvs) => Term::Obj(
-            kvs.into_iter()
-                .map(|(k, v)| (instrument_in(k, params), v.map(|v| instrument_in(v, params))))
-                .collect(),
-        ),
-        Term::Neg(t) => Term::Neg(i!(t)),
-        Term::Label(l, t) => Term::Label(l, i!(t)),
-        Term::Fold(kind, x, pat, ys) => {
-            Term::Fold(kind, i!(x), pat, ys.into_iter().map(|y| instrument_in(y, params)).collect())
-        }
-        Term::TryCatch(t, c) => Term::TryCatch(i!(t), c.map(|c| i!(c))),
-        Term::IfThenElse(bs, e) => Term::IfThenElse(
-            bs.into_iter()
-                .map(|(c, t)| (instrument_in(c, params), instrument_in(t, params)))
-                .collect(),
-            e.map(|e| i!(e)),
-        ),
-        Term::Call(name, args) => Term::Call(
-            name,
-            args.into_iter().map(|a| instrument_in(a, params)).collect(),
-        ),
-        Term::Path(base, path) => Term::Path(
-            i!(base),
-            jaq_core::path::Path(
-                path.0
+        match t {
+            Term::Def(defs, t) => {
+                let defs = defs.into_iter().map(|d| self.def(d)).collect();
+                Term::Def(defs, i!(t))
+            }
+            Term::Call(name, args) if args.is_empty() && self.params.contains(&name) => {
+                pipe(call(TICK, Vec::new()), Term::Call(name, args))
+            }
+            Term::Arr(Some(t)) if !self.library => {
+                Term::Arr(Some(Box::new(pipe(self.term(*t), call(TICK, Vec::new())))))
+            }
+            Term::BinOp(l, BinaryOp::Math(op @ (Math::Add | Math::Mul)), r) if !self.library => {
+                call(checked(op), vec![self.term(*l), self.term(*r)])
+            }
+            // `l op= r` is `r as $x | l |= . op $x`.
+            Term::BinOp(l, BinaryOp::UpdateMath(op @ (Math::Add | Math::Mul)), r)
+                if !self.library =>
+            {
+                let x = "$__update";
+                let name = checked(op);
+                Term::BinOp(
+                    i!(r),
+                    BinaryOp::Pipe(Some(Pattern::Var(x))),
+                    Box::new(Term::BinOp(
+                        i!(l),
+                        BinaryOp::Update,
+                        Box::new(call(name, vec![Term::Id, Term::Var(x)])),
+                    )),
+                )
+            }
+            Term::BinOp(l, op, r) => Term::BinOp(i!(l), op, i!(r)),
+            Term::Str(fmt, parts) => Term::Str(
+                fmt,
+                parts
                     .into_iter()
-                    .map(|(part, opt)| {
-                        let part = match part {
-                            Part::Index(t) => Part::Index(instrument_in(t, params)),
-                            Part::Range(a, b) => Part::Range(
-                                a.map(|a| instrument_in(a, params)),
-                                b.map(|b| instrument_in(b, params)),
-                            ),
-                        };
-                        (part, opt)
+                    .map(|p| match p {
+                        StrPart::Term(t) => StrPart::Term(self.term(t)),
+                        p => p,
                     })
                     .collect(),
             ),
-        ),
-        t @ (Term::Id
-        | Term::Recurse
-        | Term::Num(_)
-        | Term::Arr(None)
-        | Term::Break(_)
-        | Term::Var(_)) => t,
+            Term::Obj(kvs) => Term::Obj(
+                kvs.into_iter()
+                    .map(|(k, v)| (self.term(k), v.map(|v| self.term(v))))
+                    .collect(),
+            ),
+            Term::Arr(Some(t)) => Term::Arr(Some(i!(t))),
+            Term::Neg(t) => Term::Neg(i!(t)),
+            Term::Label(l, t) => Term::Label(l, i!(t)),
+            Term::Fold(kind, x, pat, ys) => Term::Fold(
+                kind,
+                i!(x),
+                pat,
+                ys.into_iter().map(|y| self.term(y)).collect(),
+            ),
+            Term::TryCatch(t, c) => Term::TryCatch(i!(t), c.map(|c| i!(c))),
+            Term::IfThenElse(bs, e) => Term::IfThenElse(
+                bs.into_iter()
+                    .map(|(c, t)| (self.term(c), self.term(t)))
+                    .collect(),
+                e.map(|e| i!(e)),
+            ),
+            Term::Call(name, args) => {
+                Term::Call(name, args.into_iter().map(|a| self.term(a)).collect())
+            }
+            Term::Path(base, path) => Term::Path(
+                i!(base),
+                jaq_core::path::Path(
+                    path.0
+                        .into_iter()
+                        .map(|(part, opt)| {
+                            let part = match part {
+                                Part::Index(t) => Part::Index(self.term(t)),
+                                Part::Range(a, b) => {
+                                    Part::Range(a.map(|a| self.term(a)), b.map(|b| self.term(b)))
+                                }
+                            };
+                            (part, opt)
+                        })
+                        .collect(),
+                ),
+            ),
+            t @ (Term::Id
+            | Term::Recurse
+            | Term::Num(_)
+            | Term::Arr(None)
+            | Term::Break(_)
+            | Term::Var(_)) => t,
+        }
     }
 }
+
+/// jq filters that reach the process rather than the record: the environment (secrets live
+/// there), stopping the process, and writing to its stderr. A mapping that names one does not
+/// compile (`undefined filter`).
+const PROCESS_FILTERS: &[&str] = &[
+    "env",
+    "halt",
+    "halt_error",
+    "debug",
+    "stderr",
+    "input",
+    "inputs",
+];
 
 /// Compiles a parsed expression with the jq standard library and our built-ins. The
 /// expression and the library's definitions are instrumented (see [`instrument`]) so that
@@ -409,7 +472,7 @@ pub(crate) fn compile<'s>(main: Term<&'s str>) -> Result<JaqFilter, CompileError
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs())
-        .map(|d| -> Def<&'s str> { instrument_def(d) })
+        .map(|d| -> Def<&'s str> { instrument_library(d) })
         .chain(ours)
         .chain([Def {
             name: "__main",
@@ -419,6 +482,7 @@ pub(crate) fn compile<'s>(main: Term<&'s str>) -> Result<JaqFilter, CompileError
     let funs = jaq_core::funs::<Data>()
         .chain(jaq_std::funs::<Data>())
         .chain(jaq_json::funs::<Data>())
+        .filter(|f| !PROCESS_FILTERS.contains(&f.0))
         .chain(natives());
     let loader = Loader::new(defs);
     let program = File {

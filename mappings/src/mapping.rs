@@ -320,9 +320,10 @@ fn yaml_err(file: &str, e: &yaml_serde::Error) -> LoadError {
     }
 }
 
-/// Checks a mapping file's nesting before the YAML parser sees it (deep nesting makes the
-/// parser slow). Counts block levels by indentation (and `- ` items opening on one line) plus
-/// flow `[`/`{` outside quotes and comments; an over-estimate, never an under-estimate.
+/// Checks a mapping file's nesting before the YAML parser sees it (its time grows with the
+/// square of the nesting). Counts block levels by indentation (and `- ` items opening on one
+/// line) plus flow `[`/`{` outside quotes, comments and block scalars: an over-estimate of the
+/// nesting written out (aliases are bounded by the YAML reader's own repetition limit).
 /// The error gives the 1-based line and column where the limit is passed.
 fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)> {
     let mut indents: Vec<usize> = Vec::new();
@@ -334,12 +335,22 @@ fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)
             format!("nested deeper than {max} levels (the limit for mapping files)"),
         ))
     };
+    // Indentation of the line that opened a block scalar (`key: |`): the more indented lines
+    // after it are text.
+    let mut block_scalar: Option<usize> = None;
     for (i, l) in text.lines().enumerate() {
         let body = l.trim_start_matches(' ');
         if body.is_empty() || body.starts_with('#') {
             continue;
         }
         let indent = l.len() - body.len();
+        match block_scalar {
+            Some(at) if indent > at => continue,
+            _ => block_scalar = None,
+        }
+        if flow == 0 && opens_block_scalar(body) {
+            block_scalar = Some(indent);
+        }
         let mut items = 0usize;
         let mut rest = body;
         while let Some(r) = rest.strip_prefix('-')
@@ -396,6 +407,19 @@ fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)
     Ok(())
 }
 
+/// `key: |`, `- >-`, `key: |2 # comment`: the line's value is a block scalar.
+fn opens_block_scalar(line: &str) -> bool {
+    let line = line.split(" #").next().unwrap_or_default().trim_end();
+    let mut words = line.rsplit(' ');
+    let indicator = words.next().unwrap_or_default();
+    let before = words.find(|w| !w.is_empty()).unwrap_or_default();
+    indicator.starts_with(['|', '>'])
+        && indicator[1..]
+            .chars()
+            .all(|c| matches!(c, '-' | '+' | '0'..='9'))
+        && (before.ends_with(':') || before == "-")
+}
+
 fn yaml_key_text(k: &yaml_serde::Value) -> Option<String> {
     match k {
         yaml_serde::Value::String(s) => Some(s.clone()),
@@ -435,14 +459,14 @@ impl Mapping {
 
     /// Like [`Mapping::from_str`], with options.
     pub fn from_str_with(name: &str, text: &str, options: &LoadOptions) -> Result<Self, LoadError> {
-        check_yaml_depth(text, options.limits.max_yaml_depth).map_err(|(line, column, message)| {
-            LoadError::Yaml {
+        check_yaml_depth(text, options.limits.max_yaml_depth).map_err(
+            |(line, column, message)| LoadError::Yaml {
                 file: name.to_owned(),
                 line,
                 column,
                 message,
-            }
-        })?;
+            },
+        )?;
         let raw: RawMapping = yaml_serde::from_str(text).map_err(|e| yaml_err(name, &e))?;
         let loc = Locator::new(text);
         let field_err =

@@ -88,9 +88,12 @@ const TITLE_LINE: usize = 10;
 
 fn load_err(expr: &str) -> String {
     let started = Instant::now();
-    let e = Mapping::from_str("limits.yaml", &mapping_with(expr))
-        .expect_err("must not load");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let e = Mapping::from_str("limits.yaml", &mapping_with(expr)).expect_err("must not load");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     match &e {
         LoadError::Field { line, field, .. } => {
             assert_eq!(*line, TITLE_LINE, "{e}");
@@ -99,7 +102,11 @@ fn load_err(expr: &str) -> String {
         other => panic!("not a field error: {other}"),
     }
     let msg = e.to_string();
-    assert!(msg.starts_with("limits.yaml:10: "), "{}", &msg[..msg.len().min(300)]);
+    assert!(
+        msg.starts_with("limits.yaml:10: "),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
     assert!(msg.len() < 2000, "message of {} bytes", msg.len());
     msg
 }
@@ -152,7 +159,11 @@ fn only_bad_record_fails(expr: &str, bad: Value, reason_has: &str) {
         },
     )
     .expect("apply");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let err = String::from_utf8_lossy(&err);
     assert_eq!((report.written, report.failed), (2, 1), "{err}");
     assert!(err.starts_with("line 2: error: "), "{err}");
@@ -195,7 +206,13 @@ fn chain_within_the_size_limit_is_bounded_in_depth() {
         assert!(msg.contains("too deep"), "{msg}");
         let msg = load_err(&format!("{}1", "-".repeat(8000)));
         assert!(msg.contains("too deep"), "{msg}");
-        let msg = load_err(&format!("{}. end", "if . then ".repeat(1500)));
+        let msg = load_err(&format!(
+            "{}.{}",
+            "if . then ".repeat(1000),
+            " end".repeat(1000)
+        ));
+        assert!(msg.contains("deeper than 64 levels"), "{msg}");
+        let msg = load_err(&format!("{}.", ". as $x | ".repeat(1000)));
         assert!(msg.contains("too deep"), "{msg}");
     });
 }
@@ -227,7 +244,11 @@ fn endless_recursive_def_fails_the_record() {
 fn repeat_stops_at_the_limit() {
     isolated("repeat_stops_at_the_limit", || {
         record_err("[repeat(1)] | length", record(), "evaluation stopped");
-        record_err("[limit(1e12; repeat(\"x\"))] | length", record(), "evaluation stopped");
+        record_err(
+            "[limit(1e12; repeat(\"x\"))] | length",
+            record(),
+            "evaluation stopped",
+        );
     });
 }
 
@@ -236,7 +257,11 @@ fn range_1e15_stops_at_the_limit() {
     isolated("range_1e15_stops_at_the_limit", || {
         record_err("[range(1e15)] | length", record(), "evaluation stopped");
         record_err("last(range(1e15))", record(), "evaluation stopped");
-        record_err("reduce range(1e15) as $i (0; . + 1)", record(), "evaluation stopped");
+        record_err(
+            "reduce range(1e15) as $i (0; . + 1)",
+            record(),
+            "evaluation stopped",
+        );
     });
 }
 
@@ -244,8 +269,16 @@ fn range_1e15_stops_at_the_limit() {
 fn until_false_stops_at_the_limit() {
     isolated("until_false_stops_at_the_limit", || {
         record_err("until(false; .)", record(), "evaluation stopped");
-        record_err("try until(false; .) catch \"caught\"", record(), "evaluation stopped");
-        record_err("[.name | while(true; .)] | length", record(), "evaluation stopped");
+        record_err(
+            "try until(false; .) catch \"caught\"",
+            record(),
+            "evaluation stopped",
+        );
+        record_err(
+            "[.name | while(true; .)] | length",
+            record(),
+            "evaluation stopped",
+        );
     });
 }
 
@@ -257,7 +290,11 @@ fn string_repetition_is_capped() {
         // jq interpreter (`reduce`), and doubling by `+`
         record_err("reduce range(1) as $i (\"x\" * 1e9; .)", record(), "would");
         record_err("reduce range(40) as $i (\"x\"; . + .)", record(), "would");
-        record_err("reduce range(40) as $i ([1]; . + .) | length", record(), "would");
+        record_err(
+            "reduce range(40) as $i ([1]; . + .) | length",
+            record(),
+            "would",
+        );
         record_err("reduce range(40) as $i (\"x\"; . += .)", record(), "would");
         // the count from the vendor record, direct evaluator
         only_bad_record_fails(
@@ -271,12 +308,14 @@ fn string_repetition_is_capped() {
 #[test]
 fn fromjson_of_deep_input_fails_only_that_record() {
     isolated("fromjson_of_deep_input_fails_only_that_record", || {
-        let deep = json!({"uid": 2, "name": "Li", "x": "[".repeat(100_000)});
-        // jq interpreter
-        only_bad_record_fails(".x | fromjson | tojson", deep.clone(), "fromjson");
-        only_bad_record_fails(".x | fromjson | map(.) | tojson", deep.clone(), "fromjson");
-        // direct evaluator
-        only_bad_record_fails(".x | fromjson | tostring", deep, "fromjson");
+        let n = 100_000;
+        for text in ["[".repeat(n) + &"]".repeat(n), "[".repeat(n)] {
+            let deep = json!({"uid": 2, "name": "Li", "x": text});
+            // jq interpreter (`.[]`)
+            only_bad_record_fails(".x | fromjson | [.[]] | tojson", deep.clone(), "fromjson");
+            // direct evaluator
+            only_bad_record_fails(".x | fromjson | tostring", deep, "fromjson");
+        }
     });
 }
 
@@ -303,7 +342,10 @@ fn errors_do_not_quote_a_10_mb_value() {
             );
             let m = Mapping::from_str("limits.yaml", &text).expect("loads");
             let e = m
-                .to_canonical(&json!({"uid": 1, "name": "Li", "s": big}), &MemoryResolver::new())
+                .to_canonical(
+                    &json!({"uid": 1, "name": "Li", "s": big}),
+                    &MemoryResolver::new(),
+                )
                 .expect_err(expr);
             let msg = e.to_string();
             assert!(msg.len() < 2000, "{expr}: message of {} bytes", msg.len());
@@ -346,7 +388,11 @@ fn deeply_nested_yaml_is_a_load_error() {
                 started.elapsed()
             );
             let msg = e.to_string();
-            let at = if what == "flow" { "limits.yaml:14:" } else { "limits.yaml:" };
+            let at = if what == "flow" {
+                "limits.yaml:14:"
+            } else {
+                "limits.yaml:"
+            };
             assert!(msg.starts_with(at), "{what}: {msg}");
             assert!(msg.contains("nested deeper than 32"), "{what}: {msg}");
         }
@@ -355,52 +401,91 @@ fn deeply_nested_yaml_is_a_load_error() {
 
 #[test]
 fn expressions_at_the_limits_load_and_run_on_a_small_stack() {
-    isolated("expressions_at_the_limits_load_and_run_on_a_small_stack", || {
-        let record = json!({"uid": 1, "name": "Li", "n": 1});
-        let cases = [
-            // 97 pipes, in the jq interpreter (`[…][]`) and the direct evaluator
-            (format!("[.name][]{}", " | ascii_downcase".repeat(97)), json!("li")),
-            (format!(".name{}", " | ascii_downcase".repeat(97)), json!("li")),
-            // 63 levels of brackets
-            (format!("{}.name{}", "(".repeat(63), ")".repeat(63)), json!("Li")),
-            (
-                format!("{}[.name][]{} | .[0]", "[".repeat(62), "]".repeat(62)),
-                (0..61).fold(json!("Li"), |v, _| json!([v])),
-            ),
-            // 97 additions
-            (format!("[.n][]{} | tostring", " + .n".repeat(97)), json!("98")),
-            (format!(".n{} | tostring", " + .n".repeat(97)), json!("98")),
-            // 48 branches
-            (
-                format!(
-                    "{} else .name end",
-                    (0..48)
-                        .map(|i| format!(" {} .n == {} then \"{i}\"", if i == 0 { "if" } else { "elif" }, i + 2))
-                        .collect::<String>()
+    isolated(
+        "expressions_at_the_limits_load_and_run_on_a_small_stack",
+        || {
+            let record = json!({"uid": 1, "name": "Li", "n": 1});
+            let cases = [
+                // 97 pipes, in the jq interpreter (`[…][]`) and the direct evaluator
+                (
+                    format!("[.name][]{}", " | ascii_downcase".repeat(97)),
+                    json!("li"),
                 ),
-                json!("Li"),
-            ),
-        ];
-        for (expr, want) in cases {
-            for jaq_only in [false, true] {
-                let m = Mapping::from_str_with(
-                    "limits.yaml",
-                    &mapping_with(&expr),
-                    &LoadOptions {
-                        jaq_only,
-                        ..LoadOptions::default()
-                    },
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-                let trace = m.trace(Direction::ToCanonical, &record, &MemoryResolver::new());
-                let title = trace
-                    .iter()
-                    .find(|t| t.target == "title")
-                    .expect("title");
-                assert_eq!(title.result, Ok(Some(want.clone())), "{expr}");
+                (
+                    format!(".name{}", " | ascii_downcase".repeat(97)),
+                    json!("li"),
+                ),
+                // 63 levels of brackets
+                (
+                    format!("{}.name{}", "(".repeat(63), ")".repeat(63)),
+                    json!("Li"),
+                ),
+                (
+                    format!("{}[.name][]{} | .[0]", "[".repeat(62), "]".repeat(62)),
+                    (0..61).fold(json!("Li"), |v, _| json!([v])),
+                ),
+                // 97 additions
+                (
+                    format!("[.n][]{} | tostring", " + .n".repeat(97)),
+                    json!("98"),
+                ),
+                (format!(".n{} | tostring", " + .n".repeat(97)), json!("98")),
+                // 48 branches
+                (
+                    format!(
+                        "{} else .name end",
+                        (0..48)
+                            .map(|i| format!(
+                                " {} .n == {} then \"{i}\"",
+                                if i == 0 { "if" } else { "elif" },
+                                i + 2
+                            ))
+                            .collect::<String>()
+                    ),
+                    json!("Li"),
+                ),
+            ];
+            for (expr, want) in cases {
+                for jaq_only in [false, true] {
+                    let m = Mapping::from_str_with(
+                        "limits.yaml",
+                        &mapping_with(&expr),
+                        &LoadOptions {
+                            jaq_only,
+                            ..LoadOptions::default()
+                        },
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+                    let trace = m.trace(Direction::ToCanonical, &record, &MemoryResolver::new());
+                    let title = trace.iter().find(|t| t.target == "title").expect("title");
+                    assert_eq!(title.result, Ok(Some(want.clone())), "{expr}");
+                }
             }
+        },
+    );
+}
+
+#[test]
+fn block_scalars_and_quotes_do_not_count_as_nesting() {
+    let expr = format!(
+        "|\n{}",
+        (0..40)
+            .map(|i| format!("      {}if .a then [\"[\", \"{{\"] else\n", " ".repeat(i)))
+            .collect::<String>()
+    );
+    // A 40-line text indented ever deeper, with brackets, and brackets in a quoted scalar.
+    let text = mapping_with(".name")
+        + &format!(
+            "description: {expr}\nwhen_canonical: '.x == \"{}\"'\n",
+            "[".repeat(40)
+        );
+    match Mapping::from_str("limits.yaml", &text) {
+        Ok(_) => {}
+        Err(LoadError::Yaml { message, .. }) if message.contains("nested deeper") => {
+            panic!("{message}")
         }
-    });
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[test]

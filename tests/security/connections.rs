@@ -80,10 +80,7 @@ async fn until_closed(stream: &mut TcpStream, what: &str) -> String {
 }
 
 async fn healthz(base: &str) -> reqwest::StatusCode {
-    let client = reqwest::Client::builder()
-        .timeout(BOUND)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(BOUND).build().unwrap();
     match client.get(format!("{base}/healthz")).send().await {
         Ok(r) => r.status(),
         Err(e) => panic!("/healthz did not answer: {e}"),
@@ -136,13 +133,17 @@ async fn headers_sent_slowly_are_cut_off() {
         read_all.is_ok(),
         "headers trickled byte by byte kept the connection open for {BOUND:?}"
     );
-    assert!(!text.contains(" 200 "), "unfinished headers were answered: {text}");
+    assert!(
+        !text.contains(" 200 "),
+        "unfinished headers were answered: {text}"
+    );
     assert_eq!(healthz(&hub.base).await, 200);
 }
 
 #[tokio::test]
 async fn a_body_shorter_than_its_content_length_is_answered_408_and_closed() {
-    let hub = hub("body_timeout_ms = 1000\nrequest_timeout_ms = 60000\nidle_timeout_ms = 60000").await;
+    let hub =
+        hub("body_timeout_ms = 1000\nrequest_timeout_ms = 60000\nidle_timeout_ms = 60000").await;
     // Within the body limit (64 KiB): the server waits for it, but not for ever.
     let mut s = TcpStream::connect(hub.addr).await.unwrap();
     s.write_all(
@@ -158,7 +159,8 @@ async fn a_body_shorter_than_its_content_length_is_answered_408_and_closed() {
 
 #[tokio::test]
 async fn a_huge_content_length_is_refused_without_reading_the_body() {
-    let hub = hub("body_timeout_ms = 60000\nrequest_timeout_ms = 60000\nidle_timeout_ms = 60000").await;
+    let hub =
+        hub("body_timeout_ms = 60000\nrequest_timeout_ms = 60000\nidle_timeout_ms = 60000").await;
     let mut s = TcpStream::connect(hub.addr).await.unwrap();
     s.write_all(
         b"POST /callbacks/feishu/anyone HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000000\r\n\r\n",
@@ -183,13 +185,18 @@ async fn hold_idle(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
 #[tokio::test]
 async fn idle_connections_over_the_cap_do_not_keep_healthz_out() {
     // Nothing expires by time here: only the cap can make room.
-    let hub = hub("max_connections = 10\nidle_timeout_ms = 600000\nheader_timeout_ms = 600000").await;
+    let hub =
+        hub("max_connections = 10\nidle_timeout_ms = 600000\nheader_timeout_ms = 600000").await;
     let mut held = hold_idle(hub.addr, 30).await;
     for _ in 0..5 {
         assert_eq!(healthz(&hub.base).await, 200);
     }
     // Room was made by closing the connections idle the longest.
-    let got = until_closed(&mut held[0], "the oldest idle connection, 30 over a cap of 10").await;
+    let got = until_closed(
+        &mut held[0],
+        "the oldest idle connection, 30 over a cap of 10",
+    )
+    .await;
     assert_eq!(got, "");
     let text = reqwest::get(format!("{}/metrics", hub.base))
         .await

@@ -25,12 +25,8 @@ fn load(file: &Path, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     std::thread::spawn(move || {
         let _ = tx.send(config::load(&sources));
     });
-    rx.recv_timeout(BOUND).unwrap_or_else(|_| {
-        panic!(
-            "loading {} did not return within {BOUND:?}",
-            file.display()
-        )
-    })
+    rx.recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("loading {} did not return within {BOUND:?}", file.display()))
 }
 
 fn mkfifo(path: &Path) {
@@ -41,14 +37,16 @@ fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
-/// A directory, a FIFO nobody writes to, and `/dev/zero`.
+/// A device, a FIFO nobody writes to, and a directory. The device is `/dev/null` here, not
+/// `/dev/zero`: a regression must fail this test, not read until the machine runs out of
+/// memory; `/dev/zero` itself is read by a child process under a memory limit below.
 fn not_regular_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let fifo = dir.join("fifo");
     mkfifo(&fifo);
     let sub = dir.join("a-directory");
     std::fs::create_dir_all(&sub).unwrap();
     vec![
-        (PathBuf::from("/dev/zero"), "a character device"),
+        (PathBuf::from("/dev/null"), "a character device"),
         (fifo, "a FIFO"),
         (sub, "a directory"),
     ]
@@ -118,23 +116,52 @@ fn oversized_configuration_and_secret_files_are_refused() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The command as reported: `huitong config check --config /dev/zero` ends at once with
-/// exit code 2 and an error naming the file.
+/// `huitong config check` with `args`, in a child limited to 4 GB of memory (a regression
+/// reads `/dev/zero` until that limit instead of until the machine's); its exit code and
+/// standard error.
+async fn config_check(bin: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4000000 && exec \"$0\" config check \"$@\"")
+        .arg(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("HUITONG_SCHEDULES_DIR", dir.join("none"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(BOUND, run)
+        .await
+        .unwrap_or_else(|_| panic!("config check {args:?} ran for {BOUND:?}"))
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The commands as reported: `huitong config check --config /dev/zero`, and a secret file
+/// pointing at it, end at once with exit code 2 and an error naming the file.
 #[tokio::test]
 async fn config_check_of_dev_zero_is_refused() {
     let Some(bin) = crate::huitong_bin("config_check_of_dev_zero_is_refused") else {
         return;
     };
-    let run = tokio::process::Command::new(bin)
-        .args(["config", "check", "--config", "/dev/zero"])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(BOUND, run)
-        .await
-        .unwrap_or_else(|_| panic!("config check --config /dev/zero ran for {BOUND:?}"))
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let dir = temp_dir("huitong-security-files");
+    let (code, stderr) = config_check(&bin, &dir, &["--config", "/dev/zero"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("/dev/zero"), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let file = dir.join("huitong.toml");
+    std::fs::write(
+        &file,
+        "[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_1\"\napp_secret_file = \"/dev/zero\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = config_check(&bin, &dir, &["--config", &file.display().to_string()]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("connectors.hq.app_secret_file"), "{stderr}");
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1760,3 +1760,108 @@ async fn leaders_set_by_their_own_people_need_no_second_write_of_the_department(
     assert!(again.is_empty(), "{}", sync::render_plan(&again));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A new hire as the sandboxes' consoles take it (a fixture entry).
+fn hire(key: &str, name: &str, email: &str, mobile: &str, employee_no: &str, dept: &str) -> Value {
+    json!({"key": key, "name": name, "en_name": "", "email": email, "mobile": mobile,
+        "employee_no": employee_no, "title": "", "departments": [dept], "active": true,
+        "gender": "female", "hired_at": "2026-12-01"})
+}
+
+/// Sync never guesses: a source record that no longer maps, a new hire two unlinked target
+/// people could be, and a new hire whose mobile an unlinked target person holds are each a
+/// conflict; nothing is linked, created or removed for them, and apply writes only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_never_guesses_and_writes_nothing_for_a_conflict() {
+    // Mobile is not a match rule here: a target person holding a new hire's mobile is not them.
+    let setup = Setup::new("small-org.json", r#"match = ["employee_no", "email"]"#).await;
+    let (sb, store, ctx) = (&setup.sb, &*setup.store, &setup.ctx);
+    setup.sync_once().await;
+    let feishu = |path: &str| format!("{}/_sandbox/org/{path}", sb.feishu);
+    // (1) u5's mobile no longer maps (10 digits): a mapping_error — and u5 has not left.
+    console(Method::PATCH, &feishu("users/u5"), json!({"mobile": "1312677216"})).await;
+    // (2) DingTalk has two unlinked people with the new hire's email: ambiguous.
+    let twin = "twin@example.cn";
+    console(
+        Method::POST,
+        &feishu("users"),
+        hire("hire-a", "甲新", twin, "13900000001", "E900001", "d1"),
+    )
+    .await;
+    for (key, mobile) in [("twin-1", "13900000011"), ("twin-2", "13900000012")] {
+        console(
+            Method::POST,
+            &format!("{}/_sandbox/org/users", sb.dingtalk),
+            hire(key, "双胞胎", twin, mobile, key, "root"),
+        )
+        .await;
+    }
+    // (3) WeCom has an unlinked person holding the next hire's mobile: WeCom would refuse a
+    // second one.
+    console(
+        Method::POST,
+        &feishu("users"),
+        hire("hire-b", "乙新", "b@example.cn", "13900000002", "E900002", "d1"),
+    )
+    .await;
+    console(
+        Method::POST,
+        &format!("{}/_sandbox/org/users", sb.wecom),
+        hire("holder", "持有人", "holder@example.cn", "13900000002", "W900002", "root"),
+    )
+    .await;
+
+    let plan = sync::plan(ctx, store).await.unwrap();
+    let rendered = sync::render_plan(&plan);
+    let u5 = "周曦霞";
+    for t in &plan.targets {
+        let kinds: Vec<String> = t.conflicts.iter().map(|c| c.kind.to_string()).collect();
+        assert!(kinds.contains(&"mapping_error".to_owned()), "{rendered}");
+        assert!(
+            t.steps.iter().all(|s| s.name != u5),
+            "{}: nothing is written or removed for a record that did not map:\n{rendered}",
+            t.target
+        );
+        let (conflict, name, other) = if t.target == "sub" {
+            ("ambiguous_match", "甲新", "乙新")
+        } else {
+            ("duplicate_mobile", "乙新", "甲新")
+        };
+        let c = t.conflicts.iter().find(|c| c.kind == conflict);
+        assert!(c.is_some(), "{}: no {conflict}:\n{rendered}", t.target);
+        assert!(
+            t.steps.iter().all(|s| s.name != name),
+            "{}: no link or create for {name}:\n{rendered}",
+            t.target
+        );
+        // The other hire is no conflict there: created.
+        let creates: Vec<&str> = t
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Create)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(creates, [other], "{}:\n{rendered}", t.target);
+        assert_eq!(t.steps.len(), 1, "{}:\n{rendered}", t.target);
+    }
+    let before = (writes(&sb.dingtalk).await, writes(&sb.wecom).await);
+    let report = sync::apply(ctx, &plan, store, &*setup.dl.queue, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    // One write per target: the other hire's create. Nothing for the conflicts.
+    assert_eq!(
+        (writes(&sb.dingtalk).await, writes(&sb.wecom).await),
+        (before.0 + 1, before.1 + 1)
+    );
+    for base in [&sb.dingtalk, &sb.wecom] {
+        let org = get(&format!("{base}/_sandbox/org")).await;
+        let u = org["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == u5)
+            .unwrap_or_else(|| panic!("{base}: {u5} is still there"));
+        assert_eq!(u["active"], true, "{base}: {u5} was not disabled");
+    }
+}

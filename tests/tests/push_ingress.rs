@@ -494,6 +494,117 @@ async fn a_failed_publish_is_not_acked_and_the_redelivery_is_queued() {
     hub.stop().await;
 }
 
+/// Feishu's long connection, over the wire: while the queue fails, the ack frame huitong sends
+/// back over the WebSocket for the event carries `{"code": 500}` (so Feishu delivers it again);
+/// once the queue works again, the next event is queued and acked with 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_is_answered_with_code_500_over_feishus_long_connection() {
+    let (stop, rx) = watch::channel(false);
+    let feishu_sandbox = start_feishu(fixture("small-org.json"), "cli_flaky").await;
+    let feishu = feishu_sandbox.base.clone();
+    let (config, _dir) = load_config(
+        &format!(
+            "[connectors.fsflaky]\nkind = \"feishu\"\nevents = \"push\"\napp_id = \"cli_flaky\"\napp_secret_env = \"HQ\"\nbase_url = \"{feishu}\"\n"
+        ),
+        &[("HQ", "fs-secret")],
+    );
+    let mut app = App::start(config).await.unwrap();
+    let queue = Arc::new(TestQueue {
+        inner: app.queue.clone(),
+        fail: AtomicUsize::new(1),
+        gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+        publishes: AtomicUsize::new(0),
+    });
+    app.queue = queue.clone();
+    let (tx, mut messages) = mpsc::unbounded_channel();
+    let _consumer = app
+        .queue
+        .consume(INGRESS, Arc::new(Collect(tx)), ConsumeOptions::default())
+        .await
+        .unwrap();
+    let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", hub.local_addr().unwrap());
+    let served = tokio::spawn(app.serve(hub, until(rx)));
+    within(10, "the hub opens the long connection", async || {
+        calls(&feishu, "WS connect").await >= 1
+    })
+    .await;
+
+    // The queue is down for this event: its ack frame says 500, and nothing is queued.
+    console(
+        Method::POST,
+        &format!("{feishu}/_sandbox/org/users"),
+        new_user("u905", 905),
+    )
+    .await;
+    within(10, "the event is answered with code 500", async || {
+        calls(&feishu, "WS ack 500").await == 1
+    })
+    .await;
+    assert_eq!(calls(&feishu, "WS ack 200").await, 0, "not acked as taken");
+    assert_eq!(queue.publishes.load(Ordering::SeqCst), 1);
+
+    // The queue is back: the next event is queued and acked with 200.
+    console(
+        Method::POST,
+        &format!("{feishu}/_sandbox/org/users"),
+        new_user("u906", 906),
+    )
+    .await;
+    let m = tokio::time::timeout(Duration::from_secs(20), messages.recv())
+        .await
+        .expect("an ingress message within 20 s")
+        .unwrap();
+    match &m.task {
+        Task::IngressV1 {
+            connector,
+            event_type,
+            payload,
+            ..
+        } => {
+            assert_eq!(connector, "fsflaky");
+            assert_eq!(event_type, "contact.user.created_v3");
+            assert_eq!(
+                payload["event"]["object"]["employee_no"], "E000906",
+                "{payload}"
+            );
+        }
+        other => panic!("not an ingress task: {other:?}"),
+    }
+    within(10, "the second event is acked with 200", async || {
+        calls(&feishu, "WS ack 200").await == 1
+    })
+    .await;
+    assert_eq!(calls(&feishu, "WS ack 500").await, 1);
+    assert_eq!(queue.publishes.load(Ordering::SeqCst), 2);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let push_events = |outcome: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("huitong_push_events_total{")
+                    && l.contains("connector=\"fsflaky\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(push_events("publish_failed"), 1, "{metrics}");
+    assert_eq!(push_events("accepted"), 1, "{metrics}");
+
+    stop.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), served)
+        .await
+        .expect("serve stops on shutdown")
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_delivered_again_after_it_was_queued_is_queued_once() {
     let mut hub = StreamHub::start("slow", 0, false).await;

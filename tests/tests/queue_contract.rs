@@ -382,8 +382,16 @@ async fn contract(b: Backend) {
     // plain, flaky, 100 ordered, then poison and hopeless once replayed.
     assert_eq!(value("huitong_queue_acked_total", ""), 104, "{q}");
     // flaky and hopeless each went through both tiers.
-    assert_eq!(value("huitong_queue_retried_total", ",tier=\"0\""), 2, "{q}");
-    assert_eq!(value("huitong_queue_retried_total", ",tier=\"1\""), 2, "{q}");
+    assert_eq!(
+        value("huitong_queue_retried_total", ",tier=\"0\""),
+        2,
+        "{q}"
+    );
+    assert_eq!(
+        value("huitong_queue_retried_total", ",tier=\"1\""),
+        2,
+        "{q}"
+    );
     // poison (permanent) and hopeless (tiers exhausted).
     assert_eq!(value("huitong_queue_dead_lettered_total", ""), 2, "{q}");
     b.cleanup().await;

@@ -179,6 +179,12 @@ impl Wire for DingTalkWire {
 pub type DingTalkClient = Client<DingTalkWire>;
 
 impl Client<DingTalkWire> {
+    /// A `POST` to `path` of `generation`, counted in the API's own bucket (20/s per API).
+    pub(crate) fn post_call(&self, generation: Gen, path: &'static str) -> ApiCall {
+        let limit = self.wire.cfg.limits.per_api;
+        ApiCall::new(generation, Method::POST, path, path, limit)
+    }
+
     /// Runs an old-generation `call` and returns its `result` (or `{}` when absent).
     pub async fn result(&self, call: &ApiCall) -> Result<Value, ConnectorError> {
         self.call_part(call, "result").await

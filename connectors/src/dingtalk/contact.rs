@@ -6,10 +6,10 @@ use std::collections::{HashSet, VecDeque};
 use std::future::ready;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::capability::RecordStream;
+use crate::client::array_at;
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::client::{ApiCall, DingTalkClient, Gen};
 use crate::error::ConnectorError;
@@ -76,14 +76,7 @@ pub fn normalize_union_id(mut v: Value) -> Value {
 
 impl DingTalkClient {
     fn contact_call(&self, path: &'static str, body: Value) -> ApiCall {
-        ApiCall::new(
-            Gen::Old,
-            Method::POST,
-            path,
-            path,
-            self.wire.cfg.limits.per_api,
-        )
-        .json(body)
+        self.post_call(Gen::Old, path).json(body)
     }
 
     /// Direct sub-departments of `dept_id`.
@@ -151,10 +144,7 @@ impl DingTalkClient {
                     json!({"dept_id": dept_id, "cursor": cursor, "size": size}),
                 ))
                 .await?;
-            let list = match r.get("list") {
-                Some(Value::Array(a)) => a.clone(),
-                _ => Vec::new(),
-            };
+            let list = array_at(&r, "list");
             let has_more = r.get("has_more").and_then(Value::as_bool).unwrap_or(false);
             let next = r.get("next_cursor").and_then(Value::as_i64);
             let state = match (has_more, next) {
@@ -218,9 +208,7 @@ impl DingTalkClient {
 
     /// `department/create {name, parent_id, …}` → the new dept_id.
     pub async fn create_department(&self, body: Value) -> Result<i64, ConnectorError> {
-        let r = self
-            .result(&self.contact_call(DEPT_CREATE, comma_lists(body)))
-            .await?;
+        let r = self.create_by(DEPT_CREATE, body).await?;
         r.get("dept_id")
             .and_then(Value::as_i64)
             .ok_or_else(|| ConnectorError::permanent(VENDOR, "department/create without dept_id"))
@@ -232,12 +220,29 @@ impl DingTalkClient {
         dept_id: i64,
         patch: Value,
     ) -> Result<(), ConnectorError> {
+        self.update_by(DEPT_UPDATE, ("dept_id", json!(dept_id)), patch)
+            .await
+    }
+
+    /// POSTs a new record's `body` (lists as comma strings) to `path`: the reply's `result`.
+    async fn create_by(&self, path: &'static str, body: Value) -> Result<Value, ConnectorError> {
+        self.result(&self.contact_call(path, comma_lists(body)))
+            .await
+    }
+
+    /// POSTs `patch` (lists as comma strings) to `path` with the record's id (`(key, id)`).
+    async fn update_by(
+        &self,
+        path: &'static str,
+        (key, id): (&str, Value),
+        patch: Value,
+    ) -> Result<(), ConnectorError> {
         let mut body = match comma_lists(patch) {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        body.insert("dept_id".into(), json!(dept_id));
-        self.call(&self.contact_call(DEPT_UPDATE, Value::Object(body)))
+        body.insert(key.into(), id);
+        self.call(&self.contact_call(path, Value::Object(body)))
             .await?;
         Ok(())
     }
@@ -259,22 +264,13 @@ impl DingTalkClient {
 
     /// `user/create` → `{userid, unionId, unionid}` (`unionid` added for consistency).
     pub async fn create_user(&self, body: Value) -> Result<Value, ConnectorError> {
-        let r = self
-            .result(&self.contact_call(USER_CREATE, comma_lists(body)))
-            .await?;
-        Ok(normalize_union_id(r))
+        Ok(normalize_union_id(self.create_by(USER_CREATE, body).await?))
     }
 
     /// `user/update {userid, …}`.
     pub async fn update_user(&self, userid: &str, patch: Value) -> Result<(), ConnectorError> {
-        let mut body = match comma_lists(patch) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        body.insert("userid".into(), json!(userid));
-        self.call(&self.contact_call(USER_UPDATE, Value::Object(body)))
-            .await?;
-        Ok(())
+        self.update_by(USER_UPDATE, ("userid", json!(userid)), patch)
+            .await
     }
 
     /// `user/delete`; a user already gone counts as deleted.

@@ -1,12 +1,13 @@
 //! Work notifications (工作通知, `asyncsend_v2`) and media upload, old generation.
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::capability::{FileKind, FileLimits};
+use crate::client::{Fallible, FileWire, reply_key};
 use crate::dingtalk::VENDOR;
-use crate::dingtalk::client::{ApiCall, DingTalkClient, FormPart, Gen};
+use crate::dingtalk::client::{DingTalkClient, DingTalkWire, FormPart, Gen};
 use crate::error::ConnectorError;
 
 pub const ASYNCSEND_V2: &str = "/topapi/message/corpconversation/asyncsend_v2";
@@ -68,14 +69,7 @@ impl DingTalkClient {
                 ));
             }
         }
-        let call = ApiCall::new(
-            Gen::Old,
-            Method::POST,
-            ASYNCSEND_V2,
-            ASYNCSEND_V2,
-            self.wire.cfg.limits.per_api,
-        )
-        .json(body);
+        let call = self.post_call(Gen::Old, ASYNCSEND_V2).json(body);
         let r = self.call(&call).await?;
         r.get("task_id")
             .and_then(Value::as_i64)
@@ -85,14 +79,9 @@ impl DingTalkClient {
     /// The delivery result of a work notification.
     pub async fn work_notification_result(&self, task_id: i64) -> Result<Value, ConnectorError> {
         let agent_id = self.wire.cfg.agent_id.unwrap_or_default();
-        let call = ApiCall::new(
-            Gen::Old,
-            Method::POST,
-            GET_SEND_RESULT,
-            GET_SEND_RESULT,
-            self.wire.cfg.limits.per_api,
-        )
-        .json(json!({"agent_id": agent_id, "task_id": task_id}));
+        let call = self
+            .post_call(Gen::Old, GET_SEND_RESULT)
+            .json(json!({"agent_id": agent_id, "task_id": task_id}));
         let mut r = self.call(&call).await?;
         Ok(r.get_mut("send_result")
             .map(Value::take)
@@ -118,37 +107,37 @@ impl DingTalkClient {
                 format!("{media_type} larger than {max} bytes"),
             ));
         }
-        let call = ApiCall::new(
-            Gen::Old,
-            Method::POST,
-            MEDIA_UPLOAD,
-            MEDIA_UPLOAD,
-            self.wire.cfg.limits.per_api,
-        )
-        .query("type", media_type)
-        .form(vec![
-            FormPart::Text("type", media_type.to_string()),
-            FormPart::File {
-                mime: None,
-                name: "media",
-                file_name: file_name.to_string(),
-                data,
-            },
-        ]);
-        let r = self.call(&call).await?;
-        r.get("media_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ConnectorError::permanent(VENDOR, "media/upload without media_id"))
+        let call = self
+            .post_call(Gen::Old, MEDIA_UPLOAD)
+            .query("type", media_type)
+            .form(vec![
+                FormPart::Text("type", media_type.to_string()),
+                FormPart::File {
+                    mime: None,
+                    name: "media",
+                    file_name: file_name.to_string(),
+                    data,
+                },
+            ]);
+        reply_key(VENDOR, "media/upload", &self.call(&call).await?, "media_id")
     }
+}
 
-    /// Uploads a file of the capability's kind.
-    pub async fn upload(
-        &self,
+/// Files of the capability's kind are media of that type; media ids cannot be downloaded
+/// through the org API.
+#[async_trait]
+impl FileWire for DingTalkWire {
+    const FILE_LIMITS: &'static FileLimits = &FILE_LIMITS;
+    async fn upload(
+        c: &DingTalkClient,
         kind: FileKind,
         name: &str,
         data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        self.upload_media(kind.media_type(), name, data).await
+    ) -> Fallible<String> {
+        c.upload_media(kind.media_type(), name, data).await
+    }
+    async fn download(_: &DingTalkClient, _key: &str) -> Fallible<Bytes> {
+        let e = "DingTalk media ids cannot be downloaded";
+        Err(ConnectorError::permanent(VENDOR, e))
     }
 }

@@ -19,13 +19,11 @@ pub mod todo;
 pub mod vendor;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 
-use crate::capability::{
-    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
-};
+use crate::capability::{Entity, ListQuery, ReadEntities, RecordStream};
+use crate::client::{Fallible, VendorWrites};
 use crate::error::ConnectorError;
 
 pub use client::DingTalkClient;
@@ -192,17 +190,14 @@ impl ReadEntities for DingTalkConnector {
 }
 
 #[async_trait]
-impl WriteEntities for DingTalkConnector {
+impl VendorWrites for DingTalkConnector {
+    const KEYED: &'static [Entity] = &[Entity::User, Entity::Department];
+
     /// A user without a `userid` gets the key as its userid: a second create with the key is
     /// refused as "userid exists" (60102), which then means the first one went through. A
     /// department is recognised by its name under its parent, which DingTalk keeps unique
     /// (60008 on a second create).
-    async fn create_keyed(
-        &self,
-        entity: Entity,
-        mut record: Value,
-        key: &str,
-    ) -> Result<String, ConnectorError> {
+    async fn make_keyed(&self, entity: Entity, mut record: Value, key: &str) -> Fallible<String> {
         if entity == Entity::Department {
             let parent = record.get("parent_id").and_then(|v| {
                 v.as_i64()
@@ -212,7 +207,7 @@ impl WriteEntities for DingTalkConnector {
                 .get("name")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            return match (self.create(entity, record).await, parent, name) {
+            return match (self.make(entity, record).await, parent, name) {
                 (Err(e), Some(parent), Some(name)) if e.code() == Some(60008) => {
                     let found = self
                         .client
@@ -243,7 +238,7 @@ impl WriteEntities for DingTalkConnector {
             }
             _ => false,
         };
-        match self.create(entity, record).await {
+        match self.make(entity, record).await {
             // Ours if it is there to be read (a userid may stay reserved after a deletion).
             Err(e) if chosen && e.code() == Some(60102) => match self.get(entity, key).await {
                 Ok(Some(_)) => {
@@ -256,11 +251,7 @@ impl WriteEntities for DingTalkConnector {
         }
     }
 
-    fn keyed_creates(&self, entity: Entity) -> bool {
-        matches!(entity, Entity::User | Entity::Department)
-    }
-
-    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+    async fn make(&self, entity: Entity, record: Value) -> Fallible<String> {
         let c = &self.client;
         match entity {
             Entity::Department => c.create_department(record).await.map(|id| id.to_string()),
@@ -294,12 +285,7 @@ impl WriteEntities for DingTalkConnector {
         }
     }
 
-    async fn update(
-        &self,
-        entity: Entity,
-        id: &str,
-        patch: Value,
-    ) -> Result<String, ConnectorError> {
+    async fn patch(&self, entity: Entity, id: &str, patch: Value) -> Fallible<()> {
         let c = &self.client;
         match entity {
             Entity::Department => c.update_department(contact::dept_id(id)?, patch).await,
@@ -310,10 +296,9 @@ impl WriteEntities for DingTalkConnector {
             }
             Entity::Message | Entity::Chat => Err(unsupported("update", entity)),
         }
-        .map(|()| id.to_string())
     }
 
-    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+    async fn remove(&self, entity: Entity, id: &str) -> Fallible<()> {
         let c = &self.client;
         match entity {
             Entity::Department => c.delete_department(contact::dept_id(id)?).await,
@@ -324,29 +309,5 @@ impl WriteEntities for DingTalkConnector {
             }
             Entity::Message | Entity::Chat => Err(unsupported("delete", entity)),
         }
-    }
-}
-
-#[async_trait]
-impl Files for DingTalkConnector {
-    fn limits(&self) -> &FileLimits {
-        &message::FILE_LIMITS
-    }
-
-    async fn upload(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        self.client.upload(kind, name, data).await
-    }
-
-    async fn download(&self, _key: &str) -> Result<Bytes, ConnectorError> {
-        // media_ids cannot be downloaded through the org API.
-        Err(ConnectorError::permanent(
-            VENDOR,
-            "DingTalk media ids cannot be downloaded",
-        ))
     }
 }

@@ -6,13 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::crypto::hmac_sha256;
 use crate::dingtalk::VENDOR;
-use crate::dingtalk::client::{ApiCall, DingTalkClient, Gen, old_reply};
+use crate::dingtalk::client::{DingTalkClient, Gen, old_reply};
 use crate::error::ConnectorError;
 use crate::http::{RetryPolicy, build_client, read_limited, with_retry};
 use crate::limit::{Limiter, RateLimit};
@@ -46,21 +45,8 @@ impl DingTalkClient {
         msg_key: &str,
         msg_param: &Value,
     ) -> Result<String, ConnectorError> {
-        let param = check_param(msg_key, msg_param)?;
-        let call = ApiCall::new(
-            Gen::New,
-            Method::POST,
-            GROUP_SEND,
-            GROUP_SEND,
-            self.wire.cfg.limits.per_api,
-        )
-        .json(json!({
-            "robotCode": self.wire.cfg.robot(),
-            "openConversationId": open_conversation_id,
-            "msgKey": msg_key,
-            "msgParam": param,
-        }));
-        let r = self.call(&call).await?;
+        let to = ("openConversationId", json!(open_conversation_id));
+        let r = self.robot_send(GROUP_SEND, to, msg_key, msg_param).await?;
         r.get("processQueryKey")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -81,21 +67,27 @@ impl DingTalkClient {
                 format!("userIds: 1..={MAX_OTO_USERS} users"),
             ));
         }
+        let to = ("userIds", json!(user_ids));
+        self.robot_send(OTO_BATCH_SEND, to, msg_key, msg_param)
+            .await
+    }
+
+    /// An app-robot message to `path`, addressed by `to` (its key and value).
+    async fn robot_send(
+        &self,
+        path: &'static str,
+        (to_key, to): (&str, Value),
+        msg_key: &str,
+        msg_param: &Value,
+    ) -> Result<Value, ConnectorError> {
         let param = check_param(msg_key, msg_param)?;
-        let call = ApiCall::new(
-            Gen::New,
-            Method::POST,
-            OTO_BATCH_SEND,
-            OTO_BATCH_SEND,
-            self.wire.cfg.limits.per_api,
-        )
-        .json(json!({
+        let mut body = json!({
             "robotCode": self.wire.cfg.robot(),
-            "userIds": user_ids,
             "msgKey": msg_key,
             "msgParam": param,
-        }));
-        self.call(&call).await
+        });
+        body[to_key] = to;
+        self.call(&self.post_call(Gen::New, path).json(body)).await
     }
 }
 

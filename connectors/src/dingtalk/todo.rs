@@ -5,11 +5,17 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::capability::RecordStream;
+use crate::client::array_at;
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::client::{ApiCall, DingTalkClient, Gen, seg};
 use crate::error::ConnectorError;
 
 const BASE: &str = "/v1.0/todo/users";
+
+/// The path of `union_id`'s task `task_id`, with `rest` after it.
+fn task_path(union_id: &str, task_id: &str, rest: &str) -> String {
+    format!("{BASE}/{}/tasks/{}{rest}", seg(union_id), seg(task_id))
+}
 
 impl DingTalkClient {
     fn todo_call(&self, method: Method, path: String, tier: &'static str) -> ApiCall {
@@ -56,11 +62,7 @@ impl DingTalkClient {
         union_id: &str,
         task_id: &str,
     ) -> Result<Option<Value>, ConnectorError> {
-        let call = self.todo_call(
-            Method::GET,
-            format!("{BASE}/{}/tasks/{}", seg(union_id), seg(task_id)),
-            "todo.get",
-        );
+        let call = self.todo_call(Method::GET, task_path(union_id, task_id, ""), "todo.get");
         match self.call(&call).await {
             Ok(v) => Ok(Some(v)),
             Err(ConnectorError::Permanent {
@@ -78,14 +80,9 @@ impl DingTalkClient {
         operator_id: &str,
         patch: Value,
     ) -> Result<(), ConnectorError> {
-        let call = self
-            .todo_call(
-                Method::PUT,
-                format!("{BASE}/{}/tasks/{}", seg(union_id), seg(task_id)),
-                "todo.update",
-            )
-            .query("operatorId", operator_id)
-            .json(patch);
+        let path = task_path(union_id, task_id, "");
+        let call = self.todo_call(Method::PUT, path, "todo.update");
+        let call = call.query("operatorId", operator_id).json(patch);
         self.call(&call).await?;
         Ok(())
     }
@@ -102,16 +99,9 @@ impl DingTalkClient {
             .iter()
             .map(|(id, done)| json!({"id": id, "isDone": done}))
             .collect();
+        let path = task_path(union_id, task_id, "/executorStatus");
         let call = self
-            .todo_call(
-                Method::PUT,
-                format!(
-                    "{BASE}/{}/tasks/{}/executorStatus",
-                    seg(union_id),
-                    seg(task_id)
-                ),
-                "todo.executorStatus",
-            )
+            .todo_call(Method::PUT, path, "todo.executorStatus")
             .query("operatorId", operator_id)
             .json(json!({"executorStatusList": list}));
         self.call(&call).await?;
@@ -124,13 +114,9 @@ impl DingTalkClient {
         task_id: &str,
         operator_id: &str,
     ) -> Result<(), ConnectorError> {
-        let call = self
-            .todo_call(
-                Method::DELETE,
-                format!("{BASE}/{}/tasks/{}", seg(union_id), seg(task_id)),
-                "todo.delete",
-            )
-            .query("operatorId", operator_id);
+        let path = task_path(union_id, task_id, "");
+        let call = self.todo_call(Method::DELETE, path, "todo.delete");
+        let call = call.query("operatorId", operator_id);
         self.call(&call).await?;
         Ok(())
     }
@@ -155,10 +141,7 @@ impl DingTalkClient {
                     .todo_call(Method::POST, path, "todo.query")
                     .json(Value::Object(body));
                 let r = self.call(&call).await?;
-                let cards = match r.get("todoCards") {
-                    Some(Value::Array(a)) => a.clone(),
-                    _ => Vec::new(),
-                };
+                let cards = array_at(&r, "todoCards");
                 let next = r
                     .get("nextToken")
                     .and_then(|v| {

@@ -8,6 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::capability::RecordStream;
+use crate::client::{array_at, found_part};
 use crate::error::{ConnectorError, gone_is_done};
 use crate::feishu::VENDOR;
 use crate::feishu::client::{ApiCall, FeishuClient, seg};
@@ -38,10 +39,7 @@ impl FeishuClient {
                     c = c.query("page_token", t.clone());
                 }
                 let data = self.data(&c).await?;
-                let items = match data.get("items") {
-                    Some(Value::Array(a)) => a.clone(),
-                    _ => Vec::new(),
-                };
+                let items = array_at(&data, "items");
                 let has_more = data
                     .get("has_more")
                     .and_then(Value::as_bool)
@@ -119,11 +117,8 @@ impl FeishuClient {
     }
 
     async fn get_entity(&self, path: String, field: &str) -> Result<Option<Value>, ConnectorError> {
-        match self.data(&self.contact_call(Method::GET, path)).await {
-            Ok(mut d) => Ok(d.get_mut(field).map(Value::take)),
-            Err(e) if e.code().is_some_and(|c| NOT_FOUND_CODES.contains(&c)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let reply = self.data(&self.contact_call(Method::GET, path)).await;
+        found_part(reply, field, NOT_FOUND_CODES)
     }
 
     pub async fn get_department(&self, id: &str) -> Result<Option<Value>, ConnectorError> {
@@ -136,14 +131,20 @@ impl FeishuClient {
             .await
     }
 
+    /// A write to the `field` records (`department` → `/departments`, `user` → `/users`), to the
+    /// record `id` where given; the written record under `field` in the reply.
     async fn write_entity(
         &self,
         method: Method,
-        path: String,
+        field: &str,
+        id: Option<&str>,
         body: Option<Value>,
         client_token: Option<&str>,
-        field: &str,
     ) -> Result<Value, ConnectorError> {
+        let path = match id {
+            Some(id) => format!("{BASE}/{field}s/{}", seg(id)),
+            None => format!("{BASE}/{field}s"),
+        };
         let mut call = self.contact_call(method, path);
         if let Some(t) = client_token {
             call = call.query("client_token", t.to_string());
@@ -161,39 +162,21 @@ impl FeishuClient {
         body: Value,
         client_token: Option<&str>,
     ) -> Result<Value, ConnectorError> {
-        self.write_entity(
-            Method::POST,
-            format!("{BASE}/departments"),
-            Some(body),
-            client_token,
-            "department",
-        )
-        .await
+        self.write_entity(Method::POST, "department", None, Some(body), client_token)
+            .await
     }
 
     pub async fn patch_department(&self, id: &str, body: Value) -> Result<Value, ConnectorError> {
-        self.write_entity(
-            Method::PATCH,
-            format!("{BASE}/departments/{}", seg(id)),
-            Some(body),
-            None,
-            "department",
-        )
-        .await
+        self.write_entity(Method::PATCH, "department", Some(id), Some(body), None)
+            .await
     }
 
     /// `DELETE /departments/:id`; a department already gone counts as deleted (a retry after a
     /// lost reply, or an admin was first).
     pub async fn delete_department(&self, id: &str) -> Result<(), ConnectorError> {
         gone_is_done(
-            self.write_entity(
-                Method::DELETE,
-                format!("{BASE}/departments/{}", seg(id)),
-                None,
-                None,
-                "department",
-            )
-            .await,
+            self.write_entity(Method::DELETE, "department", Some(id), None, None)
+                .await,
             NOT_FOUND_CODES,
         )
     }
@@ -208,25 +191,13 @@ impl FeishuClient {
         if let Some(o) = body.as_object_mut() {
             o.entry("employee_type").or_insert(Value::from(1));
         }
-        self.write_entity(
-            Method::POST,
-            format!("{BASE}/users"),
-            Some(body),
-            client_token,
-            "user",
-        )
-        .await
+        self.write_entity(Method::POST, "user", None, Some(body), client_token)
+            .await
     }
 
     pub async fn patch_user(&self, id: &str, body: Value) -> Result<Value, ConnectorError> {
-        self.write_entity(
-            Method::PATCH,
-            format!("{BASE}/users/{}", seg(id)),
-            Some(body),
-            None,
-            "user",
-        )
-        .await
+        self.write_entity(Method::PATCH, "user", Some(id), Some(body), None)
+            .await
     }
 
     /// `DELETE /users/:id`; `handover` is the optional body of acceptor ids. A user already
@@ -239,10 +210,10 @@ impl FeishuClient {
         gone_is_done(
             self.write_entity(
                 Method::DELETE,
-                format!("{BASE}/users/{}", seg(id)),
+                "user",
+                Some(id),
                 Some(handover.unwrap_or_else(|| json!({}))),
                 None,
-                "user",
             )
             .await,
             NOT_FOUND_CODES,

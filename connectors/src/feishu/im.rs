@@ -1,14 +1,15 @@
 //! Messenger (im/v1): send and reply (text, post, interactive, image, file…), image and file
 //! upload within Feishu's limits, chats the bot is in.
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::capability::{FileKind, FileLimits, RecordStream};
+use crate::client::{Fallible, FileWire, reply_key};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
-use crate::feishu::client::{ApiCall, FeishuClient, FormPart, seg};
+use crate::feishu::client::{ApiCall, FeishuClient, FeishuWire, FormPart, seg};
 
 const BASE: &str = "/open-apis/im/v1";
 
@@ -120,8 +121,7 @@ impl FeishuClient {
         if let Some(u) = &msg.uuid {
             body["uuid"] = json!(u);
         }
-        let call = ApiCall::new(
-            Method::POST,
+        let call = ApiCall::post(
             format!("{BASE}/messages"),
             "im_send",
             self.wire.cfg.limits.im_send,
@@ -143,8 +143,7 @@ impl FeishuClient {
         if let Some(u) = uuid {
             body["uuid"] = json!(u);
         }
-        let call = ApiCall::new(
-            Method::POST,
+        let call = ApiCall::post(
             format!("{BASE}/messages/{}/reply", seg(message_id)),
             "im_send",
             self.wire.cfg.limits.im_send,
@@ -154,19 +153,14 @@ impl FeishuClient {
     }
 
     pub async fn get_message(&self, message_id: &str) -> Result<Value, ConnectorError> {
-        let call = ApiCall::new(
-            Method::GET,
-            format!("{BASE}/messages/{}", seg(message_id)),
-            "im_read",
-            self.wire.cfg.limits.contact,
-        );
-        self.data(&call).await
+        let path = format!("{BASE}/messages/{}", seg(message_id));
+        self.data(&ApiCall::get(path, "im_read", self.wire.cfg.limits.contact))
+            .await
     }
 
     /// Chats the bot is in.
     pub fn list_chats(&self) -> RecordStream<'_> {
-        let call = ApiCall::new(
-            Method::GET,
+        let call = ApiCall::get(
             format!("{BASE}/chats"),
             "im_read",
             self.wire.cfg.limits.contact,
@@ -177,28 +171,9 @@ impl FeishuClient {
 
     /// `POST /im/v1/images` (`image_type` = message); returns the `image_key`.
     pub async fn upload_image(&self, data: Bytes) -> Result<String, ConnectorError> {
-        if data.is_empty() || data.len() > FILE_LIMITS.max_image_bytes {
-            return Err(ConnectorError::permanent(
-                VENDOR,
-                format!("image of {} bytes is empty or over the limit", data.len()),
-            ));
-        }
-        let call = ApiCall::new(
-            Method::POST,
-            format!("{BASE}/images"),
-            "im_upload",
-            self.wire.cfg.limits.im_upload,
-        )
-        .form(vec![
-            FormPart::Text("image_type", "message".into()),
-            FormPart::File {
-                mime: None,
-                name: "image",
-                file_name: "image".into(),
-                data,
-            },
-        ]);
-        key_of(self.data(&call).await?, "image_key")
+        let text = vec![FormPart::Text("image_type", "message".into())];
+        let max = FILE_LIMITS.max_image_bytes;
+        self.im_upload("image", max, text, "image", data).await
     }
 
     /// `POST /im/v1/files`; `file_type` one of opus, mp4, pdf, doc, xls, ppt, stream.
@@ -209,51 +184,59 @@ impl FeishuClient {
         data: Bytes,
     ) -> Result<String, ConnectorError> {
         FILE_LIMITS.check_type(VENDOR, file_type)?;
-        if data.is_empty() || data.len() > FILE_LIMITS.max_file_bytes {
+        let text = vec![
+            FormPart::Text("file_type", file_type.into()),
+            FormPart::Text("file_name", file_name.into()),
+        ];
+        let max = FILE_LIMITS.max_file_bytes;
+        self.im_upload("file", max, text, file_name, data).await
+    }
+
+    /// `POST /im/v1/{what}s`: the `text` parts, then `data` (1..=`max` bytes) as the part
+    /// `what`; its `{what}_key`.
+    async fn im_upload(
+        &self,
+        what: &'static str,
+        max: usize,
+        mut parts: Vec<FormPart>,
+        file_name: &str,
+        data: Bytes,
+    ) -> Result<String, ConnectorError> {
+        if data.is_empty() || data.len() > max {
             return Err(ConnectorError::permanent(
                 VENDOR,
-                format!("file of {} bytes is empty or over the limit", data.len()),
+                format!("{what} of {} bytes is empty or over the limit", data.len()),
             ));
         }
-        let call = ApiCall::new(
-            Method::POST,
-            format!("{BASE}/files"),
+        parts.push(FormPart::file(what, file_name, data));
+        let call = ApiCall::post(
+            format!("{BASE}/{what}s"),
             "im_upload",
             self.wire.cfg.limits.im_upload,
         )
-        .form(vec![
-            FormPart::Text("file_type", file_type.into()),
-            FormPart::Text("file_name", file_name.into()),
-            FormPart::File {
-                mime: None,
-                name: "file",
-                file_name: file_name.into(),
-                data,
-            },
-        ]);
-        key_of(self.data(&call).await?, "file_key")
+        .form(parts);
+        key_of(self.data(&call).await?, &format!("{what}_key"))
     }
 
     /// `GET /im/v1/images/:image_key` (images the app uploaded).
     pub async fn download_image(&self, image_key: &str) -> Result<Bytes, ConnectorError> {
-        let call = ApiCall::new(
-            Method::GET,
-            format!("{BASE}/images/{}", seg(image_key)),
-            "im_upload",
-            self.wire.cfg.limits.im_upload,
-        );
-        self.download(&call).await
+        let limit = self.wire.cfg.limits.im_upload;
+        let path = format!("{BASE}/images/{}", seg(image_key));
+        self.download(&ApiCall::get(path, "im_upload", limit)).await
     }
+}
 
-    /// Uploads by kind (files are typed by their extension, `stream` otherwise).
-    pub async fn upload(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
+/// Images go up as message images, files typed by their extension (`stream` otherwise); an
+/// image key downloads through `/im/v1/images`.
+#[async_trait]
+impl FileWire for FeishuWire {
+    const FILE_LIMITS: &'static FileLimits = &FILE_LIMITS;
+    async fn download(c: &FeishuClient, image_key: &str) -> Fallible<Bytes> {
+        c.download_image(image_key).await
+    }
+    async fn upload(c: &FeishuClient, kind: FileKind, name: &str, data: Bytes) -> Fallible<String> {
         match kind {
-            FileKind::Image => self.upload_image(data).await,
+            FileKind::Image => c.upload_image(data).await,
             FileKind::File => {
                 let ext = name
                     .rsplit_once('.')
@@ -268,17 +251,14 @@ impl FeishuClient {
                     "opus" => "opus",
                     _ => "stream",
                 };
-                self.upload_file(file_type, name, data).await
+                c.upload_file(file_type, name, data).await
             }
         }
     }
 }
 
 fn key_of(data: Value, key: &str) -> Result<String, ConnectorError> {
-    data.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| ConnectorError::permanent(VENDOR, format!("upload reply without {key}")))
+    reply_key(VENDOR, "upload reply", &data, key)
 }
 
 #[cfg(test)]

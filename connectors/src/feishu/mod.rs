@@ -17,12 +17,10 @@ pub mod vendor;
 pub mod ws;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::Value;
 
-use crate::capability::{
-    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
-};
+use crate::capability::{Entity, ListQuery, ReadEntities, RecordStream};
+use crate::client::{Fallible, VendorWrites};
 use crate::error::ConnectorError;
 
 pub use client::FeishuClient;
@@ -76,15 +74,12 @@ impl ReadEntities for FeishuConnector {
 }
 
 #[async_trait]
-impl WriteEntities for FeishuConnector {
+impl VendorWrites for FeishuConnector {
+    const KEYED: &'static [Entity] = &[Entity::Department, Entity::User];
+
     /// Departments and users take the key as `client_token`: Feishu returns the record created
     /// with that token the first time.
-    async fn create_keyed(
-        &self,
-        entity: Entity,
-        record: Value,
-        key: &str,
-    ) -> Result<String, ConnectorError> {
+    async fn make_keyed(&self, entity: Entity, record: Value, key: &str) -> Fallible<String> {
         let c = &self.client;
         match entity {
             Entity::Department => {
@@ -95,15 +90,11 @@ impl WriteEntities for FeishuConnector {
                 let u = c.create_user(record, Some(key)).await?;
                 id_field(&u, &c.wire.cfg.user_id_type)
             }
-            _ => self.create(entity, record).await,
+            _ => self.make(entity, record).await,
         }
     }
 
-    fn keyed_creates(&self, entity: Entity) -> bool {
-        matches!(entity, Entity::Department | Entity::User)
-    }
-
-    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+    async fn make(&self, entity: Entity, record: Value) -> Fallible<String> {
         let c = &self.client;
         match entity {
             Entity::Department => {
@@ -123,22 +114,17 @@ impl WriteEntities for FeishuConnector {
         }
     }
 
-    async fn update(
-        &self,
-        entity: Entity,
-        id: &str,
-        patch: Value,
-    ) -> Result<String, ConnectorError> {
+    async fn patch(&self, entity: Entity, id: &str, patch: Value) -> Fallible<()> {
         let c = &self.client;
         match entity {
-            Entity::Department => c.patch_department(id, patch).await.map(|_| id.to_string()),
-            Entity::User => c.patch_user(id, patch).await.map(|_| id.to_string()),
-            Entity::Task => c.patch_task(id, patch, None).await.map(|_| id.to_string()),
+            Entity::Department => c.patch_department(id, patch).await.map(drop),
+            Entity::User => c.patch_user(id, patch).await.map(drop),
+            Entity::Task => c.patch_task(id, patch, None).await.map(drop),
             Entity::Message | Entity::Chat => Err(unsupported("update", entity)),
         }
     }
 
-    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+    async fn remove(&self, entity: Entity, id: &str) -> Fallible<()> {
         let c = &self.client;
         match entity {
             Entity::Department => c.delete_department(id).await,
@@ -146,25 +132,5 @@ impl WriteEntities for FeishuConnector {
             Entity::Task => c.delete_task(id).await,
             Entity::Message | Entity::Chat => Err(unsupported("delete", entity)),
         }
-    }
-}
-
-#[async_trait]
-impl Files for FeishuConnector {
-    fn limits(&self) -> &FileLimits {
-        &im::FILE_LIMITS
-    }
-
-    async fn upload(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        self.client.upload(kind, name, data).await
-    }
-
-    async fn download(&self, key: &str) -> Result<Bytes, ConnectorError> {
-        self.client.download_image(key).await
     }
 }

@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::capability::RecordStream;
+use crate::client::found_part;
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
 use crate::feishu::client::{ApiCall, FeishuClient, seg};
@@ -43,14 +44,8 @@ impl FeishuClient {
     }
 
     pub async fn get_task(&self, guid: &str) -> Result<Option<Value>, ConnectorError> {
-        match self
-            .data(&self.task_call(Method::GET, format!("{BASE}/tasks/{}", seg(guid))))
-            .await
-        {
-            Ok(mut d) => Ok(d.get_mut("task").map(Value::take)),
-            Err(e) if e.code() == Some(1470404) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let call = self.task_call(Method::GET, format!("{BASE}/tasks/{}", seg(guid)));
+        found_part(self.data(&call).await, "task", &[1470404])
     }
 
     /// `PATCH /tasks/:guid` changing only `update_fields` (defaults to the keys of `task`).

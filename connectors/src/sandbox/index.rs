@@ -318,6 +318,23 @@ pub(crate) fn test_user(key: &str, mobile: &str, email: &str, depts: &[&str]) ->
     }
 }
 
+/// A test department `key` named `name` under `parent`, led by `leaders`.
+#[cfg(test)]
+pub(crate) fn test_dept(
+    key: &str,
+    name: &str,
+    parent: &str,
+    leaders: &[&str],
+) -> FixtureDepartment {
+    FixtureDepartment {
+        key: key.into(),
+        name: name.into(),
+        parent: Some(parent.into()),
+        order: 0,
+        leaders: leaders.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
 /// A vendor's department record: its fixture entry plus the vendor's ids.
 pub(crate) trait DeptRecord {
     fn fx(&self) -> &FixtureDepartment;
@@ -359,7 +376,8 @@ pub(crate) use fixture_records;
 /// removal undoes exactly what the addition did.
 pub(crate) trait OrgIndex<D, U> {
     fn set_dept(&mut self, d: &D, present: bool);
-    fn set_user(&mut self, u: &U, present: bool);
+    /// `k` is the user's fixture key.
+    fn set_user(&mut self, k: &str, u: &U, present: bool);
 }
 
 /// The links of the fixture records every vendor's org follows: the departments without a
@@ -441,17 +459,17 @@ impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
     pub fn put_user(&mut self, u: U) {
         if let Some(old) = self.users.remove(&u.fx().key) {
             self.links.set_user(old.fx(), false);
-            self.idx.set_user(&old, false);
+            self.idx.set_user(&old.fx().key, &old, false);
         }
         self.links.set_user(u.fx(), true);
-        self.idx.set_user(&u, true);
+        self.idx.set_user(&u.fx().key, &u, true);
         self.users.insert(u.fx().key.clone(), u);
     }
 
     pub fn take_user(&mut self, key: &str) -> Option<U> {
         let u = self.users.remove(key)?;
         self.links.set_user(u.fx(), false);
-        self.idx.set_user(&u, false);
+        self.idx.set_user(&u.fx().key, &u, false);
         Some(u)
     }
 
@@ -468,7 +486,7 @@ impl<D: DeptRecord, U: UserRecord, I: OrgIndex<D, U>> Records<D, U, I> {
         }
         for u in self.users.values() {
             links.set_user(u.fx(), true);
-            idx.set_user(u, true);
+            idx.set_user(&u.fx().key, u, true);
         }
         assert_eq!(self.links, links);
         assert_eq!(self.idx, idx);

@@ -729,51 +729,48 @@ pub trait OrgAdmin: Send + Sync + 'static {
 /// [`OrgAdmin`] of the `/_sandbox/org…` endpoints, the same way for every vendor: each change is
 /// made under the org's lock, its events are emitted once the lock is released, and the entry is
 /// read back in the vendor's shape.
-pub(crate) trait Console: Send + Sync + 'static {
-    type Org: Send;
+/// What the console reads and removes, as the vendor's org does it (each vendor's `Org`).
+pub(crate) trait ConsoleOrg: Send {
     /// The events a change emits.
     type Emitted;
+    /// The org's refusal, as the console answers it.
+    type Error: Into<AdminError>;
+    /// `{"departments":[…],"users":[…]}` in the fixture format plus vendor ids.
+    fn snapshot(&self) -> Value;
+    fn delete_user(&mut self, key: &str) -> Result<Self::Emitted, Self::Error>;
+    fn delete_dept(&mut self, key: &str) -> Result<Self::Emitted, Self::Error>;
+}
+
+/// The events a change in `C`'s org emits.
+pub(crate) type Emitted<C> = <<C as Console>::Org as ConsoleOrg>::Emitted;
+/// A console addition: the new entry's key and the events.
+pub(crate) type Added<C> = Result<(String, Emitted<C>), AdminError>;
+/// A console change: the events.
+pub(crate) type Changed<C> = Result<Emitted<C>, AdminError>;
+
+pub(crate) trait Console: Send + Sync + 'static {
+    type Org: ConsoleOrg;
     fn org(&self) -> &Mutex<Self::Org>;
     /// Emits the vendor's events for a change.
-    fn emit(&self, events: Self::Emitted);
+    fn emit(&self, events: Emitted<Self>);
     /// Every access token expires now.
     fn expire_tokens(&self);
-    /// `{"departments":[…],"users":[…]}` in the fixture format plus vendor ids.
-    fn snapshot(org: &Self::Org) -> Value;
     /// A user as the console shows it.
     fn render_user(org: &Self::Org, key: &str) -> Value;
     /// A department as the console shows it.
     fn render_dept(org: &Self::Org, key: &str) -> Value;
     /// Adds a fixture user: its key and the events.
-    fn add_user(
-        &self,
-        org: &mut Self::Org,
-        user: FixtureUser,
-    ) -> Result<(String, Self::Emitted), AdminError>;
+    fn add_user(&self, org: &mut Self::Org, user: FixtureUser) -> Added<Self>;
     /// Merges `patch` into the user `key`.
-    fn patch_user(
-        org: &mut Self::Org,
-        key: &str,
-        patch: &Value,
-    ) -> Result<Self::Emitted, AdminError>;
-    fn delete_user(org: &mut Self::Org, key: &str) -> Result<Self::Emitted, AdminError>;
+    fn patch_user(org: &mut Self::Org, key: &str, patch: &Value) -> Changed<Self>;
     /// Adds a fixture department: its key and the events.
-    fn add_dept(
-        &self,
-        org: &mut Self::Org,
-        dept: FixtureDepartment,
-    ) -> Result<(String, Self::Emitted), AdminError>;
+    fn add_dept(&self, org: &mut Self::Org, dept: FixtureDepartment) -> Added<Self>;
     /// Merges `patch` into the department `key`.
-    fn patch_dept(
-        org: &mut Self::Org,
-        key: &str,
-        patch: &Value,
-    ) -> Result<Self::Emitted, AdminError>;
-    fn delete_dept(org: &mut Self::Org, key: &str) -> Result<Self::Emitted, AdminError>;
+    fn patch_dept(org: &mut Self::Org, key: &str, patch: &Value) -> Changed<Self>;
 
     /// Emits the events of a change made through the vendor's API: as the console's, unless the
     /// vendor says otherwise (WeCom's `echo_api_changes`).
-    fn emit_api(&self, events: Self::Emitted) {
+    fn emit_api(&self, events: Emitted<Self>) {
         self.emit(events);
     }
 
@@ -781,7 +778,7 @@ pub(crate) trait Console: Send + Sync + 'static {
     /// the lock is released.
     fn change<E>(
         &self,
-        f: impl FnOnce(&mut Self::Org) -> Result<Self::Emitted, E>,
+        f: impl FnOnce(&mut Self::Org) -> Result<Emitted<Self>, E>,
     ) -> Result<(), E> {
         self.change_with(|org| f(org).map(|events| ((), events)))
     }
@@ -789,11 +786,41 @@ pub(crate) trait Console: Send + Sync + 'static {
     /// [`Console::change`] for a change that also gives a value (what it made or changed).
     fn change_with<T, E>(
         &self,
-        f: impl FnOnce(&mut Self::Org) -> Result<(T, Self::Emitted), E>,
+        f: impl FnOnce(&mut Self::Org) -> Result<(T, Emitted<Self>), E>,
     ) -> Result<T, E> {
         let (out, events) = f(&mut lock(self.org()))?;
         self.emit_api(events);
         Ok(out)
+    }
+}
+
+/// A vendor sandbox's state: its options, core, org and tokens, and what only that vendor
+/// keeps (`X`, whose fields read as the app's own through `Deref`).
+pub(crate) struct VendorApp<O, G, X> {
+    pub opts: O,
+    pub core: Arc<SandboxCore>,
+    pub org: Mutex<G>,
+    pub tokens: kit::Tokens,
+    own: X,
+}
+
+impl<O, G, X> VendorApp<O, G, X> {
+    /// The state of a sandbox serving `org` with `opts`, its tokens not yet issued.
+    pub fn new(opts: O, core: Arc<SandboxCore>, org: G, own: X) -> Self {
+        Self {
+            opts,
+            core,
+            org: Mutex::new(org),
+            tokens: kit::Tokens::default(),
+            own,
+        }
+    }
+}
+
+impl<O, G, X> std::ops::Deref for VendorApp<O, G, X> {
+    type Target = X;
+    fn deref(&self) -> &X {
+        &self.own
     }
 }
 
@@ -808,49 +835,57 @@ impl<C: Console> AdminHandle<C> {
     fn dept(&self, key: &str) -> Value {
         C::render_dept(&lock(self.0.org()), key)
     }
+
+    /// Makes a console change under the org's lock, then emits its events once the lock is
+    /// released.
+    fn apply<T>(
+        &self,
+        f: impl FnOnce(&C, &mut C::Org) -> Result<(T, Emitted<C>), AdminError>,
+    ) -> Result<T, AdminError> {
+        let (out, events) = f(&self.0, &mut lock(self.0.org()))?;
+        self.0.emit(events);
+        Ok(out)
+    }
+}
+
+/// A change that gives nothing but its events.
+fn only<E>(events: Result<E, impl Into<AdminError>>) -> Result<((), E), AdminError> {
+    events.map(|e| ((), e)).map_err(Into::into)
 }
 
 // Each change holds the org's lock for its own statement only: the events are emitted, and the
 // entry read back, after it is released.
 impl<C: Console> OrgAdmin for AdminHandle<C> {
     fn snapshot(&self) -> Value {
-        C::snapshot(&lock(self.0.org()))
+        lock(self.0.org()).snapshot()
     }
 
     fn create_user(&self, user: FixtureUser) -> Result<Value, AdminError> {
-        let (key, events) = self.0.add_user(&mut lock(self.0.org()), user)?;
-        self.0.emit(events);
+        let key = self.apply(|c, org| c.add_user(org, user))?;
         Ok(self.user(&key))
     }
 
     fn patch_user(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let events = C::patch_user(&mut lock(self.0.org()), key, &patch)?;
-        self.0.emit(events);
+        self.apply(|_, org| only(C::patch_user(org, key, &patch)))?;
         Ok(self.user(key))
     }
 
     fn delete_user(&self, key: &str) -> Result<(), AdminError> {
-        let events = C::delete_user(&mut lock(self.0.org()), key)?;
-        self.0.emit(events);
-        Ok(())
+        self.apply(|_, org| only(org.delete_user(key)))
     }
 
     fn create_department(&self, dept: FixtureDepartment) -> Result<Value, AdminError> {
-        let (key, events) = self.0.add_dept(&mut lock(self.0.org()), dept)?;
-        self.0.emit(events);
+        let key = self.apply(|c, org| c.add_dept(org, dept))?;
         Ok(self.dept(&key))
     }
 
     fn patch_department(&self, key: &str, patch: Value) -> Result<Value, AdminError> {
-        let events = C::patch_dept(&mut lock(self.0.org()), key, &patch)?;
-        self.0.emit(events);
+        self.apply(|_, org| only(C::patch_dept(org, key, &patch)))?;
         Ok(self.dept(key))
     }
 
     fn delete_department(&self, key: &str) -> Result<(), AdminError> {
-        let events = C::delete_dept(&mut lock(self.0.org()), key)?;
-        self.0.emit(events);
-        Ok(())
+        self.apply(|_, org| only(org.delete_dept(key)))
     }
 
     fn expire_tokens(&self) {

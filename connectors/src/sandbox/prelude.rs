@@ -15,11 +15,11 @@ pub(crate) use serde_json::{Map, Value, json};
 pub(crate) use tokio::time::Instant;
 
 pub(crate) use super::kit::{
-    FaultReplies, Reissue, Tokens, blank_user, endpoint_of, json_object, matched_path, or_reply,
+    FaultReplies, Reissue, blank_user, endpoint_of, json_object, matched_path, or_reply,
     query_param, str_list, str_or_empty, wxbiz_crypt,
 };
 pub(crate) use super::{
-    AdminError, AdminHandle, CommonOptions, Console, EncodedEvent, EventEncoder, RateWindow,
-    SandboxCore, SandboxError, admin_router, lock,
+    Added, AdminError, AdminHandle, Changed, CommonOptions, Console, ConsoleOrg, EncodedEvent,
+    EventEncoder, RateWindow, SandboxCore, SandboxError, admin_router, lock,
 };
 pub(crate) use crate::fixture::{FixtureDepartment, FixtureUser, OrgFixture};

@@ -254,14 +254,23 @@ impl WecomClient {
     }
 
     /// `department/update`: fields left out are unchanged; `id` is set from `id`.
-    pub async fn update_department(&self, id: i64, mut body: Value) -> Result<(), ConnectorError> {
+    pub async fn update_department(&self, id: i64, body: Value) -> Result<(), ConnectorError> {
+        self.update_by("department/update", ("id", json!(id)), body)
+            .await
+    }
+
+    /// POSTs `body` to `path` with the record's id set (`(key, id)`): an update.
+    async fn update_by(
+        &self,
+        path: &'static str,
+        (key, id): (&str, Value),
+        mut body: Value,
+    ) -> Result<(), ConnectorError> {
         if !body.is_object() {
             return Err(ConnectorError::permanent(VENDOR, "patch must be an object"));
         }
-        body["id"] = json!(id);
-        self.call(&self.contact_post("department/update", body))
-            .await
-            .map(drop)
+        body[key] = id;
+        self.call(&self.contact_post(path, body)).await.map(drop)
     }
 
     /// `department/delete?id=` (not the root, not with members or sub-departments).
@@ -407,14 +416,9 @@ impl WecomClient {
     }
 
     /// `user/update`; `enable: 0` disables the member.
-    pub async fn update_user(&self, userid: &str, mut body: Value) -> Result<(), ConnectorError> {
-        if !body.is_object() {
-            return Err(ConnectorError::permanent(VENDOR, "patch must be an object"));
-        }
-        body["userid"] = json!(userid);
-        self.call(&self.contact_post("user/update", body))
+    pub async fn update_user(&self, userid: &str, body: Value) -> Result<(), ConnectorError> {
+        self.update_by("user/update", ("userid", json!(userid)), body)
             .await
-            .map(drop)
     }
 
     /// `user/delete?userid=`.

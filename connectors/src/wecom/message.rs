@@ -6,16 +6,18 @@
 //! App messages beyond 30/min or 1000/h per member are silently dropped by WeCom (no error):
 //! keep bulk notifications under that.
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use crate::capability::{FileKind, FileLimits};
+use crate::client::{Fallible, FileWire, found_part, reply_key};
 use crate::crypto::sha256;
 use crate::error::ConnectorError;
 use crate::limit::RateLimit;
 use crate::wecom::VENDOR;
-use crate::wecom::client::{ApiCall, FilePart, WecomClient};
+use crate::wecom::client::{ApiCall, FilePart, WecomClient, WecomWire};
 
 pub const MSG_TYPES: &[&str] = &[
     "text",
@@ -93,6 +95,12 @@ pub struct OutgoingMessage {
 }
 
 fn recipients(v: Option<&Value>) -> Vec<String> {
+    id_list(v, false)
+}
+
+/// Ids as WeCom takes them: a `|`-separated string, a single number, or an array of strings
+/// and numbers (other values: their JSON text with `other_values`, else left out).
+pub(crate) fn id_list(v: Option<&Value>, other_values: bool) -> Vec<String> {
     match v {
         Some(Value::String(s)) => s
             .split('|')
@@ -105,7 +113,7 @@ fn recipients(v: Option<&Value>) -> Vec<String> {
             .filter_map(|x| match x {
                 Value::String(s) => Some(s.clone()),
                 Value::Number(n) => Some(n.to_string()),
-                _ => None,
+                _ => other_values.then(|| x.to_string()),
             })
             .collect(),
         Some(Value::Number(n)) => vec![n.to_string()],
@@ -319,11 +327,7 @@ impl WecomClient {
     pub async fn get_appchat(&self, chatid: &str) -> Result<Option<Value>, ConnectorError> {
         let call = ApiCall::get("appchat/get", "appchat", self.wire.cfg.limits.appchat)
             .query("chatid", chatid);
-        match self.call(&call).await {
-            Ok(mut v) => Ok(v.get_mut("chat_info").map(Value::take)),
-            Err(e) if e.code() == Some(86003) => Ok(None),
-            Err(e) => Err(e),
-        }
+        found_part(self.call(&call).await, "chat_info", &[86003])
     }
 
     /// `appchat/send {chatid, msgtype, <payload>, safe}`.
@@ -371,11 +375,7 @@ impl WecomClient {
                 file_name: file_name.to_string(),
                 data,
             });
-        let v = self.call(&call).await?;
-        v.get("media_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| ConnectorError::permanent(VENDOR, "media/upload without media_id"))
+        reply_key(VENDOR, "media/upload", &self.call(&call).await?, "media_id")
     }
 
     /// `media/get?media_id=`: the file's bytes.
@@ -383,16 +383,6 @@ impl WecomClient {
         let call = ApiCall::get("media/get", "media", self.wire.cfg.limits.media)
             .query("media_id", media_id);
         self.download(&call).await
-    }
-
-    /// Uploads by kind: images as `image`, everything else as `file`.
-    pub async fn upload(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        self.upload_media(kind.media_type(), name, data).await
     }
 
     /// Group robot: `POST webhook/send?key=KEY` with a `{msgtype, …}` body; no access token.
@@ -423,6 +413,19 @@ impl WecomClient {
             .query("key", key)
             .json(body);
         self.call_without_token(&call).await.map(drop)
+    }
+}
+
+/// Images go up as `image` media, everything else as `file`; a media id downloads through
+/// `media/get`.
+#[async_trait]
+impl FileWire for WecomWire {
+    const FILE_LIMITS: &'static FileLimits = &FILE_LIMITS;
+    async fn upload(c: &WecomClient, kind: FileKind, name: &str, data: Bytes) -> Fallible<String> {
+        c.upload_media(kind.media_type(), name, data).await
+    }
+    async fn download(c: &WecomClient, media_id: &str) -> Fallible<Bytes> {
+        c.download_media(media_id).await
     }
 }
 

@@ -17,12 +17,10 @@ pub mod schedule;
 pub mod vendor;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::Value;
 
-use crate::capability::{
-    Entity, FileKind, FileLimits, Files, ListQuery, ReadEntities, RecordStream, WriteEntities,
-};
+use crate::capability::{Entity, ListQuery, ReadEntities, RecordStream};
+use crate::client::{Fallible, VendorWrites};
 use crate::error::ConnectorError;
 
 pub use client::WecomClient;
@@ -81,18 +79,15 @@ impl ReadEntities for WecomConnector {
 }
 
 #[async_trait]
-impl WriteEntities for WecomConnector {
+impl VendorWrites for WecomConnector {
+    const KEYED: &'static [Entity] = &[Entity::User, Entity::Department];
+
     /// WeCom has no idempotency key, but a create is still recognised when repeated (a retry
     /// after a lost reply, or after a crash): a member by the `userid` the mapping chose for it
     /// (refused as existing, 60102 — or its mobile or email as taken, 60104/60106 — and found
     /// under that userid with the same mobile and email); a department by its name under its
     /// parent, which WeCom keeps unique (60008). The key itself is not sent.
-    async fn create_keyed(
-        &self,
-        entity: Entity,
-        record: Value,
-        _key: &str,
-    ) -> Result<String, ConnectorError> {
+    async fn make_keyed(&self, entity: Entity, record: Value, _key: &str) -> Fallible<String> {
         let c = &self.client;
         match entity {
             Entity::User => {
@@ -140,15 +135,11 @@ impl WriteEntities for WecomConnector {
                     (other, _, _) => other.map(|id| id.to_string()),
                 }
             }
-            _ => self.create(entity, record).await,
+            _ => self.make(entity, record).await,
         }
     }
 
-    fn keyed_creates(&self, entity: Entity) -> bool {
-        matches!(entity, Entity::User | Entity::Department)
-    }
-
-    async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
+    async fn make(&self, entity: Entity, record: Value) -> Fallible<String> {
         let c = &self.client;
         match entity {
             Entity::Department => c.create_department(record).await.map(|id| id.to_string()),
@@ -162,12 +153,7 @@ impl WriteEntities for WecomConnector {
         }
     }
 
-    async fn update(
-        &self,
-        entity: Entity,
-        id: &str,
-        patch: Value,
-    ) -> Result<String, ConnectorError> {
+    async fn patch(&self, entity: Entity, id: &str, patch: Value) -> Fallible<()> {
         let c = &self.client;
         match entity {
             Entity::Department => c.update_department(dept_id(id)?, patch).await?,
@@ -175,10 +161,10 @@ impl WriteEntities for WecomConnector {
             Entity::Task => c.update_task(id, &patch).await?,
             Entity::Message | Entity::Chat => return Err(unsupported("update", entity)),
         }
-        Ok(id.to_string())
+        Ok(())
     }
 
-    async fn delete(&self, entity: Entity, id: &str) -> Result<(), ConnectorError> {
+    async fn remove(&self, entity: Entity, id: &str) -> Fallible<()> {
         let c = &self.client;
         match entity {
             Entity::Department => c.delete_department(dept_id(id)?).await,
@@ -187,25 +173,5 @@ impl WriteEntities for WecomConnector {
             Entity::Message => c.recall_message(id).await,
             Entity::Chat => Err(unsupported("delete", entity)),
         }
-    }
-}
-
-#[async_trait]
-impl Files for WecomConnector {
-    fn limits(&self) -> &FileLimits {
-        &message::FILE_LIMITS
-    }
-
-    async fn upload(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        self.client.upload(kind, name, data).await
-    }
-
-    async fn download(&self, key: &str) -> Result<Bytes, ConnectorError> {
-        self.client.download_media(key).await
     }
 }

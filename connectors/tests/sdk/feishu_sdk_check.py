@@ -16,14 +16,133 @@ import time
 import lark_oapi as lark
 from lark_oapi.api.contact.v3 import (
     ChildrenDepartmentRequest,
+    CreateDepartmentRequest,
     CreateUserRequest,
+    DeleteDepartmentRequest,
+    DeleteUserRequest,
+    DeleteUserRequestBody,
+    Department,
     FindByDepartmentUserRequest,
+    GetDepartmentRequest,
+    GetUserRequest,
+    PatchDepartmentRequest,
+    PatchUserRequest,
+    UpdateUserRequest,
     User,
 )
 from lark_oapi.api.im.v1 import CreateMessageRequest, CreateMessageRequestBody
 from lark_oapi.core.model import RawRequest
 from lark_oapi.core.token import TokenManager
-from sdk_common import check, http_json, parse_args, sandbox_get
+from sdk_common import check, http_json, org_entry, parse_args, sandbox_get
+
+
+def contact_write_checks(a, client):
+    """What sync does to a Feishu org, through lark-oapi's contact v3 clients: a department and a
+    user created, read back, listed, changed and deleted, each effect checked in the sandbox's
+    org view."""
+    user = client.contact.v3.user
+    dept = client.contact.v3.department
+    by_od = lambda od: org_entry(a.base, "departments", lambda d: d["feishu"]["open_department_id"] == od)
+    by_open_id = lambda oid: org_entry(a.base, "users", lambda u: u["feishu"]["open_id"] == oid)
+    org = sandbox_get(a.base, "/_sandbox/org")
+    root = next(d for d in org["departments"] if d["parent"] is None)
+    other = next(d for d in org["departments"] if d["parent"] == root["key"])
+    other_od = other["feishu"]["open_department_id"]
+
+    def children_of(od):
+        r = dept.children(ChildrenDepartmentRequest.builder().department_id(od)
+                          .department_id_type("open_department_id").page_size(50).build())
+        check(r.success(), f"children of {od} (code {r.code}, {r.msg})")
+        return [d.open_department_id for d in (r.data.items or [])]
+
+    def members_of(od):
+        r = user.find_by_department(FindByDepartmentUserRequest.builder().department_id(od)
+                                    .department_id_type("open_department_id").user_id_type("open_id")
+                                    .page_size(50).build())
+        check(r.success(), f"find_by_department {od} (code {r.code}, {r.msg})")
+        return [u.open_id for u in (r.data.items or [])]
+
+    # Department: create under the root, read back, list, patch (rename, reorder, move).
+    r = dept.create(
+        CreateDepartmentRequest.builder().user_id_type("open_id").department_id_type("open_department_id")
+        .client_token("sdk-dept-1")
+        .request_body(Department.builder().name("SDK 部门").parent_department_id("0").order("50").build())
+        .build())
+    check(r.success(), f"create department (code {r.code}, {r.msg})")
+    od = r.data.department.open_department_id
+    d = by_od(od)
+    check(d is not None and d["name"] == "SDK 部门" and d["parent"] == root["key"] and d["order"] == 50,
+          f"the created department is in the sandbox org under the root ({d})")
+    r = dept.get(GetDepartmentRequest.builder().department_id(od).department_id_type("open_department_id").build())
+    check(r.success() and r.data.department.name == "SDK 部门" and r.data.department.parent_department_id == "0",
+          "get department reads it back")
+    check(od in children_of("0"), "children of the root list the new department")
+    r = dept.patch(
+        PatchDepartmentRequest.builder().department_id(od).department_id_type("open_department_id")
+        .user_id_type("open_id")
+        .request_body(Department.builder().name("SDK 部门改").parent_department_id(other_od).order("60").build())
+        .build())
+    check(r.success(), f"patch department (code {r.code}, {r.msg})")
+    d = by_od(od)
+    check(d["name"] == "SDK 部门改" and d["order"] == 60 and d["parent"] == other["key"],
+          f"patch department: renamed, reordered, moved in the org ({d})")
+    check(od in children_of(other_od) and od not in children_of("0"), "children list it under its new parent")
+
+    # User: create in the new department, read back, list, patch, update, delete.
+    r = user.create(
+        CreateUserRequest.builder().user_id_type("open_id").department_id_type("open_department_id")
+        .client_token("sdk-user-2")
+        .request_body(User.builder().name("SDK 写入").en_name("SDK Writer").mobile("+8613900002222")
+                      .email("sdk.writer@example.cn").department_ids([od]).employee_type(1)
+                      .employee_no("SDK001").job_title("工程师").gender(2).build())
+        .build())
+    check(r.success(), f"create user (code {r.code}, {r.msg})")
+    oid = r.data.user.open_id
+    u = by_open_id(oid)
+    check(u is not None, "the created user is in the sandbox org")
+    want = {"name": "SDK 写入", "en_name": "SDK Writer", "mobile": "13900002222", "email": "sdk.writer@example.cn",
+            "employee_no": "SDK001", "title": "工程师", "gender": "female", "departments": [d["key"]], "active": True}
+    check({k: u[k] for k in want} == want, f"create user: the fields sent are in the org ({u})")
+    r = user.get(GetUserRequest.builder().user_id(oid).user_id_type("open_id")
+                 .department_id_type("open_department_id").build())
+    check(r.success() and r.data.user.name == "SDK 写入" and r.data.user.job_title == "工程师"
+          and r.data.user.department_ids == [od], "get user reads it back")
+    check(members_of(od) == [oid], "find_by_department lists the user in the new department")
+
+    r = user.patch(
+        PatchUserRequest.builder().user_id(oid).user_id_type("open_id").department_id_type("open_department_id")
+        .request_body(User.builder().job_title("经理").email("sdk.w2@example.cn").build())
+        .build())
+    check(r.success(), f"patch user (code {r.code}, {r.msg})")
+    u = by_open_id(oid)
+    check(u["title"] == "经理" and u["email"] == "sdk.w2@example.cn", f"patch user: job_title, email changed ({u})")
+    check(u["name"] == "SDK 写入" and u["mobile"] == "13900002222" and u["departments"] == [d["key"]],
+          "patch user: fields not sent are unchanged")
+
+    # PUT (update) replaces the record: a full body, moved into two departments.
+    r = user.update(
+        UpdateUserRequest.builder().user_id(oid).user_id_type("open_id").department_id_type("open_department_id")
+        .request_body(User.builder().name("SDK 写入2").mobile("+8613900002222").email("sdk.w2@example.cn")
+                      .department_ids([od, other_od]).employee_type(1).job_title("总监").build())
+        .build())
+    check(r.success(), f"update user (code {r.code}, {r.msg})")
+    u = by_open_id(oid)
+    check(u["name"] == "SDK 写入2" and u["title"] == "总监" and u["departments"] == [d["key"], other["key"]],
+          f"update user: renamed, retitled, in two departments ({u})")
+    check(oid in members_of(other_od), "find_by_department lists the user in its second department")
+
+    r = dept.delete(DeleteDepartmentRequest.builder().department_id(od).department_id_type("open_department_id").build())
+    check(not r.success() and by_od(od) is not None, f"delete of a department with a member refused (code {r.code})")
+    r = user.delete(DeleteUserRequest.builder().user_id(oid).user_id_type("open_id")
+                    .request_body(DeleteUserRequestBody.builder().build()).build())
+    check(r.success(), f"delete user (code {r.code}, {r.msg})")
+    check(by_open_id(oid) is None, "delete user: gone from the sandbox org")
+    r = user.get(GetUserRequest.builder().user_id(oid).user_id_type("open_id").build())
+    check(not r.success(), f"get of the deleted user fails (code {r.code})")
+    r = dept.delete(DeleteDepartmentRequest.builder().department_id(od).department_id_type("open_department_id").build())
+    check(r.success(), f"delete department (code {r.code}, {r.msg})")
+    check(by_od(od) is None, "delete department: gone from the sandbox org")
+    check(od not in children_of(other_od), "children no longer list it")
 
 
 def main():
@@ -116,6 +235,8 @@ def main():
     check(r.get_log_id() is not None, "the SDK sees the X-Tt-Logid header")
     msgs = sandbox_get(a.base, "/_sandbox/messages")["messages"]
     check(any(m.get("content") == {"text": "hi from the SDK"} for m in msgs), "the message is recorded by the sandbox")
+
+    contact_write_checks(a, client)
 
     # The SDK's own webhook handler accepts the sandbox's encrypted, signed events.
     seen = []

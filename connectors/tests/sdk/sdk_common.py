@@ -35,3 +35,18 @@ def http_json(method, url, body=None):
 def sandbox_get(base, path):
     """`GET base + path` as JSON."""
     return http_json("GET", base + path)[1]
+
+
+def org_entry(base, kind, pred):
+    """The entry of `/_sandbox/org` (`kind` = "users" or "departments") matching `pred`, or None."""
+    return next((e for e in sandbox_get(base, "/_sandbox/org")[kind] if pred(e)), None)
+
+
+def expect_error(call, code_of, code, what):
+    """`call()` must raise an exception whose `code_of(e)` is `code`."""
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - each SDK raises its own type
+        check(code_of(e) == code, f"{what} ({code_of(e)!r}: {e})")
+        return
+    check(False, f"{what}: no error raised")

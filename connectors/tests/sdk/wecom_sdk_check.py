@@ -17,7 +17,7 @@ from wechatpy.enterprise import WeChatClient
 from wechatpy.enterprise.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException, WeChatClientException
 from wechatpy.utils import WeChatSigner, to_text
-from sdk_common import check, parse_args, sandbox_get
+from sdk_common import check, expect_error, org_entry, parse_args, sandbox_get
 
 
 def client_class(base):
@@ -88,6 +88,78 @@ def api_checks(a):
         check(False, "a wrong secret raises")
     except WeChatClientException as e:
         check(e.errcode == 40001, "wrong secret: 40001")
+    return c
+
+
+def contact_write_checks(a, c):
+    """What sync does to a WeCom org, through wechatpy (`c`): departments and members created,
+    read back, listed, updated and deleted, each effect checked in the sandbox's org view."""
+    code = lambda e: getattr(e, "errcode", None)
+    dept_by_id = lambda i: org_entry(a.base, "departments", lambda d: d["wecom"]["id"] == i)
+    user_by_id = lambda u: org_entry(a.base, "users", lambda x: x["wecom"]["userid"] == u)
+    root = dept_by_id(1)
+    other = next(d for d in sandbox_get(a.base, "/_sandbox/org")["departments"]
+                 if d["parent"] == root["key"])
+
+    # Department: create, read back, rename + reorder + move, list.
+    res = c.department.create("SDK部门", parent_id=1, order=5)
+    dept_id = res["id"]
+    d = dept_by_id(dept_id)
+    check(d is not None and d["name"] == "SDK部门" and d["parent"] == root["key"] and d["order"] == 5
+          and d["wecom"]["parentid"] == 1, f"department/create {dept_id}: in the org under the root")
+    got = c.department.get(dept_id)
+    check([x["id"] for x in got] == [dept_id] and got[0]["name"] == "SDK部门" and got[0]["parentid"] == 1,
+          "department/list?id= reads the new department back")
+    c.department.update(dept_id, name="SDK部门改", parent_id=other["wecom"]["id"], order=9)
+    d = dept_by_id(dept_id)
+    check(d["name"] == "SDK部门改" and d["order"] == 9 and d["parent"] == other["key"]
+          and d["wecom"]["parentid"] == other["wecom"]["id"], "department/update: renamed, reordered, moved")
+    check(dept_id in {x["id"] for x in c.department.get(other["wecom"]["id"])},
+          "the moved department is listed under its new parent")
+    dept_key = d["key"]
+
+    # Member: create, read back, list, update, disable.
+    uid = "sdk.writer"
+    c.user.create(uid, "SDK 成员", department=[dept_id], position="工程师", mobile="13900002222",
+                  gender=2, email="sdk.writer@example.cn", alias="SDK Writer",
+                  extattr={"attrs": [{"type": 0, "name": "工号", "text": {"value": "SDK001"}}]})
+    u = user_by_id(uid)
+    check(u is not None, "user/create: the member is in the org")
+    want = {"name": "SDK 成员", "title": "工程师", "mobile": "13900002222", "gender": "female",
+            "email": "sdk.writer@example.cn", "en_name": "SDK Writer", "employee_no": "SDK001",
+            "departments": [dept_key], "active": True}
+    check({k: u[k] for k in want} == want, f"user/create: the fields sent are in the org ({u})")
+    check(u["wecom"]["department"] == [dept_id] and u["wecom"]["status"] == 4,
+          "user/create: department ids, status 4 (not yet joined)")
+    g = c.user.get(uid)
+    check(g["name"] == "SDK 成员" and g["position"] == "工程师" and g["department"] == [dept_id]
+          and g["mobile"] == "13900002222", "user/get reads the member back")
+    check([x["userid"] for x in c.user.list(dept_id)] == [uid], "user/list of the new department")
+    check([x["userid"] for x in c.department.get_users(dept_id)] == [uid],
+          "user/simplelist of the new department")
+
+    c.user.update(uid, position="经理", department=[dept_id, 1], email="sdk.w2@example.cn")
+    u = user_by_id(uid)
+    check(u["title"] == "经理" and u["email"] == "sdk.w2@example.cn", f"user/update: position, email changed ({u})")
+    check(u["departments"] == [dept_key, root["key"]] and u["wecom"]["department"] == [dept_id, 1],
+          "user/update: now in two departments")
+    check(u["name"] == "SDK 成员" and u["mobile"] == "13900002222" and u["employee_no"] == "SDK001",
+          "user/update: fields not sent are unchanged")
+    check(uid in {x["userid"] for x in c.user.list(1)}, "user/list of the root lists the member")
+    c.user.update(uid, enable=0)
+    u = user_by_id(uid)
+    check(u["active"] is False and u["wecom"]["status"] == 2, "user/update enable=0: disabled (status 2)")
+
+    # Deletes: the member, then the (now empty) department.
+    expect_error(lambda: c.department.delete(dept_id), code, 60005,
+                 "department/delete with a member refused")
+    check(dept_by_id(dept_id) is not None, "the refused delete left the department")
+    c.user.delete(uid)
+    check(user_by_id(uid) is None, "user/delete: the member is gone from the org")
+    expect_error(lambda: c.user.get(uid), code, 60111, "user/get of the deleted member")
+    c.department.delete(dept_id)
+    check(dept_by_id(dept_id) is None, "department/delete: the department is gone from the org")
+    expect_error(lambda: c.department.get(dept_id), code, 60123, "department/list?id= of the deleted department")
 
 
 def crypto_checks(a):
@@ -164,7 +236,7 @@ def crypto_checks(a):
 def main():
     a = parse_args("base", "corp-id", "secret", "token", "aes-key", "events", "hub", "agent-id",
                    ints=("agent-id",))
-    api_checks(a)
+    contact_write_checks(a, api_checks(a))
     crypto_checks(a)
     print("ALL SDK CHECKS PASSED")
 

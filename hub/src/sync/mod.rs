@@ -77,13 +77,6 @@ pub enum SyncError {
         #[source]
         source: ConnectorError,
     },
-    /// A vendor refused (or failed) a write.
-    #[error("{connector}: {source}")]
-    VendorRefused {
-        connector: String,
-        #[source]
-        source: ConnectorError,
-    },
     /// A record could not be mapped (to canonical, or for its target).
     #[error("mapping a {entity} of {connector}: {message}")]
     Mapping {

@@ -92,342 +92,412 @@ pub struct Source<'a> {
 }
 
 /// Plan one target: `side` is the target as read, mapped with `resolver` (its links); the
-/// pairs found here are added to `resolver`.
+/// pairs found here are added to `resolver`. In phases: pair, see what the target can hold,
+/// then departments, people and removals.
 pub fn plan_target(
     rules: &TargetRules,
     resolver: &SideResolver,
     side: Side,
     source: Source<'_>,
 ) -> TargetPlan {
-    let (departments, people) = (source.departments, source.people);
-    // Linked target records that failed to map: what they hold is unknown, so their source
-    // records are neither compared nor created again (the mapping error says why).
-    let unreadable: HashSet<String> = side
-        .unmapped
-        .iter()
-        .filter_map(|(entity, external)| resolver.linked(*entity, external))
-        .collect();
     let mut planner = Planner {
         rules,
         steps: Vec::new(),
-        conflicts: side.failures,
+        conflicts: Vec::new(),
         link_index: HashMap::new(),
         removals: 0,
     };
     let records_read = side.records_read;
-
-    // ---- pair: links, then the root and names (departments), then match rules (people).
-    let dp = pair::departments(departments, &side.departments, rules.target);
-    let keys: Vec<&'static str> = rules.route.match_rules.iter().map(|r| r.field()).collect();
-    let pp = pair::by_keys(
-        Entity::Person,
-        Pairing::linked(&side.people),
-        people,
-        &side.people,
-        &keys,
-        (rules.source, rules.target),
-    );
-    for (entity, p, source, target) in [
-        (Entity::Department, &dp, departments, &side.departments),
-        (Entity::Person, &pp, people, &side.people),
-    ] {
-        for &(si, ti) in &p.found {
-            resolver.insert(entity, &target[ti].external_id, source[si].id());
-            planner.link(entity, &source[si], &target[ti]);
-        }
-    }
-    planner.conflicts.extend(dp.conflicts);
-    planner.conflicts.extend(pp.conflicts);
-    let conflicted = pp.blocked;
-    let departments_in_conflict = dp.blocked;
-
-    // The target's references to records paired just now still read `?entity:external`:
-    // resolve them (what mapping the vendor records again would give, without keeping them).
-    let relink = |recs: Vec<Rec>| -> Vec<Rec> {
-        recs.into_iter()
-            .map(|mut r| {
-                if r.canonical.contains("\"?") {
-                    let mut v = r.canonical.value();
-                    if resolve_placeholders(&mut v, resolver) {
-                        r.canonical = Arc::new(Canon::new(&v));
-                    }
-                }
-                r
-            })
-            .collect()
-    };
-    let t_depts = relink(side.departments);
-    let t_people = relink(side.people);
-    let t_dept_by_id: HashMap<&str, &Rec> = t_depts.iter().map(|r| (r.id(), r)).collect();
-    let t_person_by_id: HashMap<&str, &Rec> = t_people.iter().map(|r| (r.id(), r)).collect();
-
-    // ---- departments the target cannot hold (deeper than its vendor allows) are left out,
-    // with their people, as conflicts — not attempted and failed at apply.
-    let src_parents: HashMap<String, Option<String>> = departments
-        .iter()
-        .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
-        .collect();
-    let depth = |d: &Rec| depth_of(d.id(), &src_parents);
-    let mut ordered: Vec<&Rec> = departments.iter().collect();
-    ordered.sort_by_key(|d| depth(d).unwrap_or(usize::MAX));
-    let mut too_deep: HashSet<&str> = HashSet::new();
-    if let Some(max) = rules.max_department_levels {
-        for d in &ordered {
-            let level = depth(d).unwrap_or(0);
-            if level >= max && !t_dept_by_id.contains_key(d.id()) {
-                too_deep.insert(d.id());
-                planner.conflicts.push(Conflict {
-                    entity: Entity::Department,
-                    kind: ConflictKind::TooDeep,
-                    detail: format!(
-                        "department {:?} would be at level {} in {}, which allows {max} levels: it is left out with its people",
-                        d.name(),
-                        level + 1,
-                        rules.target
-                    ),
-                    records: vec![d.external_id.clone()],
-                });
-            }
-        }
-    }
-    // Departments in conflict, and those under them, are held back: neither created nor
-    // given people (what the target holds of them is left as it is).
-    let mut held_back: HashSet<&str> = HashSet::new();
-    for d in &ordered {
-        let blocked = departments_in_conflict.contains(&d.external_id)
-            || d.parent().is_some_and(|p| held_back.contains(p));
-        if blocked && !t_dept_by_id.contains_key(d.id()) {
-            held_back.insert(d.id());
-        }
-    }
-    let cannot_hold: HashSet<&str> = too_deep.union(&held_back).copied().collect();
-    let can_disable = rules.can_disable();
-    // People the target will not hold (in conflict, only in departments it cannot hold, or
-    // leavers where it cannot disable): a reference to one (a manager, a leader still named in
-    // the source) cannot be written, so it is not a change.
-    let unreachable: HashSet<&str> = people
-        .iter()
-        .filter(|p| {
-            !t_person_by_id.contains_key(p.id())
-                && (conflicted.contains(&p.external_id)
-                    || without_departments(p, &cannot_hold).1
-                    || (!can_disable && p.inactive()))
-        })
-        .map(Rec::id)
-        .collect();
-
-    // ---- departments: updates and moves, creates; roots are paired, never rewritten.
-    let owns_depts = rules.route.source_owns(Entity::Department.as_str(), None);
-    for d in &ordered {
-        if cannot_hold.contains(d.id()) || unreadable.contains(d.id()) {
-            continue;
-        }
-        let level = depth(d).unwrap_or(0);
-        match t_dept_by_id.get(d.id()) {
-            Some(_) if d.parent().is_none() => {}
-            Some(t) => planner.update(Entity::Department, d, t, level, &unreachable),
-            None if d.parent().is_none() => planner.conflicts.push(Conflict {
-                entity: Entity::Department,
-                kind: ConflictKind::NoRoot,
-                detail: format!(
-                    "{} has no root department to pair with {}'s",
-                    rules.target, rules.source
-                ),
-                records: vec![d.external_id.clone()],
-            }),
-            None if !owns_depts => {} // another system owns departments
-            None => planner.create(Entity::Department, d, level),
-        }
-    }
-
-    // ---- people: updates and moves, creates (unless a unique value is taken), leavers.
-    let owns_people = rules.route.source_owns(Entity::Person.as_str(), None);
-    let manager_depth = manager_depths(people);
-    // Values vendors keep unique among their people: a create repeating one that another
-    // source person or a target person already holds would be refused — a conflict instead.
-    let unique_value = |r: &Rec, field: &str| r.field(field).map(str::to_lowercase);
-    let mut holders: HashMap<(&str, String), usize> = HashMap::new();
-    // (Inactive source people hold nothing in a target that cannot disable: never created.)
-    let held = people
-        .iter()
-        .filter(|r| can_disable || r.canonical.get("status") == Some("active"))
-        .chain(t_people.iter());
-    for field in UNIQUE_PERSON_FIELDS {
-        for r in held.clone() {
-            if let Some(v) = unique_value(r, field) {
-                *holders.entry((field, v)).or_default() += 1;
-            }
-        }
-    }
-    let mut clashes: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
-    let mut left_out: Vec<String> = Vec::new();
-    let mut unplaced: Vec<String> = Vec::new();
-    for p in people {
-        if conflicted.contains(&p.external_id) || unreadable.contains(p.id()) {
-            continue;
-        }
-        // A person also in a department this target cannot hold is synced without it.
-        let (fitted, only_there) = without_departments(p, &cannot_hold);
-        if only_there {
-            if !t_person_by_id.contains_key(p.id()) && owns_people {
-                let in_conflict = p
-                    .canonical
-                    .value()
-                    .get("department_ids")
-                    .and_then(Value::as_array)
-                    .is_some_and(|ids| {
-                        ids.iter()
-                            .any(|i| i.as_str().is_some_and(|i| held_back.contains(i)))
-                    });
-                if in_conflict {
-                    unplaced.push(p.external_id.clone());
-                } else {
-                    left_out.push(p.external_id.clone());
-                }
-            }
-            continue;
-        }
-        let p = fitted.as_ref().unwrap_or(p);
-        let level = manager_depth.get(p.id()).copied().unwrap_or(0);
-        let target = t_person_by_id.get(p.id());
-        if p.inactive() && !can_disable {
-            // Not created; removed if it was there.
-            if let Some(t) = target
-                && owns_people
-            {
-                planner.remove(
-                    Action::Delete,
-                    Entity::Person,
-                    t,
-                    Some(p),
-                    0,
-                    t.canonical.clone(),
-                );
-            }
-            continue;
-        }
-        match target {
-            Some(t) => planner.update(Entity::Person, p, t, level, &unreachable),
-            None if !owns_people => {} // another system owns people
-            None => {
-                let clash = UNIQUE_PERSON_FIELDS.iter().find_map(|field| {
-                    let v = unique_value(p, field)?;
-                    (holders.get(&(*field, v.clone())).copied().unwrap_or(0) > 1)
-                        .then_some((*field, v))
-                });
-                match clash {
-                    Some(key) => clashes.entry(key).or_default().push(p.external_id.clone()),
-                    None => planner.create(Entity::Person, p, level),
-                }
-            }
-        }
-    }
-    for ((field, value), records) in clashes {
-        planner.conflicts.push(Conflict {
-            entity: Entity::Person,
-            kind: ConflictKind::Duplicate(field),
-            detail: format!(
-                "the {field} {value:?} is held by someone else in {} or {}: not created (the vendor would refuse it)",
-                rules.source, rules.target
-            ),
-            records,
-        });
-    }
-    if !left_out.is_empty() {
-        planner.conflicts.push(Conflict {
-            entity: Entity::Person,
-            kind: ConflictKind::TooDeep,
-            detail: format!(
-                "{} people only in departments {} cannot hold are left out",
-                left_out.len(),
-                rules.target
-            ),
-            records: left_out,
-        });
-    }
-
-    if !unplaced.is_empty() {
-        planner.conflicts.push(Conflict {
-            entity: Entity::Person,
-            kind: ConflictKind::Unplaced,
-            detail: format!(
-                "{} people only in departments left out for a conflict are left out",
-                unplaced.len()
-            ),
-            records: unplaced,
-        });
-    }
-
-    // ---- removals: linked target records whose canonical record left the source.
-    let src_people: HashSet<&str> = people.iter().map(Rec::id).collect();
-    let src_depts: HashSet<&str> = departments.iter().map(Rec::id).collect();
-    let removal = if rules.route.deletion == Deletion::Delete || !can_disable {
-        Action::Delete
-    } else {
-        Action::Disable
-    };
-    for t in &t_people {
-        if is_placeholder(t.id())
-            || src_people.contains(t.id())
-            || source.unmapped.contains(t.id())
-            || !owns_people
-        {
-            continue;
-        }
-        if removal == Action::Disable && t.canonical.get("status") == Some("disabled") {
-            continue;
-        }
-        // The leaver keeps their record but leads nothing any more (vendors such as WeCom
-        // set department leadership from the person's own record).
-        let mut record = t.canonical.value();
-        if let Some(o) = record.as_object_mut() {
-            o.insert("status".into(), json!("disabled"));
-            o.insert("leader_of".into(), json!([]));
-        }
-        planner.remove(
-            removal,
-            Entity::Person,
-            t,
-            None,
-            0,
-            Arc::new(Canon::new(&record)),
-        );
-    }
-    if rules.route.deletion == Deletion::Delete && owns_depts {
-        let t_parents: HashMap<String, Option<String>> = t_depts
-            .iter()
-            .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
-            .collect();
-        for t in &t_depts {
-            if is_placeholder(t.id())
-                || src_depts.contains(t.id())
-                || source.unmapped.contains(t.id())
-                || t.parent().is_none()
-            {
-                continue;
-            }
-            let level = depth_of(t.id(), &t_parents).unwrap_or(0);
-            // Departments are not counted against the safety threshold (people are).
-            planner.steps.push(Step::removal(
-                Action::Delete,
-                Entity::Department,
-                t,
-                None,
-                level,
-                t.canonical.clone(),
-            ));
-        }
-    }
-
+    let (side, paired) = planner.pair(resolver, side, source);
+    let view = View::new(&mut planner, resolver, &side, source, paired);
+    planner.departments(&view);
+    planner.people(&view, source.people);
+    planner.removals(&view, source);
     let mut steps = planner.steps;
     steps.sort_by_key(order_key);
     TargetPlan {
         target: rules.target.to_owned(),
-        people_in_target: t_people.len(),
+        people_in_target: side.people.len(),
         removals: planner.removals,
         records_read,
         steps,
         conflicts: planner.conflicts,
+    }
+}
+
+/// What pairing left unpaired for a conflict (external ids of the source's records).
+struct Paired {
+    people_in_conflict: HashSet<String>,
+    departments_in_conflict: HashSet<String>,
+    unmapped: Vec<(Entity, String)>,
+}
+
+/// The target once paired: its records by canonical id, and what it will not be given.
+struct View<'s> {
+    departments: HashMap<&'s str, &'s Rec>,
+    people: HashMap<&'s str, &'s Rec>,
+    /// The source's departments top-down, with their depth.
+    ordered: Vec<(&'s Rec, usize)>,
+    /// Source people (external ids) left unpaired by a conflict.
+    people_in_conflict: HashSet<String>,
+    /// Canonical ids whose target record failed to map: what it holds is unknown, so the
+    /// source's record is neither compared nor created again (the mapping error says why).
+    unreadable: HashSet<String>,
+    /// Source departments (canonical ids) left out: too deep, or in a conflict (or under one).
+    cannot_hold: HashSet<&'s str>,
+    held_back: HashSet<&'s str>,
+    /// Source people the target will not hold: a reference to one is not a change.
+    unreachable: HashSet<&'s str>,
+    can_disable: bool,
+}
+
+impl<'s> View<'s> {
+    fn new(
+        planner: &mut Planner,
+        resolver: &SideResolver,
+        side: &'s Side,
+        source: Source<'s>,
+        paired: Paired,
+    ) -> Self {
+        let rules = planner.rules;
+        let departments: HashMap<&str, &Rec> =
+            side.departments.iter().map(|r| (r.id(), r)).collect();
+        let people: HashMap<&str, &Rec> = side.people.iter().map(|r| (r.id(), r)).collect();
+        let unreadable = paired
+            .unmapped
+            .iter()
+            .filter_map(|(entity, external)| resolver.linked(*entity, external))
+            .collect();
+        let parents: HashMap<String, Option<String>> = source
+            .departments
+            .iter()
+            .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+            .collect();
+        let mut ordered: Vec<(&Rec, Option<usize>)> = source
+            .departments
+            .iter()
+            .map(|d| (d, depth_of(d.id(), &parents)))
+            .collect();
+        ordered.sort_by_key(|(_, depth)| depth.unwrap_or(usize::MAX));
+        let ordered: Vec<(&Rec, usize)> = ordered
+            .into_iter()
+            .map(|(d, depth)| (d, depth.unwrap_or(0)))
+            .collect();
+        // Departments deeper than the target's vendor allows are left out, with their people,
+        // as conflicts — not attempted and failed at apply.
+        let mut too_deep: HashSet<&str> = HashSet::new();
+        if let Some(max) = rules.max_department_levels {
+            for (d, level) in &ordered {
+                if *level >= max && !departments.contains_key(d.id()) {
+                    too_deep.insert(d.id());
+                    planner.conflicts.push(Conflict {
+                        entity: Entity::Department,
+                        kind: ConflictKind::TooDeep,
+                        detail: format!(
+                            "department {:?} would be at level {} in {}, which allows {max} levels: it is left out with its people",
+                            d.name(),
+                            level + 1,
+                            rules.target
+                        ),
+                        records: vec![d.external_id.clone()],
+                    });
+                }
+            }
+        }
+        // Departments in conflict, and those under them, are held back: neither created nor
+        // given people (what the target holds of them is left as it is).
+        let mut held_back: HashSet<&str> = HashSet::new();
+        for (d, _) in &ordered {
+            let blocked = paired.departments_in_conflict.contains(&d.external_id)
+                || d.parent().is_some_and(|p| held_back.contains(p));
+            if blocked && !departments.contains_key(d.id()) {
+                held_back.insert(d.id());
+            }
+        }
+        let cannot_hold: HashSet<&str> = too_deep.union(&held_back).copied().collect();
+        let can_disable = rules.can_disable();
+        // People the target will not hold (in conflict, only in departments it cannot hold, or
+        // leavers where it cannot disable): a reference to one (a manager, a leader still named
+        // in the source) cannot be written, so it is not a change.
+        let unreachable: HashSet<&str> = source
+            .people
+            .iter()
+            .filter(|p| {
+                !people.contains_key(p.id())
+                    && (paired.people_in_conflict.contains(&p.external_id)
+                        || without_departments(p, &cannot_hold).1
+                        || (!can_disable && p.inactive()))
+            })
+            .map(Rec::id)
+            .collect();
+        View {
+            departments,
+            people,
+            ordered,
+            people_in_conflict: paired.people_in_conflict,
+            unreadable,
+            cannot_hold,
+            held_back,
+            unreachable,
+            can_disable,
+        }
+    }
+}
+
+impl Planner<'_, '_> {
+    /// Pair both sides (links, then the root and names for departments, the match rules for
+    /// people), record the pairs found as link steps and in `resolver`, and resolve the
+    /// target's references to records paired just now (still `?entity:external`).
+    fn pair(&mut self, resolver: &SideResolver, side: Side, source: Source<'_>) -> (Side, Paired) {
+        let rules = self.rules;
+        let (departments, people) = (source.departments, source.people);
+        self.conflicts.extend(side.failures);
+        let dp = pair::departments(departments, &side.departments, rules.target);
+        let keys: Vec<&'static str> = rules.route.match_rules.iter().map(|r| r.field()).collect();
+        let pp = pair::by_keys(
+            Entity::Person,
+            Pairing::linked(&side.people),
+            people,
+            &side.people,
+            &keys,
+            (rules.source, rules.target),
+        );
+        for (entity, p, source, target) in [
+            (Entity::Department, &dp, departments, &side.departments),
+            (Entity::Person, &pp, people, &side.people),
+        ] {
+            for &(si, ti) in &p.found {
+                resolver.insert(entity, &target[ti].external_id, source[si].id());
+                self.link(entity, &source[si], &target[ti]);
+            }
+        }
+        self.conflicts.extend(dp.conflicts);
+        self.conflicts.extend(pp.conflicts);
+        // What mapping the vendor records again would give, without reading them again.
+        let relink = |recs: Vec<Rec>| -> Vec<Rec> {
+            recs.into_iter()
+                .map(|mut r| {
+                    if r.canonical.contains("\"?") {
+                        let mut v = r.canonical.value();
+                        if resolve_placeholders(&mut v, resolver) {
+                            r.canonical = Arc::new(Canon::new(&v));
+                        }
+                    }
+                    r
+                })
+                .collect()
+        };
+        let paired = Paired {
+            people_in_conflict: pp.blocked,
+            departments_in_conflict: dp.blocked,
+            unmapped: side.unmapped,
+        };
+        let side = Side {
+            departments: relink(side.departments),
+            people: relink(side.people),
+            failures: Vec::new(),
+            unmapped: Vec::new(),
+            records_read: side.records_read,
+        };
+        (side, paired)
+    }
+
+    /// Departments: updates and moves, creates; roots are paired, never rewritten.
+    fn departments(&mut self, v: &View) {
+        let rules = self.rules;
+        let owns = rules.route.source_owns(Entity::Department.as_str(), None);
+        for (d, level) in &v.ordered {
+            if v.cannot_hold.contains(d.id()) || v.unreadable.contains(d.id()) {
+                continue;
+            }
+            match v.departments.get(d.id()) {
+                Some(_) if d.parent().is_none() => {}
+                Some(t) => self.update(Entity::Department, d, t, *level, &v.unreachable),
+                None if d.parent().is_none() => self.conflicts.push(Conflict {
+                    entity: Entity::Department,
+                    kind: ConflictKind::NoRoot,
+                    detail: format!(
+                        "{} has no root department to pair with {}'s",
+                        rules.target, rules.source
+                    ),
+                    records: vec![d.external_id.clone()],
+                }),
+                None if !owns => {} // another system owns departments
+                None => self.create(Entity::Department, d, *level),
+            }
+        }
+    }
+
+    /// People: updates and moves, creates (unless a value the vendor keeps unique is taken),
+    /// leavers where the target cannot disable.
+    fn people(&mut self, v: &View, people: &[Rec]) {
+        let rules = self.rules;
+        let owns = rules.route.source_owns(Entity::Person.as_str(), None);
+        let manager_depth = manager_depths(people);
+        // Values vendors keep unique among their people: a create repeating one that another
+        // source person or a target person already holds would be refused — a conflict instead.
+        let unique_value = |r: &Rec, field: &str| r.field(field).map(str::to_lowercase);
+        let mut holders: HashMap<(&str, String), usize> = HashMap::new();
+        // (Inactive source people hold nothing in a target that cannot disable: never created.)
+        let held = people
+            .iter()
+            .filter(|r| v.can_disable || r.canonical.get("status") == Some("active"))
+            .chain(v.people.values().copied());
+        for field in UNIQUE_PERSON_FIELDS {
+            for r in held.clone() {
+                if let Some(value) = unique_value(r, field) {
+                    *holders.entry((field, value)).or_default() += 1;
+                }
+            }
+        }
+        let mut clashes: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
+        let mut left_out: Vec<String> = Vec::new();
+        let mut unplaced: Vec<String> = Vec::new();
+        for p in people {
+            if v.people_in_conflict.contains(&p.external_id) || v.unreadable.contains(p.id()) {
+                continue;
+            }
+            // A person also in a department this target cannot hold is synced without it.
+            let (fitted, only_there) = without_departments(p, &v.cannot_hold);
+            if only_there {
+                if !v.people.contains_key(p.id()) && owns {
+                    let in_conflict = p
+                        .canonical
+                        .value()
+                        .get("department_ids")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ids| {
+                            ids.iter()
+                                .any(|i| i.as_str().is_some_and(|i| v.held_back.contains(i)))
+                        });
+                    if in_conflict {
+                        unplaced.push(p.external_id.clone());
+                    } else {
+                        left_out.push(p.external_id.clone());
+                    }
+                }
+                continue;
+            }
+            let p = fitted.as_ref().unwrap_or(p);
+            let level = manager_depth.get(p.id()).copied().unwrap_or(0);
+            let target = v.people.get(p.id());
+            if p.inactive() && !v.can_disable {
+                // Not created; removed if it was there.
+                if let Some(t) = target
+                    && owns
+                {
+                    let record = t.canonical.clone();
+                    self.remove(Action::Delete, Entity::Person, t, Some(p), 0, record);
+                }
+                continue;
+            }
+            self.write(
+                Entity::Person,
+                p,
+                target.copied(),
+                level,
+                &v.unreachable,
+                owns,
+                |p| {
+                    let clash = UNIQUE_PERSON_FIELDS.iter().find_map(|field| {
+                        let value = unique_value(p, field)?;
+                        (holders.get(&(*field, value.clone())).copied().unwrap_or(0) > 1)
+                            .then_some((*field, value))
+                    });
+                    match clash {
+                        Some(key) => {
+                            clashes.entry(key).or_default().push(p.external_id.clone());
+                            false
+                        }
+                        None => true,
+                    }
+                },
+            );
+        }
+        for ((field, value), records) in clashes {
+            self.conflicts.push(Conflict {
+                entity: Entity::Person,
+                kind: ConflictKind::Duplicate(field),
+                detail: format!(
+                    "the {field} {value:?} is held by someone else in {} or {}: not created (the vendor would refuse it)",
+                    rules.source, rules.target
+                ),
+                records,
+            });
+        }
+        if !left_out.is_empty() {
+            self.conflicts.push(Conflict {
+                entity: Entity::Person,
+                kind: ConflictKind::TooDeep,
+                detail: format!(
+                    "{} people only in departments {} cannot hold are left out",
+                    left_out.len(),
+                    rules.target
+                ),
+                records: left_out,
+            });
+        }
+        if !unplaced.is_empty() {
+            self.conflicts.push(Conflict {
+                entity: Entity::Person,
+                kind: ConflictKind::Unplaced,
+                detail: format!(
+                    "{} people only in departments left out for a conflict are left out",
+                    unplaced.len()
+                ),
+                records: unplaced,
+            });
+        }
+    }
+
+    /// Removals: linked target records whose canonical record left the source (not those
+    /// whose source record only failed to map).
+    fn removals(&mut self, v: &View, source: Source<'_>) {
+        let route = self.rules.route;
+        let src_people: HashSet<&str> = source.people.iter().map(Rec::id).collect();
+        let src_depts: HashSet<&str> = source.departments.iter().map(Rec::id).collect();
+        let gone = |t: &Rec, kept: &HashSet<&str>| is_gone(t, kept, source.unmapped);
+        let removal = if route.deletion == Deletion::Delete || !v.can_disable {
+            Action::Delete
+        } else {
+            Action::Disable
+        };
+        if route.source_owns(Entity::Person.as_str(), None) {
+            // The leaver keeps their record but leads nothing any more (vendors such as WeCom
+            // set department leadership from the person's own record).
+            self.remove_gone(
+                Entity::Person,
+                v.people.values().copied(),
+                &src_people,
+                source.unmapped,
+                removal,
+                json!({"status": "disabled", "leader_of": []}),
+            );
+        }
+        if route.deletion == Deletion::Delete
+            && route.source_owns(Entity::Department.as_str(), None)
+        {
+            let parents: HashMap<String, Option<String>> = v
+                .departments
+                .values()
+                .map(|d| (d.id().to_owned(), d.parent().map(str::to_owned)))
+                .collect();
+            for t in v.departments.values() {
+                if !gone(t, &src_depts) || t.parent().is_none() {
+                    continue;
+                }
+                let level = depth_of(t.id(), &parents).unwrap_or(0);
+                // Departments are not counted against the safety threshold (people are).
+                self.steps.push(Step::removal(
+                    Action::Delete,
+                    Entity::Department,
+                    t,
+                    None,
+                    level,
+                    t.canonical.clone(),
+                ));
+            }
+        }
     }
 }
 
@@ -532,6 +602,142 @@ impl Planner<'_, '_> {
             changes,
             record: owned_record(self.rules.route, entity, source, target),
         });
+    }
+}
+
+impl Planner<'_, '_> {
+    /// The generic core of planning a record that the target may hold: its pair's diff as an
+    /// update or a move, or — unpaired, owned by the route's source, and let through by
+    /// `may_create` (a family's own guard) — a create.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        entity: Entity,
+        source: &Rec,
+        target: Option<&Rec>,
+        depth: usize,
+        unreachable: &HashSet<&str>,
+        owns: bool,
+        may_create: impl FnOnce(&Rec) -> bool,
+    ) {
+        match target {
+            Some(t) => self.update(entity, source, t, depth, unreachable),
+            None if !owns => {} // another system owns the entity
+            None => {
+                if may_create(source) {
+                    self.create(entity, source, depth);
+                }
+            }
+        }
+    }
+
+    /// The generic core of removals: each linked target record (`targets`) whose canonical
+    /// record is no longer in the source (`kept`) — and did not merely fail to map there
+    /// (`unmapped`) — is removed by `action`; a disable writes the target's record with
+    /// `disabled` merged in, and is skipped when the record says `status: disabled` already.
+    fn remove_gone<'t>(
+        &mut self,
+        entity: Entity,
+        targets: impl Iterator<Item = &'t Rec>,
+        kept: &HashSet<&str>,
+        unmapped: &HashSet<String>,
+        action: Action,
+        disabled: Value,
+    ) {
+        let mut gone: Vec<&Rec> = targets.filter(|t| is_gone(t, kept, unmapped)).collect();
+        gone.sort_by(|a, b| a.id().cmp(b.id()));
+        for t in gone {
+            let already = t.canonical.get("status") == Some("disabled");
+            if action == Action::Disable && already {
+                continue;
+            }
+            let mut record = t.canonical.value();
+            if let (Some(o), Some(d)) = (record.as_object_mut(), disabled.as_object()) {
+                o.extend(d.clone());
+            }
+            self.remove(action, entity, t, None, 0, Arc::new(Canon::new(&record)));
+        }
+    }
+}
+
+/// A linked target record whose canonical record left the source (not one that only failed to
+/// map there).
+fn is_gone(t: &Rec, kept: &HashSet<&str>, unmapped: &HashSet<String>) -> bool {
+    !is_placeholder(t.id()) && !kept.contains(t.id()) && !unmapped.contains(t.id())
+}
+
+/// A flat entity family — no tree, no references the planner orders by — planned with the
+/// generic core: pair by links then `keys`, compare the rules' fields for `entity`, and plan
+/// updates, creates and removals (`removal`, or none). Later families (tasks, tickets) plan
+/// their records with this; the org chart adds its tree and its vendors' rules on top
+/// ([`plan_target`]).
+pub fn plan_flat(
+    rules: &TargetRules,
+    entity: Entity,
+    keys: &[&'static str],
+    removal: Option<Action>,
+    resolver: &SideResolver,
+    source: &[Rec],
+    target: Side,
+) -> TargetPlan {
+    let mut planner = Planner {
+        rules,
+        steps: Vec::new(),
+        conflicts: target.failures,
+        link_index: HashMap::new(),
+        removals: 0,
+    };
+    let records = target.people;
+    let p = pair::by_keys(
+        entity,
+        Pairing::linked(&records),
+        source,
+        &records,
+        keys,
+        (rules.source, rules.target),
+    );
+    for &(si, ti) in &p.found {
+        resolver.insert(entity, &records[ti].external_id, source[si].id());
+        planner.link(entity, &source[si], &records[ti]);
+    }
+    planner.conflicts.extend(p.conflicts);
+    let records: Vec<Rec> = records
+        .into_iter()
+        .map(|mut r| {
+            let mut v = r.canonical.value();
+            if resolve_placeholders(&mut v, resolver) {
+                r.canonical = Arc::new(Canon::new(&v));
+            }
+            r
+        })
+        .collect();
+    let by_id: HashMap<&str, &Rec> = records.iter().map(|r| (r.id(), r)).collect();
+    let owns = rules.route.source_owns(entity.as_str(), None);
+    let none = HashSet::new();
+    for s in source {
+        if p.blocked.contains(&s.external_id) {
+            continue;
+        }
+        let t = by_id.get(s.id()).copied();
+        planner.write(entity, s, t, 0, &none, owns, |_| true);
+    }
+    if let Some(action) = removal
+        && owns
+    {
+        let kept: HashSet<&str> = source.iter().map(Rec::id).collect();
+        let disabled = json!({"status": "disabled"});
+        let unmapped = HashSet::new();
+        planner.remove_gone(entity, records.iter(), &kept, &unmapped, action, disabled);
+    }
+    let mut steps = planner.steps;
+    steps.sort_by_key(order_key);
+    TargetPlan {
+        target: rules.target.to_owned(),
+        people_in_target: records.len(),
+        removals: planner.removals,
+        records_read: target.records_read,
+        steps,
+        conflicts: planner.conflicts,
     }
 }
 

@@ -13,7 +13,7 @@ use super::read::Side;
 use super::resolve::SideResolver;
 use super::target::{Source, TargetRules, plan_target};
 use crate::config::{Deletion, MatchRule, RouteConfig};
-use crate::model::Entity;
+use crate::model::{Action, Entity};
 
 /// A route `org` from `hq` to `sub`, matching people by email then mobile.
 pub(super) fn route() -> RouteConfig {
@@ -587,4 +587,57 @@ fn records_that_failed_to_map_are_neither_created_again_nor_removed() {
     let (steps, _) = outline(&plan);
     assert!(steps.is_empty(), "{steps:?}");
     assert_eq!(plan.removals, 0);
+}
+
+/// Another entity family reuses the core without copying it: a flat list of records (here
+/// tags: a name and a colour, keyed by name) read into a [`Side`], paired by links and a key,
+/// diffed on the fields both sides carry, planned as updates, creates and removals, each step
+/// ready for the queue as a `WireStep` — and the echo hash computed from a mapping the same way.
+#[test]
+fn a_flat_toy_family_is_planned_with_the_generic_core() {
+    use super::target::plan_flat;
+    let route = route();
+    let rules = TargetRules::new(&route, "sub", None, Vec::new(), owned(&["color", "name"]));
+    let tag = |id: &str, name: &str, color: &str| {
+        let external = id.trim_start_matches("p-").trim_start_matches("?person:");
+        Rec::new(external, &json!({"id": id, "name": name, "color": color}))
+    };
+    let source = vec![
+        tag("p-red", "urgent", "red"), // linked, colour changed: update
+        tag("p-new", "new", "green"),  // unlinked, same name in the target: link
+        tag("p-vip", "vip", "gold"),   // nowhere: create
+    ];
+    let target = Side {
+        people: vec![
+            tag("p-red", "urgent", "orange"),
+            tag("?person:t-new", "new", "green"),
+            tag("p-old", "stale", "grey"), // linked, gone from the source: removed
+        ],
+        records_read: 3,
+        ..Side::default()
+    };
+    let resolver = SideResolver::new("sub", false);
+    let plan = plan_flat(
+        &rules,
+        Entity::Person,
+        &["name"],
+        Some(Action::Delete),
+        &resolver,
+        &source,
+        target,
+    );
+    let (steps, conflicts) = outline(&plan);
+    assert_eq!(
+        steps,
+        ["link p-new", "update p-red", "create p-vip", "delete p-old"]
+    );
+    assert!(conflicts.is_empty());
+    assert_eq!(
+        resolver.linked(Entity::Person, "t-new").as_deref(),
+        Some("p-new")
+    );
+    let wire: Vec<crate::model::WireStep> =
+        plan.steps.iter().map(crate::model::WireStep::of).collect();
+    assert_eq!(wire[1].record["color"], "red");
+    assert_eq!(plan.removals, 1);
 }

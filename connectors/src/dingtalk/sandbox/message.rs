@@ -260,15 +260,7 @@ async fn group_send(State(app): AppState, b: Bytes) -> Response {
 async fn oto_send(State(app): AppState, b: Bytes) -> Response {
     let m = or_reply!(new_body(&b));
     let (key, param) = or_reply!(robot_common(&app, &m));
-    let users: Vec<String> = m
-        .get("userIds")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let users = str_list(m.get("userIds"));
     if users.is_empty() {
         return bad("invalidParameter.userIds.empty", "userIds为空");
     }
@@ -366,13 +358,5 @@ async fn webhook_send(
 
 /// Re-encodes a decoded `sign` the way [`webhook_sign`] encodes.
 fn webhook_sign_encode(decoded: &str) -> String {
-    let mut out = String::with_capacity(decoded.len() + 8);
-    for b in decoded.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::client::seg(decoded)
 }

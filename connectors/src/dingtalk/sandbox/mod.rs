@@ -112,17 +112,15 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
                 legacy: opts.legacy_events,
             }))
         })?;
-        let app = Arc::new(App {
-            org: Mutex::new(Org::new(&opts.org)),
-            core: core.clone(),
-            tokens: Tokens::default(),
+        let own = Own {
             windows: Mutex::new(HashMap::new()),
             msg: Mutex::new(message::MsgState::default()),
             todos: Mutex::new(todo::TodoState::default()),
             stream: stream::StreamState::default(),
             stop,
-            opts,
-        });
+        };
+        let org = Org::new(&opts.org);
+        let app = Arc::new(App::new(opts, core.clone(), org, own));
         let old = contact::routes()
             .merge(message::old_routes())
             .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate_old));
@@ -164,11 +162,11 @@ async fn fallback(req: Request) -> Response {
     }
 }
 
-pub(crate) struct App {
-    pub opts: SandboxOptions,
-    pub core: Arc<SandboxCore>,
-    pub org: Mutex<Org>,
-    tokens: Tokens,
+/// The DingTalk sandbox's state.
+pub(crate) type App = crate::sandbox::VendorApp<SandboxOptions, Org, Own>;
+
+/// What only the DingTalk sandbox keeps.
+pub(crate) struct Own {
     /// per (API) token bucket: (tokens, last refill)
     windows: Mutex<HashMap<String, (f64, Instant)>>,
     pub msg: Mutex<message::MsgState>,
@@ -526,7 +524,6 @@ impl From<OrgError> for AdminError {
 /// DingTalk's console (`/_sandbox/org…`): what an admin does there, and the events it emits.
 impl Console for App {
     type Org = Org;
-    type Emitted = org::Emitted;
 
     fn org(&self) -> &Mutex<Org> {
         &self.org
@@ -562,10 +559,6 @@ impl Console for App {
         self.tokens.clear();
     }
 
-    fn snapshot(org: &Org) -> Value {
-        org.snapshot()
-    }
-
     fn render_user(org: &Org, key: &str) -> Value {
         org.render_user(key)
     }
@@ -574,30 +567,18 @@ impl Console for App {
         org.render_dept(key)
     }
 
-    fn add_user(
-        &self,
-        org: &mut Org,
-        user: FixtureUser,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_user(&self, org: &mut Org, user: FixtureUser) -> Added<Self> {
         let key = user.key.clone();
         Ok((key, org.insert_user(user)?))
     }
 
-    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let (cur, fx) = org.patched_user(key, patch)?;
         let extra = cur.extra.clone();
         Ok(org.replace_user(key, fx, extra)?)
     }
 
-    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_user(key)?)
-    }
-
-    fn add_dept(
-        &self,
-        org: &mut Org,
-        dept: FixtureDepartment,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_dept(&self, org: &mut Org, dept: FixtureDepartment) -> Added<Self> {
         if dept.key.is_empty() {
             return Err(AdminError::Invalid("key is required".into()));
         }
@@ -605,12 +586,8 @@ impl Console for App {
         Ok((key, events))
     }
 
-    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let fx = org.patched_dept(key, patch)?;
         Ok(org.replace_dept(key, fx)?)
-    }
-
-    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_dept(key)?)
     }
 }

@@ -51,8 +51,7 @@ impl OrgIndex<Dept, User> for Index {
         self.dept_by_id.set(d.id, &d.fx.key, present);
     }
 
-    fn set_user(&mut self, u: &User, present: bool) {
-        let k = &u.fx.key;
+    fn set_user(&mut self, k: &str, u: &User, present: bool) {
         self.user_by_unionid.set(u.unionid.clone(), k, present);
         self.user_by_mobile.set(u.fx.mobile.clone(), k, present);
     }
@@ -313,20 +312,6 @@ impl Org {
             .sub_depts(key, |a, b| (a.fx.order, a.id).cmp(&(b.fx.order, b.id)))
     }
 
-    pub fn snapshot(&self) -> Value {
-        self.r.snapshot_with(
-            "dingtalk",
-            |d| json!({"dept_id": d.id}),
-            |u| {
-                let mut ids = json!({"userid": u.fx.key, "unionid": u.unionid});
-                if !u.extra.is_empty() {
-                    ids["extra"] = Value::Object(u.extra.clone());
-                }
-                ids
-            },
-        )
-    }
-
     // ---- mutations (DingTalk API semantics); each returns the events DingTalk would emit ----
 
     fn dept_keys(&self, ids: &[String]) -> Result<Vec<String>, OrgError> {
@@ -489,20 +474,6 @@ impl Org {
         )])
     }
 
-    pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        if self.r.take_user(key).is_none() {
-            return err(60121, "找不到该用户");
-        }
-        let led: Vec<String> = self.r.links().led.keys(key).cloned().collect();
-        for dk in led {
-            if let Some(mut d) = self.r.take_dept(&dk) {
-                d.fx.leaders.retain(|l| l != key);
-                self.r.put_dept(d);
-            }
-        }
-        Ok(vec![("user_leave_org", json!({"userId": [key]}))])
-    }
-
     pub fn insert_user(&mut self, fx: FixtureUser) -> Result<Emitted, OrgError> {
         if self.r.users().contains_key(&fx.key) || self.r.depts().contains_key(&fx.key) {
             return err(60102, "UserID在公司中已存在");
@@ -659,8 +630,28 @@ impl Org {
         }
         self.replace_dept(&key, fx)
     }
+}
 
-    pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
+/// What the console reads and removes, as this org does it.
+impl ConsoleOrg for Org {
+    type Emitted = Emitted;
+    type Error = OrgError;
+
+    fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        if self.r.take_user(key).is_none() {
+            return err(60121, "找不到该用户");
+        }
+        let led: Vec<String> = self.r.links().led.keys(key).cloned().collect();
+        for dk in led {
+            if let Some(mut d) = self.r.take_dept(&dk) {
+                d.fx.leaders.retain(|l| l != key);
+                self.r.put_dept(d);
+            }
+        }
+        Ok(vec![("user_leave_org", json!({"userId": [key]}))])
+    }
+
+    fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
         let Some(d) = self.r.depts().get(key) else {
             return err(60003, "部门不存在");
         };
@@ -677,12 +668,26 @@ impl Org {
         self.r.take_dept(key);
         Ok(vec![("org_dept_remove", json!({"deptId": [id]}))])
     }
+
+    fn snapshot(&self) -> Value {
+        self.r.snapshot_with(
+            "dingtalk",
+            |d| json!({"dept_id": d.id}),
+            |u| {
+                let mut ids = json!({"userid": u.fx.key, "unionid": u.unionid});
+                if !u.extra.is_empty() {
+                    ids["extra"] = Value::Object(u.extra.clone());
+                }
+                ids
+            },
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::index::test_org;
+    use crate::sandbox::index::{test_dept, test_org};
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
@@ -759,13 +764,7 @@ mod tests {
 
         // re-create: a new dept_id, the same unionid
         let (_, id, _) = org
-            .insert_dept(FixtureDepartment {
-                key: "d3".into(),
-                name: "again".into(),
-                parent: Some("d1".into()),
-                order: 0,
-                leaders: vec!["u2".into()],
-            })
+            .insert_dept(test_dept("d3", "again", "d1", &["u2"]))
             .unwrap();
         assert_ne!(id, d3);
         org.api_create_user(&body(

@@ -38,6 +38,38 @@ pub(super) fn routes() -> Router<Arc<App>> {
         .route("/v1.0/todo/users/{union_id}/tasks/list", post(query_list))
 }
 
+/// What a create takes from the body as it is (besides `subject` and the people).
+const CREATE_FIELDS: &[&str] = &[
+    "description",
+    "dueTime",
+    "sourceId",
+    "detailUrl",
+    "priority",
+    "isOnlyShowExecutor",
+    "todoType",
+    "contentFieldList",
+    "notifyConfigs",
+];
+/// What an update may change.
+const UPDATE_FIELDS: &[&str] = &[
+    "subject",
+    "description",
+    "dueTime",
+    "done",
+    "executorIds",
+    "participantIds",
+    "priority",
+];
+
+/// Copies the `fields` the body `m` has into the task `t`.
+fn copy_fields(t: &mut Map<String, Value>, m: &Map<String, Value>, fields: &[&str]) {
+    for k in fields {
+        if let Some(v) = m.get(*k) {
+            t.insert((*k).into(), v.clone());
+        }
+    }
+}
+
 fn bad(code: &str, msg: &str) -> Response {
     new_err(StatusCode::BAD_REQUEST, code, msg)
 }
@@ -119,21 +151,7 @@ async fn create(
     let mut t = Map::new();
     t.insert("id".into(), json!(id));
     t.insert("subject".into(), json!(subject));
-    for k in [
-        "description",
-        "dueTime",
-        "sourceId",
-        "detailUrl",
-        "priority",
-        "isOnlyShowExecutor",
-        "todoType",
-        "contentFieldList",
-        "notifyConfigs",
-    ] {
-        if let Some(v) = m.get(k) {
-            t.insert(k.into(), v.clone());
-        }
-    }
+    copy_fields(&mut t, &m, CREATE_FIELDS);
     t.insert(
         "executorIds".into(),
         json!(str_list(m.get("executorIds")).unwrap_or_default()),
@@ -214,19 +232,7 @@ async fn update(
     let Some((_, t)) = st.tasks.get_mut(&task_id) else {
         return not_found();
     };
-    for k in [
-        "subject",
-        "description",
-        "dueTime",
-        "done",
-        "executorIds",
-        "participantIds",
-        "priority",
-    ] {
-        if let Some(v) = m.get(k) {
-            t.insert(k.into(), v.clone());
-        }
-    }
+    copy_fields(t, &m, UPDATE_FIELDS);
     if m.get("done").and_then(Value::as_bool) == Some(true) {
         t.insert("finishTime".into(), json!(now_ms()));
     }

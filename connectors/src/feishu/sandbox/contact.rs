@@ -71,6 +71,20 @@ fn user_key(org: &Org, id: &str, u: &str) -> Result<String, Response> {
         .ok_or_else(|| fs_err(StatusCode::BAD_REQUEST, 41050, "no user authority error"))
 }
 
+/// The department `id` (of type `d`): its key and fixture entry, to change.
+fn dept_entry(org: &Org, id: &str, d: &str) -> Result<(String, FixtureDepartment), Response> {
+    let key = dept_key(org, id, d)?;
+    let fx = org.depts()[&key].fx.clone();
+    Ok((key, fx))
+}
+
+/// The user `id` (of type `u`): its key and fixture entry, to change.
+fn user_entry(org: &Org, id: &str, u: &str) -> Result<(String, FixtureUser), Response> {
+    let key = user_key(org, id, u)?;
+    let fx = org.users()[&key].fx.clone();
+    Ok((key, fx))
+}
+
 /// `client_token`: the key of the `kind` (`dept`, `user`) a create with this token made before.
 /// A retried create changes nothing and answers with that one (if it still exists).
 fn created_before(app: &App, q: &HashMap<String, String>, kind: &str) -> Option<String> {
@@ -187,8 +201,7 @@ async fn patch_dept(
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let b = json_body(&body)?;
     let key = app.change_with(|org| {
-        let key = dept_key(org, &id, &d)?;
-        let mut fx = org.depts()[&key].fx.clone();
+        let (key, mut fx) = dept_entry(org, &id, &d)?;
         org.apply_dept_body(&mut fx, &b, &u, &d)
             .map_err(|e| org_err(e, 40015))?;
         let ev = org.update_dept(&key, fx).map_err(|e| org_err(e, 40015))?;
@@ -298,8 +311,7 @@ async fn patch_user(
     let (u, d) = (uid_type(&q)?, did_type(&q)?);
     let b = json_body(&body)?;
     let key = app.change_with(|org| {
-        let key = user_key(org, &id, &u)?;
-        let mut fx = org.users()[&key].fx.clone();
+        let (key, mut fx) = user_entry(org, &id, &u)?;
         let extra = org
             .apply_user_body(&mut fx, &b, &d)
             .map_err(|e| org_err(e, 40015))?;

@@ -64,17 +64,15 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
                     .map(|k| k.expose_secret().to_string()),
             }))
         })?;
-        let app = Arc::new(App {
-            org: Mutex::new(Org::new(&opts.org, &opts.app_id)),
-            core: core.clone(),
-            tokens: Tokens::default(),
+        let org = Org::new(&opts.org, &opts.app_id);
+        let own = Own {
             windows: Mutex::new(HashMap::new()),
             im: Mutex::new(im::ImState::default()),
             tasks: Mutex::new(task::TaskState::default()),
             ws_devices: Mutex::new(HashMap::new()),
             stop,
-            opts,
-        });
+        };
+        let app = Arc::new(App::new(opts, core.clone(), org, own));
         let api = Router::new()
             .merge(contact::routes())
             .merge(im::routes())
@@ -109,11 +107,11 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
 /// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.
 pub use crate::sandbox::{serve_vendor as serve, vendor_router as router};
 
-pub(crate) struct App {
-    pub opts: SandboxOptions,
-    pub core: Arc<SandboxCore>,
-    pub org: Mutex<Org>,
-    tokens: Tokens,
+/// The Feishu sandbox's state.
+pub(crate) type App = crate::sandbox::VendorApp<SandboxOptions, Org, Own>;
+
+/// What only the Feishu sandbox keeps.
+pub(crate) struct Own {
     /// per-API token buckets: (second-bucket tokens, minute-bucket tokens, last refill)
     windows: Mutex<HashMap<&'static str, (f64, f64, Instant)>>,
     pub im: Mutex<im::ImState>,
@@ -147,34 +145,25 @@ pub(crate) fn qbool(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 pub(crate) fn uid_type(q: &HashMap<String, String>) -> Result<String, Response> {
-    let t = q
-        .get("user_id_type")
-        .map(String::as_str)
-        .unwrap_or("open_id");
-    if matches!(t, "open_id" | "union_id" | "user_id") {
-        Ok(t.to_string())
-    } else {
-        Err(fs_err(
-            StatusCode::BAD_REQUEST,
-            40001,
-            "invalid user_id_type",
-        ))
-    }
+    id_type(q, "user_id_type", &["open_id", "union_id", "user_id"])
 }
 
 pub(crate) fn did_type(q: &HashMap<String, String>) -> Result<String, Response> {
-    let t = q
-        .get("department_id_type")
-        .map(String::as_str)
-        .unwrap_or("open_department_id");
-    if matches!(t, "open_department_id" | "department_id") {
+    id_type(
+        q,
+        "department_id_type",
+        &["open_department_id", "department_id"],
+    )
+}
+
+/// The id type asked for under `param`: one of `allowed`, the first by default.
+fn id_type(q: &HashMap<String, String>, param: &str, allowed: &[&str]) -> Result<String, Response> {
+    let t = q.get(param).map_or(allowed[0], String::as_str);
+    if allowed.contains(&t) {
         Ok(t.to_string())
     } else {
-        Err(fs_err(
-            StatusCode::BAD_REQUEST,
-            40001,
-            "invalid department_id_type",
-        ))
+        let msg = format!("invalid {param}");
+        Err(fs_err(StatusCode::BAD_REQUEST, 40001, &msg))
     }
 }
 
@@ -470,7 +459,6 @@ impl From<OrgError> for AdminError {
 /// Feishu's console (`/_sandbox/org…`): what an HR admin does there, and the events it emits.
 impl Console for App {
     type Org = Org;
-    type Emitted = org::Emitted;
 
     fn org(&self) -> &Mutex<Org> {
         &self.org
@@ -505,10 +493,6 @@ impl Console for App {
         self.tokens.clear();
     }
 
-    fn snapshot(org: &Org) -> Value {
-        org.snapshot()
-    }
-
     fn render_user(org: &Org, key: &str) -> Value {
         org.render_user(key, "open_department_id")
     }
@@ -517,41 +501,25 @@ impl Console for App {
         org.render_dept(key, "open_id", "open_department_id")
     }
 
-    fn add_user(
-        &self,
-        org: &mut Org,
-        user: FixtureUser,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_user(&self, org: &mut Org, user: FixtureUser) -> Added<Self> {
         Ok(org.create_user(user, Map::new(), &self.opts.app_id)?)
     }
 
-    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let (_, fx) = org.patched_user(key, patch)?;
         Ok(org.update_user(key, fx, Map::new())?)
     }
 
-    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_user(key)?)
-    }
-
-    fn add_dept(
-        &self,
-        org: &mut Org,
-        dept: FixtureDepartment,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_dept(&self, org: &mut Org, dept: FixtureDepartment) -> Added<Self> {
         if dept.parent.is_none() {
             return Err(AdminError::Invalid("parent is required".into()));
         }
         Ok(org.create_dept(dept, None, &self.opts.app_id)?)
     }
 
-    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let fx = org.patched_dept(key, patch)?;
         Ok(org.update_dept(key, fx)?)
-    }
-
-    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_dept(key)?)
     }
 }
 

@@ -55,11 +55,27 @@ impl OrgIndex<Dept, User> for Index {
         self.dept_by_custom.set(d.custom_id.clone(), k, present);
     }
 
-    fn set_user(&mut self, u: &User, present: bool) {
-        let k = &u.fx.key;
+    fn set_user(&mut self, k: &str, u: &User, present: bool) {
         self.user_by_open.set(u.open_id.clone(), k, present);
         self.user_by_union.set(u.union_id.clone(), k, present);
         self.user_by_email.set(u.fx.email.clone(), k, present);
+    }
+}
+
+/// The `*.updated_v3` event of a change from `old` to `new`; none when nothing changed.
+fn updated(event_type: &'static str, old: &Value, new: Value) -> Emitted {
+    let changed = diff(old, &new);
+    if changed.as_object().is_some_and(Map::is_empty) {
+        return Vec::new();
+    }
+    vec![(event_type, json!({"object": new, "old_object": changed}))]
+}
+
+/// Every one of `keys` (the `what`s an entry names) exists.
+fn known(keys: &[String], what: &str, exists: impl Fn(&str) -> bool) -> Result<(), OrgError> {
+    match keys.iter().find(|k| !exists(k)) {
+        Some(k) => Err(OrgError::NotFound(format!("{what} {k}"))),
+        None => Ok(()),
     }
 }
 
@@ -303,14 +319,6 @@ impl Org {
         out
     }
 
-    pub fn snapshot(&self) -> Value {
-        self.r.snapshot_with(
-            "feishu",
-            |d| json!({"open_department_id": d.open_id, "department_id": d.custom_id}),
-            |u| json!({"open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id}),
-        )
-    }
-
     // ---- mutations: every change returns the events Feishu would emit ----
 
     fn check_user(&self, fx: &FixtureUser) -> Result<(), OrgError> {
@@ -322,12 +330,9 @@ impl Org {
                 "at least one department is required".into(),
             ));
         }
-        for d in &fx.departments {
-            if !self.r.depts().contains_key(d) {
-                return Err(OrgError::NotFound(format!("department {d}")));
-            }
-        }
-        Ok(())
+        known(&fx.departments, "department", |d| {
+            self.r.depts().contains_key(d)
+        })
     }
 
     pub fn create_user(
@@ -365,39 +370,7 @@ impl Org {
         u.extra.extend(extra);
         self.r.put_user(u);
         let new = self.render_user(key, "open_department_id");
-        let changed = diff(&old, &new);
-        if changed.as_object().is_some_and(Map::is_empty) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![(
-            "contact.user.updated_v3",
-            json!({"object": new, "old_object": changed}),
-        )])
-    }
-
-    pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        let obj = self.render_user(key, "open_department_id");
-        let u = self
-            .r
-            .take_user(key)
-            .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
-        let mut events = Vec::new();
-        // A deleted user stops leading departments.
-        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
-        for dk in led {
-            let mut fx = self.r.depts()[&dk].fx.clone();
-            fx.leaders.retain(|l| l != &u.fx.key);
-            events.extend(self.update_dept(&dk, fx)?);
-        }
-        let old = json!({"department_ids": obj["department_ids"], "open_id": u.open_id});
-        events.insert(
-            0,
-            (
-                "contact.user.deleted_v3",
-                json!({"object": obj, "old_object": old}),
-            ),
-        );
-        Ok(events)
+        Ok(updated("contact.user.updated_v3", &old, new))
     }
 
     fn check_dept(&self, fx: &FixtureDepartment, key: &str) -> Result<(), OrgError> {
@@ -431,12 +404,7 @@ impl Org {
                 }
             }
         }
-        for l in &fx.leaders {
-            if !self.r.users().contains_key(l) {
-                return Err(OrgError::NotFound(format!("leader {l}")));
-            }
-        }
-        Ok(())
+        known(&fx.leaders, "leader", |l| self.r.users().contains_key(l))
     }
 
     pub fn create_dept(
@@ -474,41 +442,7 @@ impl Org {
             self.r.put_dept(d);
         }
         let new = self.render_dept(key, "open_id", "open_department_id");
-        let changed = diff(&old, &new);
-        if changed.as_object().is_some_and(Map::is_empty) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![(
-            "contact.department.updated_v3",
-            json!({"object": new, "old_object": changed}),
-        )])
-    }
-
-    pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        let d = self
-            .r
-            .depts()
-            .get(key)
-            .ok_or_else(|| OrgError::NotFound(format!("department {key}")))?;
-        if d.fx.parent.is_none() {
-            return Err(OrgError::Invalid(
-                "the root department cannot be deleted".into(),
-            ));
-        }
-        if self.r.links().children.count(key) > 0 || self.member_count(key) > 0 {
-            return Err(OrgError::Invalid(
-                "department still has members or sub-departments".into(),
-            ));
-        }
-        let obj = self.render_dept(key, "open_id", "open_department_id");
-        let open_id = d.open_id.clone();
-        self.r.take_dept(key);
-        let mut obj = obj;
-        obj["status"] = json!({"is_deleted": true});
-        Ok(vec![(
-            "contact.department.deleted_v3",
-            json!({"object": obj, "old_object": {"status": {"is_deleted": false}, "open_department_id": open_id}}),
-        )])
+        Ok(updated("contact.department.updated_v3", &old, new))
     }
 
     // ---- Feishu API bodies -> fixture records ----
@@ -615,10 +549,76 @@ impl Org {
     }
 }
 
+/// What the console reads and removes, as this org does it.
+impl ConsoleOrg for Org {
+    type Emitted = Emitted;
+    type Error = OrgError;
+
+    fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let obj = self.render_user(key, "open_department_id");
+        let u = self
+            .r
+            .take_user(key)
+            .ok_or_else(|| OrgError::NotFound(format!("user {key}")))?;
+        let mut events = Vec::new();
+        // A deleted user stops leading departments.
+        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
+        for dk in led {
+            let mut fx = self.r.depts()[&dk].fx.clone();
+            fx.leaders.retain(|l| l != &u.fx.key);
+            events.extend(self.update_dept(&dk, fx)?);
+        }
+        let old = json!({"department_ids": obj["department_ids"], "open_id": u.open_id});
+        events.insert(
+            0,
+            (
+                "contact.user.deleted_v3",
+                json!({"object": obj, "old_object": old}),
+            ),
+        );
+        Ok(events)
+    }
+
+    fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let d = self
+            .r
+            .depts()
+            .get(key)
+            .ok_or_else(|| OrgError::NotFound(format!("department {key}")))?;
+        if d.fx.parent.is_none() {
+            return Err(OrgError::Invalid(
+                "the root department cannot be deleted".into(),
+            ));
+        }
+        if self.r.links().children.count(key) > 0 || self.member_count(key) > 0 {
+            return Err(OrgError::Invalid(
+                "department still has members or sub-departments".into(),
+            ));
+        }
+        let obj = self.render_dept(key, "open_id", "open_department_id");
+        let open_id = d.open_id.clone();
+        self.r.take_dept(key);
+        let mut obj = obj;
+        obj["status"] = json!({"is_deleted": true});
+        Ok(vec![(
+            "contact.department.deleted_v3",
+            json!({"object": obj, "old_object": {"status": {"is_deleted": false}, "open_department_id": open_id}}),
+        )])
+    }
+
+    fn snapshot(&self) -> Value {
+        self.r.snapshot_with(
+            "feishu",
+            |d| json!({"open_department_id": d.open_id, "department_id": d.custom_id}),
+            |u| json!({"open_id": u.open_id, "union_id": u.union_id, "user_id": u.user_id}),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::index::{test_org, test_user};
+    use crate::sandbox::index::{test_dept, test_org, test_user};
 
     #[test]
     fn dates_roundtrip_in_shanghai_time() {
@@ -702,18 +702,8 @@ mod tests {
         assert!(org.children("d2", false).is_empty());
 
         // re-create both under other parents
-        org.create_dept(
-            FixtureDepartment {
-                key: "d3".into(),
-                name: "again".into(),
-                parent: Some("d1".into()),
-                order: 0,
-                leaders: vec!["u2".into()],
-            },
-            None,
-            "cli_x",
-        )
-        .unwrap();
+        org.create_dept(test_dept("d3", "again", "d1", &["u2"]), None, "cli_x")
+            .unwrap();
         org.create_user(test_user("u1", "", "a@x.cn", &["d3"]), Map::new(), "cli_x")
             .unwrap();
         org.assert_indexed();

@@ -190,28 +190,28 @@ fn dept_members(app: &App, q: &HashMap<String, String>) -> Result<Vec<String>, R
 }
 
 async fn user_simplelist(State(app): AppState, Query(q): Q) -> R {
-    restricted(&app)?;
-    let keys = dept_members(&app, &q)?;
-    let org = lock(&app.org);
-    let list: Vec<Value> = keys
-        .iter()
-        .map(|k| {
-            let u = org.render_user(k, false);
-            json!({"userid": u["userid"], "name": u["name"], "department": u["department"],
-                "open_userid": u["open_userid"]})
-        })
-        .collect();
-    Ok(ok(json!({ "userlist": list })))
+    user_rows(&app, &q, false, |u| {
+        json!({"userid": u["userid"], "name": u["name"], "department": u["department"],
+            "open_userid": u["open_userid"]})
+    })
 }
 
 async fn user_list(State(app): AppState, Query(q): Q) -> R {
-    restricted(&app)?;
-    let keys = dept_members(&app, &q)?;
+    user_rows(&app, &q, app.opts.trim_private_fields, |u| u)
+}
+
+/// The members of the departments `q` asks for, each as `row` makes it of the user (rendered
+/// with `trim`): `{"userlist": […]}`.
+fn user_rows(
+    app: &App,
+    q: &HashMap<String, String>,
+    trim: bool,
+    row: impl Fn(Value) -> Value,
+) -> R {
+    restricted(app)?;
+    let keys = dept_members(app, q)?;
     let org = lock(&app.org);
-    let list: Vec<Value> = keys
-        .iter()
-        .map(|k| org.render_user(k, app.opts.trim_private_fields))
-        .collect();
+    let list: Vec<Value> = keys.iter().map(|k| row(org.render_user(k, trim))).collect();
     Ok(ok(json!({ "userlist": list })))
 }
 

@@ -50,21 +50,9 @@ pub(super) fn robot_routes() -> Router<std::sync::Arc<App>> {
     Router::new().route("/cgi-bin/webhook/send", post(robot_send))
 }
 
+/// Ids as the API takes them; an array's other values count by their JSON text.
 fn split(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::String(s)) => s
-            .split('|')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-            .collect(),
-        Some(Value::Number(n)) => vec![n.to_string()],
-        _ => Vec::new(),
-    }
+    crate::wecom::message::id_list(v, true)
 }
 
 fn payload_err(msgtype: &str, m: &str) -> Response {
@@ -237,6 +225,18 @@ async fn recall(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({})))
 }
 
+/// The keys of the chat members `users` (userids), or 86008.
+fn member_keys(app: &App, users: &[String]) -> Result<Vec<String>, Response> {
+    let org = lock(&app.org);
+    users
+        .iter()
+        .map(|u| {
+            org.user_key(u)
+                .ok_or_else(|| wc_err(86008, &format!("invalid chat member {u}")))
+        })
+        .collect()
+}
+
 fn valid_chatid(c: &str) -> bool {
     !c.is_empty() && c.len() <= 32 && c.chars().all(|ch| ch.is_ascii_alphanumeric())
 }
@@ -247,17 +247,7 @@ async fn appchat_create(State(app): AppState, body: axum::body::Bytes) -> R {
     if !(2..=500).contains(&users.len()) {
         return Err(wc_err(86007, "userlist must have 2..500 members"));
     }
-    let keys: Vec<String> = {
-        let org = lock(&app.org);
-        let mut keys = Vec::new();
-        for u in &users {
-            keys.push(
-                org.user_key(u)
-                    .ok_or_else(|| wc_err(86008, &format!("invalid chat member {u}")))?,
-            );
-        }
-        keys
-    };
+    let keys = member_keys(&app, &users)?;
     let owner = match b.get("owner").and_then(Value::as_str) {
         Some(o) if !keys.iter().any(|k| k.eq_ignore_ascii_case(o)) => {
             return Err(wc_err(86004, "invalid chat owner"));
@@ -297,17 +287,7 @@ async fn appchat_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let id = b.get("chatid").and_then(Value::as_str).unwrap_or_default();
     let add = split(b.get("add_user_list"));
     let del = split(b.get("del_user_list"));
-    let add_keys: Vec<String> = {
-        let org = lock(&app.org);
-        let mut keys = Vec::new();
-        for u in &add {
-            keys.push(
-                org.user_key(u)
-                    .ok_or_else(|| wc_err(86008, &format!("invalid chat member {u}")))?,
-            );
-        }
-        keys
-    };
+    let add_keys = member_keys(&app, &add)?;
     let mut st = lock(&app.msg);
     let c = st
         .chats

@@ -129,16 +129,14 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
                 corp_id: opts.corp_id.clone(),
             }))
         })?;
-        let app = Arc::new(App {
-            org: Mutex::new(Org::new(&opts.org)),
-            core: core.clone(),
-            tokens: Tokens::default(),
+        let own = Own {
             windows: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             msg: Mutex::new(message::MsgState::default()),
             schedules: Mutex::new(schedule::ScheduleState::default()),
-            opts,
-        });
+        };
+        let org = Org::new(&opts.org);
+        let app = Arc::new(App::new(opts, core.clone(), org, own));
         let api = Router::new()
             .merge(contact::routes())
             .merge(message::routes())
@@ -157,12 +155,11 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
 /// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.
 pub use crate::sandbox::{serve_vendor as serve, vendor_router as router};
 
-pub(crate) struct App {
-    pub opts: SandboxOptions,
-    pub core: Arc<SandboxCore>,
-    pub org: Mutex<Org>,
-    /// Expired tokens stay an hour, to answer 42001 rather than 40014.
-    tokens: Tokens,
+/// The WeCom sandbox's state.
+pub(crate) type App = crate::sandbox::VendorApp<SandboxOptions, Org, Own>;
+
+/// What only the WeCom sandbox keeps.
+pub(crate) struct Own {
     /// per-minute windows: name -> (window start, count)
     windows: Mutex<HashMap<String, (Instant, u32)>>,
     in_flight: AtomicUsize,
@@ -410,7 +407,6 @@ impl From<OrgError> for AdminError {
 /// WeCom's console (`/_sandbox/org…`): what an admin does there, and the callbacks it sends.
 impl Console for App {
     type Org = Org;
-    type Emitted = org::Emitted;
 
     fn org(&self) -> &Mutex<Org> {
         &self.org
@@ -432,10 +428,6 @@ impl Console for App {
         self.tokens.expire_all();
     }
 
-    fn snapshot(org: &Org) -> Value {
-        org.snapshot()
-    }
-
     fn render_user(org: &Org, key: &str) -> Value {
         org.render_user(key, false)
     }
@@ -444,17 +436,13 @@ impl Console for App {
         org.render_dept(key)
     }
 
-    fn add_user(
-        &self,
-        org: &mut Org,
-        user: FixtureUser,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_user(&self, org: &mut Org, user: FixtureUser) -> Added<Self> {
         let key = user.key.clone();
         let status = if user.active { 1 } else { 2 };
         Ok((key, org.create_user(user, status, Map::new())?))
     }
 
-    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_user(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let (cur, fx) = org.patched_user(key, patch)?;
         let status = match (cur.status, fx.active) {
             (1 | 4, false) => Some(2),
@@ -464,26 +452,14 @@ impl Console for App {
         Ok(org.update_user(key, fx, status, Map::new())?)
     }
 
-    fn delete_user(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_user(key)?)
-    }
-
-    fn add_dept(
-        &self,
-        org: &mut Org,
-        dept: FixtureDepartment,
-    ) -> Result<(String, org::Emitted), AdminError> {
+    fn add_dept(&self, org: &mut Org, dept: FixtureDepartment) -> Added<Self> {
         let key = dept.key.clone();
         let id = org.alloc_dept_id();
         Ok((key, org.create_dept(dept, id, String::new())?))
     }
 
-    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Result<org::Emitted, AdminError> {
+    fn patch_dept(org: &mut Org, key: &str, patch: &Value) -> Changed<Self> {
         let fx = org.patched_dept(key, patch)?;
         Ok(org.update_dept(key, fx, None)?)
-    }
-
-    fn delete_dept(org: &mut Org, key: &str) -> Result<org::Emitted, AdminError> {
-        Ok(org.delete_dept(key)?)
     }
 }

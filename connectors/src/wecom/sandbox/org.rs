@@ -74,8 +74,7 @@ impl OrgIndex<Dept, User> for Index {
         self.dept_by_id.set(d.id, &d.fx.key, present);
     }
 
-    fn set_user(&mut self, u: &User, present: bool) {
-        let k = &u.fx.key;
+    fn set_user(&mut self, k: &str, u: &User, present: bool) {
         self.user_by_lower.set(k.to_ascii_lowercase(), k, present);
         self.user_by_mobile.set(u.fx.mobile.clone(), k, present);
         self.user_by_email
@@ -321,21 +320,6 @@ impl Org {
         out
     }
 
-    pub fn snapshot(&self) -> Value {
-        self.r.snapshot_with(
-            "wecom",
-            |d| {
-                let parent = d.fx.parent.as_deref().map_or(0, |p| self.dept_id(p));
-                json!({"id": d.id, "parentid": parent, "name_en": d.name_en})
-            },
-            |u| {
-                let depts: Vec<i64> = u.fx.departments.iter().map(|d| self.dept_id(d)).collect();
-                json!({"userid": u.fx.key, "status": u.status, "department": depts,
-                    "main_department": depts.first().copied().unwrap_or(ROOT_ID), "extra": u.extra})
-            },
-        )
-    }
-
     // ---- events ----
 
     fn user_event(&self, change_type: &str, key: &str) -> Map<String, Value> {
@@ -506,34 +490,6 @@ impl Org {
         Ok(vec![self.user_event("update_user", key)])
     }
 
-    pub fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        let u = self
-            .r
-            .take_user(key)
-            .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
-        let mut m = change("delete_user");
-        m.insert("UserID".into(), json!(u.fx.key));
-        // A deleted member stops leading departments (WeCom reports no party change for it).
-        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
-        for dk in led {
-            if let Some(mut d) = self.r.take_dept(&dk) {
-                d.fx.leaders.retain(|l| l != &u.fx.key);
-                self.r.put_dept(d);
-            }
-        }
-        // Members whose direct leader was this member lose it.
-        let followers: Vec<String> = self.r.idx().led_directly.keys(&u.fx.key).cloned().collect();
-        for ok in followers {
-            if let Some(mut other) = self.r.take_user(&ok) {
-                if let Some(Value::Array(a)) = other.extra.get_mut("direct_leader") {
-                    a.retain(|x| x.as_str() != Some(u.fx.key.as_str()));
-                }
-                self.r.put_user(other);
-            }
-        }
-        Ok(vec![m])
-    }
-
     fn check_dept(&self, fx: &FixtureDepartment, key: &str) -> Result<(), OrgError> {
         let n = fx.name.chars().count();
         if n == 0 || n > 64 {
@@ -630,28 +586,6 @@ impl Org {
             return Ok(Vec::new());
         }
         Ok(vec![self.party_event("update_party", key)])
-    }
-
-    pub fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
-        let d = self
-            .r
-            .depts()
-            .get(key)
-            .ok_or_else(|| OrgError::Code(60003, "department not found".into()))?;
-        if d.id == ROOT_ID {
-            return oe(60007, "not allow to delete root department");
-        }
-        if self.r.links().children.count(key) > 0 {
-            return oe(60006, "department contains sub-department");
-        }
-        if self.r.links().members.count(key) > 0 {
-            return oe(60005, "department contains user");
-        }
-        let id = d.id;
-        self.r.take_dept(key);
-        let mut m = change("delete_party");
-        m.insert("Id".into(), json!(id.to_string()));
-        Ok(vec![m])
     }
 
     // ---- API bodies onto fixture records ----
@@ -830,10 +764,81 @@ impl Org {
     }
 }
 
+/// What the console reads and removes, as this org does it.
+impl ConsoleOrg for Org {
+    type Emitted = Emitted;
+    type Error = OrgError;
+
+    fn snapshot(&self) -> Value {
+        self.r.snapshot_with(
+            "wecom",
+            |d| {
+                let parent = d.fx.parent.as_deref().map_or(0, |p| self.dept_id(p));
+                json!({"id": d.id, "parentid": parent, "name_en": d.name_en})
+            },
+            |u| {
+                let depts: Vec<i64> = u.fx.departments.iter().map(|d| self.dept_id(d)).collect();
+                json!({"userid": u.fx.key, "status": u.status, "department": depts,
+                    "main_department": depts.first().copied().unwrap_or(ROOT_ID), "extra": u.extra})
+            },
+        )
+    }
+
+    fn delete_user(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let u = self
+            .r
+            .take_user(key)
+            .ok_or_else(|| OrgError::Code(60111, "userid not found".into()))?;
+        let mut m = change("delete_user");
+        m.insert("UserID".into(), json!(u.fx.key));
+        // A deleted member stops leading departments (WeCom reports no party change for it).
+        let led: Vec<String> = self.r.links().led.keys(&u.fx.key).cloned().collect();
+        for dk in led {
+            if let Some(mut d) = self.r.take_dept(&dk) {
+                d.fx.leaders.retain(|l| l != &u.fx.key);
+                self.r.put_dept(d);
+            }
+        }
+        // Members whose direct leader was this member lose it.
+        let followers: Vec<String> = self.r.idx().led_directly.keys(&u.fx.key).cloned().collect();
+        for ok in followers {
+            if let Some(mut other) = self.r.take_user(&ok) {
+                if let Some(Value::Array(a)) = other.extra.get_mut("direct_leader") {
+                    a.retain(|x| x.as_str() != Some(u.fx.key.as_str()));
+                }
+                self.r.put_user(other);
+            }
+        }
+        Ok(vec![m])
+    }
+
+    fn delete_dept(&mut self, key: &str) -> Result<Emitted, OrgError> {
+        let d = self
+            .r
+            .depts()
+            .get(key)
+            .ok_or_else(|| OrgError::Code(60003, "department not found".into()))?;
+        if d.id == ROOT_ID {
+            return oe(60007, "not allow to delete root department");
+        }
+        if self.r.links().children.count(key) > 0 {
+            return oe(60006, "department contains sub-department");
+        }
+        if self.r.links().members.count(key) > 0 {
+            return oe(60005, "department contains user");
+        }
+        let id = d.id;
+        self.r.take_dept(key);
+        let mut m = change("delete_party");
+        m.insert("Id".into(), json!(id.to_string()));
+        Ok(vec![m])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::index::{test_org, test_user};
+    use crate::sandbox::index::{test_dept, test_org, test_user};
 
     #[test]
     fn userids_and_genders() {
@@ -927,18 +932,8 @@ mod tests {
 
         // re-create (a new id); leadership flags through __leads
         let id = org.alloc_dept_id();
-        org.create_dept(
-            FixtureDepartment {
-                key: "d3".into(),
-                name: "again".into(),
-                parent: Some("d1".into()),
-                order: 0,
-                leaders: Vec::new(),
-            },
-            id,
-            String::new(),
-        )
-        .unwrap();
+        org.create_dept(test_dept("d3", "again", "d1", &[]), id, String::new())
+            .unwrap();
         let mut extra = Map::new();
         extra.insert("__leads".into(), json!([[id, 1]]));
         org.create_user(test_user("u1", "13800000001", "a@x.cn", &["d3"]), 1, extra)

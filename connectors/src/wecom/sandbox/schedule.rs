@@ -85,12 +85,16 @@ fn event(app: &App, kind: &str, s: &Value) {
     app.emit_with(vec![m], true);
 }
 
+/// The `schedule` object of a request body.
+fn schedule_of(b: &Map<String, Value>) -> Result<&Map<String, Value>, Response> {
+    b.get("schedule")
+        .and_then(Value::as_object)
+        .ok_or_else(|| wc_err(40058, "schedule is required"))
+}
+
 async fn add(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let s = b
-        .get("schedule")
-        .and_then(Value::as_object)
-        .ok_or_else(|| wc_err(40058, "schedule is required"))?;
+    let s = schedule_of(&b)?;
     if s.get("start_time").and_then(Value::as_i64).is_none()
         || s.get("end_time").and_then(Value::as_i64).is_none()
     {
@@ -124,10 +128,7 @@ async fn add(State(app): AppState, body: axum::body::Bytes) -> R {
 
 async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
-    let s = b
-        .get("schedule")
-        .and_then(Value::as_object)
-        .ok_or_else(|| wc_err(40058, "schedule is required"))?;
+    let s = schedule_of(&b)?;
     let id = str_or_empty(s.get("schedule_id"));
     check(&app, s)?;
     let rec = {
