@@ -526,7 +526,8 @@ impl<W: Wire> Client<W> {
 }
 
 /// A vendor app's connector: its one [`Client`] behind the capability traits (each vendor
-/// implements them for its `Connector<…Wire>`; [`Files`] comes from its [`FileWire`]).
+/// implements `ReadEntities` for its `Connector<…Wire>`; [`WriteEntities`] comes from its
+/// [`VendorWrites`], [`Files`] from its [`FileWire`]).
 pub struct Connector<W: Wire> {
     pub client: Client<W>,
 }

@@ -996,8 +996,7 @@ impl Reader<'_> {
                 .filter(|k| k.secret)
                 .map(|k| (k.name, k.required))
                 .collect();
-            let mut allowed: Vec<String> =
-                vec!["kind".into(), "events".into(), "mappings".into()];
+            let mut allowed: Vec<String> = vec!["kind".into(), "events".into(), "mappings".into()];
             allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
             for (k, _) in &secret {
                 allowed.push(format!("{k}_env"));
@@ -1093,7 +1092,10 @@ impl Reader<'_> {
                 let known: Vec<&str> = Entity::ORG.iter().map(|e| e.as_str()).collect();
                 self.problem(
                     &entry,
-                    format!("unknown entity; mappings can be set for {}", known.join(", ")),
+                    format!(
+                        "unknown entity; mappings can be set for {}",
+                        known.join(", ")
+                    ),
                 );
                 continue;
             };

@@ -149,6 +149,10 @@ pub struct WireStep {
     pub emptied: Vec<String>,
     /// The canonical record to write.
     pub record: Value,
+    /// For an update: what the target holds once it is written (its record as planned, with
+    /// the changes) — the echo hash is taken over it. Absent: over `record`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Value>,
 }
 
 #[cfg(test)]

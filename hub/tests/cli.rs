@@ -646,12 +646,12 @@ fn dlq_list_and_replay_on_the_embedded_queue_are_audited() {
         );
         let m = Envelope::new(
             "p-1",
-            Task::ChangeV1 {
-                entity: "person".into(),
-                canonical_id: "p-1".into(),
-                version: 1,
-                source: "hq".into(),
-                deleted: false,
+            Task::IngressV1 {
+                connector: "hq".into(),
+                event_type: "test".into(),
+                event_id: Some("p-1".into()),
+                payload: serde_json::json!({"n": 1}),
+                received_at_ms: 1,
             },
         );
         q.publish("normalize", &m).await.unwrap();

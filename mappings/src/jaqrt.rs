@@ -83,6 +83,15 @@ type NativeDef = (&'static str, Box<[Bind]>, RunPtr<Data>);
 
 fn natives() -> Vec<Fun<Data>> {
     let funs: Vec<NativeDef> = vec![
+        // The filters that reach the process (see PROCESS_FILTERS) answer with an error: the
+        // standard library's own definitions refer to some of them.
+        ("env", v(0), |_| err(process_filter("env"))),
+        ("halt", v(1), |_| err(process_filter("halt"))),
+        // Behind `debug`, `debug(msg)`, `stderr` and `halt_error`.
+        ("debug_empty", v(0), |_| err(process_filter("debug"))),
+        ("stderr_empty", v(0), |_| err(process_filter("stderr"))),
+        ("input", v(0), |_| err(process_filter("input"))),
+        ("inputs", v(0), |_| err(process_filter("inputs"))),
         ("xref", v(1), |cv| {
             with_arg!(cv, "xref", |cx, entity, x| apply(&x, |j| eval::xref(
                 j, &entity, cx
@@ -450,17 +459,20 @@ impl<'s> Instr<'s> {
 }
 
 /// jq filters that reach the process rather than the record: the environment (secrets live
-/// there), stopping the process, and writing to its stderr. A mapping that names one does not
-/// compile (`undefined filter`).
+/// there), stopping the process, and writing to its stderr. They are replaced by natives that
+/// fail the record with a clear error.
 const PROCESS_FILTERS: &[&str] = &[
     "env",
     "halt",
-    "halt_error",
-    "debug",
-    "stderr",
+    "debug_empty",
+    "stderr_empty",
     "input",
     "inputs",
 ];
+
+fn process_filter(name: &str) -> String {
+    format!("`{name}` is not available in mappings (it reaches the process, not the record)")
+}
 
 /// Compiles a parsed expression with the jq standard library and our built-ins. The
 /// expression and the library's definitions are instrumented (see [`instrument`]) so that

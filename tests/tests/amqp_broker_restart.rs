@@ -99,12 +99,12 @@ async fn broker_restart_loses_nothing() {
             for i in 0..TOTAL / PUBLISHERS {
                 let m = Envelope::new(
                     format!("p{p}"),
-                    Task::ChangeV1 {
-                        entity: "person".into(),
-                        canonical_id: format!("p{p}-{i}"),
-                        version: 1,
-                        source: "hq".into(),
-                        deleted: false,
+                    Task::IngressV1 {
+                        connector: "hq".into(),
+                        event_type: "test".into(),
+                        event_id: Some(format!("p{p}-{i}")),
+                        payload: serde_json::json!({"n": i}),
+                        received_at_ms: 1,
                     },
                 );
                 queue

@@ -78,13 +78,11 @@ async fn delivered_events(base: &str) -> Vec<serde_json::Value> {
 }
 
 /// Echoes counted for Feishu when the way back (DingTalk → Feishu) wrote there. By design 1 —
-/// Feishu's event about huitong's write is that write coming back. Today 0, a known gap
-/// (reported): `sync::is_echo` finds that Feishu's read-back of the person does not hash to the
-/// written hash recorded for that write (suspected: the hash is taken over Feishu's carried
-/// fields of a record that came from DingTalk, which lacks some of them), so the event is taken
-/// for a change and is only dropped because the per-record plan for it is empty. When that is
-/// mended this becomes 1.
-const FEISHU_ECHOES_OF_THE_WRITE_BACK: u64 = 0;
+/// Feishu's event about huitong's write is that write coming back: one echo. (It was 0 while
+/// the written hash was taken over the DingTalk-sourced record alone, which lacks fields Feishu
+/// carries; it is now taken over what Feishu holds after the write — its record with the
+/// changes — so the read-back matches.)
+const FEISHU_ECHOES_OF_THE_WRITE_BACK: u64 = 1;
 
 async fn runs_of(store: &dyn huitong::store::Store, route: &str) -> usize {
     store.list_runs(Some(route), 1000).await.unwrap().len()

@@ -1779,7 +1779,12 @@ async fn sync_never_guesses_and_writes_nothing_for_a_conflict() {
     setup.sync_once().await;
     let feishu = |path: &str| format!("{}/_sandbox/org/{path}", sb.feishu);
     // (1) u5's mobile no longer maps (10 digits): a mapping_error — and u5 has not left.
-    console(Method::PATCH, &feishu("users/u5"), json!({"mobile": "1312677216"})).await;
+    console(
+        Method::PATCH,
+        &feishu("users/u5"),
+        json!({"mobile": "1312677216"}),
+    )
+    .await;
     // (2) DingTalk has two unlinked people with the new hire's email: ambiguous.
     let twin = "twin@example.cn";
     console(
@@ -1801,13 +1806,27 @@ async fn sync_never_guesses_and_writes_nothing_for_a_conflict() {
     console(
         Method::POST,
         &feishu("users"),
-        hire("hire-b", "乙新", "b@example.cn", "13900000002", "E900002", "d1"),
+        hire(
+            "hire-b",
+            "乙新",
+            "b@example.cn",
+            "13900000002",
+            "E900002",
+            "d1",
+        ),
     )
     .await;
     console(
         Method::POST,
         &format!("{}/_sandbox/org/users", sb.wecom),
-        hire("holder", "持有人", "holder@example.cn", "13900000002", "W900002", "root"),
+        hire(
+            "holder",
+            "持有人",
+            "holder@example.cn",
+            "13900000002",
+            "W900002",
+            "root",
+        ),
     )
     .await;
 

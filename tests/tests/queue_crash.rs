@@ -34,12 +34,12 @@ fn policy() -> RetryPolicy {
 fn message(i: usize) -> Envelope {
     Envelope::new(
         format!("key-{}", i % 3),
-        Task::ChangeV1 {
-            entity: "person".into(),
-            canonical_id: format!("p-{i}"),
-            version: 1,
-            source: "hq".into(),
-            deleted: false,
+        Task::IngressV1 {
+            connector: "hq".into(),
+            event_type: "test".into(),
+            event_id: Some(format!("p-{i}")),
+            payload: serde_json::json!({"n": i}),
+            received_at_ms: 1,
         },
     )
 }

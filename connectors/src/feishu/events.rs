@@ -163,12 +163,11 @@ impl FeishuCallbacks {
         req.window.check(timestamp)?;
         receiver::check_signature(&signature(timestamp, nonce, key, req.body), sig.trim())?;
         let outer = receiver::json(req.body, "body")?;
-        let enc = outer
-            .get("encrypt")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                CallbackError::Malformed("expected an encrypted body (Encrypt Key is set)".into())
-            })?;
+        let enc = str_field(
+            &outer,
+            "encrypt",
+            "expected an encrypted body (Encrypt Key is set)",
+        )?;
         let plain = decrypt(key, enc).map_err(|e| receiver::opaque(VENDOR, e))?;
         let envelope =
             receiver::json(&plain, "decrypted body").map_err(|e| receiver::opaque(VENDOR, e))?;
@@ -223,12 +222,8 @@ impl FeishuCallbacks {
         }
 
         if is_challenge(&envelope) {
-            let challenge = envelope
-                .get("challenge")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    CallbackError::Malformed("url_verification without challenge".into())
-                })?;
+            let challenge =
+                str_field(&envelope, "challenge", "url_verification without challenge")?;
             return Ok(Opened::Handshake(receiver::reply(
                 "application/json",
                 json!({ "challenge": challenge }).to_string().into_bytes(),
@@ -278,6 +273,13 @@ impl FeishuCallbacks {
             success_reply(),
         ))
     }
+}
+
+/// The string `key` of a callback's JSON, or the callback is malformed (`missing`).
+fn str_field<'a>(v: &'a Value, key: &str, missing: &str) -> Result<&'a str, CallbackError> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| CallbackError::Malformed(missing.into()))
 }
 
 fn is_challenge(envelope: &Value) -> bool {

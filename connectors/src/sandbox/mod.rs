@@ -724,11 +724,6 @@ pub trait OrgAdmin: Send + Sync + 'static {
     fn expire_tokens(&self);
 }
 
-/// A vendor's sandbox as an admin's console changes it: its org behind a lock, and the vendor's
-/// own calls to add, change, delete and render its entries. [`AdminHandle`] makes any console the
-/// [`OrgAdmin`] of the `/_sandbox/org…` endpoints, the same way for every vendor: each change is
-/// made under the org's lock, its events are emitted once the lock is released, and the entry is
-/// read back in the vendor's shape.
 /// What the console reads and removes, as the vendor's org does it (each vendor's `Org`).
 pub(crate) trait ConsoleOrg: Send {
     /// The events a change emits.
@@ -748,6 +743,11 @@ pub(crate) type Added<C> = Result<(String, Emitted<C>), AdminError>;
 /// A console change: the events.
 pub(crate) type Changed<C> = Result<Emitted<C>, AdminError>;
 
+/// A vendor's sandbox as an admin's console changes it: its org behind a lock, and the vendor's
+/// own calls to add, change and render its entries (deletes are its org's: [`ConsoleOrg`]).
+/// [`AdminHandle`] makes any console the [`OrgAdmin`] of the `/_sandbox/org…` endpoints, the
+/// same way for every vendor: each change is made under the org's lock, its events are emitted
+/// once the lock is released, and the entry is read back in the vendor's shape.
 pub(crate) trait Console: Send + Sync + 'static {
     type Org: ConsoleOrg;
     fn org(&self) -> &Mutex<Self::Org>;

@@ -60,15 +60,6 @@ pub enum Task {
         payload: Value,
         received_at_ms: i64,
     },
-    /// A canonical record changed.
-    #[serde(rename = "change.v1")]
-    ChangeV1 {
-        entity: String,
-        canonical_id: String,
-        version: i64,
-        source: String,
-        deleted: bool,
-    },
     /// One step of a `sync apply` run: write one record to one target of a route
     /// (`seq` numbers it within the run).
     #[serde(rename = "apply_step.v1")]
@@ -357,21 +348,21 @@ mod tests {
     fn tasks_serialise_with_a_versioned_tag() {
         let env = Envelope::new(
             "p-1",
-            Task::ChangeV1 {
-                entity: "person".into(),
-                canonical_id: "p-1".into(),
-                version: 3,
-                source: "hq".into(),
-                deleted: false,
+            Task::IngressV1 {
+                connector: "hq".into(),
+                event_type: "contact.user.updated_v3".into(),
+                event_id: Some("ev-1".into()),
+                payload: serde_json::json!({"object": {"open_id": "ou_1"}}),
+                received_at_ms: 3,
             },
         );
         let json = serde_json::to_value(&env).unwrap();
-        assert_eq!(json["task"]["type"], "change.v1");
+        assert_eq!(json["task"]["type"], "ingress.v1");
         assert_eq!(json["attempt"], 0);
         let back: Envelope = serde_json::from_value(json).unwrap();
         assert_eq!(back, env);
         let unknown = serde_json::json!({"id": "x", "partition_key": "k", "attempt": 0, "trace_id": "t",
-            "enqueued_at_ms": 0, "task": {"type": "change.v9"}});
+            "enqueued_at_ms": 0, "task": {"type": "ingress.v9"}});
         assert!(serde_json::from_value::<Envelope>(unknown).is_err());
     }
 

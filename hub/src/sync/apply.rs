@@ -72,6 +72,7 @@ impl WireStep {
                 .map(|(f, _)| f.clone())
                 .collect(),
             record: step.record.value(),
+            expected: step.expected.as_ref().map(|c| c.value()),
         }
     }
 }
@@ -867,7 +868,9 @@ async fn apply_step(
         link(store, entity, &step.canonical_id, &target.name, tid, None).await?;
         resolver.insert(entity, tid, &step.canonical_id);
     }
-    let written_hash = echo_hash(mapping, &step.record);
+    // Over what the target will hold: for an update, its record with the changes (a source
+    // that carries fewer fields than the target leaves the others as they are).
+    let written_hash = echo_hash(mapping, step.expected.as_ref().unwrap_or(&step.record));
     match step.action {
         Action::Link => Ok(false),
         Action::Delete => {

@@ -19,6 +19,9 @@ use crate::model::Entity;
 
 pub use huitong_connectors::registry::Directory;
 
+/// The largest mapping file read.
+pub const MAPPING_MAX_BYTES: u64 = 1024 * 1024;
+
 /// Where a connector's mapping of one entity comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MappingSource {
@@ -68,7 +71,13 @@ impl MappingSource {
                 };
                 Mapping::from_str(&file, text).map_err(|e| e.to_string())?
             }
-            MappingSource::File(path) => Mapping::load(path).map_err(|e| e.to_string())?,
+            // Capped and regular files only: `serve` reads these again every few seconds, and
+            // a FIFO or /dev/zero must not hang it.
+            MappingSource::File(path) => {
+                let text = crate::files::read_capped(path, MAPPING_MAX_BYTES)
+                    .map_err(|e| e.to_string())?;
+                Mapping::from_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?
+            }
         };
         if m.entity() != entity.as_str() {
             return Err(format!("{}: maps {:?}, not {entity}", self, m.entity()));
@@ -306,5 +315,10 @@ mod tests {
             unknown.unwrap_err().contains("wecom-person"),
             "lists the shipped names"
         );
+        // Not a regular file: refused at once (a FIFO would block the reload for ever).
+        let dir = MappingSource::File("/tmp".into()).load(Entity::Person);
+        assert!(dir.unwrap_err().contains("not a regular file"));
+        let dev = MappingSource::File("/dev/zero".into()).load(Entity::Person);
+        assert!(dev.unwrap_err().contains("not a regular file"));
     }
 }

@@ -41,6 +41,10 @@ pub struct Step {
     /// The canonical record to write (for disables: the target's, with the new status).
     #[serde(skip)]
     pub record: Arc<Canon>,
+    /// For an update: what the target holds once it is written (its record with the changes),
+    /// whose echo hash is recorded; `None`: the record itself (creates, removals).
+    #[serde(skip)]
+    pub expected: Option<Arc<Canon>>,
 }
 
 impl Step {

@@ -86,6 +86,7 @@ mod tests {
             link_first: false,
             changes: BTreeMap::new(),
             record: Arc::new(Canon::new(&serde_json::json!({}))),
+            expected: None,
         };
         let plan = Plan {
             route: "org".into(),

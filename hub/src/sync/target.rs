@@ -527,6 +527,7 @@ impl Planner<'_, '_> {
             link_first: true,
             changes: BTreeMap::new(),
             record: source.canonical.clone(),
+            expected: None,
         });
     }
 
@@ -542,6 +543,7 @@ impl Planner<'_, '_> {
             link_first: false,
             changes: BTreeMap::new(),
             record: source.canonical.clone(),
+            expected: None,
         });
     }
 
@@ -576,6 +578,7 @@ impl Planner<'_, '_> {
         drop_unreachable(&mut changes, unreachable);
         let moved = changes.keys().any(|k| PLACEMENT.contains(&k.as_str()));
         let action = if moved { Action::Move } else { Action::Update };
+        let expected = (!changes.is_empty()).then(|| expected_after(target, &changes));
         if let Some(&i) = self.link_index.get(&(source.id().to_owned(), entity)) {
             let record = owned_record(self.rules.route, entity, source, target);
             let s = &mut self.steps[i];
@@ -584,6 +587,7 @@ impl Planner<'_, '_> {
                 s.action = action;
                 s.changes = changes;
                 s.record = record;
+                s.expected = expected;
             }
             return;
         }
@@ -601,8 +605,26 @@ impl Planner<'_, '_> {
             link_first: false,
             changes,
             record: owned_record(self.rules.route, entity, source, target),
+            expected,
         });
     }
+}
+
+/// What the target holds once an update's `changes` are written: its record as read, with the
+/// changed fields' new values (fields the write does not touch keep theirs). Its echo hash is
+/// what the target reports back — even where the source carries fewer fields than the target.
+fn expected_after(target: &Rec, changes: &BTreeMap<String, super::diff::Change>) -> Arc<Canon> {
+    let mut v = target.canonical.value();
+    if let Some(o) = v.as_object_mut() {
+        for (field, c) in changes {
+            if c.new.is_null() {
+                o.remove(field);
+            } else {
+                o.insert(field.clone(), c.new.clone());
+            }
+        }
+    }
+    Arc::new(Canon::new(&v))
 }
 
 impl Planner<'_, '_> {
@@ -761,6 +783,7 @@ impl Step {
             link_first: false,
             changes: BTreeMap::new(),
             record,
+            expected: None,
         }
     }
 }

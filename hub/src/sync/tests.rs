@@ -222,6 +222,13 @@ fn linked_records_changed_in_place_are_updates_and_moves() {
     let (steps, conflicts) = outline(&plan);
     assert_eq!(steps, ["update d-a", "move d-c", "update p-2", "move p-3"]);
     assert!(conflicts.is_empty());
+    // What the target holds after the write, for its echo hash: its own record with the change
+    // (a field only the target carries keeps its value).
+    let expected = plan.steps[2].expected.as_ref().map(|c| c.value());
+    assert_eq!(
+        expected.as_ref().map(|e| (&e["title"], &e["name"])),
+        Some((&json!("Engineer"), &json!("Bo")))
+    );
     let title = &plan.steps[2].changes["title"];
     assert_eq!(
         (&title.old, &title.new),
