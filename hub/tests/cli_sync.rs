@@ -164,7 +164,7 @@ fn linked_people(
         }
         let ids = store
             .as_ref()?
-            .xref_ids_in_system("person", "sub")
+            .xref_ids_in_system(huitong::model::Entity::Person, "sub")
             .await
             .ok()?;
         Some(ids.into_iter().map(|(external, _)| external).collect())

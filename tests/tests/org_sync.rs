@@ -1142,14 +1142,14 @@ async fn a_redelivered_step_is_never_written_twice() {
     // DingTalk takes the create's key as the userid: repeating the create finds the first one.
     let linked = async |target: &str| {
         store
-            .find_by_canonical("person", target, &create.canonical_id)
+            .find_by_canonical(sync::PERSON, target, &create.canonical_id)
             .await
             .unwrap()
             .map(|x| x.external_id)
     };
     let crash = async |target: &str, seq: i64| {
         let tid = linked(target).await.unwrap();
-        store.unlink("person", target, &tid).await.unwrap();
+        store.unlink(sync::PERSON, target, &tid).await.unwrap();
         store
             .finish_step(&run.id, seq, StepStatus::Started, None, 2)
             .await
@@ -1414,13 +1414,13 @@ async fn source_id(store: &dyn Store, key: &str) -> String {
         .unwrap()
         .employee_no
         .clone();
-    let records = store.list_records("person", None, 1000).await.unwrap();
+    let records = store.list_records(sync::PERSON, None, 1000).await.unwrap();
     let person = records
         .iter()
         .find(|r| r.data["employee_no"] == no.as_str())
         .unwrap();
     store
-        .find_by_canonical("person", "hq", &person.id)
+        .find_by_canonical(sync::PERSON, "hq", &person.id)
         .await
         .unwrap()
         .unwrap()
@@ -1490,8 +1490,11 @@ async fn an_event_about_people_changed_in_place_is_planned_record_by_record() {
 
     // A department renamed in place.
     let d2 = store
-        .find_by_canonical("department", "hq", &{
-            let records = store.list_records("department", None, 100).await.unwrap();
+        .find_by_canonical(sync::DEPARTMENT, "hq", &{
+            let records = store
+                .list_records(sync::DEPARTMENT, None, 100)
+                .await
+                .unwrap();
             records
                 .iter()
                 .find(|r| r.data["name"] == "售后部")

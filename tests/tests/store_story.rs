@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use huitong::config::DatabaseConfig;
+use huitong::model::Entity;
 use huitong::store::{
     self, LinkOutcome, NewAudit, RecordWrite, RunStatus, StepStatus, Store, UpsertOutcome, Xref,
     content_hash,
@@ -27,7 +28,7 @@ async fn story(store: Arc<dyn Store>) {
 
     // --- canonical records: create, unchanged, update, stale, list.
     let mut w = RecordWrite {
-        entity: "person".into(),
+        entity: Entity::Person,
         id: "p-1".into(),
         data: json!({"name": "张三", "email": "zhang.san@example.cn", "department_ids": ["d-1"]}),
         source_system: Some("hq".into()),
@@ -63,7 +64,11 @@ async fn story(store: Arc<dyn Store>) {
         store.upsert_record(&old, 13).await.unwrap(),
         UpsertOutcome::Stale { version: 2 }
     );
-    let rec = store.get_record("person", "p-1").await.unwrap().unwrap();
+    let rec = store
+        .get_record(Entity::Person, "p-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.version, 2);
     assert_eq!(rec.data["title"], "会计");
     assert_eq!(rec.content_hash, content_hash(&w.data));
@@ -80,7 +85,7 @@ async fn story(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .get_record("person", "p-1")
+            .get_record(Entity::Person, "p-1")
             .await
             .unwrap()
             .unwrap()
@@ -88,7 +93,7 @@ async fn story(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .get_record("person", "nobody")
+            .get_record(Entity::Person, "nobody")
             .await
             .unwrap()
             .is_none()
@@ -96,7 +101,7 @@ async fn story(store: Arc<dyn Store>) {
 
     for i in 0..5 {
         let r = RecordWrite {
-            entity: "department".into(),
+            entity: Entity::Department,
             id: format!("d-{i}"),
             data: json!({"name": format!("部门{i}")}),
             source_system: None,
@@ -105,11 +110,14 @@ async fn story(store: Arc<dyn Store>) {
         };
         store.upsert_record(&r, 20).await.unwrap();
     }
-    let page1 = store.list_records("department", None, 3).await.unwrap();
+    let page1 = store
+        .list_records(Entity::Department, None, 3)
+        .await
+        .unwrap();
     let ids: Vec<&str> = page1.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["d-0", "d-1", "d-2"]);
     let page2 = store
-        .list_records("department", Some("d-2"), 3)
+        .list_records(Entity::Department, Some("d-2"), 3)
         .await
         .unwrap();
     let ids: Vec<&str> = page2.iter().map(|r| r.id.as_str()).collect();
@@ -117,7 +125,7 @@ async fn story(store: Arc<dyn Store>) {
 
     // --- identity: link, idempotent relink, conflicts both ways, hashes, unlink.
     let x = Xref {
-        entity: "person".into(),
+        entity: Entity::Person,
         canonical_id: "p-1".into(),
         system: "dingtalk-sub".into(),
         external_id: "manager4411".into(),
@@ -151,24 +159,30 @@ async fn story(store: Arc<dyn Store>) {
     assert_eq!(store.link(&feishu, 34).await.unwrap(), LinkOutcome::Linked);
     assert!(
         store
-            .set_written_hash("person", "dingtalk-sub", "manager4411", "written-1", 35)
+            .set_written_hash(
+                Entity::Person,
+                "dingtalk-sub",
+                "manager4411",
+                "written-1",
+                35
+            )
             .await
             .unwrap()
     );
     assert!(
         store
-            .set_seen_hash("person", "dingtalk-sub", "manager4411", "seen-1", 35)
+            .set_seen_hash(Entity::Person, "dingtalk-sub", "manager4411", "seen-1", 35)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .set_written_hash("person", "dingtalk-sub", "ghost", "h", 35)
+            .set_written_hash(Entity::Person, "dingtalk-sub", "ghost", "h", 35)
             .await
             .unwrap()
     );
     let found = store
-        .find_by_external("person", "dingtalk-sub", "manager4411")
+        .find_by_external(Entity::Person, "dingtalk-sub", "manager4411")
         .await
         .unwrap()
         .unwrap();
@@ -176,48 +190,63 @@ async fn story(store: Arc<dyn Store>) {
     assert_eq!(found.last_written_hash.as_deref(), Some("written-1"));
     assert_eq!(found.last_seen_hash.as_deref(), Some("seen-1"));
     let by_canonical = store
-        .find_by_canonical("person", "feishu-hq", "p-1")
+        .find_by_canonical(Entity::Person, "feishu-hq", "p-1")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(by_canonical.external_id, feishu.external_id);
-    let all = store.xrefs_of("person", "p-1").await.unwrap();
+    let all = store.xrefs_of(Entity::Person, "p-1").await.unwrap();
     let systems: Vec<&str> = all.iter().map(|x| x.system.as_str()).collect();
     assert_eq!(systems, ["dingtalk-sub", "feishu-hq"]);
-    let in_system = store.xrefs_in_system("person", "feishu-hq").await.unwrap();
+    let in_system = store
+        .xrefs_in_system(Entity::Person, "feishu-hq")
+        .await
+        .unwrap();
     assert_eq!(in_system.len(), 1);
     assert_eq!(
         store
-            .xref_ids_in_system("person", "feishu-hq")
+            .xref_ids_in_system(Entity::Person, "feishu-hq")
             .await
             .unwrap(),
         vec![(feishu.external_id.clone(), "p-1".to_owned())]
     );
     assert!(
         store
-            .xref_ids_in_system("department", "feishu-hq")
+            .xref_ids_in_system(Entity::Department, "feishu-hq")
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.count_xrefs("person", "feishu-hq").await.unwrap(), 1);
     assert_eq!(
-        store.count_xrefs("department", "feishu-hq").await.unwrap(),
+        store
+            .count_xrefs(Entity::Person, "feishu-hq")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_xrefs(Entity::Department, "feishu-hq")
+            .await
+            .unwrap(),
         0
     );
     assert!(
         store
-            .unlink("person", "feishu-hq", &feishu.external_id)
+            .unlink(Entity::Person, "feishu-hq", &feishu.external_id)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .unlink("person", "feishu-hq", &feishu.external_id)
+            .unlink(Entity::Person, "feishu-hq", &feishu.external_id)
             .await
             .unwrap()
     );
-    assert_eq!(store.xrefs_of("person", "p-1").await.unwrap().len(), 1);
+    assert_eq!(
+        store.xrefs_of(Entity::Person, "p-1").await.unwrap().len(),
+        1
+    );
 
     // --- event de-duplication with expiry.
     assert!(

@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use crate::model::Entity;
 use sha2::{Digest, Sha256};
 
 pub use queue::{NewMessage, QueueDepth, QueueStore, StoredMessage};
@@ -58,7 +60,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A record of the canonical model (person, department, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanonicalRecord {
-    pub entity: String,
+    pub entity: Entity,
     pub id: String,
     pub data: Value,
     pub content_hash: String,
@@ -72,7 +74,7 @@ pub struct CanonicalRecord {
 /// A write of a canonical record. The store computes the content hash.
 #[derive(Debug, Clone)]
 pub struct RecordWrite {
-    pub entity: String,
+    pub entity: Entity,
     pub id: String,
     pub data: Value,
     pub source_system: Option<String>,
@@ -102,7 +104,7 @@ pub enum UpsertOutcome {
 /// A link between a canonical id and one external id in one system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xref {
-    pub entity: String,
+    pub entity: Entity,
     pub canonical_id: String,
     /// The connector name (e.g. `hq`).
     pub system: String,
@@ -252,13 +254,13 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     async fn ping(&self) -> Result<()>;
 
     // Canonical records.
-    async fn get_record(&self, entity: &str, id: &str) -> Result<Option<CanonicalRecord>>;
+    async fn get_record(&self, entity: Entity, id: &str) -> Result<Option<CanonicalRecord>>;
     /// Insert or update, gated by content hash and source time.
     async fn upsert_record(&self, write: &RecordWrite, now_ms: i64) -> Result<UpsertOutcome>;
     /// Records of one entity ordered by id, after `after_id`, at most `limit`.
     async fn list_records(
         &self,
-        entity: &str,
+        entity: Entity,
         after_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<CanonicalRecord>>;
@@ -267,28 +269,31 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     async fn link(&self, xref: &Xref, now_ms: i64) -> Result<LinkOutcome>;
     async fn find_by_external(
         &self,
-        entity: &str,
+        entity: Entity,
         system: &str,
         external_id: &str,
     ) -> Result<Option<Xref>>;
     async fn find_by_canonical(
         &self,
-        entity: &str,
+        entity: Entity,
         system: &str,
         canonical_id: &str,
     ) -> Result<Option<Xref>>;
-    async fn xrefs_of(&self, entity: &str, canonical_id: &str) -> Result<Vec<Xref>>;
+    async fn xrefs_of(&self, entity: Entity, canonical_id: &str) -> Result<Vec<Xref>>;
     /// Every link of one entity in one system (to load a sync's identity map at once).
-    async fn xrefs_in_system(&self, entity: &str, system: &str) -> Result<Vec<Xref>>;
+    async fn xrefs_in_system(&self, entity: Entity, system: &str) -> Result<Vec<Xref>>;
     /// The same links as (external id, canonical id) only: what a sync's identity map needs,
     /// read row by row (a large org's full rows are not held twice).
-    async fn xref_ids_in_system(&self, entity: &str, system: &str)
-    -> Result<Vec<(String, String)>>;
+    async fn xref_ids_in_system(
+        &self,
+        entity: Entity,
+        system: &str,
+    ) -> Result<Vec<(String, String)>>;
     /// How many records of one entity one system has linked.
-    async fn count_xrefs(&self, entity: &str, system: &str) -> Result<i64>;
+    async fn count_xrefs(&self, entity: Entity, system: &str) -> Result<i64>;
     async fn set_written_hash(
         &self,
-        entity: &str,
+        entity: Entity,
         system: &str,
         external_id: &str,
         hash: &str,
@@ -296,13 +301,13 @@ pub trait Store: QueueStore + huitong_schedules::FireStore + Send + Sync + 'stat
     ) -> Result<bool>;
     async fn set_seen_hash(
         &self,
-        entity: &str,
+        entity: Entity,
         system: &str,
         external_id: &str,
         hash: &str,
         now_ms: i64,
     ) -> Result<bool>;
-    async fn unlink(&self, entity: &str, system: &str, external_id: &str) -> Result<bool>;
+    async fn unlink(&self, entity: Entity, system: &str, external_id: &str) -> Result<bool>;
 
     // Event de-duplication.
     /// True when the event is new (or its earlier record expired); false for a duplicate.

@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 
 use super::{
-    AuditEntry, CanonicalRecord, LinkOutcome, NewAudit, RecordWrite, Result, RunStatus, RunStep,
-    StepStatus, Store, StoreError, SyncRun, UpsertOutcome, Xref, content_hash,
+    AuditEntry, CanonicalRecord, Entity, LinkOutcome, NewAudit, RecordWrite, Result, RunStatus,
+    RunStep, StepStatus, Store, StoreError, SyncRun, UpsertOutcome, Xref, content_hash,
 };
 use crate::config::redact_url;
 
@@ -127,12 +127,19 @@ macro_rules! step_columns {
     };
 }
 
+/// A stored entity name as the entity it names; a name this huitong does not know is an error
+/// (a newer version's rows), never read as another entity.
+fn entity_of(name: String) -> Result<Entity> {
+    Entity::parse(&name)
+        .ok_or_else(|| StoreError::Invalid(format!("unknown entity {name:?} in the store")))
+}
+
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $migrator:expr) => {
         impl $store {
             fn record(row: &<<$store as HasDb>::Db as sqlx::Database>::Row) -> Result<CanonicalRecord> {
                 Ok(CanonicalRecord {
-                    entity: row.try_get("entity").map_err(q("decode record"))?,
+                    entity: entity_of(row.try_get("entity").map_err(q("decode record"))?)?,
                     id: row.try_get("id").map_err(q("decode record"))?,
                     data: row.try_get::<Json<Value>, _>("data").map_err(q("decode record"))?.0,
                     content_hash: row.try_get("content_hash").map_err(q("decode record"))?,
@@ -146,7 +153,7 @@ macro_rules! impl_store {
 
             fn xref(row: &<<$store as HasDb>::Db as sqlx::Database>::Row) -> Result<Xref> {
                 Ok(Xref {
-                    entity: row.try_get("entity").map_err(q("decode xref"))?,
+                    entity: entity_of(row.try_get("entity").map_err(q("decode xref"))?)?,
                     canonical_id: row.try_get("canonical_id").map_err(q("decode xref"))?,
                     system: row.try_get("system").map_err(q("decode xref"))?,
                     external_id: row.try_get("external_id").map_err(q("decode xref"))?,
@@ -201,9 +208,9 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn get_record(&self, entity: &str, id: &str) -> Result<Option<CanonicalRecord>> {
+            async fn get_record(&self, entity: Entity, id: &str) -> Result<Option<CanonicalRecord>> {
                 let row = sqlx::query(concat!("SELECT ", record_columns!(), " FROM canonical_records WHERE entity = $1 AND id = $2"))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
@@ -228,7 +235,7 @@ macro_rules! impl_store {
                             OR excluded.source_time_ms >= canonical_records.source_time_ms) \
                      RETURNING version",
                 )
-                .bind(&w.entity)
+                .bind(w.entity.as_str())
                 .bind(&w.id)
                 .bind(Json(&w.data))
                 .bind(&hash)
@@ -247,7 +254,7 @@ macro_rules! impl_store {
                     });
                 }
                 let current = self
-                    .get_record(&w.entity, &w.id)
+                    .get_record(w.entity, &w.id)
                     .await?
                     .ok_or_else(|| StoreError::Invalid(format!("record {}/{} vanished during upsert", w.entity, w.id)))?;
                 Ok(if current.content_hash == hash && current.deleted == w.deleted {
@@ -259,13 +266,13 @@ macro_rules! impl_store {
 
             async fn list_records(
                 &self,
-                entity: &str,
+                entity: Entity,
                 after_id: Option<&str>,
                 limit: i64,
             ) -> Result<Vec<CanonicalRecord>> {
                 let rows = sqlx::query(concat!("SELECT ", record_columns!(), " FROM canonical_records \
                      WHERE entity = $1 AND id > $2 ORDER BY id LIMIT $3"))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(after_id.unwrap_or(""))
                 .bind(limit)
                 .fetch_all(&self.pool)
@@ -280,7 +287,7 @@ macro_rules! impl_store {
                        last_seen_hash, created_at_ms, updated_at_ms) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
                 )
-                .bind(&x.entity)
+                .bind(x.entity.as_str())
                 .bind(&x.canonical_id)
                 .bind(&x.system)
                 .bind(&x.external_id)
@@ -294,14 +301,14 @@ macro_rules! impl_store {
                 if inserted == 1 {
                     return Ok(LinkOutcome::Linked);
                 }
-                if let Some(existing) = self.find_by_external(&x.entity, &x.system, &x.external_id).await? {
+                if let Some(existing) = self.find_by_external(x.entity, &x.system, &x.external_id).await? {
                     return Ok(if existing.canonical_id == x.canonical_id {
                         LinkOutcome::AlreadyLinked
                     } else {
                         LinkOutcome::ExternalTaken { canonical_id: existing.canonical_id }
                     });
                 }
-                match self.find_by_canonical(&x.entity, &x.system, &x.canonical_id).await? {
+                match self.find_by_canonical(x.entity, &x.system, &x.canonical_id).await? {
                     Some(existing) => Ok(LinkOutcome::CanonicalTaken { external_id: existing.external_id }),
                     None => Err(StoreError::Invalid(format!(
                         "xref {}/{}/{} was neither inserted nor found",
@@ -310,9 +317,9 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn find_by_external(&self, entity: &str, system: &str, external_id: &str) -> Result<Option<Xref>> {
+            async fn find_by_external(&self, entity: Entity, system: &str, external_id: &str) -> Result<Option<Xref>> {
                 let row = sqlx::query(concat!("SELECT ", xref_columns!(), " FROM xrefs WHERE entity = $1 AND system = $2 AND external_id = $3"))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .bind(external_id)
                 .fetch_optional(&self.pool)
@@ -321,9 +328,9 @@ macro_rules! impl_store {
                 row.as_ref().map(Self::xref).transpose()
             }
 
-            async fn find_by_canonical(&self, entity: &str, system: &str, canonical_id: &str) -> Result<Option<Xref>> {
+            async fn find_by_canonical(&self, entity: Entity, system: &str, canonical_id: &str) -> Result<Option<Xref>> {
                 let row = sqlx::query(concat!("SELECT ", xref_columns!(), " FROM xrefs WHERE entity = $1 AND system = $2 AND canonical_id = $3"))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .bind(canonical_id)
                 .fetch_optional(&self.pool)
@@ -332,9 +339,9 @@ macro_rules! impl_store {
                 row.as_ref().map(Self::xref).transpose()
             }
 
-            async fn xrefs_of(&self, entity: &str, canonical_id: &str) -> Result<Vec<Xref>> {
+            async fn xrefs_of(&self, entity: Entity, canonical_id: &str) -> Result<Vec<Xref>> {
                 let rows = sqlx::query(concat!("SELECT ", xref_columns!(), " FROM xrefs WHERE entity = $1 AND canonical_id = $2 ORDER BY system"))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(canonical_id)
                 .fetch_all(&self.pool)
                 .await
@@ -342,13 +349,13 @@ macro_rules! impl_store {
                 rows.iter().map(Self::xref).collect()
             }
 
-            async fn xrefs_in_system(&self, entity: &str, system: &str) -> Result<Vec<Xref>> {
+            async fn xrefs_in_system(&self, entity: Entity, system: &str) -> Result<Vec<Xref>> {
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     xref_columns!(),
                     " FROM xrefs WHERE entity = $1 AND system = $2 ORDER BY external_id"
                 ))
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .fetch_all(&self.pool)
                 .await
@@ -358,14 +365,14 @@ macro_rules! impl_store {
 
             async fn xref_ids_in_system(
                 &self,
-                entity: &str,
+                entity: Entity,
                 system: &str,
             ) -> Result<Vec<(String, String)>> {
                 use futures_util::TryStreamExt;
                 let mut rows = sqlx::query(
                     "SELECT external_id, canonical_id FROM xrefs WHERE entity = $1 AND system = $2",
                 )
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .fetch(&self.pool);
                 let mut out = Vec::new();
@@ -378,9 +385,9 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
-            async fn count_xrefs(&self, entity: &str, system: &str) -> Result<i64> {
+            async fn count_xrefs(&self, entity: Entity, system: &str) -> Result<i64> {
                 let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM xrefs WHERE entity = $1 AND system = $2")
-                    .bind(entity)
+                    .bind(entity.as_str())
                     .bind(system)
                     .fetch_one(&self.pool)
                     .await
@@ -390,7 +397,7 @@ macro_rules! impl_store {
 
             async fn set_written_hash(
                 &self,
-                entity: &str,
+                entity: Entity,
                 system: &str,
                 external_id: &str,
                 hash: &str,
@@ -402,7 +409,7 @@ macro_rules! impl_store {
                 )
                 .bind(hash)
                 .bind(now_ms)
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .bind(external_id)
                 .execute(&self.pool)
@@ -414,7 +421,7 @@ macro_rules! impl_store {
 
             async fn set_seen_hash(
                 &self,
-                entity: &str,
+                entity: Entity,
                 system: &str,
                 external_id: &str,
                 hash: &str,
@@ -426,7 +433,7 @@ macro_rules! impl_store {
                 )
                 .bind(hash)
                 .bind(now_ms)
-                .bind(entity)
+                .bind(entity.as_str())
                 .bind(system)
                 .bind(external_id)
                 .execute(&self.pool)
@@ -436,9 +443,9 @@ macro_rules! impl_store {
                 Ok(n == 1)
             }
 
-            async fn unlink(&self, entity: &str, system: &str, external_id: &str) -> Result<bool> {
+            async fn unlink(&self, entity: Entity, system: &str, external_id: &str) -> Result<bool> {
                 let n = sqlx::query("DELETE FROM xrefs WHERE entity = $1 AND system = $2 AND external_id = $3")
-                    .bind(entity)
+                    .bind(entity.as_str())
                     .bind(system)
                     .bind(external_id)
                     .execute(&self.pool)

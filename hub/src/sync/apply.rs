@@ -227,7 +227,7 @@ async fn carry_out(
         store
             .upsert_record(
                 &RecordWrite {
-                    entity: entity.as_str().to_owned(),
+                    entity: *entity,
                     id: id.to_owned(),
                     data: record.value(),
                     source_system: Some(ctx.source.name.clone()),
@@ -613,7 +613,7 @@ impl StepHandler {
                 // went through. Not linked: the record may exist in the target with its link
                 // lost — never create blindly.
                 return match store
-                    .find_by_canonical(step.entity.as_str(), target, &step.canonical_id)
+                    .find_by_canonical(step.entity, target, &step.canonical_id)
                     .await
                 {
                     Ok(Some(_)) => finish(StepStatus::Done, None).await,
@@ -735,7 +735,7 @@ pub(super) async fn link(
     let outcome = store
         .link(
             &Xref {
-                entity: entity.as_str().to_owned(),
+                entity,
                 canonical_id: canonical.to_owned(),
                 system: system.to_owned(),
                 external_id: external.to_owned(),
@@ -750,7 +750,7 @@ pub(super) async fn link(
         LinkOutcome::AlreadyLinked => {
             if let Some(h) = written_hash {
                 store
-                    .set_written_hash(entity.as_str(), system, external, &h, now_ms())
+                    .set_written_hash(entity, system, external, &h, now_ms())
                     .await?;
             }
             Ok(())
@@ -839,7 +839,7 @@ async fn map_for(
                 continue;
             };
             if let Some(x) = store
-                .find_by_canonical(entity.as_str(), &resolver.system, &u.id)
+                .find_by_canonical(entity, &resolver.system, &u.id)
                 .await?
             {
                 resolver.insert(entity, &x.external_id, &u.id);
@@ -876,7 +876,7 @@ async fn apply_step(
         Action::Delete => {
             if let Some(tid) = &step.target_id {
                 target.directory.delete(entity.vendor(), tid).await?;
-                store.unlink(entity.as_str(), &target.name, tid).await?;
+                store.unlink(entity, &target.name, tid).await?;
             }
             Ok(false)
         }
@@ -887,7 +887,7 @@ async fn apply_step(
             let existing = match resolver.external(entity, &step.canonical_id) {
                 Some(t) => Some(t),
                 None => store
-                    .find_by_canonical(entity.as_str(), &target.name, &step.canonical_id)
+                    .find_by_canonical(entity, &target.name, &step.canonical_id)
                     .await?
                     .map(|x| x.external_id),
             };
@@ -924,7 +924,7 @@ async fn apply_step(
             {
                 Some(t) => t,
                 None => store
-                    .find_by_canonical(entity.as_str(), &target.name, &step.canonical_id)
+                    .find_by_canonical(entity, &target.name, &step.canonical_id)
                     .await?
                     .map(|x| x.external_id)
                     .ok_or_else(|| StepError::NoTargetId {
@@ -965,13 +965,7 @@ async fn update(
     // Recorded before the write: the vendor's event about it may arrive before the write call
     // returns, and must already be recognised as our echo.
     store
-        .set_written_hash(
-            step.entity.as_str(),
-            &target.name,
-            tid,
-            &written_hash,
-            now_ms(),
-        )
+        .set_written_hash(step.entity, &target.name, tid, &written_hash, now_ms())
         .await?;
     target
         .directory

@@ -17,7 +17,7 @@ pub async fn is_echo(
     external_id: &str,
 ) -> Result<bool, SyncError> {
     let Some(xref) = store
-        .find_by_external(entity.as_str(), &endpoint.name, external_id)
+        .find_by_external(entity, &endpoint.name, external_id)
         .await?
     else {
         return Ok(false);

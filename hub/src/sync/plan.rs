@@ -369,7 +369,7 @@ async fn references_linked(
         };
         for id in ids {
             if store
-                .find_by_canonical(entity.as_str(), system, id)
+                .find_by_canonical(*entity, system, id)
                 .await?
                 .is_none()
             {
@@ -410,7 +410,7 @@ pub async fn plan_records(
     let mut gone: Vec<String> = Vec::new();
     for (entity, external) in named {
         let Some(link) = store
-            .find_by_external(entity.as_str(), &ctx.source.name, external)
+            .find_by_external(*entity, &ctx.source.name, external)
             .await?
         else {
             return Ok(None); // new: first links need the whole target
@@ -443,7 +443,7 @@ pub async fn plan_records(
             .chain(people.iter().map(|p| (Entity::Person, p)))
         {
             let Some(x) = store
-                .find_by_canonical(entity.as_str(), &target.name, src.id())
+                .find_by_canonical(entity, &target.name, src.id())
                 .await?
             else {
                 return Ok(None); // not in this target yet
@@ -461,7 +461,7 @@ pub async fn plan_records(
         }
         for id in &gone {
             if let Some(x) = store
-                .find_by_canonical(Entity::Person.as_str(), &target.name, id)
+                .find_by_canonical(Entity::Person, &target.name, id)
                 .await?
                 && let Some(t) =
                     read_canonical(store, target, &maps, Entity::Person, &x.external_id, false)
@@ -505,9 +505,7 @@ pub async fn plan_records(
         if tp.removals > 0 {
             // The threshold holds across events: a mass removal arriving one event at a time
             // goes to the full plan, which refuses it unless forced.
-            let linked = store
-                .count_xrefs(Entity::Person.as_str(), &target.name)
-                .await?;
+            let linked = store.count_xrefs(Entity::Person, &target.name).await?;
             let since = now_ms() - LIVE_REMOVAL_WINDOW_MS;
             let recent: i64 = store
                 .list_runs(Some(&route.name), 1000)

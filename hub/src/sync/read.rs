@@ -219,7 +219,7 @@ pub(super) async fn read_canonical(
     let resolver = SideResolver::new(&endpoint.name, source);
     for (entity, external) in wanted.into_requests() {
         if let Some(x) = store
-            .find_by_external(entity.as_str(), &endpoint.name, &external)
+            .find_by_external(entity, &endpoint.name, &external)
             .await?
         {
             resolver.insert(entity, &external, &x.canonical_id);

@@ -77,7 +77,7 @@ impl SideResolver {
     ) -> Result<Self, SyncError> {
         let r = SideResolver::new(system, source);
         for entity in Entity::ORG {
-            for (external, canonical) in store.xref_ids_in_system(entity.as_str(), system).await? {
+            for (external, canonical) in store.xref_ids_in_system(entity, system).await? {
                 r.insert(entity, &external, &canonical);
             }
         }

@@ -425,28 +425,25 @@ impl Planner<'_, '_> {
                 records,
             });
         }
-        if !left_out.is_empty() {
-            self.conflicts.push(Conflict {
-                entity: Entity::Person,
-                kind: ConflictKind::TooDeep,
-                detail: format!(
-                    "{} people only in departments {} cannot hold are left out",
-                    left_out.len(),
-                    rules.target
-                ),
-                records: left_out,
-            });
-        }
-        if !unplaced.is_empty() {
-            self.conflicts.push(Conflict {
-                entity: Entity::Person,
-                kind: ConflictKind::Unplaced,
-                detail: format!(
-                    "{} people only in departments left out for a conflict are left out",
-                    unplaced.len()
-                ),
-                records: unplaced,
-            });
+        let why = [
+            (
+                ConflictKind::TooDeep,
+                format!("{} cannot hold", rules.target),
+            ),
+            (ConflictKind::Unplaced, "left out for a conflict".to_owned()),
+        ];
+        for ((kind, departments), records) in why.into_iter().zip([left_out, unplaced]) {
+            if !records.is_empty() {
+                self.conflicts.push(Conflict {
+                    entity: Entity::Person,
+                    kind,
+                    detail: format!(
+                        "{} people only in departments {departments} are left out",
+                        records.len()
+                    ),
+                    records,
+                });
+            }
         }
     }
 
