@@ -429,12 +429,45 @@ fn yaml_key_text(k: &yaml_serde::Value) -> Option<String> {
     }
 }
 
+/// The largest mapping file read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A mapping file's text: a regular file only (a FIFO would block, `/dev/zero` never ends), at
+/// most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let regular = |meta: std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file (a directory, device or FIFO); only regular files are read",
+            ))
+        }
+    };
+    regular(std::fs::metadata(path)?)?;
+    let mut file = std::fs::File::open(path)?;
+    regular(file.metadata()?)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than the limit of {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 impl Mapping {
     /// Loads and compiles a mapping file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        let text = read_file(path).map_err(|source| LoadError::Io {
             file: file.clone(),
             source,
         })?;
@@ -445,7 +478,7 @@ impl Mapping {
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, LoadError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        let text = read_file(path).map_err(|source| LoadError::Io {
             file: file.clone(),
             source,
         })?;

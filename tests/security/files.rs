@@ -120,9 +120,16 @@ fn oversized_configuration_and_secret_files_are_refused() {
 /// reads `/dev/zero` until that limit instead of until the machine's); its exit code and
 /// standard error.
 async fn config_check(bin: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    huitong(bin, dir, &all).await
+}
+
+/// `huitong ARGS` under a 4 GB memory limit, bounded in time: its exit code and stderr.
+async fn huitong(bin: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let run = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg("ulimit -v 4000000 && exec \"$0\" config check \"$@\"")
+        .arg("ulimit -v 4000000 && exec \"$0\" \"$@\"")
         .arg(bin)
         .args(args)
         .current_dir(dir)
@@ -131,11 +138,16 @@ async fn config_check(bin: &Path, dir: &Path, args: &[&str]) -> (Option<i32>, St
         .output();
     let out = tokio::time::timeout(BOUND, run)
         .await
-        .unwrap_or_else(|_| panic!("config check {args:?} ran for {BOUND:?}"))
+        .unwrap_or_else(|_| panic!("huitong {args:?} ran for {BOUND:?}"))
         .unwrap();
+    // stderr, then stdout (`mapping check` reports each file on stdout).
     (
         out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ),
     )
 }
 
@@ -163,5 +175,56 @@ async fn config_check_of_dev_zero_is_refused() {
     assert!(stderr.contains("connectors.hq.app_secret_file"), "{stderr}");
     assert!(stderr.contains("/dev/zero"), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Mapping files and sample records are files too: `mapping check /dev/zero`, a sample record
+/// read from it, and a connector's mapping file pointing at it end at once with an error naming
+/// the file.
+#[tokio::test]
+async fn mapping_files_and_samples_of_dev_zero_are_refused() {
+    let Some(bin) = crate::huitong_bin("mapping_files_and_samples_of_dev_zero_are_refused") else {
+        return;
+    };
+    let dir = temp_dir("huitong-security-files");
+    let (code, output) = huitong(&bin, &dir, &["mapping", "check", "/dev/zero"]).await;
+    assert_ne!(code, Some(0), "{output}");
+    assert!(
+        output.contains("/dev/zero") && output.contains("not a regular file"),
+        "{output}"
+    );
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mappings/files/wecom-person.yaml")
+        .display()
+        .to_string();
+    let (code, stderr) = huitong(
+        &bin,
+        &dir,
+        &["mapping", "preview", &shipped, "--sample", "/dev/zero"],
+    )
+    .await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+
+    let file = dir.join("huitong.toml");
+    std::fs::write(
+        &file,
+        "[connectors.factory]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1000002\n\
+         corp_secret_env = \"S\"\n[connectors.factory.mappings]\nperson = \"/dev/zero\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = config_check(&bin, &dir, &["--config", &file.display().to_string()]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("connectors.factory.mappings.person"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -62,6 +62,9 @@ impl From<DirectionArg> for Direction {
 }
 
 /// A path if it exists, else a shipped mapping named `system-entity`.
+/// The largest sample record read by `mapping preview --sample`.
+const SAMPLE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 fn load(file: &str) -> anyhow::Result<Mapping> {
     let path = Path::new(file);
     if path.exists() {
@@ -172,8 +175,7 @@ pub fn run(command: &MappingCommand) -> anyhow::Result<ExitCode> {
         } => {
             let mapping = load(file)?;
             let resolver = resolver(xref)?;
-            let text = std::fs::read_to_string(sample)
-                .with_context(|| format!("cannot read {}", sample.display()))?;
+            let text = huitong::files::read_capped(sample, SAMPLE_MAX_BYTES)?;
             let value: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", sample.display()))?;
             let ok = huitong_mappings::cli::preview(
