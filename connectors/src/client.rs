@@ -20,7 +20,7 @@ use crate::http::{
 };
 use crate::limit::{Limiter, RateLimit};
 use crate::telemetry;
-use crate::token::{HttpTokenSource, TokenManager, TokenWire};
+use crate::token::{HttpTokenSource, TokenCall, TokenManager};
 
 /// A vendor's error codes, as data: what each class of failure looks like.
 #[derive(Debug, Clone, Copy)]
@@ -251,28 +251,59 @@ pub enum TokenIn {
     Query(&'static str),
 }
 
+/// A vendor app's settings, as the client core reads them.
+pub trait WireConfig: Send + Sync + 'static {
+    /// Checks the settings (origins, ids, page sizes).
+    fn validate(&self) -> Result<(), ConnectorError>;
+    /// The app's token endpoint.
+    fn token_call(&self) -> TokenCall;
+    /// Timeout, retries, token refresh and reply size of its HTTP calls.
+    fn transport(&self) -> &Transport;
+}
+
+/// A vendor's wire: its checked settings and what it keeps between calls (`S`; most keep
+/// nothing).
+pub struct VendorWire<C, S = ()> {
+    pub(crate) cfg: C,
+    pub(crate) state: S,
+}
+
+/// How the client core gets from settings to a wire and back; every [`VendorWire`] has it.
+pub trait WireParts: Send + Sync + 'static + Sized {
+    /// The vendor app's settings.
+    type Config: WireConfig;
+    /// The wire of settings already checked.
+    fn new(cfg: Self::Config) -> Self;
+    fn config(&self) -> &Self::Config;
+}
+
+impl<C: WireConfig, S: Default + Send + Sync + 'static> WireParts for VendorWire<C, S> {
+    type Config = C;
+    fn new(cfg: C) -> Self {
+        Self {
+            cfg,
+            state: S::default(),
+        }
+    }
+    fn config(&self) -> &C {
+        &self.cfg
+    }
+}
+
 /// What differs between vendors on the wire: mostly data (where the token goes, the
-/// envelope's keys, the error table), built from the vendor's settings.
-pub trait Wire: Send + Sync + 'static + Sized {
+/// envelope's keys, the error table), over the vendor's settings.
+pub trait Wire: WireParts {
     /// What an [`ApiCall`] carries beyond the common parts.
     type Extra: Clone + Send + Sync;
-    /// How the vendor mints tokens.
-    type Token: TokenWire;
-    /// The vendor app's settings.
-    type Config: Send + Sync;
+    /// The vendor's error codes.
+    const ERRORS: &'static ErrorTable;
+    /// The keys of the code and message in a `{code, msg}` envelope.
+    const ENVELOPE: (&'static str, &'static str) = ("errcode", "errmsg");
 
-    /// Checks `cfg` and splits it into the wire, its token endpoint and its transport.
-    fn from_config(cfg: Self::Config) -> Result<(Self, Self::Token, Transport), ConnectorError>;
-    fn config(&self) -> &Self::Config;
-    fn table(&self) -> &'static ErrorTable;
     /// The limiter's (app, bucket) for a call.
     fn bucket(&self, call: &ApiCall<Self::Extra>) -> (String, String);
     fn url(&self, call: &ApiCall<Self::Extra>) -> String;
     fn token_in(&self, call: &ApiCall<Self::Extra>) -> TokenIn;
-    /// The keys of the code and message in a `{code, msg}` envelope.
-    fn envelope(&self) -> (&'static str, &'static str) {
-        ("errcode", "errmsg")
-    }
     /// Reads a reply in the vendor's envelope.
     fn decode(
         &self,
@@ -282,8 +313,8 @@ pub trait Wire: Send + Sync + 'static + Sized {
         body: Vec<u8>,
     ) -> Reply {
         let _ = call;
-        let (code, msg) = self.envelope();
-        decode_coded(self.table(), status, headers, body, code, msg)
+        let (code, msg) = Self::ENVELOPE;
+        decode_coded(Self::ERRORS, status, headers, body, code, msg)
     }
 }
 
@@ -315,6 +346,21 @@ impl Transport {
     }
 }
 
+/// Asserts that each of `codes`, answered with HTTP `status`, falls in `class` under `table`.
+#[cfg(test)]
+pub(crate) fn assert_class(
+    table: &ErrorTable,
+    class: crate::error::ErrorClass,
+    status: u16,
+    codes: &[i64],
+) {
+    for &code in codes {
+        let got = table.classify(code, status, &HeaderMap::new(), String::new());
+        let vendor = table.vendor;
+        assert_eq!(got.class(), class, "{vendor} code {code}, HTTP {status}");
+    }
+}
+
 /// An origin setting must be `http(s)://…`.
 pub fn check_origin(vendor: &'static str, key: &str, url: &str) -> Result<(), ConnectorError> {
     if url.starts_with("https://") || url.starts_with("http://") {
@@ -331,7 +377,7 @@ pub fn check_origin(vendor: &'static str, key: &str, url: &str) -> Result<(), Co
 pub struct Client<W: Wire> {
     pub(crate) wire: W,
     pub(crate) http: reqwest::Client,
-    tokens: TokenManager<HttpTokenSource<W::Token>>,
+    tokens: TokenManager<HttpTokenSource<TokenCall>>,
     pub(crate) limiter: Arc<Limiter>,
     settings: Transport,
 }
@@ -345,7 +391,10 @@ impl<W: Wire> Client<W> {
     /// The client of one vendor app, its calls paced by `limiter` (shared by every client of
     /// the same app: limits are per app).
     pub fn with_limiter(cfg: W::Config, limiter: Arc<Limiter>) -> Result<Self, ConnectorError> {
-        let (wire, token, settings) = W::from_config(cfg)?;
+        cfg.validate()?;
+        let token = cfg.token_call();
+        let settings = cfg.transport().clone();
+        let wire = W::new(cfg);
         let http = build_client(settings.timeout)?;
         let source = HttpTokenSource::new(http.clone(), settings.retry.clone(), token);
         let tokens = TokenManager::new(source, settings.token_refresh_ahead);
@@ -364,7 +413,7 @@ impl<W: Wire> Client<W> {
     }
 
     fn vendor(&self) -> &'static str {
-        self.wire.table().vendor
+        W::ERRORS.vendor
     }
 
     /// The vendor side of this client (its configuration).

@@ -26,14 +26,6 @@ use crate::capability::{
     ReceiveEvents,
 };
 
-/// The words of a vendor's log lines.
-#[derive(Debug, Clone, Copy)]
-pub struct LogWords {
-    pub duplicate: &'static str,
-    pub accepted: &'static str,
-    pub handshake: &'static str,
-}
-
 /// A verified and decrypted callback, before de-duplication.
 #[derive(Debug)]
 pub enum Opened {
@@ -126,9 +118,8 @@ pub trait VendorCallbacks: Send + Sync + Sized + 'static {
     type Config;
     type Params: RequestParams + ?Sized;
     const VENDOR: &'static str;
-    const LOG: LogWords;
     /// The unit of the vendor's timestamps (and of `now` in [`Receiver::handle_at`]).
-    const CLOCK: Clock;
+    const CLOCK: Clock = Clock::Seconds;
 
     /// The vendor's part and the receiver's limits from the settings, checked.
     fn configure(cfg: Self::Config) -> Result<(Self, Limits), ConnectorError>;
@@ -175,22 +166,24 @@ impl<V: VendorCallbacks> Receiver<V> {
         now: i64,
     ) -> Result<CallbackOutcome, CallbackError> {
         let r = self.handle_inner(params, body, now).await;
-        let words = V::LOG;
         match &r {
             Ok(CallbackOutcome::Duplicate { event_id, .. }) => {
-                tracing::info!(vendor = V::VENDOR, event_id, "{}", words.duplicate);
+                tracing::info!(
+                    vendor = V::VENDOR,
+                    event_id,
+                    "duplicate callback ignored (vendor retry or replay)"
+                );
             }
             Ok(CallbackOutcome::Event { event, .. }) => {
                 tracing::debug!(
                     vendor = V::VENDOR,
                     event_id = event.event_id,
                     event_type = event.event_type,
-                    "{}",
-                    words.accepted
+                    "callback accepted"
                 );
             }
             Ok(CallbackOutcome::Handshake { .. }) => {
-                tracing::info!(vendor = V::VENDOR, "{}", words.handshake);
+                tracing::info!(vendor = V::VENDOR, "callback handshake answered");
             }
             Err(e) => {
                 tracing::warn!(vendor = V::VENDOR, reason = %e, status = e.status(), body_len = body.len(), "callback rejected");

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::client::ErrorTable;
 use crate::error::ConnectorError;
 
 /// A freshly fetched token and how long the vendor says it lives.
@@ -209,28 +211,63 @@ pub fn token_from(
     })
 }
 
-/// How a token endpoint answers: the reply object (or the vendor's classified error), and the
-/// keys of the token and its lifetime in it.
+/// How a token endpoint's reply reads: the reply object, or the vendor's classified error.
 #[derive(Clone, Copy)]
-pub struct TokenReply {
-    pub read: fn(u16, &axum::http::HeaderMap, &[u8]) -> Result<serde_json::Value, ConnectorError>,
-    pub token_key: &'static str,
-    pub life_key: &'static str,
+pub enum ReadToken {
+    /// A `{code, msg, …}` object ([`coded_object`]), with the vendor's table and the keys of
+    /// its code and message.
+    Coded(&'static ErrorTable, (&'static str, &'static str)),
+    /// A reader of the vendor's own.
+    With(fn(u16, &HeaderMap, &[u8]) -> Result<serde_json::Value, ConnectorError>),
 }
 
-/// One vendor's token call, as data: where it goes, how the app's credentials travel (a JSON
-/// body, or the query string) and how the reply reads. Every vendor's tokens come from one.
+/// How an app's credentials travel: the names of its id and secret, as a JSON `POST` body or
+/// in the query string of a `GET` (WeCom).
+#[derive(Clone, Copy)]
+pub enum Credentials {
+    Json(&'static str, &'static str),
+    Query(&'static str, &'static str),
+}
+
+/// A vendor's token endpoint, as data; [`TokenEndpoint::call`] adds an app's origin and
+/// credentials.
+#[derive(Clone, Copy)]
+pub struct TokenEndpoint {
+    /// Under the origin; also what logs call the token call.
+    pub path: &'static str,
+    pub credentials: Credentials,
+    pub read: ReadToken,
+    /// The keys of the token and of its lifetime in the reply.
+    pub keys: (&'static str, &'static str),
+}
+
+impl TokenEndpoint {
+    /// The token call of the app `id` / `secret` at `origin`.
+    pub fn call(
+        self,
+        vendor: &'static str,
+        origin: &str,
+        id: &str,
+        secret: &SecretString,
+    ) -> TokenCall {
+        TokenCall {
+            vendor,
+            url: format!("{origin}{}", self.path),
+            id: id.to_owned(),
+            secret: secret.clone(),
+            endpoint: self,
+        }
+    }
+}
+
+/// One app's token call, as data: where it goes, the app's credentials and how the reply
+/// reads. Every vendor's tokens come from one.
 pub struct TokenCall {
     pub vendor: &'static str,
-    /// For logs: e.g. `feishu.tenant_access_token`.
-    pub what: &'static str,
     pub url: String,
-    /// The credential names and values: (id key, id), (secret key, secret).
-    pub id: (&'static str, String),
-    pub secret: (&'static str, SecretString),
-    /// `GET ?id=…&secret=…` (WeCom) instead of a JSON `POST`.
-    pub in_query: bool,
-    pub reply: TokenReply,
+    pub id: String,
+    pub secret: SecretString,
+    pub endpoint: TokenEndpoint,
 }
 
 impl TokenWire for TokenCall {
@@ -238,28 +275,32 @@ impl TokenWire for TokenCall {
         self.vendor
     }
     fn what(&self) -> &'static str {
-        self.what
+        self.endpoint.path
     }
     fn request(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
         use secrecy::ExposeSecret;
-        let (id_key, id) = (self.id.0, self.id.1.as_str());
-        let (secret_key, secret) = (self.secret.0, self.secret.1.expose_secret());
-        if self.in_query {
-            http.get(&self.url)
-                .query(&[(id_key, id), (secret_key, secret)])
-        } else {
-            http.post(&self.url)
-                .json(&serde_json::json!({id_key: id, secret_key: secret}))
+        let (id, secret) = (self.id.as_str(), self.secret.expose_secret());
+        match self.endpoint.credentials {
+            Credentials::Query(id_key, secret_key) => http
+                .get(&self.url)
+                .query(&[(id_key, id), (secret_key, secret)]),
+            Credentials::Json(id_key, secret_key) => http
+                .post(&self.url)
+                .json(&serde_json::json!({id_key: id, secret_key: secret})),
         }
     }
     fn reply(
         &self,
         status: u16,
-        headers: &axum::http::HeaderMap,
+        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<FetchedToken, ConnectorError> {
-        let v = (self.reply.read)(status, headers, body)?;
-        token_from(self.vendor, &v, self.reply.token_key, self.reply.life_key)
+        let v = match self.endpoint.read {
+            ReadToken::Coded(table, keys) => coded_object(table, status, headers, body, keys)?,
+            ReadToken::With(read) => read(status, headers, body)?,
+        };
+        let (token_key, life_key) = self.endpoint.keys;
+        token_from(self.vendor, &v, token_key, life_key)
     }
 }
 

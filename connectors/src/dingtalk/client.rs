@@ -14,14 +14,13 @@ use axum::http::HeaderMap;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ErrorTable, Reply, TokenIn, Transport, Wire};
+use crate::client::{Client, ErrorTable, Reply, TokenIn, VendorWire, Wire};
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::auth::TOKEN_INVALID_CODES;
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;
 use crate::http::retry_after_header;
 use crate::limit::RateLimit;
-use crate::token::TokenCall;
 
 pub use crate::client::{FormPart, Payload, seg};
 
@@ -130,27 +129,12 @@ impl crate::client::ApiCall<Gen> {
 }
 
 /// DingTalk's side of the client: its settings.
-pub struct DingTalkWire {
-    pub(crate) cfg: DingTalkConfig,
-}
+pub type DingTalkWire = VendorWire<DingTalkConfig>;
 
 impl Wire for DingTalkWire {
     type Extra = Gen;
-    type Token = TokenCall;
-    type Config = DingTalkConfig;
+    const ERRORS: &'static ErrorTable = &ERRORS;
 
-    fn from_config(cfg: DingTalkConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
-        cfg.validate()?;
-        let token = crate::dingtalk::auth::access_token(&cfg);
-        let transport = cfg.transport.clone();
-        Ok((DingTalkWire { cfg }, token, transport))
-    }
-    fn config(&self) -> &DingTalkConfig {
-        &self.cfg
-    }
-    fn table(&self) -> &'static ErrorTable {
-        &ERRORS
-    }
     fn bucket(&self, call: &ApiCall) -> (String, String) {
         (self.cfg.app_key.clone(), call.tier.to_owned())
     }

@@ -2,10 +2,12 @@
 
 use secrecy::SecretString;
 
-use crate::client::Transport;
+use crate::client::{Transport, WireConfig};
 use crate::dingtalk::VENDOR;
+use crate::dingtalk::auth::ACCESS_TOKEN;
 use crate::error::ConnectorError;
 use crate::limit::RateLimit;
+use crate::token::TokenCall;
 
 /// The old API generation (org chart, work notifications, media, custom robots).
 pub const OAPI_ORIGIN: &str = "https://oapi.dingtalk.com";
@@ -90,7 +92,26 @@ impl DingTalkConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConnectorError> {
+    pub(crate) fn oapi(&self) -> &str {
+        self.oapi_base.trim_end_matches('/')
+    }
+
+    pub(crate) fn api(&self) -> &str {
+        self.api_base.trim_end_matches('/')
+    }
+
+    /// The robot code to use: the configured one, else the app key.
+    pub fn robot(&self) -> &str {
+        self.robot_code.as_deref().unwrap_or(&self.app_key)
+    }
+}
+
+impl WireConfig for DingTalkConfig {
+    fn token_call(&self) -> TokenCall {
+        ACCESS_TOKEN.call(VENDOR, self.api(), &self.app_key, &self.app_secret)
+    }
+
+    fn validate(&self) -> Result<(), ConnectorError> {
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
         for (name, b) in [("oapi_base", &self.oapi_base), ("api_base", &self.api_base)] {
             crate::client::check_origin(VENDOR, name, b)?;
@@ -104,16 +125,7 @@ impl DingTalkConfig {
         Ok(())
     }
 
-    pub(crate) fn oapi(&self) -> &str {
-        self.oapi_base.trim_end_matches('/')
-    }
-
-    pub(crate) fn api(&self) -> &str {
-        self.api_base.trim_end_matches('/')
-    }
-
-    /// The robot code to use: the configured one, else the app key.
-    pub fn robot(&self) -> &str {
-        self.robot_code.as_deref().unwrap_or(&self.app_key)
+    fn transport(&self) -> &Transport {
+        &self.transport
     }
 }

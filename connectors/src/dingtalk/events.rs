@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::capability::{CallbackError, CallbackReply, RawEvent};
 use crate::crypto::random_bytes;
 use crate::dingtalk::VENDOR;
-use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
+use crate::receiver::{self, Clock, Incoming, Limits, Opened, Receiver, VendorCallbacks};
 use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
 /// Callback settings of one DingTalk app.
@@ -210,11 +210,6 @@ impl VendorCallbacks for DingTalkCallbacks {
     type Config = CallbackConfig;
     type Params = HashMap<String, String>;
     const VENDOR: &'static str = VENDOR;
-    const LOG: LogWords = LogWords {
-        duplicate: "duplicate push ignored (retry or replay)",
-        accepted: "event accepted",
-        handshake: "check_url answered",
-    };
     const CLOCK: Clock = Clock::Millis;
 
     fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {

@@ -88,15 +88,10 @@ impl DingTalkClient {
             .unwrap_or(Value::Null))
     }
 
-    /// `POST /media/upload` (multipart `media`, `type` image|voice|video|file) → `media_id`.
-    pub async fn upload_media(
-        &self,
-        media_type: &str,
-        file_name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        FILE_LIMITS.check_type(VENDOR, media_type)?;
-        let max = if media_type == "voice" {
+    /// `POST /media/upload?type=KIND` (multipart `media`; image, voice, video or file) → `media_id`.
+    pub async fn upload_media(&self, kind: &str, name: &str, data: Bytes) -> Fallible<String> {
+        FILE_LIMITS.check_type(VENDOR, kind)?;
+        let max = if kind == "voice" {
             2 * 1024 * 1024
         } else {
             FILE_LIMITS.max_file_bytes
@@ -104,18 +99,18 @@ impl DingTalkClient {
         if data.len() > max {
             return Err(ConnectorError::permanent(
                 VENDOR,
-                format!("{media_type} larger than {max} bytes"),
+                format!("{kind} larger than {max} bytes"),
             ));
         }
         let call = self
             .post_call(Gen::Old, MEDIA_UPLOAD)
-            .query("type", media_type)
+            .query("type", kind)
             .form(vec![
-                FormPart::Text("type", media_type.to_string()),
+                FormPart::Text("type", kind.to_string()),
                 FormPart::File {
                     mime: None,
                     name: "media",
-                    file_name: file_name.to_string(),
+                    file_name: name.to_string(),
                     data,
                 },
             ]);

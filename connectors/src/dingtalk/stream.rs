@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[cfg(doc)]
 use crate::capability::PushChannel;
 use crate::capability::{PushDelivery, RawEvent, Settled, hand_on};
+use crate::client::WireConfig;
 use crate::dingtalk::VENDOR;
 use crate::dingtalk::config::DingTalkConfig;
 use crate::error::ConnectorError;

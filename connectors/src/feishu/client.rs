@@ -4,28 +4,24 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use crate::client::{Client, ErrorTable, TokenIn, Transport, Wire};
+use crate::client::{Client, ErrorTable, TokenIn, VendorWire, Wire};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
 use crate::feishu::auth::TOKEN_INVALID_CODES;
 use crate::feishu::config::FeishuConfig;
-use crate::token::TokenCall;
 
 pub use crate::client::{FormPart, Payload, seg};
 
-/// Rate-limit codes (HTTP 429 / 99991400 and the per-API ones).
-pub const RATE_LIMIT_CODES: &[i64] = &[99991400, 230020, 11232, 11233, 11247, 1000004, 1000005];
-/// Transient server-side codes.
-pub const TRANSIENT_CODES: &[i64] = &[1500, 1663, 1668, 2200, 5000, 10101];
 /// "No such user / department" on a get.
 pub const NOT_FOUND_CODES: &[i64] = &[40008, 40015, 41050, 1470404];
 
 /// Feishu's error codes; the reset header `x-ogw-ratelimit-reset` says how long to wait.
 pub static ERRORS: ErrorTable = ErrorTable {
     vendor: VENDOR,
-    rate_limited: RATE_LIMIT_CODES,
+    // HTTP 429 / 99991400 and the per-API ones.
+    rate_limited: &[99991400, 230020, 11232, 11233, 11247, 1000004, 1000005],
     token_invalid: TOKEN_INVALID_CODES,
-    transient: TRANSIENT_CODES,
+    transient: &[1500, 1663, 1668, 2200, 5000, 10101],
     not_found: NOT_FOUND_CODES,
     rate_limit_waits: &[],
     reset_header: Some("x-ogw-ratelimit-reset"),
@@ -40,27 +36,13 @@ pub fn classify(code: i64, status: u16, headers: &HeaderMap, msg: String) -> Con
 pub type ApiCall = crate::client::ApiCall;
 
 /// Feishu's side of the client: its settings.
-pub struct FeishuWire {
-    pub(crate) cfg: FeishuConfig,
-}
+pub type FeishuWire = VendorWire<FeishuConfig>;
 
 impl Wire for FeishuWire {
     type Extra = ();
-    type Token = TokenCall;
-    type Config = FeishuConfig;
+    const ERRORS: &'static ErrorTable = &ERRORS;
+    const ENVELOPE: (&'static str, &'static str) = ("code", "msg");
 
-    fn from_config(cfg: FeishuConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
-        cfg.validate()?;
-        let token = crate::feishu::auth::tenant_token(&cfg);
-        let transport = cfg.transport.clone();
-        Ok((FeishuWire { cfg }, token, transport))
-    }
-    fn config(&self) -> &FeishuConfig {
-        &self.cfg
-    }
-    fn table(&self) -> &'static ErrorTable {
-        &ERRORS
-    }
     fn bucket(&self, call: &ApiCall) -> (String, String) {
         (self.cfg.app_id.clone(), call.tier.to_owned())
     }
@@ -69,9 +51,6 @@ impl Wire for FeishuWire {
     }
     fn token_in(&self, _call: &ApiCall) -> TokenIn {
         TokenIn::Bearer
-    }
-    fn envelope(&self) -> (&'static str, &'static str) {
-        ("code", "msg")
     }
 }
 
@@ -88,24 +67,20 @@ impl Client<FeishuWire> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorClass;
+    use crate::client::assert_class;
+    use crate::error::ErrorClass::{self, *};
     use crate::token::TokenWire;
 
     #[test]
     fn classification_table() {
-        let h = HeaderMap::new();
-        let c = |code, status| classify(code, status, &h, String::new()).class();
-        assert_eq!(c(99991400, 429), ErrorClass::RateLimited);
-        assert_eq!(c(99991400, 400), ErrorClass::RateLimited);
-        assert_eq!(c(230020, 400), ErrorClass::RateLimited);
-        assert_eq!(c(99991663, 400), ErrorClass::AuthExpired);
-        assert_eq!(c(99991661, 400), ErrorClass::AuthExpired);
-        assert_eq!(c(99991677, 401), ErrorClass::AuthExpired);
-        assert_eq!(c(1500, 400), ErrorClass::Retryable);
-        assert_eq!(c(12345, 503), ErrorClass::Retryable);
-        assert_eq!(c(99991672, 403), ErrorClass::Permanent);
-        assert_eq!(c(40011, 400), ErrorClass::Permanent);
-        assert_eq!(c(99991543, 400), ErrorClass::Permanent);
+        assert_class(&ERRORS, RateLimited, 429, &[99991400]);
+        assert_class(&ERRORS, RateLimited, 400, &[99991400, 230020]);
+        assert_class(&ERRORS, AuthExpired, 400, &[99991663, 99991661]);
+        assert_class(&ERRORS, AuthExpired, 401, &[99991677]);
+        assert_class(&ERRORS, Retryable, 400, &[1500]);
+        assert_class(&ERRORS, Retryable, 503, &[12345]);
+        assert_class(&ERRORS, Permanent, 403, &[99991672]);
+        assert_class(&ERRORS, Permanent, 400, &[40011, 99991543]);
     }
 
     #[test]
@@ -118,11 +93,8 @@ mod tests {
 
     #[test]
     fn token_reply_without_expire_lives_the_default() {
-        let w = crate::feishu::auth::tenant_token(&FeishuConfig::new(
-            "http://127.0.0.1:1",
-            "a",
-            "s".to_string().into(),
-        ));
+        let cfg = FeishuConfig::new("http://127.0.0.1:1", "a", "s".to_string().into());
+        let w = crate::client::WireConfig::token_call(&cfg);
         let t = w
             .reply(
                 200,

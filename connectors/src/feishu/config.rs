@@ -2,10 +2,12 @@
 
 use secrecy::SecretString;
 
-use crate::client::Transport;
+use crate::client::{Transport, WireConfig};
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
+use crate::feishu::auth::TENANT_TOKEN;
 use crate::limit::RateLimit;
+use crate::token::TokenCall;
 
 pub const FEISHU_ORIGIN: &str = "https://open.feishu.cn";
 pub const LARK_ORIGIN: &str = "https://open.larksuite.com";
@@ -66,7 +68,17 @@ impl FeishuConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConnectorError> {
+    pub(crate) fn origin(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+}
+
+impl WireConfig for FeishuConfig {
+    fn token_call(&self) -> TokenCall {
+        TENANT_TOKEN.call(VENDOR, self.origin(), &self.app_id, &self.app_secret)
+    }
+
+    fn validate(&self) -> Result<(), ConnectorError> {
         crate::client::check_origin(VENDOR, "base_url", &self.base_url)?;
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
         if self.app_id.is_empty() {
@@ -96,7 +108,7 @@ impl FeishuConfig {
         Ok(())
     }
 
-    pub(crate) fn origin(&self) -> &str {
-        self.base_url.trim_end_matches('/')
+    fn transport(&self) -> &Transport {
+        &self.transport
     }
 }

@@ -25,7 +25,7 @@ use crate::capability::CallbackOutcome;
 use crate::capability::{CallbackError, CallbackReply, RawEvent};
 use crate::crypto;
 use crate::feishu::VENDOR;
-use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
+use crate::receiver::{self, Incoming, Limits, Opened, Receiver, VendorCallbacks};
 
 pub const HEADER_TIMESTAMP: &str = "x-lark-request-timestamp";
 pub const HEADER_NONCE: &str = "x-lark-request-nonce";
@@ -290,12 +290,6 @@ impl VendorCallbacks for FeishuCallbacks {
     type Config = CallbackConfig;
     type Params = HeaderMap;
     const VENDOR: &'static str = VENDOR;
-    const LOG: LogWords = LogWords {
-        duplicate: "duplicate event ignored (vendor retry or replay)",
-        accepted: "event accepted",
-        handshake: "url_verification answered",
-    };
-    const CLOCK: Clock = Clock::Seconds;
 
     /// At least one of Encrypt Key and Verification Token must be set: otherwise nothing
     /// authenticates a callback.

@@ -46,18 +46,17 @@ fn id_field(v: &Value, field: &str) -> Result<String, ConnectorError> {
 #[async_trait]
 impl ReadEntities for FeishuConnector {
     fn list<'a>(&'a self, entity: Entity, query: ListQuery) -> RecordStream<'a> {
-        let c = &self.client;
         match entity {
             Entity::Department => {
                 let parent = query.parent.unwrap_or_else(|| "0".into());
-                c.department_children(&parent, query.recursive)
+                self.client.department_children(&parent, query.recursive)
             }
             Entity::User => match query.parent {
-                Some(d) => c.users_in_department(&d),
-                None => c.all_users(),
+                Some(d) => self.client.users_in_department(&d),
+                None => self.client.all_users(),
             },
-            Entity::Task => c.list_tasks(),
-            Entity::Chat => c.list_chats(),
+            Entity::Task => self.client.list_tasks(),
+            Entity::Chat => self.client.list_chats(),
             Entity::Message => crate::capability::failed_stream(unsupported("listing", entity)),
         }
     }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[cfg(doc)]
 use crate::capability::PushChannel;
 use crate::capability::{PushDelivery, RawEvent, Settled, hand_on};
+use crate::client::WireConfig;
 use crate::error::ConnectorError;
 use crate::feishu::VENDOR;
 use crate::feishu::config::FeishuConfig;

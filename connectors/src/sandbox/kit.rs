@@ -317,6 +317,12 @@ pub(crate) fn blank_user(key: &str) -> FixtureUser {
     }
 }
 
+/// The app id and secret a token request names under `keys` (empty when missing or not
+/// strings).
+pub(crate) fn credentials<'a>(m: &'a Map<String, Value>, keys: [&str; 2]) -> [&'a str; 2] {
+    keys.map(|k| m.get(k).and_then(Value::as_str).unwrap_or_default())
+}
+
 /// A JSON string's text (empty when missing or not a string).
 pub(crate) fn str_or_empty(v: Option<&Value>) -> String {
     v.and_then(Value::as_str).unwrap_or_default().to_string()

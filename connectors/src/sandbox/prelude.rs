@@ -15,8 +15,8 @@ pub(crate) use serde_json::{Map, Value, json};
 pub(crate) use tokio::time::Instant;
 
 pub(crate) use super::kit::{
-    FaultReplies, Reissue, blank_user, endpoint_of, json_object, matched_path, or_reply,
-    query_param, str_list, str_or_empty, wxbiz_crypt,
+    FaultReplies, Reissue, blank_user, credentials, endpoint_of, json_object, matched_path,
+    or_reply, query_param, str_list, str_or_empty, wxbiz_crypt,
 };
 pub(crate) use super::{
     Added, AdminError, AdminHandle, Changed, CommonOptions, Console, ConsoleOrg, EncodedEvent,

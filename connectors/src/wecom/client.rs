@@ -7,20 +7,14 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use bytes::Bytes;
 
-use crate::client::{Client, ErrorTable, FormPart, TokenIn, Transport, Wire};
+use crate::client::{Client, ErrorTable, FormPart, TokenIn, VendorWire, Wire};
 use crate::error::ConnectorError;
-use crate::token::TokenCall;
 use crate::wecom::VENDOR;
 use crate::wecom::auth::TOKEN_INVALID_CODES;
 use crate::wecom::config::WecomConfig;
 
 pub use crate::client::Payload;
 
-/// Frequency codes: 45009 over the limit (wait the window), 45033 too many concurrent calls,
-/// 45011 (an Official Account code, treated the same).
-pub const RATE_LIMIT_CODES: &[i64] = &[45009, 45011, 45033];
-/// Transient codes: -1 system busy, 6000 data version conflict.
-pub const TRANSIENT_CODES: &[i64] = &[-1, 6000];
 /// "No such user / department" on a get.
 pub const NOT_FOUND_CODES: &[i64] = &[40003, 60111, 46004, 60003, 60123];
 
@@ -30,9 +24,12 @@ const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// WeCom's error codes.
 pub static ERRORS: ErrorTable = ErrorTable {
     vendor: VENDOR,
-    rate_limited: RATE_LIMIT_CODES,
+    // 45009 over the limit (wait the window), 45033 too many concurrent calls, 45011 (an
+    // Official Account code, treated the same).
+    rate_limited: &[45009, 45011, 45033],
     token_invalid: TOKEN_INVALID_CODES,
-    transient: TRANSIENT_CODES,
+    // -1 system busy, 6000 data version conflict.
+    transient: &[-1, 6000],
     not_found: NOT_FOUND_CODES,
     rate_limit_waits: &[(45009, RATE_LIMIT_WAIT)],
     reset_header: None,
@@ -66,36 +63,18 @@ impl crate::client::ApiCall {
     }
 }
 
+/// The department ids of the last whole-tree `department/list` and when it was read: a
+/// per-department member listing right after a department listing (what a sync does) reuses
+/// it instead of listing the tree again.
+pub(crate) type RecentTree = std::sync::Mutex<Option<(std::time::Instant, Vec<i64>)>>;
+
 /// WeCom's side of the client: its settings, and the last department tree it read.
-pub struct WecomWire {
-    pub(crate) cfg: WecomConfig,
-    /// The department ids of the last whole-tree `department/list` and when it was read: a
-    /// per-department member listing right after a department listing (what a sync does)
-    /// reuses it instead of listing the tree again.
-    pub(crate) recent_tree: std::sync::Mutex<Option<(std::time::Instant, Vec<i64>)>>,
-}
+pub type WecomWire = VendorWire<WecomConfig, RecentTree>;
 
 impl Wire for WecomWire {
     type Extra = ();
-    type Token = TokenCall;
-    type Config = WecomConfig;
+    const ERRORS: &'static ErrorTable = &ERRORS;
 
-    fn from_config(cfg: WecomConfig) -> Result<(Self, TokenCall, Transport), ConnectorError> {
-        cfg.validate()?;
-        let token = crate::wecom::auth::get_token(&cfg);
-        let transport = cfg.transport.clone();
-        let wire = WecomWire {
-            cfg,
-            recent_tree: std::sync::Mutex::new(None),
-        };
-        Ok((wire, token, transport))
-    }
-    fn config(&self) -> &WecomConfig {
-        &self.cfg
-    }
-    fn table(&self) -> &'static ErrorTable {
-        &ERRORS
-    }
     /// WeCom counts per corp and per API: one bucket per path.
     fn bucket(&self, call: &ApiCall) -> (String, String) {
         (
@@ -118,28 +97,18 @@ pub type WecomClient = Client<WecomWire>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorClass;
+    use crate::client::assert_class;
+    use crate::error::ErrorClass::*;
 
     #[test]
     fn classification_table() {
-        let c = |code, status| classify(code, status, String::new()).class();
-        assert_eq!(c(45009, 200), ErrorClass::RateLimited);
-        assert_eq!(c(45033, 200), ErrorClass::RateLimited);
-        assert_eq!(c(45011, 200), ErrorClass::RateLimited);
-        assert_eq!(c(42001, 200), ErrorClass::AuthExpired);
-        assert_eq!(c(40014, 200), ErrorClass::AuthExpired);
-        assert_eq!(c(40001, 200), ErrorClass::AuthExpired);
-        assert_eq!(c(41001, 200), ErrorClass::AuthExpired);
-        assert_eq!(c(-1, 200), ErrorClass::Retryable);
-        assert_eq!(c(6000, 200), ErrorClass::Retryable);
-        assert_eq!(c(12345, 502), ErrorClass::Retryable);
-        assert_eq!(c(60111, 200), ErrorClass::Permanent);
-        assert_eq!(c(81013, 200), ErrorClass::Permanent);
-        assert_eq!(c(48002, 200), ErrorClass::Permanent);
-        assert_eq!(
-            classify(45009, 200, String::new()).retry_after(),
-            Some(RATE_LIMIT_WAIT)
-        );
-        assert_eq!(classify(45033, 200, String::new()).retry_after(), None);
+        let wait = |code| classify(code, 200, String::new()).retry_after();
+        assert_eq!(wait(45009), Some(RATE_LIMIT_WAIT));
+        assert_eq!(wait(45033), None);
+        assert_class(&ERRORS, RateLimited, 200, &[45009, 45033, 45011]);
+        assert_class(&ERRORS, AuthExpired, 200, &[42001, 40014, 40001, 41001]);
+        assert_class(&ERRORS, Retryable, 200, &[-1, 6000]);
+        assert_class(&ERRORS, Retryable, 502, &[12345]);
+        assert_class(&ERRORS, Permanent, 200, &[60111, 81013, 48002]);
     }
 }

@@ -2,10 +2,12 @@
 
 use secrecy::SecretString;
 
-use crate::client::Transport;
+use crate::client::{Transport, WireConfig};
 use crate::error::ConnectorError;
 use crate::limit::RateLimit;
+use crate::token::TokenCall;
 use crate::wecom::VENDOR;
+use crate::wecom::auth::GETTOKEN;
 
 pub const WECOM_ORIGIN: &str = "https://qyapi.weixin.qq.com";
 
@@ -96,7 +98,17 @@ impl WecomConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), ConnectorError> {
+    pub(crate) fn origin(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+}
+
+impl WireConfig for WecomConfig {
+    fn token_call(&self) -> TokenCall {
+        GETTOKEN.call(VENDOR, self.origin(), &self.corp_id, &self.corp_secret)
+    }
+
+    fn validate(&self) -> Result<(), ConnectorError> {
         crate::client::check_origin(VENDOR, "base_url", &self.base_url)?;
         let bad = |m: String| Err(ConnectorError::permanent(VENDOR, m));
         if self.corp_id.is_empty() {
@@ -117,7 +129,7 @@ impl WecomConfig {
         Ok(())
     }
 
-    pub(crate) fn origin(&self) -> &str {
-        self.base_url.trim_end_matches('/')
+    fn transport(&self) -> &Transport {
+        &self.transport
     }
 }

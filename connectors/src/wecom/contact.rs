@@ -153,11 +153,8 @@ impl WecomClient {
                 .iter()
                 .filter_map(|d| d.get("id").and_then(as_int))
                 .collect();
-            *self
-                .wire
-                .recent_tree
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ids));
+            *self.wire.state.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), ids));
         }
         Ok(all)
     }
@@ -167,7 +164,7 @@ impl WecomClient {
     async fn department_ids(&self) -> Result<Vec<i64>, ConnectorError> {
         let recent = self
             .wire
-            .recent_tree
+            .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()

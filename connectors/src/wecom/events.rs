@@ -30,7 +30,7 @@ use crate::capability::{CallbackError, CallbackReply, RawEvent};
 #[cfg(test)]
 use crate::capability::{CallbackOutcome, EventDedup};
 use crate::crypto::sha256;
-use crate::receiver::{self, Clock, Incoming, Limits, LogWords, Opened, Receiver, VendorCallbacks};
+use crate::receiver::{self, Incoming, Limits, Opened, Receiver, VendorCallbacks};
 use crate::wecom::VENDOR;
 use crate::wxbiz::{self, WxBizError, WxBizMsgCrypt};
 
@@ -319,12 +319,6 @@ impl VendorCallbacks for WecomCallbacks {
     type Config = CallbackConfig;
     type Params = HashMap<String, String>;
     const VENDOR: &'static str = VENDOR;
-    const LOG: LogWords = LogWords {
-        duplicate: "duplicate callback ignored (vendor retry or replay)",
-        accepted: "callback accepted",
-        handshake: "URL verification answered",
-    };
-    const CLOCK: Clock = Clock::Seconds;
 
     fn configure(cfg: CallbackConfig) -> Result<(Self, Limits), crate::ConnectorError> {
         let crypt = WxBizMsgCrypt::for_receiver(

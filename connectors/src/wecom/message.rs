@@ -348,31 +348,26 @@ impl WecomClient {
         .map(drop)
     }
 
-    /// `media/upload?type=image|voice|video|file` (multipart part `media`) → media_id (valid 3
-    /// days, shared by the corp's apps). The file name is what users see.
-    pub async fn upload_media(
-        &self,
-        media_type: &str,
-        file_name: &str,
-        data: Bytes,
-    ) -> Result<String, ConnectorError> {
-        let max = media_limit(media_type).ok_or_else(|| {
-            ConnectorError::permanent(VENDOR, format!("media type {media_type:?} is not allowed"))
+    /// `media/upload?type=KIND` (image, voice, video or file; multipart part `media`) → media_id
+    /// (valid 3 days, shared by the corp's apps). The file `name` is what users see.
+    pub async fn upload_media(&self, kind: &str, name: &str, data: Bytes) -> Fallible<String> {
+        let max = media_limit(kind).ok_or_else(|| {
+            ConnectorError::permanent(VENDOR, format!("media type {kind:?} is not allowed"))
         })?;
         if data.len() < MIN_FILE_BYTES || data.len() > max {
             return Err(ConnectorError::permanent(
                 VENDOR,
                 format!(
-                    "{media_type} of {} bytes is outside {MIN_FILE_BYTES}..={max} bytes",
+                    "{kind} of {} bytes is outside {MIN_FILE_BYTES}..={max} bytes",
                     data.len()
                 ),
             ));
         }
         let call = ApiCall::post("media/upload", "media", self.wire.cfg.limits.media)
-            .query("type", media_type)
+            .query("type", kind)
             .file(FilePart {
                 name: "media",
-                file_name: file_name.to_string(),
+                file_name: name.to_string(),
                 data,
             });
         reply_key(VENDOR, "media/upload", &self.call(&call).await?, "media_id")

@@ -439,11 +439,7 @@ async fn old_token(State(app): AppState, Query(q): Query<HashMap<String, String>
 async fn new_token(State(app): AppState, body: axum::body::Bytes) -> Response {
     app.core.count_call("POST /v1.0/oauth2/accessToken");
     let m = or_reply!(new_body(&body));
-    let key = m.get("appKey").and_then(Value::as_str).unwrap_or_default();
-    let secret = m
-        .get("appSecret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let [key, secret] = credentials(&m, ["appKey", "appSecret"]);
     match app.issue_token(key, secret) {
         Some((t, exp)) => Json(json!({"accessToken": t, "expireIn": exp})).into_response(),
         None => new_err(

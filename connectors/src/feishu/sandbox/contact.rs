@@ -111,18 +111,19 @@ async fn children(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> 
     // The whole (recursive) list is walked for every page (keys only: cheap); only the page is
     // rendered.
     let keys = org.children(&key, qbool(&q, "fetch_child"));
-    Ok(ok(page_by(
-        keys.len(),
-        &q,
-        (10, 50),
-        (40011, 40012),
-        |s, e| {
-            keys[s..e]
-                .iter()
-                .map(|k| org.render_dept(k, &u, &d))
-                .collect()
-        },
-    )?))
+    let render = |s: usize, e: usize| keys[s..e].iter().map(|k| org.render_dept(k, &u, &d));
+    let page = contact_page(keys.len(), &q, |s, e| render(s, e).collect())?;
+    Ok(ok(page))
+}
+
+/// A page of a contact listing: 10 records by default, at most 50 (40011 for a bad page size,
+/// 40012 for a bad page token).
+fn contact_page(
+    total: usize,
+    q: &HashMap<String, String>,
+    render: impl FnOnce(usize, usize) -> Vec<Value>,
+) -> Result<Value, Response> {
+    page_by(total, q, (10, 50), (40011, 40012), render)
 }
 
 async fn get_dept(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {
@@ -232,18 +233,11 @@ async fn find_by_department(State(app): AppState, Query(q): Q) -> R {
     })?;
     let org = lock(&app.org);
     let key = dept_key(&org, id, &d)?;
-    Ok(ok(page_by(
-        org.member_count(&key),
-        &q,
-        (10, 50),
-        (40011, 40012),
-        |s, e| {
-            org.members_range(&key, s, e)
-                .iter()
-                .map(|k| org.render_user(k, &d))
-                .collect()
-        },
-    )?))
+    let render = |s, e| -> Vec<Value> {
+        let members = org.members_range(&key, s, e);
+        members.iter().map(|k| org.render_user(k, &d)).collect()
+    };
+    Ok(ok(contact_page(org.member_count(&key), &q, render)?))
 }
 
 async fn get_user(State(app): AppState, Path(id): Path<String>, Query(q): Q) -> R {

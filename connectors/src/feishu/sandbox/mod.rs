@@ -386,11 +386,7 @@ fn invalid_token() -> Response {
 /// Issues (or re-issues) a tenant token. The Python SDK posts without Content-Type.
 fn issue_token(app: &App, body: &[u8]) -> Result<(String, u64), Response> {
     let m = json_body(body)?;
-    let id = m.get("app_id").and_then(Value::as_str).unwrap_or_default();
-    let secret = m
-        .get("app_secret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let [id, secret] = credentials(&m, ["app_id", "app_secret"]);
     if id.is_empty() || secret.is_empty() {
         return Err(fs_err(StatusCode::BAD_REQUEST, 10003, "invalid param"));
     }

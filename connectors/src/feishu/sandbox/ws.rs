@@ -22,11 +22,7 @@ pub(super) fn routes() -> Router<Arc<App>> {
 async fn endpoint(State(app): AppState, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     app.core.count_call("POST /callback/ws/endpoint");
     let m = or_reply!(json_body(&body));
-    let id = m.get("AppID").and_then(Value::as_str).unwrap_or_default();
-    let secret = m
-        .get("AppSecret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let [id, secret] = credentials(&m, ["AppID", "AppSecret"]);
     use secrecy::ExposeSecret;
     if id != app.opts.app_id
         || !crate::crypto::ct_eq(

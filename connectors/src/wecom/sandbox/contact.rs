@@ -9,24 +9,6 @@ use crate::wecom::contact::as_int;
 type Q = Query<HashMap<String, String>>;
 type R = Result<Response, Response>;
 
-pub(super) fn routes() -> Router<std::sync::Arc<App>> {
-    Router::new()
-        .route("/cgi-bin/department/list", get(dept_list))
-        .route("/cgi-bin/department/simplelist", get(dept_simplelist))
-        .route("/cgi-bin/department/get", get(dept_get))
-        .route("/cgi-bin/department/create", post(dept_create))
-        .route("/cgi-bin/department/update", post(dept_update))
-        .route("/cgi-bin/department/delete", get(dept_delete))
-        .route("/cgi-bin/user/get", get(user_get))
-        .route("/cgi-bin/user/simplelist", get(user_simplelist))
-        .route("/cgi-bin/user/list", get(user_list))
-        .route("/cgi-bin/user/list_id", post(user_list_id))
-        .route("/cgi-bin/user/create", post(user_create))
-        .route("/cgi-bin/user/update", post(user_update))
-        .route("/cgi-bin/user/delete", get(user_delete))
-        .route("/cgi-bin/user/batchdelete", post(user_batchdelete))
-}
-
 fn restricted(app: &App) -> Result<(), Response> {
     if app.opts.restrict_reads {
         return Err(wc_err(
@@ -69,7 +51,7 @@ fn user_key(org: &Org, id: &str) -> Result<String, Response> {
         .ok_or_else(|| wc_err(60111, "userid not found"))
 }
 
-async fn dept_list(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn dept_list(State(app): AppState, Query(q): Q) -> R {
     restricted(&app)?;
     let keys = subtree(&app, &q)?;
     let org = lock(&app.org);
@@ -77,7 +59,7 @@ async fn dept_list(State(app): AppState, Query(q): Q) -> R {
     Ok(ok(json!({ "department": list })))
 }
 
-async fn dept_simplelist(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn dept_simplelist(State(app): AppState, Query(q): Q) -> R {
     let keys = subtree(&app, &q)?;
     let org = lock(&app.org);
     let list: Vec<Value> = keys
@@ -90,7 +72,7 @@ async fn dept_simplelist(State(app): AppState, Query(q): Q) -> R {
     Ok(ok(json!({ "department_id": list })))
 }
 
-async fn dept_get(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn dept_get(State(app): AppState, Query(q): Q) -> R {
     restricted(&app)?;
     let id = qint(&q, "id")?.ok_or_else(|| wc_err(60123, "invalid party id"))?;
     let org = lock(&app.org);
@@ -98,7 +80,7 @@ async fn dept_get(State(app): AppState, Query(q): Q) -> R {
     Ok(ok(json!({ "department": org.render_dept(&key) })))
 }
 
-async fn dept_create(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn dept_create(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     if b.get("name").and_then(Value::as_str).is_none() {
         return Err(wc_err(60001, "department name length invalid"));
@@ -128,7 +110,7 @@ async fn dept_create(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok_msg("created", json!({ "id": id })))
 }
 
-async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let id = b
         .get("id")
@@ -143,7 +125,7 @@ async fn dept_update(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok_msg("updated", json!({})))
 }
 
-async fn dept_delete(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn dept_delete(State(app): AppState, Query(q): Q) -> R {
     let id = qint(&q, "id")?.ok_or_else(|| wc_err(60123, "invalid party id"))?;
     app.change(|org| {
         let key = dept_key(org, id)?;
@@ -152,7 +134,7 @@ async fn dept_delete(State(app): AppState, Query(q): Q) -> R {
     Ok(ok_msg("deleted", json!({})))
 }
 
-async fn user_get(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn user_get(State(app): AppState, Query(q): Q) -> R {
     restricted(&app)?;
     let id = q
         .get("userid")
@@ -189,14 +171,14 @@ fn dept_members(app: &App, q: &HashMap<String, String>) -> Result<Vec<String>, R
     Ok(out)
 }
 
-async fn user_simplelist(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn user_simplelist(State(app): AppState, Query(q): Q) -> R {
     user_rows(&app, &q, false, |u| {
         json!({"userid": u["userid"], "name": u["name"], "department": u["department"],
             "open_userid": u["open_userid"]})
     })
 }
 
-async fn user_list(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn user_list(State(app): AppState, Query(q): Q) -> R {
     user_rows(&app, &q, app.opts.trim_private_fields, |u| u)
 }
 
@@ -234,7 +216,7 @@ fn offset_of(corp: &str, cursor: &str) -> Option<usize> {
     usize::try_from(off).ok()
 }
 
-async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn user_list_id(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let limit = match b.get("limit") {
         None => 10_000,
@@ -292,7 +274,7 @@ fn body_userid(b: &Map<String, Value>) -> Result<String, Response> {
         .ok_or_else(|| wc_err(41009, "missing userid"))
 }
 
-async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let userid = body_userid(&b)?;
     if b.get("name")
@@ -315,7 +297,7 @@ async fn user_create(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok_msg("created", json!({})))
 }
 
-async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let userid = body_userid(&b)?;
     app.change(|org| {
@@ -336,7 +318,7 @@ async fn user_update(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok_msg("updated", json!({})))
 }
 
-async fn user_delete(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn user_delete(State(app): AppState, Query(q): Q) -> R {
     let id = q
         .get("userid")
         .filter(|s| !s.is_empty())
@@ -348,7 +330,7 @@ async fn user_delete(State(app): AppState, Query(q): Q) -> R {
     Ok(ok_msg("deleted", json!({})))
 }
 
-async fn user_batchdelete(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn user_batchdelete(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let ids: Vec<String> = str_list(b.get("useridlist"));
     if ids.is_empty() || ids.len() > 200 {

@@ -6,7 +6,7 @@
 use crate::sandbox::prelude::*;
 use std::collections::BTreeSet;
 
-use axum::extract::{DefaultBodyLimit, Multipart};
+use axum::extract::Multipart;
 
 use bytes::Bytes;
 
@@ -18,7 +18,7 @@ use crate::wecom::message::{MIN_FILE_BYTES, MSG_TYPES, check_payload, media_limi
 type Q = Query<HashMap<String, String>>;
 type R = Result<Response, Response>;
 
-const UPLOAD_BODY_LIMIT: usize = 21 * 1024 * 1024;
+pub(super) const UPLOAD_BODY_LIMIT: usize = 21 * 1024 * 1024;
 
 #[derive(Default)]
 pub(crate) struct MsgState {
@@ -28,21 +28,6 @@ pub(crate) struct MsgState {
     sent: HashMap<String, Value>,
     media: HashMap<String, (String, String, Bytes)>,
     chats: HashMap<String, Value>,
-}
-
-pub(super) fn routes() -> Router<std::sync::Arc<App>> {
-    Router::new()
-        .route("/cgi-bin/message/send", post(send))
-        .route("/cgi-bin/message/recall", post(recall))
-        .route("/cgi-bin/appchat/create", post(appchat_create))
-        .route("/cgi-bin/appchat/get", get(appchat_get))
-        .route("/cgi-bin/appchat/update", post(appchat_update))
-        .route("/cgi-bin/appchat/send", post(appchat_send))
-        .route(
-            "/cgi-bin/media/upload",
-            post(upload).layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)),
-        )
-        .route("/cgi-bin/media/get", get(media_get))
 }
 
 /// Group robots take no access token.
@@ -82,7 +67,7 @@ fn check_message(app: &App, b: &Map<String, Value>) -> Result<(String, Value), R
     Ok((msgtype, payload))
 }
 
-async fn send(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn send(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let agent = b.get("agentid").and_then(crate::wecom::contact::as_int);
     if agent != Some(app.opts.agent_id) {
@@ -207,7 +192,7 @@ async fn send(State(app): AppState, body: axum::body::Bytes) -> R {
     })))
 }
 
-async fn recall(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn recall(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let id = b.get("msgid").and_then(Value::as_str).unwrap_or_default();
     let mut st = lock(&app.msg);
@@ -241,7 +226,7 @@ fn valid_chatid(c: &str) -> bool {
     !c.is_empty() && c.len() <= 32 && c.chars().all(|ch| ch.is_ascii_alphanumeric())
 }
 
-async fn appchat_create(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn appchat_create(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let users = split(b.get("userlist"));
     if !(2..=500).contains(&users.len()) {
@@ -272,7 +257,7 @@ async fn appchat_create(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({ "chatid": chatid })))
 }
 
-async fn appchat_get(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn appchat_get(State(app): AppState, Query(q): Q) -> R {
     let id = q.get("chatid").map(String::as_str).unwrap_or_default();
     let st = lock(&app.msg);
     let c = st
@@ -282,7 +267,7 @@ async fn appchat_get(State(app): AppState, Query(q): Q) -> R {
     Ok(ok(json!({ "chat_info": c })))
 }
 
-async fn appchat_update(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn appchat_update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let id = b.get("chatid").and_then(Value::as_str).unwrap_or_default();
     let add = split(b.get("add_user_list"));
@@ -313,7 +298,7 @@ async fn appchat_update(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({})))
 }
 
-async fn appchat_send(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn appchat_send(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let id = b.get("chatid").and_then(Value::as_str).unwrap_or_default();
     let members = lock(&app.msg)
@@ -331,7 +316,7 @@ async fn appchat_send(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({})))
 }
 
-async fn upload(State(app): AppState, Query(q): Q, mut mp: Multipart) -> R {
+pub(super) async fn upload(State(app): AppState, Query(q): Q, mut mp: Multipart) -> R {
     let t = q
         .get("type")
         .map(String::as_str)
@@ -373,7 +358,7 @@ async fn upload(State(app): AppState, Query(q): Q, mut mp: Multipart) -> R {
     ))
 }
 
-async fn media_get(State(app): AppState, Query(q): Q) -> R {
+pub(super) async fn media_get(State(app): AppState, Query(q): Q) -> R {
     let id = q.get("media_id").map(String::as_str).unwrap_or_default();
     let (_, name, data) = lock(&app.msg)
         .media

@@ -137,10 +137,7 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
         };
         let org = Org::new(&opts.org);
         let app = Arc::new(App::new(opts, core.clone(), org, own));
-        let api = Router::new()
-            .merge(contact::routes())
-            .merge(message::routes())
-            .merge(schedule::routes())
+        let api = api_routes()
             .route_layer(axum::middleware::from_fn_with_state(app.clone(), gate))
             .route("/cgi-bin/gettoken", get(gettoken))
             .merge(message::robot_routes())
@@ -150,6 +147,48 @@ impl crate::sandbox::VendorSandbox for SandboxOptions {
             .merge(admin_router(core, Arc::new(AdminHandle(app))))
             .fallback(|| async { wc_err(404, "invalid url") }))
     }
+}
+
+/// The API routes the fault gate guards: the contact, message and schedule areas.
+fn api_routes() -> Router<Arc<App>> {
+    Router::new()
+        // contact.rs
+        .route("/cgi-bin/department/list", get(contact::dept_list))
+        .route(
+            "/cgi-bin/department/simplelist",
+            get(contact::dept_simplelist),
+        )
+        .route("/cgi-bin/department/get", get(contact::dept_get))
+        .route("/cgi-bin/department/create", post(contact::dept_create))
+        .route("/cgi-bin/department/update", post(contact::dept_update))
+        .route("/cgi-bin/department/delete", get(contact::dept_delete))
+        .route("/cgi-bin/user/get", get(contact::user_get))
+        .route("/cgi-bin/user/simplelist", get(contact::user_simplelist))
+        .route("/cgi-bin/user/list", get(contact::user_list))
+        .route("/cgi-bin/user/list_id", post(contact::user_list_id))
+        .route("/cgi-bin/user/create", post(contact::user_create))
+        .route("/cgi-bin/user/update", post(contact::user_update))
+        .route("/cgi-bin/user/delete", get(contact::user_delete))
+        .route("/cgi-bin/user/batchdelete", post(contact::user_batchdelete))
+        // message.rs
+        .route("/cgi-bin/message/send", post(message::send))
+        .route("/cgi-bin/message/recall", post(message::recall))
+        .route("/cgi-bin/appchat/create", post(message::appchat_create))
+        .route("/cgi-bin/appchat/get", get(message::appchat_get))
+        .route("/cgi-bin/appchat/update", post(message::appchat_update))
+        .route("/cgi-bin/appchat/send", post(message::appchat_send))
+        .route(
+            "/cgi-bin/media/upload",
+            post(message::upload).layer(axum::extract::DefaultBodyLimit::max(
+                message::UPLOAD_BODY_LIMIT,
+            )),
+        )
+        .route("/cgi-bin/media/get", get(message::media_get))
+        // schedule.rs
+        .route("/cgi-bin/oa/schedule/add", post(schedule::add))
+        .route("/cgi-bin/oa/schedule/update", post(schedule::update))
+        .route("/cgi-bin/oa/schedule/get", post(schedule::get_list))
+        .route("/cgi-bin/oa/schedule/del", post(schedule::del))
 }
 
 /// Runs the sandbox on `listener` until `shutdown` resolves; the sandbox as a router.

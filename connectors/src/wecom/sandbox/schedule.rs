@@ -19,14 +19,6 @@ pub(crate) struct ScheduleState {
     created: Vec<i64>,
 }
 
-pub(super) fn routes() -> Router<std::sync::Arc<App>> {
-    Router::new()
-        .route("/cgi-bin/oa/schedule/add", post(add))
-        .route("/cgi-bin/oa/schedule/update", post(update))
-        .route("/cgi-bin/oa/schedule/get", post(get_list))
-        .route("/cgi-bin/oa/schedule/del", post(del))
-}
-
 const WRITABLE: &[&str] = &[
     "organizer",
     "start_time",
@@ -92,7 +84,7 @@ fn schedule_of(b: &Map<String, Value>) -> Result<&Map<String, Value>, Response> 
         .ok_or_else(|| wc_err(40058, "schedule is required"))
 }
 
-async fn add(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn add(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let s = schedule_of(&b)?;
     if s.get("start_time").and_then(Value::as_i64).is_none()
@@ -126,7 +118,7 @@ async fn add(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({ "schedule_id": rec["schedule_id"] })))
 }
 
-async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let s = schedule_of(&b)?;
     let id = str_or_empty(s.get("schedule_id"));
@@ -165,7 +157,7 @@ async fn update(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({})))
 }
 
-async fn get_list(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn get_list(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let ids: Vec<String> = str_list(b.get("schedule_id_list"));
     if ids.is_empty() || ids.len() > 1000 {
@@ -182,7 +174,7 @@ async fn get_list(State(app): AppState, body: axum::body::Bytes) -> R {
     Ok(ok(json!({ "schedule_list": list })))
 }
 
-async fn del(State(app): AppState, body: axum::body::Bytes) -> R {
+pub(super) async fn del(State(app): AppState, body: axum::body::Bytes) -> R {
     let b = json_body(&body)?;
     let id = b
         .get("schedule_id")
