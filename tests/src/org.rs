@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use huitong_connectors::fixture::OrgFixture;
-use huitong_connectors::sandbox::{Running, VendorSandbox};
+use huitong_connectors::sandbox::{FaultSpec, Running, VendorSandbox};
 use serde_json::{Value, json};
 
 /// A fixture of `tests/fixtures` (small-org.json, medium-org.json).
@@ -34,6 +34,50 @@ pub async fn sandbox<S: VendorSandbox>(opts: S) -> Running {
     Running::start(opts)
         .await
         .unwrap_or_else(|e| panic!("the {} sandbox did not start: {e}", S::VENDOR))
+}
+
+/// The Feishu app the org-sync tests call `hq` (`cli_hq`, secret `hq-secret`), seeded with
+/// `org`, its built-in limits off, injecting `faults`.
+pub async fn feishu_hq(org: OrgFixture, faults: FaultSpec) -> Running {
+    let mut o =
+        huitong_connectors::feishu::sandbox::SandboxOptions::new(org, "cli_hq", "hq-secret");
+    o.rate_limits = false;
+    o.faults = faults;
+    sandbox(o).await
+}
+
+/// A WeCom corp (`corp_id`, secret `factory-secret`, agent 1000002) seeded with `org`,
+/// injecting `faults`.
+pub async fn wecom_corp(org: OrgFixture, corp_id: &str, faults: FaultSpec) -> Running {
+    let mut o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
+        org,
+        corp_id,
+        "factory-secret",
+        1000002,
+    );
+    o.faults = faults;
+    sandbox(o).await
+}
+
+/// The secrets of [`hq_to_factory`]'s connectors.
+pub const HQ_FACTORY_SECRETS: &[(&str, &str)] = &[
+    ("HQ_SECRET", "hq-secret"),
+    ("FACTORY_SECRET", "factory-secret"),
+];
+
+/// `dir/huitong.toml`: a SQLite store in `dir`, the Feishu `hq` at `feishu`, the WeCom
+/// `factory` (`wwfactory`) at `wecom`, the route `org` from one to the other, then `extra`.
+pub fn hq_to_factory(dir: &Path, feishu: &str, wecom: &str, extra: &str) -> PathBuf {
+    let file = dir.join("huitong.toml");
+    let text = format!(
+        "[database]\nurl = \"sqlite://{db}\"\n\n[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\n\
+         app_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\n[connectors.factory]\nkind = \"wecom\"\n\
+         corp_id = \"wwfactory\"\nagent_id = 1000002\ncorp_secret_env = \"FACTORY_SECRET\"\n\
+         base_url = \"{wecom}\"\n\n[routes.org]\nsource = \"hq\"\ntargets = [\"factory\"]\n{extra}",
+        db = dir.join("huitong.db").display(),
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    file
 }
 
 /// GET `url` as JSON (a sandbox's `/_sandbox/*`).

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use huitong::config::Config;
 use huitong::store::{self, Store};
 use huitong::sync::{self, Action, RouteContext};
+use huitong_connectors::sandbox::FaultSpec;
 use huitong_tests::org::{
-    Delivering, delivering, empty_org, fixture, get, load_config, sandbox, temp_dir, within,
+    Delivering, HQ_FACTORY_SECRETS, delivering, empty_org, feishu_hq, fixture, get, hq_to_factory,
+    load_config, temp_dir, wecom_corp, within,
 };
 use serde_json::Value;
 
@@ -48,49 +50,6 @@ fn admin_mapping(accountant: &str, also: &str) -> String {
     edited
 }
 
-fn write_config(dir: &Path, feishu: &str, wecom: &str, mapping: &Path) -> std::path::PathBuf {
-    let file = dir.join("huitong.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-
-[connectors.hq]
-kind = "feishu"
-app_id = "cli_hq"
-app_secret_env = "HQ_SECRET"
-base_url = "{feishu}"
-
-[connectors.factory]
-kind = "wecom"
-corp_id = "wwfactory"
-agent_id = 1000002
-corp_secret_env = "FACTORY_SECRET"
-base_url = "{wecom}"
-
-[connectors.factory.mappings]
-person = "{mapping}"
-department = "wecom-department"
-
-[routes.org]
-source = "hq"
-targets = ["factory"]
-"#,
-            db = dir.join("huitong.db").display(),
-            mapping = mapping.display(),
-        ),
-    )
-    .unwrap();
-    file
-}
-
-const SECRETS: &[(&str, &str)] = &[
-    ("HQ_SECRET", "hq-secret"),
-    ("FACTORY_SECRET", "factory-secret"),
-];
-
 fn users_by_employee_no(org: &Value) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = org["users"]
         .as_array()
@@ -122,26 +81,19 @@ async fn store_arc(config: &Config) -> Arc<dyn Store> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_uses_the_admins_mapping_settles_and_reloads_an_edited_file() {
-    let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
-        fixture("small-org.json"),
-        "cli_hq",
-        "hq-secret",
-    );
-    o.rate_limits = false;
-    let feishu = sandbox(o).await;
-    let wecom = sandbox(huitong_connectors::wecom::sandbox::SandboxOptions::new(
-        empty_org("工厂"),
-        "wwfactory",
-        "factory-secret",
-        1000002,
-    ))
-    .await;
+    let feishu = feishu_hq(fixture("small-org.json"), FaultSpec::none()).await;
+    let wecom = wecom_corp(empty_org("工厂"), "wwfactory", FaultSpec::none()).await;
     let dir = temp_dir("huitong-admin-mapping");
     let mapping = dir.join("acme-wecom-person.yaml");
     std::fs::write(&mapping, admin_mapping("Accountant", "")).unwrap();
+    // The factory's person mapping is the admin's file; its departments name a shipped one.
+    let own = format!(
+        "\n[connectors.factory.mappings]\nperson = \"{}\"\ndepartment = \"wecom-department\"\n",
+        mapping.display()
+    );
     let config = load_config(
-        write_config(&dir, &feishu.base, &wecom.base, &mapping),
-        SECRETS,
+        hq_to_factory(&dir, &feishu.base, &wecom.base, &own),
+        HQ_FACTORY_SECRETS,
     );
     let store = store_arc(&config).await;
     let ctx = RouteContext::new(&config, "org").unwrap();
@@ -231,7 +183,7 @@ async fn a_route_uses_the_admins_mapping_settles_and_reloads_an_edited_file() {
     // And `config check`'s loader refuses the broken file, naming it.
     let err = huitong::config::load(&huitong::config::Sources {
         file: Some(dir.join("huitong.toml")),
-        env: SECRETS
+        env: HQ_FACTORY_SECRETS
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),

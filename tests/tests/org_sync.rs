@@ -14,8 +14,8 @@ use huitong::sync::{self, Action, RouteContext};
 use huitong_connectors::fixture::OrgFixture;
 use huitong_connectors::sandbox::{FaultSpec, Running};
 use huitong_tests::org::{
-    Delivering, calls_where, console, delivering, delivering_on, empty_org, fixture, get, sandbox,
-    temp_dir,
+    Delivering, calls_where, console, delivering, delivering_on, empty_org, feishu_hq, fixture,
+    get, sandbox, temp_dir, wecom_corp,
 };
 use huitong_tests::service_url;
 use reqwest::Method;
@@ -41,11 +41,7 @@ async fn sandboxes_with(
     wecom: OrgFixture,
     faults: FaultSpec,
 ) -> Sandboxes {
-    let mut o =
-        huitong_connectors::feishu::sandbox::SandboxOptions::new(source, "cli_hq", "hq-secret");
-    o.rate_limits = false;
-    o.faults = faults.clone();
-    let feishu = sandbox(o).await;
+    let feishu = feishu_hq(source, faults.clone()).await;
     let mut o = huitong_connectors::dingtalk::sandbox::SandboxOptions::new(
         dingtalk,
         "dingsub",
@@ -53,14 +49,7 @@ async fn sandboxes_with(
     );
     o.faults = faults.clone();
     let dingtalk = sandbox(o).await;
-    let mut o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
-        wecom,
-        "wwfactory",
-        "factory-secret",
-        1000002,
-    );
-    o.faults = faults;
-    let wecom = sandbox(o).await;
+    let wecom = wecom_corp(wecom, "wwfactory", faults).await;
     Sandboxes {
         feishu: feishu.base.clone(),
         dingtalk: dingtalk.base.clone(),
@@ -1679,13 +1668,7 @@ async fn leaders_set_by_their_own_people_need_no_second_write_of_the_department(
     )
     .await;
     // A second WeCom corp, empty.
-    let plant_sandbox = sandbox(huitong_connectors::wecom::sandbox::SandboxOptions::new(
-        empty_org("二厂"),
-        "wwplant",
-        "factory-secret",
-        1000002,
-    ))
-    .await;
+    let plant_sandbox = wecom_corp(empty_org("二厂"), "wwplant", FaultSpec::none()).await;
     let plant = plant_sandbox.base.clone();
     let dir = temp_dir("huitong-sync");
     let c = config(

@@ -310,6 +310,52 @@ impl Queue for TestQueue {
     }
 }
 
+/// A started hub whose queue is wrapped in a [`TestQueue`] (the first `fail` publishes fail;
+/// publishes wait while the gate is closed), its ingress messages collected, served on a free
+/// port until `stop` changes.
+struct Served {
+    queue: Arc<TestQueue>,
+    messages: mpsc::UnboundedReceiver<Envelope>,
+    consumer: ConsumerHandle,
+    base: String,
+    served: tokio::task::JoinHandle<Result<(), huitong::app::AppError>>,
+}
+
+async fn serve_with_test_queue(
+    mut app: App,
+    fail: usize,
+    gate_open: bool,
+    stop: watch::Receiver<bool>,
+) -> Served {
+    let queue = Arc::new(TestQueue {
+        inner: app.queue.clone(),
+        fail: AtomicUsize::new(fail),
+        gate: Arc::new(Semaphore::new(if gate_open {
+            Semaphore::MAX_PERMITS
+        } else {
+            0
+        })),
+        publishes: AtomicUsize::new(0),
+    });
+    app.queue = queue.clone();
+    let (tx, messages) = mpsc::unbounded_channel();
+    let consumer = app
+        .queue
+        .consume(INGRESS, Arc::new(Collect(tx)), ConsumeOptions::default())
+        .await
+        .unwrap();
+    let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", hub.local_addr().unwrap());
+    let served = tokio::spawn(app.serve(hub, until(stop)));
+    Served {
+        queue,
+        messages,
+        consumer,
+        base,
+        served,
+    }
+}
+
 /// A hub whose only connector is a DingTalk app in Stream mode, its ingress messages collected.
 struct StreamHub {
     connector: &'static str,
@@ -334,27 +380,14 @@ impl StreamHub {
             ),
             &[("SUB", "dt-secret")],
         );
-        let mut app = App::start(config).await.unwrap();
-        let queue = Arc::new(TestQueue {
-            inner: app.queue.clone(),
-            fail: AtomicUsize::new(fail_publishes),
-            gate: Arc::new(Semaphore::new(if gate_open {
-                Semaphore::MAX_PERMITS
-            } else {
-                0
-            })),
-            publishes: AtomicUsize::new(0),
-        });
-        app.queue = queue.clone();
-        let (tx, messages) = mpsc::unbounded_channel();
-        let consumer = app
-            .queue
-            .consume(INGRESS, Arc::new(Collect(tx)), ConsumeOptions::default())
-            .await
-            .unwrap();
-        let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", hub.local_addr().unwrap());
-        let served = tokio::spawn(app.serve(hub, until(rx)));
+        let app = App::start(config).await.unwrap();
+        let Served {
+            queue,
+            messages,
+            consumer,
+            base,
+            served,
+        } = serve_with_test_queue(app, fail_publishes, gate_open, rx).await;
         StreamHub {
             connector,
             base,
@@ -508,23 +541,14 @@ async fn a_failed_publish_is_answered_with_code_500_over_feishus_long_connection
         ),
         &[("HQ", "fs-secret")],
     );
-    let mut app = App::start(config).await.unwrap();
-    let queue = Arc::new(TestQueue {
-        inner: app.queue.clone(),
-        fail: AtomicUsize::new(1),
-        gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-        publishes: AtomicUsize::new(0),
-    });
-    app.queue = queue.clone();
-    let (tx, mut messages) = mpsc::unbounded_channel();
-    let _consumer = app
-        .queue
-        .consume(INGRESS, Arc::new(Collect(tx)), ConsumeOptions::default())
-        .await
-        .unwrap();
-    let hub = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", hub.local_addr().unwrap());
-    let served = tokio::spawn(app.serve(hub, until(rx)));
+    let app = App::start(config).await.unwrap();
+    let Served {
+        queue,
+        mut messages,
+        consumer: _consumer,
+        base,
+        served,
+    } = serve_with_test_queue(app, 1, true, rx).await;
     within(10, "the hub opens the long connection", async || {
         calls(&feishu, "WS connect").await >= 1
     })

@@ -3,13 +3,15 @@
 //! operator can tie a vendor's error to the run that met it.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use huitong::store;
 use huitong::sync::{self, RouteContext};
 use huitong_connectors::sandbox::FaultSpec;
-use huitong_tests::org::{delivering, empty_org, fixture, load_config, sandbox, temp_dir};
+use huitong_tests::org::{
+    HQ_FACTORY_SECRETS, delivering, empty_org, feishu_hq, fixture, hq_to_factory, load_config,
+    temp_dir, wecom_corp,
+};
 use serde_json::Value;
 
 /// The log lines written, one JSON object each.
@@ -28,22 +30,6 @@ impl Write for Capture {
     }
 }
 
-fn write_config(dir: &Path, feishu: &str, wecom: &str) -> std::path::PathBuf {
-    let file = dir.join("huitong.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[database]\nurl = \"sqlite://{db}\"\n\n[connectors.hq]\nkind = \"feishu\"\napp_id = \"cli_hq\"\n\
-             app_secret_env = \"HQ_SECRET\"\nbase_url = \"{feishu}\"\n\n[connectors.factory]\nkind = \"wecom\"\n\
-             corp_id = \"wwfactory\"\nagent_id = 1000002\ncorp_secret_env = \"FACTORY_SECRET\"\nbase_url = \"{wecom}\"\n\n\
-             [routes.org]\nsource = \"hq\"\ntargets = [\"factory\"]\n",
-            db = dir.join("huitong.db").display(),
-        ),
-    )
-    .unwrap();
-    file
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendor_call_during_a_step_logs_with_its_route_run_and_trace() {
     let capture = Capture::default();
@@ -56,29 +42,14 @@ async fn a_vendor_call_during_a_step_logs_with_its_route_run_and_trace() {
         .with_writer(move || writer.clone())
         .init();
 
-    let mut o = huitong_connectors::feishu::sandbox::SandboxOptions::new(
-        fixture("small-org.json"),
-        "cli_hq",
-        "hq-secret",
-    );
-    o.rate_limits = false;
-    let feishu = sandbox(o).await;
+    let feishu = feishu_hq(fixture("small-org.json"), FaultSpec::none()).await;
     // WeCom answers some writes with a 5xx: each failed call is logged, then retried.
-    let mut o = huitong_connectors::wecom::sandbox::SandboxOptions::new(
-        empty_org("工厂"),
-        "wwfactory",
-        "factory-secret",
-        1000002,
-    );
-    o.faults = FaultSpec::parse("5xx=20%,seed=11").unwrap();
-    let wecom = sandbox(o).await;
+    let faults = FaultSpec::parse("5xx=20%,seed=11").unwrap();
+    let wecom = wecom_corp(empty_org("工厂"), "wwfactory", faults).await;
     let dir = temp_dir("huitong-spans");
     let config = load_config(
-        write_config(&dir, &feishu.base, &wecom.base),
-        &[
-            ("HQ_SECRET", "hq-secret"),
-            ("FACTORY_SECRET", "factory-secret"),
-        ],
+        hq_to_factory(&dir, &feishu.base, &wecom.base, ""),
+        HQ_FACTORY_SECRETS,
     );
     let store = store::open(&config.database).await.unwrap();
     let ctx = RouteContext::new(&config, "org").unwrap();

@@ -513,35 +513,19 @@ impl Planner<'_, '_> {
     fn link(&mut self, entity: Entity, source: &Rec, target: &Rec) {
         self.link_index
             .insert((source.id().to_owned(), entity), self.steps.len());
-        self.steps.push(Step {
-            action: Action::Link,
-            entity,
-            canonical_id: source.id().to_owned(),
-            name: source.name(),
-            target_id: Some(target.external_id.clone()),
-            source_id: Some(source.external_id.clone()),
-            depth: 0,
-            link_first: true,
-            changes: BTreeMap::new(),
-            record: source.canonical.clone(),
-            expected: None,
-        });
+        let mut step = Step::from_source(Action::Link, entity, source, Some(target), 0);
+        step.link_first = true;
+        self.steps.push(step);
     }
 
     fn create(&mut self, entity: Entity, source: &Rec, depth: usize) {
-        self.steps.push(Step {
-            action: Action::Create,
+        self.steps.push(Step::from_source(
+            Action::Create,
             entity,
-            canonical_id: source.id().to_owned(),
-            name: source.name(),
-            target_id: None,
-            source_id: Some(source.external_id.clone()),
+            source,
+            None,
             depth,
-            link_first: false,
-            changes: BTreeMap::new(),
-            record: source.canonical.clone(),
-            expected: None,
-        });
+        ));
     }
 
     fn remove(
@@ -591,19 +575,11 @@ impl Planner<'_, '_> {
         if changes.is_empty() {
             return;
         }
-        self.steps.push(Step {
-            action,
-            entity,
-            canonical_id: source.id().to_owned(),
-            name: source.name(),
-            target_id: Some(target.external_id.clone()),
-            source_id: Some(source.external_id.clone()),
-            depth,
-            link_first: false,
-            changes,
-            record: owned_record(self.rules.route, entity, source, target),
-            expected,
-        });
+        let mut step = Step::from_source(action, entity, source, Some(target), depth);
+        step.changes = changes;
+        step.record = owned_record(self.rules.route, entity, source, target);
+        step.expected = expected;
+        self.steps.push(step);
     }
 }
 
@@ -761,6 +737,30 @@ pub fn plan_flat(
 }
 
 impl Step {
+    /// A step for a source record (paired with `target`, if it is): the source's record to
+    /// write, no changes yet.
+    fn from_source(
+        action: Action,
+        entity: Entity,
+        source: &Rec,
+        target: Option<&Rec>,
+        depth: usize,
+    ) -> Step {
+        Step {
+            action,
+            entity,
+            canonical_id: source.id().to_owned(),
+            name: source.name(),
+            target_id: target.map(|t| t.external_id.clone()),
+            source_id: Some(source.external_id.clone()),
+            depth,
+            link_first: false,
+            changes: BTreeMap::new(),
+            record: source.canonical.clone(),
+            expected: None,
+        }
+    }
+
     fn removal(
         action: Action,
         entity: Entity,

@@ -69,6 +69,11 @@ fn person(id: &str, name: &str, depts: &[&str], extra: Value) -> Rec {
     Rec::new(external, &v)
 }
 
+/// A person in the root department only.
+fn staff(id: &str, name: &str, extra: Value) -> Rec {
+    person(id, name, &["d-root"], extra)
+}
+
 /// A case: the source's records, the target's as read, and the rules.
 struct Case {
     departments: Vec<Rec>,
@@ -242,15 +247,15 @@ fn leavers_deleted_and_rehired_people_follow_the_deletion_policy() {
     let base = || {
         let mut c = Case::new().linked_root();
         c.people = vec![
-            person("p-left", "Left", &["d-root"], json!({"status": "disabled"})),
-            person("p-back", "Back", &["d-root"], json!({})), // rehired
+            staff("p-left", "Left", json!({"status": "disabled"})),
+            staff("p-back", "Back", json!({})), // rehired
         ];
         c.target_people = vec![
-            person("p-left", "Left", &["d-root"], json!({})),
-            person("p-back", "Back", &["d-root"], json!({"status": "disabled"})),
-            person("p-gone", "Gone", &["d-root"], json!({})), // deleted in the source
-            person("p-was", "Was", &["d-root"], json!({"status": "disabled"})), // gone and disabled
-            person("?person:x9", "Stranger", &["d-root"], json!({})), // not ours
+            staff("p-left", "Left", json!({})),
+            staff("p-back", "Back", json!({"status": "disabled"})),
+            staff("p-gone", "Gone", json!({})), // deleted in the source
+            staff("p-was", "Was", json!({"status": "disabled"})), // gone and disabled
+            staff("?person:x9", "Stranger", json!({})), // not ours
         ];
         c
     };
@@ -300,56 +305,25 @@ fn match_rules_link_unique_values_and_never_guess() {
     let mut c = Case::new().linked_root();
     c.people = vec![
         // One target person has this email: linked, and the diff rides on the link step.
-        person(
-            "p-1",
-            "Ann",
-            &["d-root"],
-            json!({"email": "Ann@x.cn", "title": "Lead"}),
-        ),
+        staff("p-1", "Ann", json!({"email": "Ann@x.cn", "title": "Lead"})),
         // Two target people have this email: ambiguous, neither linked nor created.
-        person("p-2", "Bo", &["d-root"], json!({"email": "bo@x.cn"})),
+        staff("p-2", "Bo", json!({"email": "bo@x.cn"})),
         // Two source people share a mobile the target holds: duplicate, neither paired.
-        person("p-3", "Cy", &["d-root"], json!({"mobile": "13800000003"})),
-        person("p-4", "Di", &["d-root"], json!({"mobile": "13800000003"})),
+        staff("p-3", "Cy", json!({"mobile": "13800000003"})),
+        staff("p-4", "Di", json!({"mobile": "13800000003"})),
         // No email match, but the mobile is the next rule.
-        person(
+        staff(
             "p-5",
             "Ed",
-            &["d-root"],
             json!({"email": "ed@x.cn", "mobile": "13800000005"}),
         ),
     ];
     c.target_people = vec![
-        person(
-            "?person:t1",
-            "Ann",
-            &["d-root"],
-            json!({"email": "ann@x.cn"}),
-        ),
-        person(
-            "?person:t2",
-            "Bo A",
-            &["d-root"],
-            json!({"email": "bo@x.cn"}),
-        ),
-        person(
-            "?person:t3",
-            "Bo B",
-            &["d-root"],
-            json!({"email": "BO@x.cn"}),
-        ),
-        person(
-            "?person:t4",
-            "Cy",
-            &["d-root"],
-            json!({"mobile": "13800000003"}),
-        ),
-        person(
-            "?person:t5",
-            "Ed",
-            &["d-root"],
-            json!({"mobile": "13800000005"}),
-        ),
+        staff("?person:t1", "Ann", json!({"email": "ann@x.cn"})),
+        staff("?person:t2", "Bo A", json!({"email": "bo@x.cn"})),
+        staff("?person:t3", "Bo B", json!({"email": "BO@x.cn"})),
+        staff("?person:t4", "Cy", json!({"mobile": "13800000003"})),
+        staff("?person:t5", "Ed", json!({"mobile": "13800000005"})),
     ];
     let (plan, resolver) = c.plan();
     let (steps, conflicts) = outline(&plan);
@@ -385,17 +359,11 @@ fn match_rules_link_unique_values_and_never_guess() {
 fn a_value_the_vendor_keeps_unique_is_a_conflict_not_a_refused_create() {
     let mut c = Case::new().linked_root();
     c.route.match_rules = vec![MatchRule::EmployeeNo];
-    c.people = vec![person(
-        "p-1",
-        "Ann",
-        &["d-root"],
-        json!({"mobile": "13800000001"}),
-    )];
+    c.people = vec![staff("p-1", "Ann", json!({"mobile": "13800000001"}))];
     // An unlinked target person holds the mobile (no rule matches on it).
-    c.target_people = vec![person(
+    c.target_people = vec![staff(
         "?person:t1",
         "Someone",
-        &["d-root"],
         json!({"mobile": "13800000001"}),
     )];
     let (plan, _) = c.plan();
@@ -409,23 +377,13 @@ fn references_to_records_the_target_will_not_hold_are_not_changes() {
     let mut c = Case::new().linked_root();
     c.people = vec![
         // Ann's manager is in conflict (ambiguous): the reference cannot be written.
-        person("p-1", "Ann", &["d-root"], json!({"manager": "p-2"})),
-        person("p-2", "Bo", &["d-root"], json!({"email": "bo@x.cn"})),
+        staff("p-1", "Ann", json!({"manager": "p-2"})),
+        staff("p-2", "Bo", json!({"email": "bo@x.cn"})),
     ];
     c.target_people = vec![
-        person("p-1", "Ann", &["d-root"], json!({})),
-        person(
-            "?person:t2",
-            "Bo A",
-            &["d-root"],
-            json!({"email": "bo@x.cn"}),
-        ),
-        person(
-            "?person:t3",
-            "Bo B",
-            &["d-root"],
-            json!({"email": "bo@x.cn"}),
-        ),
+        staff("p-1", "Ann", json!({})),
+        staff("?person:t2", "Bo A", json!({"email": "bo@x.cn"})),
+        staff("?person:t3", "Bo B", json!({"email": "bo@x.cn"})),
     ];
     let (plan, _) = c.plan();
     let (steps, conflicts) = outline(&plan);
@@ -519,18 +477,8 @@ fn fields_another_system_owns_are_neither_compared_nor_overwritten() {
     c.route
         .system_of_record
         .insert("person.title".into(), "sub".into());
-    c.people = vec![person(
-        "p-1",
-        "Ann Li",
-        &["d-root"],
-        json!({"title": "Source title"}),
-    )];
-    c.target_people = vec![person(
-        "p-1",
-        "Ann",
-        &["d-root"],
-        json!({"title": "HR title"}),
-    )];
+    c.people = vec![staff("p-1", "Ann Li", json!({"title": "Source title"}))];
+    c.target_people = vec![staff("p-1", "Ann", json!({"title": "HR title"}))];
     let (plan, _) = c.plan();
     let (steps, _) = outline(&plan);
     assert_eq!(steps, ["update p-1"]);
@@ -546,8 +494,8 @@ fn fields_another_system_owns_are_neither_compared_nor_overwritten() {
     c.route
         .system_of_record
         .insert("person".into(), "sub".into());
-    c.people = vec![person("p-new", "New", &["d-root"], json!({}))];
-    c.target_people = vec![person("p-old", "Old", &["d-root"], json!({}))];
+    c.people = vec![staff("p-new", "New", json!({}))];
+    c.target_people = vec![staff("p-old", "Old", json!({}))];
     assert!(c.plan().0.steps.is_empty());
 }
 
@@ -558,16 +506,11 @@ fn every_claimant_of_a_duplicate_is_blocked_even_when_one_was_reported_before() 
     let mut c = Case::new().linked_root();
     c.route.match_rules = vec![MatchRule::Email, MatchRule::Email];
     c.people = vec![
-        person("p-1", "A", &["d-root"], json!({"email": "x@x.cn"})),
-        person("p-2", "B", &["d-root"], json!({"email": "x@x.cn"})),
-        person("p-3", "C", &["d-root"], json!({"email": "x@x.cn"})),
+        staff("p-1", "A", json!({"email": "x@x.cn"})),
+        staff("p-2", "B", json!({"email": "x@x.cn"})),
+        staff("p-3", "C", json!({"email": "x@x.cn"})),
     ];
-    c.target_people = vec![person(
-        "?person:t1",
-        "X",
-        &["d-root"],
-        json!({"email": "x@x.cn"}),
-    )];
+    c.target_people = vec![staff("?person:t1", "X", json!({"email": "x@x.cn"}))];
     let (steps, conflicts) = outline(&c.plan().0);
     assert!(steps.is_empty(), "{steps:?}");
     assert_eq!(conflicts, ["duplicate_email [1,2,3]"]);
@@ -577,18 +520,15 @@ fn every_claimant_of_a_duplicate_is_blocked_even_when_one_was_reported_before() 
 fn records_that_failed_to_map_are_neither_created_again_nor_removed() {
     let mut c = Case::new().linked_root();
     c.people = vec![
-        person("p-1", "Ann", &["d-root"], json!({})),
-        person("p-2", "Bo", &["d-root"], json!({})),
+        staff("p-1", "Ann", json!({})),
+        staff("p-2", "Bo", json!({})),
     ];
     // The target's record of Ann did not map (an admin's table lacks its value): it is linked,
     // so Ann is not created a second time.
     c.target_unmapped = vec![(Entity::Person, "t1".into())];
     c.links = vec![(Entity::Person, "t1".into(), "p-1".into())];
     // Cy's source record did not map: Cy has not left, so Cy's target record stays.
-    c.target_people = vec![
-        person("p-2", "Bo", &["d-root"], json!({})),
-        person("p-3", "Cy", &["d-root"], json!({})),
-    ];
+    c.target_people = vec![staff("p-2", "Bo", json!({})), staff("p-3", "Cy", json!({}))];
     c.source_unmapped = ["p-3".to_owned()].into();
     let (plan, _) = c.plan();
     let (steps, _) = outline(&plan);
