@@ -10,6 +10,7 @@
 pub mod capability;
 pub mod client;
 pub mod crypto;
+pub mod declared;
 pub mod error;
 pub mod fixture;
 pub mod http;

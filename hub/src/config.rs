@@ -211,10 +211,17 @@ impl ConnectorConfig {
         &self,
         entity: crate::model::Entity,
     ) -> crate::sync::connect::MappingSource {
-        self.mappings
-            .get(&entity)
-            .cloned()
-            .unwrap_or_else(|| crate::sync::connect::MappingSource::shipped(self.kind, entity))
+        self.mappings.get(&entity).cloned().unwrap_or_else(|| {
+            // A connector without shipped mappings (an admin's own http definition) names
+            // the missing file in the error of the shipped lookup.
+            let system = self
+                .kind
+                .mapping_system(&self.vendor_settings())
+                .unwrap_or_else(|| {
+                    format!("{}-own-definition-of-{}", self.kind.as_str(), self.name)
+                });
+            crate::sync::connect::MappingSource::shipped(&system, entity)
+        })
     }
 
     /// Its settings as the vendor registry takes them.
@@ -998,6 +1005,7 @@ impl Reader<'_> {
                 .collect();
             let mut allowed: Vec<String> = vec!["kind".into(), "events".into(), "mappings".into()];
             allowed.extend(plain.iter().map(|(k, _)| (*k).to_owned()));
+            allowed.extend(kind.table_keys().iter().map(|k| (*k).to_owned()));
             for (k, _) in &secret {
                 allowed.push(format!("{k}_env"));
                 allowed.push(format!("{k}_file"));
@@ -1019,6 +1027,12 @@ impl Reader<'_> {
                 };
                 if let Some(v) = v {
                     settings.insert((*k).to_owned(), v);
+                }
+            }
+            // Tables and arrays (an http connector's `params`, `allow_hosts`), as JSON text.
+            for k in kind.table_keys() {
+                if let Some(v) = ct.get(*k) {
+                    settings.insert((*k).to_owned(), toml_to_json(v).to_string());
                 }
             }
             let mut secrets = BTreeMap::new();
@@ -1385,6 +1399,24 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     (!d.is_zero()).then_some(d)
+}
+
+/// A TOML value as JSON (dates as their text).
+fn toml_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Integer(i) => serde_json::Value::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Boolean(b) => serde_json::Value::Bool(*b),
+        Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
+        Value::Table(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ enum Command {
     Config(ConfigCommand),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Declarative (http) connectors: check a definition, list records of a configured one.
+    #[command(subcommand)]
+    Connector(cmd::connector::ConnectorCommand),
     /// Check, apply and preview field mappings (offline; no database needed).
     #[command(subcommand)]
     Mapping(cmd::mapping::MappingCommand),
@@ -235,6 +238,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mapping(command) => cmd::mapping::run(command),
+        Command::Connector(cmd::connector::ConnectorCommand::Check { definitions }) => {
+            Ok(cmd::connector::check(definitions))
+        }
+        Command::Connector(cmd::connector::ConnectorCommand::Try {
+            connector,
+            entity,
+            limit,
+        }) => {
+            let config = match load(&sources(&cli, None)) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            huitong::telemetry::init_logging(&config.log.level, config.log.format);
+            Ok(runtime()?.block_on(cmd::connector::try_list(config, connector, entity, *limit)))
+        }
         Command::Demo(args) => {
             let format = match cli.log_format {
                 Some(LogFormatArg::Json) => huitong::config::LogFormat::Json,

@@ -249,7 +249,7 @@ impl fmt::Debug for Expr {
 
 /// Checks an expression's size and nesting before jaq's lexer and parser (both recursive) see
 /// it, so that a huge or deeply nested expression is an error, not a stack overflow.
-fn check_source(src: &str, limits: &Limits) -> Result<(), CompileError> {
+pub(crate) fn check_source(src: &str, limits: &Limits) -> Result<(), CompileError> {
     if src.len() > limits.max_expr_bytes {
         return Err(CompileError(format!(
             "expression is {} bytes long; the limit is {} bytes",
@@ -407,7 +407,7 @@ fn region(
 }
 
 /// Reports a lexer or parser error the way jq users read them.
-fn syntax_error(src: &str) -> Option<CompileError> {
+pub(crate) fn syntax_error(src: &str) -> Option<CompileError> {
     let tokens = match lex::Lexer::new(src).lex() {
         Ok(t) => t,
         Err(errs) => {
@@ -564,7 +564,7 @@ fn leading_path(n: &Node) -> Option<String> {
 }
 
 /// Checks the domain built-ins' literal arguments at load time (unknown table, zone, region).
-fn check_names(t: &Term<&str>, tables: &Tables) -> Result<(), CompileError> {
+pub(crate) fn check_names(t: &Term<&str>, tables: &Tables) -> Result<(), CompileError> {
     let mut err = None;
     walk(t, &mut |t| {
         if err.is_some() {

@@ -284,6 +284,7 @@ def range($upto): __range(0; $upto; 1);
 def range($from; $upto): __range($from; $upto; 1);
 def range($from; $upto; $by): __range($from; $upto; $by);
 def fromjson: __fromjson;
+def base64url: @base64 | gsub(\"[+]\"; \"-\") | gsub(\"/\"; \"_\");
 ";
 
 fn call<'s>(name: &'s str, args: Vec<Term<&'s str>>) -> Term<&'s str> {
@@ -477,7 +478,16 @@ fn process_filter(name: &str) -> String {
 /// Compiles a parsed expression with the jq standard library and our built-ins. The
 /// expression and the library's definitions are instrumented (see [`instrument`]) so that
 /// every record's evaluation is bounded by its [`crate::eval::Budget`].
-pub(crate) fn compile<'s>(main: Term<&'s str>) -> Result<JaqFilter, CompileError> {
+pub(crate) fn compile(main: Term<&str>) -> Result<JaqFilter, CompileError> {
+    compile_with_vars(main, &[])
+}
+
+/// [`compile`] with global variables (`vars`, each starting with `$`), whose values
+/// [`run_with_vars`] supplies in the same order.
+pub(crate) fn compile_with_vars<'s>(
+    main: Term<&'s str>,
+    vars: &[&'s str],
+) -> Result<JaqFilter, CompileError> {
     let arena = Arena::default();
     let ours = jaq_core::load::parse(PRELUDE, |p| p.defs())
         .ok_or_else(|| CompileError("internal error: mapping prelude does not parse".into()))?;
@@ -507,6 +517,7 @@ pub(crate) fn compile<'s>(main: Term<&'s str>) -> Result<JaqFilter, CompileError
     })?;
     jaq_core::Compiler::default()
         .with_funs(funs)
+        .with_global_vars(vars.iter().copied())
         .compile(modules)
         .map_err(|errs| {
             let msgs: Vec<String> = errs
@@ -529,9 +540,22 @@ pub(crate) fn run(
     input: &Value,
     cx: &EvalCx<'_>,
 ) -> Result<Option<Value>, EvalError> {
+    run_with_vars(f, input, &[], cx)
+}
+
+/// [`run`] with the values of the filter's global variables, in their declared order.
+pub(crate) fn run_with_vars(
+    f: &JaqFilter,
+    input: &Value,
+    vars: &[Value],
+    cx: &EvalCx<'_>,
+) -> Result<Option<Value>, EvalError> {
     let val = cx.jaq_input.get_or_init(|| from_json(input)).clone();
     cx.budget.enter();
-    let ctx = Ctx::<Data>::new(RunData { lut: &f.lut, cx }, Vars::new([]));
+    let ctx = Ctx::<Data>::new(
+        RunData { lut: &f.lut, cx },
+        Vars::new(vars.iter().map(from_json)),
+    );
     let mut outs = f.id.run((ctx, val));
     let first = outs.next();
     let second = match first {

@@ -35,6 +35,7 @@ pub mod mapping;
 pub mod resolver;
 pub mod schema;
 pub mod shipped;
+pub mod template;
 
 pub use cli::{ApplyOptions, ApplyReport};
 pub use eval::{
@@ -45,6 +46,7 @@ pub use expr::{Direction, Expr, Unresolved};
 pub use mapping::{FieldTrace, LoadError, LoadOptions, Mapped, Mapping, RecordError};
 pub use resolver::{MemoryResolver, NoLinks, XrefResolver};
 pub use schema::Violation;
+pub use template::{Template, TemplateError};
 
 // The hub shares loaded mappings across tasks and threads.
 const _: () = {

@@ -325,7 +325,7 @@ fn yaml_err(file: &str, e: &yaml_serde::Error) -> LoadError {
 /// line) plus flow `[`/`{` outside quotes, comments and block scalars: an over-estimate of the
 /// nesting written out (aliases are bounded by the YAML reader's own repetition limit).
 /// The error gives the 1-based line and column where the limit is passed.
-fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)> {
+pub fn check_yaml_depth(text: &str, max: usize) -> Result<(), (usize, usize, String)> {
     let mut indents: Vec<usize> = Vec::new();
     let mut flow = 0usize;
     let too_deep = |line: usize, col: usize| {

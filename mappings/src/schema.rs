@@ -15,6 +15,8 @@ const SCHEMAS: &[(&str, &str)] = &[
     ("task", include_str!("../schemas/task.json")),
     ("ticket", include_str!("../schemas/ticket.json")),
     ("order", include_str!("../schemas/order.json")),
+    ("party", include_str!("../schemas/party.json")),
+    ("product", include_str!("../schemas/product.json")),
 ];
 
 /// Names of the canonical entities.

@@ -29,6 +29,26 @@ pub const FILES: &[(&str, &str)] = &[
         "wecom-department.yaml",
         include_str!("../files/wecom-department.yaml"),
     ),
+    (
+        "tryton-person.yaml",
+        include_str!("../files/tryton-person.yaml"),
+    ),
+    (
+        "tryton-department.yaml",
+        include_str!("../files/tryton-department.yaml"),
+    ),
+    (
+        "tryton-party.yaml",
+        include_str!("../files/tryton-party.yaml"),
+    ),
+    (
+        "tryton-product.yaml",
+        include_str!("../files/tryton-product.yaml"),
+    ),
+    (
+        "tryton-order.yaml",
+        include_str!("../files/tryton-order.yaml"),
+    ),
 ];
 
 /// Loads the shipped mapping for `system` × `entity` (`None` if there is none).

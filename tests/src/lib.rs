@@ -2,10 +2,13 @@
 //! throw-away databases on them.
 //!
 //! Tests that need PostgreSQL or RabbitMQ read `HUITONG_TEST_PG_URL` /
-//! `HUITONG_TEST_AMQP_URL`. When a variable is unset the test prints
+//! `HUITONG_TEST_AMQP_URL`; those that need Tryton or the OAuth2 server start
+//! their own through [`erp`] (`HUITONG_TEST_TRYTON_*`, `HUITONG_TEST_NODE`,
+//! `HUITONG_TEST_OAUTH2_SERVER`). When a variable is unset the test prints
 //! `SKIPPED: …` and passes — unless `HUITONG_TEST_REQUIRE_SERVICES=1` (set by
 //! `scripts/test` and CI), in which case a missing service fails the test.
 
+pub mod erp;
 pub mod org;
 
 use anyhow::Context;
@@ -101,6 +104,36 @@ fn replace_database(url: &str, name: &str) -> String {
         Some(q) => format!("{host_part}/{name}?{q}"),
         None => format!("{host_part}/{name}"),
     }
+}
+
+/// The `huitong` binary of this build (`target/<profile>/huitong`), built first when this test
+/// binary was built without it (`cargo test -p huitong-tests` alone).
+pub fn huitong_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/huitong
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("huitong{}", std::env::consts::EXE_SUFFIX));
+    // `cargo test --workspace` builds it for the hub's own CLI tests.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        if bin.exists() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut c = std::process::Command::new(cargo);
+        c.args(["build", "-q", "-p", "huitong", "--bin", "huitong"]);
+        if release {
+            c.arg("--release");
+        }
+        let status = c.status().expect("cargo build of the huitong binary");
+        assert!(status.success(), "cargo build -p huitong failed");
+    });
+    assert!(bin.exists(), "{} was not built", bin.display());
+    bin
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+pub mod connector;
 pub mod demo;
 pub mod fixture;
 pub mod mapping;

@@ -46,9 +46,9 @@ impl MappingSource {
         }
     }
 
-    /// The shipped mapping of `kind` for `entity`.
-    pub fn shipped(kind: ConnectorKind, entity: Entity) -> MappingSource {
-        MappingSource::Shipped(format!("{}-{entity}", kind.as_str()))
+    /// The shipped mapping of a mapping system (`feishu`, `tryton`) for `entity`.
+    pub fn shipped(system: &str, entity: Entity) -> MappingSource {
+        MappingSource::Shipped(format!("{system}-{entity}"))
     }
 
     /// Load and compile it, checking it maps `entity`.

@@ -147,9 +147,12 @@ pub(super) async fn read_side(
             .ok()
             .and_then(|m| m.key)
     };
-    if !departments
-        .iter()
-        .any(|d| dept_key(d).as_deref() == Some(root))
+    // Vendors list departments below the root; a declared connector (root id "") lists its
+    // roots with the rest.
+    if !root.is_empty()
+        && !departments
+            .iter()
+            .any(|d| dept_key(d).as_deref() == Some(root))
     {
         let got = endpoint
             .directory
