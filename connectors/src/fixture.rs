@@ -70,13 +70,19 @@ pub enum FixtureError {
     Invalid(String),
 }
 
+/// Largest org fixture read (a 100,000-person org is about 40 MB).
+pub const MAX_FIXTURE_BYTES: u64 = 1024 * 1024 * 1024;
+
 impl OrgFixture {
     pub fn load(path: &Path) -> Result<Self, FixtureError> {
         let p = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| FixtureError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let text =
+            huitong_mappings::mapping::read_capped(path, MAX_FIXTURE_BYTES).map_err(|source| {
+                FixtureError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
         let org: Self = serde_json::from_slice(&text)
             .map_err(|source| FixtureError::Parse { path: p, source })?;
         org.validate()?;

@@ -669,3 +669,45 @@ async fn track(req: Request, next: Next) -> Response {
         .record(start.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    /// A router whose `/slow` answers after `delay`, behind [`bounded`].
+    async fn ask(delay: Duration, request_timeout: Duration) -> (StatusCode, Duration) {
+        let limits = RequestLimits {
+            body_limit: 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout,
+        };
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    tokio::time::sleep(delay).await;
+                    "done"
+                }),
+            )
+            .layer(middleware::from_fn_with_state(limits, bounded));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let started = std::time::Instant::now();
+        let status = reqwest::get(format!("http://{addr}/slow"))
+            .await
+            .unwrap()
+            .status();
+        (status, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn an_answer_not_ready_within_the_request_timeout_is_503() {
+        let (status, took) = ask(Duration::from_secs(30), Duration::from_millis(200)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let (status, _) = ask(Duration::from_millis(10), Duration::from_secs(5)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}

@@ -432,9 +432,17 @@ fn yaml_key_text(k: &yaml_serde::Value) -> Option<String> {
 /// The largest mapping file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// A mapping file's text: a regular file only (a FIFO would block, `/dev/zero` never ends), at
-/// most [`MAX_FILE_BYTES`].
+/// A mapping file's text: a regular file only, at most [`MAX_FILE_BYTES`].
 fn read_file(path: &Path) -> std::io::Result<String> {
+    let bytes = read_capped(path, MAX_FILE_BYTES)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// The bytes of a regular file, at most `max` of them: a FIFO (which would block) or a device
+/// such as `/dev/zero` (which never ends) is refused before it is opened, and a file growing
+/// past the cap while it is read is noticed. Shared by every loader of admin-given files.
+pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     let regular = |meta: std::fs::Metadata| {
         if meta.is_file() {
@@ -447,19 +455,17 @@ fn read_file(path: &Path) -> std::io::Result<String> {
         }
     };
     regular(std::fs::metadata(path)?)?;
-    let mut file = std::fs::File::open(path)?;
+    let file = std::fs::File::open(path)?;
     regular(file.metadata()?)?;
     let mut bytes = Vec::new();
-    (&mut file)
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(Error::new(
             ErrorKind::InvalidData,
-            format!("larger than the limit of {MAX_FILE_BYTES} bytes"),
+            format!("larger than the limit of {max} bytes"),
         ));
     }
-    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))
+    Ok(bytes)
 }
 
 impl Mapping {

@@ -90,6 +90,34 @@ pub struct ScheduleSet {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// Largest schedule file read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A regular file's text, at most [`MAX_FILE_BYTES`] (a FIFO or device is refused before it is
+/// opened, a file growing past the cap while read is noticed).
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let regular = |m: std::fs::Metadata| {
+        if m.is_file() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::InvalidInput, "not a regular file"))
+        }
+    };
+    regular(std::fs::metadata(path)?)?;
+    let file = std::fs::File::open(path)?;
+    regular(file.metadata()?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than the limit of {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Loads every `*.yaml` / `*.yml` file in `dir` (not recursive, sorted by name).
 pub fn load_dir(dir: &Path) -> Result<ScheduleSet, LoadError> {
     let entries = match std::fs::read_dir(dir) {
@@ -120,7 +148,7 @@ pub fn load_dir(dir: &Path) -> Result<ScheduleSet, LoadError> {
     files.sort();
     let mut sources = Vec::new();
     for path in files {
-        match std::fs::read_to_string(&path) {
+        match read_capped(&path) {
             Ok(text) => sources.push((path, text)),
             Err(e) => diagnostics.push(file_error(&path, format!("cannot read file: {e}"))),
         }

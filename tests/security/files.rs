@@ -228,3 +228,42 @@ async fn mapping_files_and_samples_of_dev_zero_are_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn org_fixtures_and_connector_definitions_of_dev_zero_are_refused() {
+    let Some(bin) =
+        crate::huitong_bin("org_fixtures_and_connector_definitions_of_dev_zero_are_refused")
+    else {
+        return;
+    };
+    let dir = temp_dir("huitong-security-files");
+    let (code, output) = huitong(&bin, &dir, &["connector", "check", "/dev/zero"]).await;
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.contains("/dev/zero") && output.contains("not a regular file"),
+        "{output}"
+    );
+    let (code, output) = huitong(
+        &bin,
+        &dir,
+        &[
+            "sandbox",
+            "wecom",
+            "--org",
+            "/dev/zero",
+            "--corp-id",
+            "ww1",
+            "--corp-secret",
+            "s",
+            "--agent-id",
+            "1",
+        ],
+    )
+    .await;
+    assert_ne!(code, Some(0), "{output}");
+    assert!(
+        output.contains("/dev/zero") && output.contains("not a regular file"),
+        "{output}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

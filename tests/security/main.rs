@@ -13,22 +13,4 @@
 mod connections;
 mod files;
 
-use std::path::PathBuf;
-
-/// The `huitong` binary of this build (`target/<profile>/huitong`, next to `deps/`), built by
-/// `cargo test --workspace` for the hub's own CLI tests; `None` (after saying so) when it is
-/// missing and the run does not require every test (`HUITONG_TEST_REQUIRE_SERVICES`).
-pub fn huitong_bin(test: &str) -> Option<PathBuf> {
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("huitong")))
-        .filter(|p| p.is_file());
-    if bin.is_none() {
-        assert!(
-            !huitong_tests::services_required(),
-            "{test}: the huitong binary is not built (cargo build -p huitong)"
-        );
-        println!("SKIPPED: {test}: the huitong binary is not built (cargo build -p huitong)");
-    }
-    bin
-}
+pub use huitong_tests::huitong_bin;

@@ -106,33 +106,21 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
-/// The `huitong` binary of this build (`target/<profile>/huitong`), built first when this test
-/// binary was built without it (`cargo test -p huitong-tests` alone).
-pub fn huitong_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> -> target/<profile>/huitong
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!("huitong{}", std::env::consts::EXE_SUFFIX));
-    // `cargo test --workspace` builds it for the hub's own CLI tests.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        if bin.exists() {
-            return;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut c = std::process::Command::new(cargo);
-        c.args(["build", "-q", "-p", "huitong", "--bin", "huitong"]);
-        if release {
-            c.arg("--release");
-        }
-        let status = c.status().expect("cargo build of the huitong binary");
-        assert!(status.success(), "cargo build -p huitong failed");
-    });
-    assert!(bin.exists(), "{} was not built", bin.display());
+/// The `huitong` binary of this build (`target/<profile>/huitong`, next to `deps/`), built by
+/// `cargo test --workspace` for the hub's own CLI tests; `None` (after saying so) when it is
+/// missing and the run does not require every test (`HUITONG_TEST_REQUIRE_SERVICES`).
+pub fn huitong_bin(test: &str) -> Option<std::path::PathBuf> {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("huitong")))
+        .filter(|p| p.is_file());
+    if bin.is_none() {
+        assert!(
+            !services_required(),
+            "{test}: the huitong binary is not built (cargo build -p huitong)"
+        );
+        println!("SKIPPED: {test}: the huitong binary is not built (cargo build -p huitong)");
+    }
     bin
 }
 

@@ -48,8 +48,7 @@ fn mapping(entity: &str) -> Mapping {
 
 /// The id of the first record a JSON-RPC `create` made.
 fn created(v: &Value) -> i64 {
-    v[0].as_i64()
-        .unwrap_or_else(|| panic!("create gave {v}"))
+    v[0].as_i64().unwrap_or_else(|| panic!("create gave {v}"))
 }
 
 /// Every field `back` and `original` both carry is equal, inside arrays of objects too (the
@@ -73,7 +72,10 @@ fn same_where_both_carry(original: &Value, back: &Value) {
             _ => assert_eq!(o, b, "field {path}"),
         }
     }
-    assert!(original.is_object() && back.is_object(), "{original} / {back}");
+    assert!(
+        original.is_object() && back.is_object(),
+        "{original} / {back}"
+    );
     walk("", original, back);
 }
 
@@ -89,7 +91,7 @@ fn is_rfc3339_utc(v: &Value) -> bool {
 
 #[tokio::test]
 async fn canonical_party_product_and_order_written_through_the_shipped_mappings_read_back_the_same()
- {
+{
     let Some(t) = Tryton::start().await else {
         return;
     };
@@ -207,7 +209,11 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
     assert_eq!(back["active"], true);
     // The shipped definition reads street, city and postal code (not the country).
     let address = &back["addresses"][0];
-    assert_eq!(back["addresses"].as_array().map(Vec::len), Some(1), "{back}");
+    assert_eq!(
+        back["addresses"].as_array().map(Vec::len),
+        Some(1),
+        "{back}"
+    );
     assert_eq!(address["street"], "1 Century Avenue\nTower 2");
     assert_eq!(address["city"], "Shanghai");
     assert_eq!(address["postal_code"], "200120");
@@ -217,9 +223,20 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
         back["updated_at"]
     );
     same_where_both_carry(&party, &back);
-    let carried: BTreeSet<&str> = back.as_object().unwrap().keys().map(String::as_str).collect();
+    let carried: BTreeSet<&str> = back
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     for k in [
-        "id", "name", "code", "email", "phone", "addresses", "active",
+        "id",
+        "name",
+        "code",
+        "email",
+        "phone",
+        "addresses",
+        "active",
     ] {
         assert!(carried.contains(k), "{k} not read back: {back}");
     }
@@ -227,7 +244,10 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
     let own = t
         .call(
             "model.party.party.read",
-            json!([[party_id.parse::<i64>().unwrap()], ["categories", "identifiers", "addresses"]]),
+            json!([
+                [party_id.parse::<i64>().unwrap()],
+                ["categories", "identifiers", "addresses"]
+            ]),
         )
         .await;
     let cats: BTreeSet<i64> = serde_json::from_value(own[0]["categories"].clone()).unwrap();
@@ -326,7 +346,12 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
     assert_eq!(variants.len(), 1, "{raw}");
     let variant_id = variants[0]["id"].as_i64().expect("variant id");
     assert_ne!(variant_id.to_string(), template_id, "{raw}");
-    links.insert("product_variant", SYSTEM, &variant_id.to_string(), "PROD-HT-1");
+    links.insert(
+        "product_variant",
+        SYSTEM,
+        &variant_id.to_string(),
+        "PROD-HT-1",
+    );
     let back = prm.to_canonical(&raw, &links).expect("maps back");
     assert_eq!(back.key.as_deref(), Some(template_id.as_str()));
     assert!(back.unresolved.is_empty(), "{:?}", back.unresolved);
@@ -355,7 +380,10 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
     let own = t
         .call(
             "model.product.template.read",
-            json!([[template_id.parse::<i64>().unwrap()], ["salable", "sale_uom"]]),
+            json!([
+                [template_id.parse::<i64>().unwrap()],
+                ["salable", "sale_uom"]
+            ]),
         )
         .await;
     // SQLite gives booleans as 0/1.
@@ -461,7 +489,10 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
         .await
         .expect("quote");
     let quoted = read(&erp).await;
-    assert_eq!(quoted["status"], "draft", "a quotation is not confirmed yet");
+    assert_eq!(
+        quoted["status"], "draft",
+        "a quotation is not confirmed yet"
+    );
     erp.action("purchase", "confirm", Some(&po), json!({}))
         .await
         .expect("confirm");

@@ -312,7 +312,12 @@ fn connector_try_prints_the_first_records_raw_as_json_lines() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(huitong_tests::huitong_bin())
+    let Some(bin) =
+        huitong_tests::huitong_bin("connector_try_prints_the_first_records_raw_as_json_lines")
+    else {
+        return;
+    };
+    let out = std::process::Command::new(bin)
         .args([
             "--config",
             config.to_str().unwrap(),

@@ -326,17 +326,9 @@ impl Definition {
                 message,
             }],
         };
-        let meta = std::fs::metadata(path).map_err(|e| one(format!("cannot read: {e}")))?;
-        if !meta.is_file() {
-            return Err(one("not a regular file".into()));
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(one(format!(
-                "file is {} bytes; a definition may have at most {MAX_FILE_BYTES}",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| one(format!("cannot read: {e}")))?;
+        let bytes = huitong_mappings::mapping::read_capped(path, MAX_FILE_BYTES)
+            .map_err(|e| one(format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| one("not UTF-8 text".into()))?;
         Self::from_str(&origin, &text)
     }
 
