@@ -4,6 +4,7 @@ pub mod app;
 pub mod callbacks;
 pub mod config;
 pub mod files;
+pub mod hooks;
 pub mod jobs;
 pub mod live;
 pub mod model;

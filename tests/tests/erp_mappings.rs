@@ -95,7 +95,20 @@ async fn canonical_party_product_and_order_written_through_the_shipped_mappings_
     let Some(t) = Tryton::start().await else {
         return;
     };
-    let erp = rest(&t);
+    round_trip(&t).await;
+}
+
+/// The same on PostgreSQL, where Tryton gives booleans as true/false (SQLite: 0/1).
+#[tokio::test]
+async fn the_same_round_trip_on_postgresql() {
+    let Some(t) = Tryton::start_postgres().await else {
+        return;
+    };
+    round_trip(&t).await;
+}
+
+async fn round_trip(t: &Tryton) {
+    let erp = rest(t);
 
     // Tryton's reference records differ between databases: made through its own API, then
     // linked as an admin would (an xref file).

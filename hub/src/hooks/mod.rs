@@ -1,0 +1,4 @@
+//! Supplier webhooks (`[hooks.NAME]`, `POST /hooks/{source}`): signatures verified on the raw
+//! body ([`verify`]).
+
+pub mod verify;
