@@ -184,6 +184,30 @@ impl Tryton {
         std::fs::read_to_string(self.dir.join("trytond.log")).unwrap_or_default()
     }
 
+    /// huitong's connector `erp` on this Tryton: the shipped `tryton` definition (REST, the
+    /// API key), 127.0.0.1 allow-listed, the company as its parameter.
+    pub fn rest_connector(&self) -> huitong_connectors::declared::HttpConnector {
+        use huitong_connectors::declared::{self, HttpConnector, Options, auth::Credentials};
+        let def = declared::resolve("tryton").expect("the shipped tryton definition");
+        HttpConnector::new(
+            def,
+            Options {
+                name: "erp".into(),
+                base_url: self.base_url.clone(),
+                params: [("company".to_owned(), Value::from(self.company_id))]
+                    .into_iter()
+                    .collect(),
+                credentials: Credentials {
+                    api_key: Some(secrecy::SecretString::from(self.api_key.clone())),
+                    ..Credentials::default()
+                },
+                allow_hosts: vec!["127.0.0.1".into()],
+                retry: None,
+            },
+        )
+        .expect("the tryton connector")
+    }
+
     /// `base_url` + `rest/model/<model>`: the REST collection of a model.
     pub fn rest_url(&self, model: &str) -> String {
         format!("{}rest/model/{model}", self.base_url)
@@ -472,25 +496,7 @@ impl Drop for Tryton {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((admin_url, db)) = self.pg_db.take() {
-            // From a thread with its own runtime: Drop may run inside one that cannot block.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    use sqlx::Connection as _;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                        let sql = format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await;
-                    }
-                });
-            })
-            .join();
+            crate::drop_database(admin_url, db);
         }
     }
 }

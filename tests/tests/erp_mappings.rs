@@ -7,35 +7,15 @@
 
 use std::collections::BTreeSet;
 
-use huitong_connectors::declared::auth::Credentials;
-use huitong_connectors::declared::{self, HttpConnector, Options};
+use huitong_connectors::declared::HttpConnector;
 use huitong_mappings::{Mapping, MemoryResolver, shipped};
 use huitong_tests::erp::Tryton;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const SYSTEM: &str = "tryton";
 
 fn rest(t: &Tryton) -> HttpConnector {
-    let def = declared::resolve("tryton").expect("shipped definition");
-    HttpConnector::new(
-        def,
-        Options {
-            name: "erp".into(),
-            base_url: t.base_url.clone(),
-            params: json!({"company": t.company_id})
-                .as_object()
-                .cloned()
-                .unwrap(),
-            credentials: Credentials {
-                api_key: Some(SecretString::from(t.api_key.clone())),
-                ..Credentials::default()
-            },
-            allow_hosts: vec!["127.0.0.1".into()],
-            retry: None,
-        },
-    )
-    .expect("connector")
+    t.rest_connector()
 }
 
 fn mapping(entity: &str) -> Mapping {

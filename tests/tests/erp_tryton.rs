@@ -13,25 +13,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 fn rest(t: &Tryton) -> HttpConnector {
-    let def = declared::resolve("tryton").expect("shipped definition");
-    HttpConnector::new(
-        def,
-        Options {
-            name: "erp".into(),
-            base_url: t.base_url.clone(),
-            params: json!({"company": t.company_id})
-                .as_object()
-                .cloned()
-                .unwrap(),
-            credentials: Credentials {
-                api_key: Some(SecretString::from(t.api_key.clone())),
-                ..Credentials::default()
-            },
-            allow_hosts: vec!["127.0.0.1".into()],
-            retry: None,
-        },
-    )
-    .expect("connector")
+    t.rest_connector()
 }
 
 async fn all(c: &HttpConnector, entity: &str, page: u32) -> Vec<Value> {

@@ -299,6 +299,22 @@ impl HttpConnector {
         }
     }
 
+    /// A call that must find its record: its answer after `result`, or a permanent error
+    /// (`missing`) when the system says not found.
+    async fn call_found(
+        &self,
+        api: &'static str,
+        call: &Call,
+        vars: &Vars,
+        input: &Value,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Value, ConnectorError> {
+        match self.call(api, call, vars, input).await? {
+            Some(a) => self.pick(api, call, &a.value, vars),
+            None => Err(ConnectorError::permanent(self.wire.name, missing())),
+        }
+    }
+
     /// The external id of a record by the entity's `id` template.
     pub fn id_of(&self, entity: &str, record: &Value) -> Result<String, ConnectorError> {
         let e = self.entity(entity)?;
@@ -502,16 +518,11 @@ impl HttpConnector {
         let call = self.op(entity, "create", def.create.as_ref())?;
         let mut vars = self.vars();
         vars.record = Some(record.clone());
-        let a = self
-            .call("create", call, &vars, &record)
-            .await?
-            .ok_or_else(|| {
-                ConnectorError::permanent(
-                    self.wire.name,
-                    format!("create {entity}: the system answered not found"),
-                )
-            })?;
-        let v = self.pick("create", call, &a.value, &vars)?;
+        let v = self
+            .call_found("create", call, &vars, &record, || {
+                format!("create {entity}: the system answered not found")
+            })
+            .await?;
         match v {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
@@ -534,16 +545,10 @@ impl HttpConnector {
         let mut vars = self.vars();
         vars.id = Some(id.to_owned());
         vars.record = Some(record.clone());
-        let a = self
-            .call("update", call, &vars, &record)
-            .await?
-            .ok_or_else(|| {
-                ConnectorError::permanent(
-                    self.wire.name,
-                    format!("update {entity} {id}: the system says it does not exist"),
-                )
-            })?;
-        self.pick("update", call, &a.value, &vars)
+        self.call_found("update", call, &vars, &record, || {
+            format!("update {entity} {id}: the system says it does not exist")
+        })
+        .await
     }
 
     /// Deletes a record; one already gone counts as deleted.
@@ -589,16 +594,10 @@ impl HttpConnector {
         let mut vars = self.vars();
         vars.id = id.map(str::to_owned);
         vars.record = Some(record.clone());
-        let a = self
-            .call("action", call, &vars, &record)
-            .await?
-            .ok_or_else(|| {
-                ConnectorError::permanent(
-                    self.wire.name,
-                    format!("{entity} {action}: the system says the record does not exist"),
-                )
-            })?;
-        self.pick("action", call, &a.value, &vars)
+        self.call_found("action", call, &vars, &record, || {
+            format!("{entity} {action}: the system says the record does not exist")
+        })
+        .await
     }
 }
 
