@@ -67,6 +67,14 @@ encoding_aes_key_env = "T_WC_AES_KEY"
 kind = "dingtalk"
 app_key = "dingotherapp"
 app_secret_env = "T_DT_SECRET"
+
+[connectors.erp]
+kind = "http"
+definition = "tryton"
+base_url = "https://erp.example.test/db/"
+api_key_env = "T_DT_SECRET"
+[connectors.erp.params]
+company = 1
 "#;
 
 fn secrets() -> Vec<(&'static str, &'static str)> {
@@ -635,6 +643,8 @@ async fn misrouted_and_unconfigured_callbacks_are_refused_clearly() {
         "/callbacks/wecom/fs",
         "/callbacks/dingtalk/plain",
         "/callbacks/feishu/plain",
+        // A declared (http) connector takes no vendor callbacks.
+        "/callbacks/http/erp",
     ] {
         let r = post(path).await.unwrap();
         let status = r.status();
@@ -652,7 +662,7 @@ async fn misrouted_and_unconfigured_callbacks_are_refused_clearly() {
         );
         let text = String::from_utf8_lossy(body);
         for word in [
-            "nobody", "fs", "plain", "feishu", "wecom", "dingtalk", "token", "aes",
+            "nobody", "fs", "plain", "feishu", "wecom", "dingtalk", "token", "aes", "erp", "http",
         ] {
             assert!(!text.contains(word), "{path}: {text} names {word:?}");
         }

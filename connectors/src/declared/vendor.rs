@@ -168,7 +168,8 @@ impl Vendor for Http {
         _dedup: Arc<dyn EventDedup>,
         _max_body_bytes: usize,
     ) -> ReceiverSetup {
-        ReceiverSetup::Invalid("http connectors receive no vendor callbacks".into())
+        // No vendor callbacks: answered like an unknown connector (one 404).
+        ReceiverSetup::Missing(vec!["(http connectors take no vendor callbacks)"])
     }
     fn is_contact_event(&self, _event_type: &str) -> bool {
         false
