@@ -253,3 +253,60 @@ async fn link_paging_waits_out_a_429_and_redirects_stay_on_one_host() {
         "{e}"
     );
 }
+
+#[derive(Default)]
+struct Load {
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    times: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+async fn slow(State(load): State<Arc<Load>>) -> Response {
+    load.times.lock().unwrap().push(std::time::Instant::now());
+    let now = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    load.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    load.in_flight.fetch_sub(1, Ordering::SeqCst);
+    axum::Json(json!({"id": 1})).into_response()
+}
+
+#[tokio::test]
+async fn the_declared_rate_and_concurrency_hold_under_parallel_calls() {
+    let load = Arc::new(Load::default());
+    let app = Router::new()
+        .route("/v1/slow/{id}", get(slow))
+        .with_state(load.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let def = "name: limited\nauth: {type: none}\nlimits: {per_second: 5, concurrency: 2}\nentities:\n  item:\n    get: {path: 'slow/{id}'}\n";
+    let c = Arc::new(connector(
+        def,
+        &format!("http://127.0.0.1:{port}/v1/"),
+        Credentials::default(),
+    ));
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get("item", &i.to_string()).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), Some(json!({"id": 1})));
+    }
+    assert_eq!(
+        load.max_in_flight.load(Ordering::SeqCst),
+        2,
+        "the concurrency cap"
+    );
+    // No second-long window saw more than the declared five calls (as the server counts).
+    let times = load.times.lock().unwrap().clone();
+    assert_eq!(times.len(), 12);
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < std::time::Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 5, "{in_window} calls within a second");
+    }
+}

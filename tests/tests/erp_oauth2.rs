@@ -121,3 +121,45 @@ async fn a_wrong_secret_is_a_clear_permanent_error_naming_the_connector_and_the_
     let stats = s.stats().await;
     assert_eq!(stats["api_calls"], 0, "{stats}");
 }
+
+#[test]
+fn connector_try_over_oauth2_logs_neither_the_secret_nor_a_token() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(s) = rt.block_on(OAuth2Service::start(600)) else {
+        return;
+    };
+    let Some(bin) =
+        huitong_tests::huitong_bin("connector_try_over_oauth2_logs_neither_the_secret_nor_a_token")
+    else {
+        return;
+    };
+    let dir = huitong_tests::org::temp_dir("huitong-oauth2-try");
+    let config = dir.join("huitong.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[connectors.orders]\nkind = \"http\"\ndefinition = \"{DEFINITION}\"\nbase_url = \"{}/\"\n\
+             client_id = \"{}\"\nclient_secret_env = \"ORDERS_SECRET\"\ntoken_url = \"{}\"\nallow_hosts = [\"127.0.0.1\"]\n",
+            s.api_url, s.client_id, s.token_url
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--log-level", "trace", "--config", config.to_str().unwrap()])
+        .args(["connector", "try", "orders", "order", "--limit", "3"])
+        .env("ORDERS_SECRET", &s.client_secret)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stderr.len() > 100, "trace logging is on: {stderr}");
+    for secret in [s.client_secret.as_str(), "Bearer ", "access_token"] {
+        assert!(!stderr.contains(secret), "{secret:?} in the log:\n{stderr}");
+        assert!(!stdout.contains(secret), "{secret:?} in the output");
+    }
+    let stats = rt.block_on(s.stats());
+    assert_eq!(stats["tokens_issued"], 1, "{stats}");
+    let _ = std::fs::remove_dir_all(dir);
+}
