@@ -334,3 +334,54 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test]
+async fn tryton_stopped_mid_run_is_retried_and_nothing_is_lost_or_doubled() {
+    let Some(mut t) = Tryton::start().await else {
+        return;
+    };
+    let erp = std::sync::Arc::new(rest(&t));
+    erp.create("party", json!({"name": "Before the outage"}))
+        .await
+        .expect("create");
+    t.stop().await;
+    // Three creates while Tryton is down: each retries its refused connections…
+    let pending: Vec<_> = (1..=3)
+        .map(|i| {
+            let erp = erp.clone();
+            tokio::spawn(async move {
+                // Own codes: Tryton on SQLite numbers parties created at once alike.
+                erp.create(
+                    "party",
+                    json!({"name": format!("During the outage {i}"), "code": format!("OUT-{i}")}),
+                )
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(pending.iter().all(|p| !p.is_finished()), "still retrying");
+    // …and lands once Tryton is back.
+    t.start_again().await;
+    for p in pending {
+        p.await.unwrap().expect("landed after the restart");
+    }
+    let names: Vec<String> = serde_json::from_value::<Vec<Value>>(
+        t.call(
+            "model.party.party.search_read",
+            json!([[["name", "like", "During the outage%"]], 0, null, null, ["name"]]),
+        )
+        .await,
+    )
+    .unwrap()
+    .into_iter()
+    .map(|p| p["name"].as_str().unwrap().to_owned())
+    .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        ["During the outage 1", "During the outage 2", "During the outage 3"],
+        "each exactly once"
+    );
+}
