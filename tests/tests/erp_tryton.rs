@@ -355,7 +355,7 @@ async fn tryton_stopped_mid_run_is_retried_and_nothing_is_lost_or_doubled() {
                     "party",
                     json!({"name": format!("During the outage {i}"), "code": format!("OUT-{i}")}),
                 )
-                    .await
+                .await
             })
         })
         .collect();
@@ -369,7 +369,13 @@ async fn tryton_stopped_mid_run_is_retried_and_nothing_is_lost_or_doubled() {
     let names: Vec<String> = serde_json::from_value::<Vec<Value>>(
         t.call(
             "model.party.party.search_read",
-            json!([[["name", "like", "During the outage%"]], 0, null, null, ["name"]]),
+            json!([
+                [["name", "like", "During the outage%"]],
+                0,
+                null,
+                null,
+                ["name"]
+            ]),
         )
         .await,
     )
@@ -381,7 +387,59 @@ async fn tryton_stopped_mid_run_is_retried_and_nothing_is_lost_or_doubled() {
     names.sort();
     assert_eq!(
         names,
-        ["During the outage 1", "During the outage 2", "During the outage 3"],
+        [
+            "During the outage 1",
+            "During the outage 2",
+            "During the outage 3"
+        ],
         "each exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_create_finds_the_first_record_instead_of_making_a_second() {
+    let Some(t) = Tryton::start().await else {
+        return;
+    };
+    let erp = rest(&t);
+    let party = json!({"name": "Supplier A", "code": "SUP-A",
+                       "addresses": [["create", [{"street": "1 Road", "city": "Shanghai"}]]]});
+    let first = erp.create("party", party.clone()).await.unwrap();
+    assert_eq!(erp.create("party", party).await.unwrap(), first);
+    let supplier: i64 = first.parse().unwrap();
+    let address = erp.get("party", &first).await.unwrap().unwrap()["addresses"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let order = json!({
+        "company": t.company_id, "party": supplier, "currency": t.currency_id,
+        "warehouse": t.warehouse_id, "invoice_address": address, "invoice_method": "manual",
+        "reference": "PO-2026-0001"
+    });
+    let po = erp.create("purchase", order.clone()).await.unwrap();
+    assert_eq!(erp.create("purchase", order.clone()).await.unwrap(), po);
+    // Another reference is another purchase.
+    let mut other = order;
+    other["reference"] = json!("PO-2026-0002");
+    assert_ne!(erp.create("purchase", other).await.unwrap(), po);
+    let count = |model: &'static str, domain: Value| {
+        let t = &t;
+        async move {
+            t.call(&format!("model.{model}.search_count"), json!([domain]))
+                .await
+                .as_i64()
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("party.party", json!([["code", "=", "SUP-A"]])).await,
+        1
+    );
+    assert_eq!(
+        count(
+            "purchase.purchase",
+            json!([["reference", "=", "PO-2026-0001"]])
+        )
+        .await,
+        1
     );
 }

@@ -518,6 +518,27 @@ impl HttpConnector {
         let call = self.op(entity, "create", def.create.as_ref())?;
         let mut vars = self.vars();
         vars.record = Some(record.clone());
+        // Made before (a create retried after a lost reply, or repeated after a crash)?
+        if let Some(find) = &def.find
+            && let Some(found) = self.call("find", find, &vars, &record).await?
+        {
+            let v = self.pick("find", find, &found.value, &vars)?;
+            let existing = match v {
+                Value::Array(items) => items.into_iter().next(),
+                Value::Null => None,
+                other => Some(other),
+            };
+            if let Some(existing) = existing {
+                let id = self.id_of(entity, &existing)?;
+                tracing::info!(
+                    connector = self.wire.name,
+                    entity,
+                    id,
+                    "found before creating; not created again"
+                );
+                return Ok(id);
+            }
+        }
         let v = self
             .call_found("create", call, &vars, &record, || {
                 format!("create {entity}: the system answered not found")

@@ -220,6 +220,10 @@ pub struct EntityDef {
     pub canonical: Option<String>,
     pub list: Option<List>,
     pub get: Option<Call>,
+    /// Looks up, before a create, the record the create would make (by what the system keeps
+    /// unique: a code, a reference): its `result` over the answer is that record (or the first
+    /// of a list), or null/empty when there is none. Makes creates idempotent.
+    pub find: Option<Call>,
     pub create: Option<Call>,
     pub update: Option<Call>,
     pub delete: Option<Call>,
@@ -1017,6 +1021,7 @@ impl Reader<'_> {
                 "canonical",
                 "list",
                 "get",
+                "find",
                 "create",
                 "update",
                 "delete",
@@ -1048,6 +1053,13 @@ impl Reader<'_> {
         let create = call(self, "create", "POST");
         let update = call(self, "update", "PUT");
         let delete = call(self, "delete", "DELETE");
+        let find = call(self, "find", "GET");
+        if find.is_some() && create.is_none() {
+            self.problem(
+                &join(key, "find"),
+                "a find serves a create: declare `create` too",
+            );
+        }
         let mut actions = BTreeMap::new();
         if let Some(a) = o.get("actions") {
             let akey = join(key, "actions");
@@ -1076,6 +1088,7 @@ impl Reader<'_> {
             canonical,
             list,
             get,
+            find,
             create,
             update,
             delete,

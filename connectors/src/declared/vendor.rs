@@ -241,6 +241,19 @@ impl WriteEntities for Declared {
     async fn create(&self, entity: Entity, record: Value) -> Result<String, ConnectorError> {
         self.0.create(&self.entity(entity)?, record).await
     }
+    /// Idempotent where the definition declares a `find` for the entity.
+    fn keyed_creates(&self, entity: Entity) -> bool {
+        self.entity(entity)
+            .ok()
+            .and_then(|n| {
+                self.0
+                    .definition()
+                    .entities
+                    .get(&n)
+                    .map(|e| e.find.is_some())
+            })
+            .unwrap_or(false)
+    }
     async fn update(
         &self,
         entity: Entity,
