@@ -188,7 +188,10 @@ where
                 return Ok(closed);
             }
         }
-        let period = handler.ping_interval();
+        // At most a day: a vendor's huge interval must not overflow the timer.
+        let period = handler
+            .ping_interval()
+            .min(std::time::Duration::from_secs(86_400));
         if period != ping.period() {
             ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         }

@@ -119,7 +119,13 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     fn update(&mut self, v: &Value) {
-        let secs = |k: &str| v.get(k).and_then(Value::as_u64).map(Duration::from_secs);
+        // The server's numbers are bounded (a day) before they reach timers: a huge one would
+        // overflow `Instant` arithmetic and end the connection task.
+        let secs = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .map(|s| Duration::from_secs(s.min(MAX_SERVER_SECS)))
+        };
         if let Some(c) = v.get("ReconnectCount").and_then(Value::as_i64) {
             self.reconnect_count = c;
         }
@@ -134,6 +140,9 @@ impl ClientConfig {
         }
     }
 }
+
+/// The longest interval or wait the server may set (a day).
+const MAX_SERVER_SECS: u64 = 86_400;
 
 /// The long-connection client of one app.
 pub struct LongConnection {
@@ -383,9 +392,13 @@ impl LongConnection {
     fn reconnect_wait(&self, cc: &ClientConfig) -> Duration {
         let jitter_ms = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>()));
         let nonce = cc.reconnect_nonce.as_millis() as u64;
-        (cc.reconnect_interval
-            + Duration::from_millis(if nonce > 0 { jitter_ms % nonce } else { 0 }))
-        .min(self.max_reconnect_interval)
+        cc.reconnect_interval
+            .saturating_add(Duration::from_millis(if nonce > 0 {
+                jitter_ms % nonce
+            } else {
+                0
+            }))
+            .min(self.max_reconnect_interval)
     }
 }
 
@@ -433,5 +446,20 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(5));
         assert_eq!(c.reconnect_count, 3);
         assert_eq!(c.reconnect_interval, Duration::from_secs(120));
+        // Huge numbers from the server are bounded, and the reconnect wait cannot overflow
+        // (found by the feishu_long_connection fuzz target).
+        c.update(&json!({"PingInterval": u64::MAX, "ReconnectInterval": u64::MAX, "ReconnectNonce": 100000}));
+        assert_eq!(c.ping_interval, Duration::from_secs(86_400));
+        assert_eq!(c.reconnect_interval, Duration::from_secs(86_400));
+        let lc = LongConnection {
+            origin: "http://127.0.0.1:9".into(),
+            app_id: "cli_x".into(),
+            app_secret: SecretString::from("s".to_owned()),
+            http: build_client(Duration::from_secs(1)).unwrap(),
+            max_reconnect_interval: Duration::from_secs(150),
+        };
+        for _ in 0..100 {
+            assert!(lc.reconnect_wait(&c) <= lc.max_reconnect_interval);
+        }
     }
 }

@@ -408,7 +408,7 @@ impl VendorCallbacks for WecomCallbacks {
                 vendor: VENDOR,
                 event_id,
                 event_type,
-                created_at_ms: create_time.map(|t| t * 1000),
+                created_at_ms: create_time.and_then(|t| t.checked_mul(1000)),
                 payload: Value::Object(payload),
             },
             empty_reply(),
