@@ -604,6 +604,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_create_time_too_large_for_milliseconds_is_no_time_not_a_panic() {
+        // Found by the wecom_callback fuzz target: `CreateTime * 1000` overflowed.
+        let r = receiver(B_TOKEN, B_KEY, B_CORP);
+        let now = 1_700_000_000;
+        let ev = "<xml><ToUserName>c</ToUserName><FromUserName>sys</FromUserName><CreateTime>9223372036854776</CreateTime><MsgType>event</MsgType><Event>change_contact</Event><ChangeType>delete_user</ChangeType><UserID>x</UserID></xml>";
+        let (qs, body) = build_callback(r.crypt(), B_CORP, None, ev, now, "n9");
+        let query: HashMap<String, String> = qs.into_iter().collect();
+        match r.handle_at(&query, body.as_bytes(), now).await {
+            Ok(CallbackOutcome::Event { event, .. }) => assert_eq!(event.created_at_ms, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn rejects_bad_signature_wrong_receive_id_stale_and_missing() {
         let r = receiver(B_TOKEN, B_KEY, B_CORP);
         let now = 1_700_000_000;
