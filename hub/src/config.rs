@@ -211,17 +211,18 @@ impl ConnectorConfig {
         &self,
         entity: crate::model::Entity,
     ) -> crate::sync::connect::MappingSource {
-        self.mappings.get(&entity).cloned().unwrap_or_else(|| {
-            // A connector without shipped mappings (an admin's own http definition) names
-            // the missing file in the error of the shipped lookup.
-            let system = self
-                .kind
-                .mapping_system(&self.vendor_settings())
-                .unwrap_or_else(|| {
-                    format!("{}-own-definition-of-{}", self.kind.as_str(), self.name)
-                });
-            crate::sync::connect::MappingSource::shipped(&system, entity)
-        })
+        use crate::sync::connect::MappingSource;
+        if let Some(m) = self.mappings.get(&entity) {
+            return m.clone();
+        }
+        match self.kind.mapping_system(&self.vendor_settings()) {
+            Some(system) => MappingSource::shipped(&system, entity),
+            // An admin's own http definition ships no mappings: they must be named.
+            None => MappingSource::Unset(format!(
+                "connector {:?} uses its own definition, which ships no mappings: name its {entity} mapping in [connectors.{}.mappings] ({entity} = \"path/to/file.yaml\")",
+                self.name, self.name
+            )),
+        }
     }
 
     /// Its settings as the vendor registry takes them.
@@ -1270,6 +1271,23 @@ impl Reader<'_> {
                         other.type_str()
                     ),
                 ),
+            }
+            // A member without mappings (an http connector with its own definition) is named
+            // here rather than failing the first plan.
+            for member in std::iter::once(&source).chain(targets.iter()) {
+                let Some(c) = connectors.get(member) else {
+                    continue;
+                };
+                for entity in crate::model::Entity::ORG {
+                    if let crate::sync::connect::MappingSource::Unset(why) =
+                        c.mapping_source(entity)
+                    {
+                        let key = format!("connectors.{member}.mappings.{entity}");
+                        if !self.problems.iter().any(|p| p.key == key) {
+                            self.problem(&key, why);
+                        }
+                    }
+                }
             }
             let threshold_key = format!("{prefix}.safety_threshold_percent");
             let safety_threshold_percent = match rt.get("safety_threshold_percent") {

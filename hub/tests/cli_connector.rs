@@ -228,3 +228,49 @@ fn config_check_names_missing_credentials_params_and_unknown_keys() {
     assert!(err.contains("connectors.crm.password"), "{err}");
     assert!(err.contains("connectors.crm.username"), "{err}");
 }
+
+#[test]
+fn a_route_through_an_own_definition_needs_its_mappings_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/http/orders-api.yaml");
+    std::fs::write(dir.path().join("key"), "s3cret").unwrap();
+    let config = |mappings: &str| {
+        format!(
+            "[connectors.crm]\nkind = \"http\"\ndefinition = \"{}\"\nbase_url = \"https://crm.example.test/\"\n\
+             client_id = \"x\"\nclient_secret_file = \"key\"\ntoken_url = \"https://crm.example.test/token\"\n{mappings}\
+             [connectors.factory]\nkind = \"wecom\"\ncorp_id = \"ww1\"\nagent_id = 1\ncorp_secret_file = \"key\"\n\
+             [routes.org]\nsource = \"crm\"\ntargets = [\"factory\"]\n",
+            def.display()
+        )
+    };
+    let file = dir.path().join("huitong.toml");
+    std::fs::write(&file, config("")).unwrap();
+    let out = huitong(
+        dir.path(),
+        &["config", "check", "--config", file.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for entity in ["person", "department"] {
+        assert!(
+            err.contains(&format!("`connectors.crm.mappings.{entity}`: connector \"crm\" uses its own definition, which ships no mappings")),
+            "{err}"
+        );
+    }
+    // Named (here the shipped WeCom ones stand in for the admin's files): accepted.
+    std::fs::write(
+        &file,
+        config("[connectors.crm.mappings]\nperson = \"wecom-person\"\ndepartment = \"wecom-department\"\n"),
+    )
+    .unwrap();
+    let out = huitong(
+        dir.path(),
+        &["config", "check", "--config", file.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -29,6 +29,8 @@ pub enum MappingSource {
     Shipped(String),
     /// An admin's file.
     File(PathBuf),
+    /// None: the connector has no shipped mapping of the entity and names no file (why).
+    Unset(String),
 }
 
 impl MappingSource {
@@ -78,6 +80,7 @@ impl MappingSource {
                     .map_err(|e| e.to_string())?;
                 Mapping::from_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?
             }
+            MappingSource::Unset(why) => return Err(why.clone()),
         };
         if m.entity() != entity.as_str() {
             return Err(format!("{}: maps {:?}, not {entity}", self, m.entity()));
@@ -88,7 +91,7 @@ impl MappingSource {
     fn path(&self) -> Option<&Path> {
         match self {
             MappingSource::File(p) => Some(p),
-            MappingSource::Shipped(_) => None,
+            MappingSource::Shipped(_) | MappingSource::Unset(_) => None,
         }
     }
 }
@@ -98,6 +101,7 @@ impl std::fmt::Display for MappingSource {
         match self {
             MappingSource::Shipped(name) => write!(f, "shipped mapping {name}"),
             MappingSource::File(p) => write!(f, "{}", p.display()),
+            MappingSource::Unset(_) => f.write_str("no mapping"),
         }
     }
 }
