@@ -129,6 +129,23 @@ fn erp_config(dir: &Path, base_url: &str, extra: &str) -> std::path::PathBuf {
     file
 }
 
+/// `huitong --config CONFIG connector try erp party --limit 1`.
+fn try_one_party(dir: &Path, config: &str) -> Output {
+    huitong(
+        dir,
+        &[
+            "--config",
+            config,
+            "connector",
+            "try",
+            "erp",
+            "party",
+            "--limit",
+            "1",
+        ],
+    )
+}
+
 #[test]
 fn private_and_metadata_addresses_are_refused_unless_allow_listed() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,19 +163,7 @@ fn private_and_metadata_addresses_are_refused_unless_allow_listed() {
         assert!(err.contains("refused"), "{err}");
         assert!(!err.contains("k3y-value"), "{err}");
         // `connector try` refuses before any connection.
-        let out = huitong(
-            dir.path(),
-            &[
-                "--config",
-                config,
-                "connector",
-                "try",
-                "erp",
-                "party",
-                "--limit",
-                "1",
-            ],
-        );
+        let out = try_one_party(dir.path(), config);
         assert_ne!(out.status.code(), Some(0), "{base}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("refused"), "{err}");
@@ -166,19 +171,7 @@ fn private_and_metadata_addresses_are_refused_unless_allow_listed() {
     // A name that resolves to loopback is refused at connection time.
     let file = erp_config(dir.path(), "http://localhost:9/huitong/", "");
     let config = file.to_str().unwrap();
-    let out = huitong(
-        dir.path(),
-        &[
-            "--config",
-            config,
-            "connector",
-            "try",
-            "erp",
-            "party",
-            "--limit",
-            "1",
-        ],
-    );
+    let out = try_one_party(dir.path(), config);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
